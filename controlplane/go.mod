@@ -1,0 +1,3 @@
+module github.com/meshop/meshop/controlplane
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/meshop/meshop/e2e
+
+go 1.26

@@ -1,0 +1,32 @@
+package localenv
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// ConsulT starts a Consul agent on free ports for the test and stops it at
+// the end. It fails the test when the agent cannot start.
+func ConsulT(t testing.TB) *Consul {
+	t.Helper()
+	opts, err := newConsulOptions(t.TempDir(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c, err := StartConsul(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(10 * time.Second); err != nil {
+			t.Log(err)
+		}
+		if t.Failed() {
+			t.Logf("consul log (tail):\n%s", c.Tail(4000))
+		}
+	})
+	return c
+}

@@ -1,0 +1,3 @@
+module github.com/meshop/meshop/services/kit
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/meshop/meshop/services/order
+
+go 1.26

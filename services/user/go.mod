@@ -1,0 +1,3 @@
+module github.com/meshop/meshop/services/user
+
+go 1.26
