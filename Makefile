@@ -6,7 +6,7 @@ SHELL := /bin/bash
 BIN := $(CURDIR)/bin
 # Workspace modules; the tool modules under consul/tool and observability/jaeger
 # are deliberately outside go.work.
-MODULES := services/kit services/user services/order controlplane testenv e2e
+MODULES := services/kit services/user services/order controlplane localenv e2e
 PKGS := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 GOTESTFLAGS ?= -count=1 -timeout 30m
 
