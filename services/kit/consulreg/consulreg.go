@@ -1,0 +1,150 @@
+// Package consulreg registers a service instance in Consul the way DESIGN §5
+// says, and takes it out again on shutdown:
+//
+//	Register ──(Consul down? back off, retry, log once per state change)──▶ registered
+//	Deregister ◀── after /ready turned 503 and in-flight requests drained
+//
+// The registration carries the mesh meta the control plane reads
+// (mesh_protocol, mesh_upstreams, mesh_public_prefixes, mesh_app_port,
+// version) and an HTTP check on /health.
+package consulreg
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Meta keys of DESIGN §5.
+const (
+	MetaProtocol       = "mesh_protocol"
+	MetaUpstreams      = "mesh_upstreams"
+	MetaPublicPrefixes = "mesh_public_prefixes"
+	MetaAppPort        = "mesh_app_port"
+	MetaVersion        = "version"
+)
+
+// Instance describes one instance of a service for Consul.
+type Instance struct {
+	ID             string   // <service>-<suffix>; also the Envoy node id
+	Service        string   // Consul service name
+	Version        string   // "v1"
+	Address        string   // where the sidecar's inbound listener (direct mode: the app) accepts
+	Port           int      //   "
+	AppPort        int      // the app's own port
+	Upstreams      []string // services this one calls
+	PublicPrefixes []string // app paths exposed at the edge, e.g. "/orders"
+	// CheckURL is the /health URL Consul polls; empty means
+	// http://Address:Port/health.
+	CheckURL        string
+	CheckInterval   time.Duration
+	CheckTimeout    time.Duration
+	DeregisterAfter time.Duration // DeregisterCriticalServiceAfter
+}
+
+// Registration is the Consul agent registration for in.
+func (in Instance) Registration() *api.AgentServiceRegistration {
+	checkURL := in.CheckURL
+	if checkURL == "" {
+		checkURL = "http://" + net.JoinHostPort(in.Address, strconv.Itoa(in.Port)) + "/health"
+	}
+	return &api.AgentServiceRegistration{
+		ID:      in.ID,
+		Name:    in.Service,
+		Tags:    []string{in.Version},
+		Address: in.Address,
+		Port:    in.Port,
+		Meta: map[string]string{
+			MetaProtocol:       "http",
+			MetaUpstreams:      strings.Join(in.Upstreams, ","),
+			MetaPublicPrefixes: strings.Join(in.PublicPrefixes, ","),
+			MetaAppPort:        strconv.Itoa(in.AppPort),
+			MetaVersion:        in.Version,
+		},
+		Check: &api.AgentServiceCheck{
+			CheckID:                        "service:" + in.ID + ":health",
+			Name:                           in.Service + " /health",
+			HTTP:                           checkURL,
+			Method:                         "GET",
+			Interval:                       in.CheckInterval.String(),
+			Timeout:                        in.CheckTimeout.String(),
+			DeregisterCriticalServiceAfter: in.DeregisterAfter.String(),
+		},
+	}
+}
+
+// Agent is the part of Consul's agent API the registrar uses.
+type Agent interface {
+	ServiceRegister(*api.AgentServiceRegistration) error
+	ServiceDeregister(serviceID string) error
+}
+
+// Registrar registers one instance with retries and deregisters it.
+type Registrar struct {
+	agent    Agent
+	instance Instance
+	logger   *slog.Logger
+	// MinBackoff and MaxBackoff bound the wait between attempts.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// New returns a registrar for instance on agent.
+func New(agent Agent, instance Instance, logger *slog.Logger) *Registrar {
+	return &Registrar{
+		agent: agent, instance: instance,
+		logger:     logger.With("component", "consulreg", "instance", instance.ID),
+		MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second,
+	}
+}
+
+// Register registers the instance, retrying with exponential backoff while
+// Consul is unreachable, until it succeeds or ctx ends. It logs the first
+// failure and the recovery, not every retry.
+func (r *Registrar) Register(ctx context.Context) error {
+	reg := r.instance.Registration()
+	wait := r.MinBackoff
+	failing := false
+	for attempt := 1; ; attempt++ {
+		err := r.agent.ServiceRegister(reg)
+		if err == nil {
+			if failing {
+				r.logger.Info("registered in consul after retries", "attempts", attempt)
+			} else {
+				r.logger.Info("registered in consul", "address", reg.Address, "port", reg.Port)
+			}
+			return nil
+		}
+		if !failing {
+			r.logger.Warn("consul registration failed; retrying with backoff", "err", err)
+			failing = true
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("consulreg: register %s: gave up after %d attempts: %w", r.instance.ID, attempt, err)
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, r.MaxBackoff)
+	}
+}
+
+// Deregister removes the instance from Consul.
+func (r *Registrar) Deregister(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- r.agent.ServiceDeregister(r.instance.ID) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("consulreg: deregister %s: %w", r.instance.ID, err)
+		}
+		r.logger.Info("deregistered from consul")
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("consulreg: deregister %s: %w", r.instance.ID, ctx.Err())
+	}
+}

@@ -1,0 +1,144 @@
+package httpserver
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshop/meshop/services/kit/telemetry"
+)
+
+// fakeRegistrar records calls; Register blocks until allowed.
+type fakeRegistrar struct {
+	allow chan struct{}
+	mu    sync.Mutex
+	calls []string
+}
+
+func (f *fakeRegistrar) Register(ctx context.Context) error {
+	select {
+	case <-f.allow:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	f.record("register")
+	return nil
+}
+
+func (f *fakeRegistrar) Deregister(context.Context) error { f.record("deregister"); return nil }
+
+func (f *fakeRegistrar) record(s string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, s)
+}
+
+func (f *fakeRegistrar) got() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}
+
+func newTestServer(t *testing.T, routes *http.ServeMux) *Server {
+	tel, err := telemetry.New(context.Background(), telemetry.Config{Service: "order", SampleRate: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(Config{Service: "order", Routes: routes, Metrics: prometheus.NewRegistry(),
+		Telemetry: tel, Logger: slog.New(slog.DiscardHandler), DrainTimeout: 5 * time.Second})
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		<-time.After(5 * time.Millisecond)
+	}
+}
+
+func TestLifecycle(t *testing.T) {
+	inFlight := make(chan struct{})
+	release := make(chan struct{})
+	routes := http.NewServeMux()
+	routes.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
+		close(inFlight)
+		<-release
+		io.WriteString(w, "done")
+	})
+	s := newTestServer(t, routes)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	reg := &fakeRegistrar{allow: make(chan struct{})}
+	ctx, stop := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(ctx, ln, reg) }()
+
+	// Before registration: alive but not ready.
+	if code, body := get(t, base+"/health"); code != 200 || !strings.Contains(body, `"service":"order"`) {
+		t.Fatalf("/health = %d %s", code, body)
+	}
+	if code, body := get(t, base+"/ready"); code != 503 || !strings.Contains(body, "starting") {
+		t.Fatalf("/ready before registration = %d %s", code, body)
+	}
+	close(reg.allow)
+	waitFor(t, "ready", s.Ready)
+
+	// A request in flight when the stop comes is completed, not cut.
+	slow := make(chan string, 1)
+	go func() { _, body := get(t, base+"/slow"); slow <- body }()
+	<-inFlight
+	stop()
+	waitFor(t, "draining", func() bool { return !s.Ready() })
+	close(release)
+	if body := <-slow; body != "done" {
+		t.Errorf("in-flight request got %q", body)
+	}
+	if err := <-ran; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if got := reg.got(); strings.Join(got, ",") != "register,deregister" {
+		t.Errorf("registrar calls = %v", got)
+	}
+}
+
+func TestJSONErrorForUnknownRoute(t *testing.T) {
+	routes := http.NewServeMux()
+	routes.HandleFunc("/", NotFound)
+	srv := newTestServer(t, routes)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go http.Serve(ln, srv.Handler())
+	code, body := get(t, "http://"+ln.Addr().String()+"/nope")
+	var e struct{ Error struct{ Code string } }
+	if code != 404 || json.Unmarshal([]byte(body), &e) != nil || e.Error.Code != "no_route" {
+		t.Errorf("got %d %s", code, body)
+	}
+	if code, body := get(t, "http://"+ln.Addr().String()+"/metrics"); code != 200 {
+		t.Errorf("/metrics = %d %s", code, body)
+	}
+}
