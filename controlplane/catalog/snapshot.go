@@ -1,0 +1,70 @@
+package catalog
+
+import (
+	"slices"
+	"time"
+)
+
+// Snapshot is what Consul said at one moment: every registered service with
+// all of its instances (whatever their health) and the raw mesh policies.
+// A published Snapshot is never modified; readers share it without locks and
+// must not modify it either.
+type Snapshot struct {
+	// Index is the highest Consul raft index among the answers this
+	// snapshot was built from.
+	Index uint64
+	// SeenAt is when the answer that caused this snapshot arrived from
+	// Consul: the start of the push-latency measurement.
+	SeenAt time.Time
+	// Services maps every service name in the catalog to its instances,
+	// sorted by ID. A service with no instances maps to an empty slice.
+	Services map[string][]Instance
+	// Policies maps a KV key below PolicyPrefix (for example "order" for
+	// mesh/policy/order) to its raw value.
+	Policies map[string][]byte
+}
+
+// Instance is one registration of a service, as the health endpoint
+// returns it.
+type Instance struct {
+	ID      string
+	Service string
+	Node    string
+	// Address is the service address, or the node address when the
+	// registration left it empty (Consul's own rule).
+	Address string
+	Port    int
+	Tags    []string
+	Meta    map[string]string
+	// Status is the aggregated status of the node and service checks:
+	// passing, warning, critical or maintenance.
+	Status string
+	// CreateIndex is the raft index at which the instance was first
+	// registered; the model uses it to decide who claimed a route first.
+	CreateIndex uint64
+}
+
+// Passing reports whether every check of the instance passes: only such
+// instances become endpoints (Consul's ?passing filter drops warning too).
+func (i Instance) Passing() bool { return i.Status == StatusPassing }
+
+// Check statuses as Consul reports them.
+const (
+	StatusPassing     = "passing"
+	StatusWarning     = "warning"
+	StatusCritical    = "critical"
+	StatusMaintenance = "maintenance"
+)
+
+// PolicyPrefix is the KV folder holding one JSON policy per service.
+const PolicyPrefix = "mesh/policy/"
+
+// ServiceNames returns the service names in order.
+func (s *Snapshot) ServiceNames() []string {
+	names := make([]string, 0, len(s.Services))
+	for n := range s.Services {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}

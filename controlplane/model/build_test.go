@@ -1,0 +1,283 @@
+package model
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/meshop/meshop/controlplane/catalog"
+)
+
+// inst is a well-formed meshed instance; options tweak it.
+func inst(svc, id string, opts ...func(*catalog.Instance)) catalog.Instance {
+	in := catalog.Instance{
+		ID: id, Service: svc, Node: "n1", Address: "10.0.0.1", Port: 15006,
+		Status: catalog.StatusPassing, CreateIndex: 10,
+		Meta: map[string]string{MetaProtocol: "http", MetaAppPort: "8080", MetaVersion: "v1"},
+	}
+	for _, o := range opts {
+		o(&in)
+	}
+	return in
+}
+
+func meta(k, v string) func(*catalog.Instance) {
+	return func(i *catalog.Instance) { i.Meta[k] = v }
+}
+
+func snap(insts ...catalog.Instance) *catalog.Snapshot {
+	s := &catalog.Snapshot{Index: 42, Services: map[string][]catalog.Instance{}, Policies: map[string][]byte{}}
+	for _, in := range insts {
+		s.Services[in.Service] = append(s.Services[in.Service], in)
+	}
+	return s
+}
+
+func problemKinds(ps Problems) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, string(p.Severity)+" "+p.Kind+" "+p.Service+"/"+p.Instance+" "+p.Field)
+	}
+	return out
+}
+
+func TestBuildShop(t *testing.T) {
+	s := snap(
+		inst("order", "order-1", meta(MetaUpstreams, "user, product,payment,"), meta(MetaPublicPrefixes, "/orders")),
+		inst("user", "user-1", meta(MetaPublicPrefixes, "/users")),
+		inst("user", "user-2", func(i *catalog.Instance) { i.Status = catalog.StatusCritical }),
+		inst("product", "product-1", meta(MetaPublicPrefixes, "/products,/products/admin")),
+		inst("payment", "payment-1", meta(MetaProtocol, "grpc")),
+		catalog.Instance{ID: "consul", Service: "consul", Address: "127.0.0.1", Port: 8300, Status: catalog.StatusPassing},
+	)
+	m := NewBuilder(BuilderOptions{}).Build(s)
+	if err := m.Validate(); err != nil {
+		t.Fatalf("Validate() = %v, want nil", err)
+	}
+	if diff := cmp.Diff([]string{"order", "payment", "product", "user"}, m.ServiceNames()); diff != "" {
+		t.Errorf("services (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"consul"}, m.Unmeshed); diff != "" {
+		t.Errorf("unmeshed (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"payment", "product", "user"}, m.Instances["order-1"].Upstreams); diff != "" {
+		t.Errorf("order upstreams (-want +got):\n%s", diff)
+	}
+	wantRoutes := []PublicRoute{{"/products/admin", "product"}, {"/products", "product"}, {"/orders", "order"}, {"/users", "user"}}
+	if diff := cmp.Diff(wantRoutes, m.Routes); diff != "" {
+		t.Errorf("routes (-want +got):\n%s", diff)
+	}
+	if got := len(m.Services["user"].Endpoints()); got != 1 {
+		t.Errorf("user endpoints = %d, want 1 (user-2 is critical)", got)
+	}
+	if m.Instances["user-2"] == nil {
+		t.Error("critical instance user-2 missing from Instances; its sidecar would lose its config")
+	}
+	if got := m.Services["payment"].Protocol; got != HTTP2 {
+		t.Errorf("payment protocol = %q, want %q", got, HTTP2)
+	}
+	if got := m.Services["order"].Policy; !cmp.Equal(got, DefaultPolicy()) {
+		t.Errorf("order policy = %+v, want default", got)
+	}
+}
+
+func TestBuildBadInput(t *testing.T) {
+	tests := []struct {
+		name  string
+		snap  *catalog.Snapshot
+		want  []string // problem summaries, sorted by key
+		check func(t *testing.T, m *Mesh)
+	}{
+		{
+			name: "unknown and malformed upstreams",
+			snap: snap(inst("order", "order-1", meta(MetaUpstreams, "user,prodcut,Bad_Name")), inst("user", "user-1")),
+			want: []string{"error upstream order/order-1 mesh_upstreams", "error upstream order/order-1 mesh_upstreams"},
+			check: func(t *testing.T, m *Mesh) {
+				if diff := cmp.Diff([]string{"user"}, m.Instances["order-1"].Upstreams); diff != "" {
+					t.Errorf("upstreams (-want +got):\n%s", diff)
+				}
+			},
+		},
+		{
+			name: "bad prefixes",
+			snap: snap(inst("order", "order-1", meta(MetaPublicPrefixes, "orders,/,/orders/,/a//b,/a/../b,/a b,/ok"))),
+			want: []string{"error prefix order/order-1 mesh_public_prefixes", "error prefix order/order-1 mesh_public_prefixes", "error prefix order/order-1 mesh_public_prefixes",
+				"error prefix order/order-1 mesh_public_prefixes", "error prefix order/order-1 mesh_public_prefixes", "error prefix order/order-1 mesh_public_prefixes"},
+			check: func(t *testing.T, m *Mesh) {
+				if diff := cmp.Diff([]PublicRoute{{"/ok", "order"}}, m.Routes); diff != "" {
+					t.Errorf("routes (-want +got):\n%s", diff)
+				}
+			},
+		},
+		{
+			name: "duplicate prefix stays with the first registration",
+			snap: snap(
+				inst("order", "order-1", meta(MetaPublicPrefixes, "/orders"), func(i *catalog.Instance) { i.CreateIndex = 5 }),
+				inst("billing", "billing-1", meta(MetaPublicPrefixes, "/orders,/bills"), func(i *catalog.Instance) { i.CreateIndex = 9 }),
+			),
+			want: []string{"error prefix billing/ mesh_public_prefixes"},
+			check: func(t *testing.T, m *Mesh) {
+				want := []PublicRoute{{"/orders", "order"}, {"/bills", "billing"}}
+				if diff := cmp.Diff(want, m.Routes); diff != "" {
+					t.Errorf("routes (-want +got):\n%s", diff)
+				}
+			},
+		},
+		{
+			name: "non-numeric and missing ports",
+			snap: snap(
+				inst("order", "order-1", meta(MetaAppPort, "eighty")),
+				inst("order", "order-2", func(i *catalog.Instance) { delete(i.Meta, MetaAppPort) }),
+				inst("order", "order-3", meta(MetaAppPort, "70000"), func(i *catalog.Instance) { i.Port = 0 }),
+			),
+			want: []string{"error port order/order-1 mesh_app_port", "error port order/order-2 mesh_app_port", "error port order/order-3 Port", "error port order/order-3 mesh_app_port"},
+			check: func(t *testing.T, m *Mesh) {
+				if got := m.Instances["order-1"].AppPort; got != 0 {
+					t.Errorf("order-1 app port = %d, want 0", got)
+				}
+				if got := len(m.Services["order"].Endpoints()); got != 2 {
+					t.Errorf("endpoints = %d, want 2 (order-3 has port 0)", got)
+				}
+			},
+		},
+		{
+			name: "protocol conflict and unknown protocol",
+			snap: snap(inst("pay", "pay-1", meta(MetaProtocol, "http2")), inst("pay", "pay-2", meta(MetaProtocol, "carrier-pigeon"))),
+			want: []string{"error meta pay/pay-2 mesh_protocol", "error meta pay/ mesh_protocol"},
+			check: func(t *testing.T, m *Mesh) {
+				if got := m.Services["pay"].Protocol; got != HTTP1 {
+					t.Errorf("protocol = %q, want %q", got, HTTP1)
+				}
+			},
+		},
+		{
+			name: "bad service name and partly meshed service",
+			snap: snap(inst("Order_Svc", "o-1"), inst("user", "user-1"), catalog.Instance{ID: "user-legacy", Service: "user", Address: "10.0.0.9", Port: 80, Status: "passing"}),
+			want: []string{"error meta Order_Svc/ Name", "warning meta user/user-legacy Meta"},
+		},
+		{
+			name: "split names a version without instances",
+			snap: func() *catalog.Snapshot {
+				s := snap(inst("user", "user-1"))
+				s.Policies["user"] = []byte(`{"traffic_split":[{"version":"v1","weight":90},{"version":"v2","weight":10}]}`)
+				return s
+			}(),
+			want: []string{"warning policy user/ traffic_split[1]"},
+		},
+		{
+			name: "bad policy key and policy for an absent service",
+			snap: func() *catalog.Snapshot {
+				s := snap(inst("user", "user-1"))
+				s.Policies["a/b"] = []byte(`{}`)
+				s.Policies["ghost"] = []byte(`{}`)
+				s.Policies[""] = nil
+				return s
+			}(),
+			want: []string{"error policy / mesh/policy/a/b", "warning policy ghost/ mesh/policy/ghost"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := NewBuilder(BuilderOptions{}).Build(tt.snap)
+			err := m.Validate()
+			if err == nil {
+				t.Fatal("Validate() = nil, want problems")
+			}
+			if diff := cmp.Diff(tt.want, problemKinds(m.Problems)); diff != "" {
+				t.Errorf("problems (-want +got):\n%s\nall:\n%v", diff, err)
+			}
+			if tt.check != nil {
+				tt.check(t, m)
+			}
+		})
+	}
+}
+
+func TestBuildPolicyLastGood(t *testing.T) {
+	var logs bytes.Buffer
+	var counted []string
+	b := NewBuilder(BuilderOptions{
+		Logger:    slog.New(slog.NewJSONHandler(&logs, nil)),
+		OnProblem: func(p Problem) { counted = append(counted, p.Kind) },
+	})
+	s := snap(inst("user", "user-1"), inst("order", "order-1"))
+
+	s.Policies["user"] = []byte(`{"timeout":"2s"}`)
+	m1 := b.Build(s)
+	if got := m1.Services["user"].Policy.Timeout; got != 2*time.Second {
+		t.Fatalf("timeout = %s, want 2s", got)
+	}
+
+	s.Policies["user"] = []byte(`{"timeout":"forever"}`)
+	for range 3 { // rebuilding must not log or count the same problem again
+		m2 := b.Build(s)
+		if got := m2.Services["user"].Policy.Timeout; got != 2*time.Second {
+			t.Fatalf("after bad policy timeout = %s, want last good 2s", got)
+		}
+		if st := m2.Policies["user"]; st.Source != PolicyLastGood || !strings.Contains(st.Rejected, "duration") {
+			t.Fatalf("policy status = %+v, want last_good with reason", st)
+		}
+		if m2.Services["order"].ConfigHash != m1.Services["order"].ConfigHash {
+			t.Fatal("order's config hash changed although only user's policy was touched")
+		}
+	}
+	if diff := cmp.Diff([]string{KindPolicy}, counted); diff != "" {
+		t.Errorf("problems counted (-want +got):\n%s", diff)
+	}
+	if n := strings.Count(logs.String(), `"kind":"policy"`); n != 1 {
+		t.Errorf("policy problem logged %d times, want once:\n%s", n, logs.String())
+	}
+
+	delete(s.Policies, "user")
+	m3 := b.Build(s)
+	if got := m3.Services["user"].Policy; !cmp.Equal(got, DefaultPolicy()) {
+		t.Errorf("after delete policy = %+v, want default", got)
+	}
+	if !strings.Contains(logs.String(), "problem resolved") {
+		t.Errorf("resolution not logged:\n%s", logs.String())
+	}
+
+	// With no history a bad policy falls back to the default.
+	s.Policies["user"] = []byte(`{"timeout":"forever"}`)
+	m4 := NewBuilder(BuilderOptions{}).Build(s)
+	if st := m4.Policies["user"]; st.Source != PolicyDefault || st.Rejected == "" {
+		t.Errorf("policy status = %+v, want default with reason", st)
+	}
+}
+
+func TestHashesTrackOnlyTheirInputs(t *testing.T) {
+	b := NewBuilder(BuilderOptions{})
+	base := snap(inst("user", "user-1"), inst("user", "user-2"))
+	m1 := b.Build(base)
+
+	flipped := snap(inst("user", "user-1"), inst("user", "user-2", func(i *catalog.Instance) { i.Status = catalog.StatusCritical }))
+	m2 := b.Build(flipped)
+	u1, u2 := m1.Services["user"], m2.Services["user"]
+	if u1.EndpointsHash == u2.EndpointsHash {
+		t.Error("endpoints hash did not change when an instance went critical")
+	}
+	if u1.ConfigHash != u2.ConfigHash {
+		t.Error("config hash changed when only health changed")
+	}
+
+	flipped.Policies["user"] = []byte(`{"timeout":"1s"}`)
+	m3 := b.Build(flipped)
+	if m3.Services["user"].ConfigHash == u2.ConfigHash {
+		t.Error("config hash did not change with the policy")
+	}
+	if m3.Services["user"].EndpointsHash != u2.EndpointsHash {
+		t.Error("endpoints hash changed with the policy")
+	}
+}
+
+func TestVersionFromTag(t *testing.T) {
+	s := snap(inst("user", "user-1", func(i *catalog.Instance) { delete(i.Meta, MetaVersion); i.Tags = []string{"primary", "v3"} }))
+	m := NewBuilder(BuilderOptions{}).Build(s)
+	if got := m.Instances["user-1"].Version; got != "v3" {
+		t.Errorf("version = %q, want v3 from the tag", got)
+	}
+}
