@@ -96,13 +96,13 @@ func DefaultPolicy() Policy {
 // policyDoc is the JSON shape of a policy; pointers tell "absent" (take
 // the default) from zero.
 type policyDoc struct {
-	Timeout          *duration    `json:"timeout,omitempty"`
-	ConnectTimeout   *duration    `json:"connect_timeout,omitempty"`
-	Retries          *retriesDoc  `json:"retries,omitempty"`
-	CircuitBreaker   *breakerDoc  `json:"circuit_breaker,omitempty"`
-	OutlierDetection *outlierDoc  `json:"outlier_detection,omitempty"`
-	TrafficSplit     []splitDoc   `json:"traffic_split,omitempty"`
-	Comment          *string      `json:"comment,omitempty"` // free text for operators
+	Timeout          *duration   `json:"timeout,omitempty"`
+	ConnectTimeout   *duration   `json:"connect_timeout,omitempty"`
+	Retries          *retriesDoc `json:"retries,omitempty"`
+	CircuitBreaker   *breakerDoc `json:"circuit_breaker,omitempty"`
+	OutlierDetection *outlierDoc `json:"outlier_detection,omitempty"`
+	TrafficSplit     []splitDoc  `json:"traffic_split,omitempty"`
+	Comment          *string     `json:"comment,omitempty"` // free text for operators
 }
 
 type retriesDoc struct {
