@@ -1,0 +1,99 @@
+package sqldb
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// Migrate applies the *.sql files of migrations (named NNN_description.sql)
+// that are not yet recorded in schema_migrations, in order, each in its own
+// transaction with its record. On PostgreSQL an advisory lock keeps two
+// instances starting at once from applying the same migration twice.
+func Migrate(ctx context.Context, db *sqlx.DB, migrations fs.FS) error {
+	files, err := migrationFiles(migrations)
+	if err != nil {
+		return err
+	}
+	conn, err := db.Connx(ctx)
+	if err != nil {
+		return fmt.Errorf("sqldb: migrate: %w", err)
+	}
+	defer conn.Close()
+	if db.DriverName() == "pgx" {
+		const lockID = 7_283_146_001 // any constant shared by all Meshop services
+		if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", lockID); err != nil {
+			return fmt.Errorf("sqldb: migrate: lock: %w", err)
+		}
+		defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", lockID)
+	}
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMP NOT NULL)`); err != nil {
+		return fmt.Errorf("sqldb: migrate: %w", err)
+	}
+	var applied []int64
+	if err := sqlx.SelectContext(ctx, conn, &applied, "SELECT version FROM schema_migrations"); err != nil {
+		return fmt.Errorf("sqldb: migrate: %w", err)
+	}
+	for _, m := range files {
+		if slices.Contains(applied, m.version) {
+			continue
+		}
+		body, err := fs.ReadFile(migrations, m.file)
+		if err != nil {
+			return fmt.Errorf("sqldb: migrate: %w", err)
+		}
+		tx, err := conn.BeginTxx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("sqldb: migrate: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("sqldb: migration %s failed: %w", m.file, err)
+		}
+		if _, err := tx.ExecContext(ctx, db.Rebind("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"),
+			m.version, m.file, time.Now().UTC()); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("sqldb: migration %s: record: %w", m.file, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("sqldb: migration %s: commit: %w", m.file, err)
+		}
+	}
+	return nil
+}
+
+type migration struct {
+	version int64
+	file    string
+}
+
+func migrationFiles(fsys fs.FS) ([]migration, error) {
+	names, err := fs.Glob(fsys, "*.sql")
+	if err != nil {
+		return nil, fmt.Errorf("sqldb: migrations: %w", err)
+	}
+	var out []migration
+	for _, name := range names {
+		prefix, _, ok := strings.Cut(path.Base(name), "_")
+		v, err := strconv.ParseInt(prefix, 10, 64)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("sqldb: migration %q must be named NNN_description.sql", name)
+		}
+		out = append(out, migration{v, name})
+	}
+	slices.SortFunc(out, func(a, b migration) int { return int(a.version - b.version) })
+	for i := 1; i < len(out); i++ {
+		if out[i].version == out[i-1].version {
+			return nil, fmt.Errorf("sqldb: migrations %s and %s share version %d", out[i-1].file, out[i].file, out[i].version)
+		}
+	}
+	return out, nil
+}

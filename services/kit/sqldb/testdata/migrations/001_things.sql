@@ -1,0 +1,5 @@
+CREATE TABLE things (
+    id TEXT PRIMARY KEY,
+    n BIGINT NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
