@@ -73,6 +73,7 @@ require (
 	github.com/jackc/pgx/v5 v5.7.6
 	github.com/jmoiron/sqlx v1.4.0
 	github.com/meshop/meshop/localenv v0.0.0
+	github.com/oklog/run v1.2.0
 	modernc.org/sqlite v1.61.1
 )
 

@@ -32,6 +32,9 @@ func FromMap(m map[string]string) *Reader {
 	return &Reader{lookup: func(k string) (string, bool) { v, ok := m[k]; return v, ok }}
 }
 
+// Fail records a problem with key found by the caller's own validation.
+func (r *Reader) Fail(key, format string, args ...any) { r.fail(key, format, args...) }
+
 func (r *Reader) fail(key, format string, args ...any) {
 	r.errs = append(r.errs, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, args...)))
 }

@@ -1,0 +1,237 @@
+// Package app wires the kit into a running service process, so every
+// service's main reads the same way and only its own parts differ:
+//
+//	app.New(spec)      settings from the environment → logger → telemetry →
+//	                   Consul client → mesh client → metrics registry
+//	app.OpenDB         database from DATABASE_URL, migrations applied
+//	app.Run(routes)    listen → serve → register in Consul → ready;
+//	                   SIGINT/SIGTERM → /ready 503 → drain → deregister → exit
+//
+// Settings are documented in Settings; each is one environment variable.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/jmoiron/sqlx"
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/meshop/meshop/services/kit/config"
+	"github.com/meshop/meshop/services/kit/consulreg"
+	"github.com/meshop/meshop/services/kit/httpserver"
+	"github.com/meshop/meshop/services/kit/instrument"
+	kitlog "github.com/meshop/meshop/services/kit/log"
+	"github.com/meshop/meshop/services/kit/meshclient"
+	"github.com/meshop/meshop/services/kit/sqldb"
+	"github.com/meshop/meshop/services/kit/telemetry"
+)
+
+// Spec is what a service says about itself in code.
+type Spec struct {
+	Name           string   // Consul service name
+	Upstreams      []string // services it calls (mesh_upstreams)
+	PublicPrefixes []string // app paths the edge exposes (mesh_public_prefixes)
+}
+
+// Settings are a service's environment variables (defaults in brackets).
+type Settings struct {
+	HTTPAddr        string        // HTTP_ADDR [127.0.0.1:8080]: where the app listens; port 0 picks one
+	AdvertiseAddr   string        // ADVERTISE_ADDR [host of HTTP_ADDR]: Consul Address (the sidecar's, in sidecar mode)
+	AdvertisePort   int           // ADVERTISE_PORT [the app's port]: Consul Port (sidecar inbound 15006, in sidecar mode)
+	InstanceID      string        // INSTANCE_ID [<service>-<random>]: Consul ID and Envoy node id
+	Version         string        // SERVICE_VERSION [v1]
+	ConsulAddr      string        // CONSUL_HTTP_ADDR [127.0.0.1:8500]
+	MeshMode        string        // MESH_MODE (required): sidecar or direct
+	EgressURL       string        // MESH_EGRESS_URL [http://127.0.0.1:15001]: sidecar egress listener
+	CallTimeout     time.Duration // MESH_CALL_TIMEOUT [2s]: deadline of each call to another service
+	Retries         int           // MESH_RETRIES [2]: direct mode only; Envoy retries in sidecar mode
+	DatabaseURL     string        // DATABASE_URL [sqlite:<service>.db]: postgres://... or sqlite:...
+	OTLPEndpoint    string        // OTEL_EXPORTER_OTLP_ENDPOINT [unset: no export], e.g. http://127.0.0.1:4317
+	SampleRate      float64       // OTEL_TRACES_SAMPLER_ARG [1.0]: ratio of new traces sampled
+	CheckInterval   time.Duration // CHECK_INTERVAL [5s]: Consul HTTP check interval
+	CheckTimeout    time.Duration // CHECK_TIMEOUT [2s]
+	DeregisterAfter time.Duration // DEREGISTER_AFTER [1m]: DeregisterCriticalServiceAfter
+	DrainTimeout    time.Duration // DRAIN_TIMEOUT [10s]: how long shutdown waits for in-flight requests
+	LogLevel        slog.Level    // LOG_LEVEL [info]
+}
+
+// LoadSettings reads the settings of service svc from r.
+func LoadSettings(r *config.Reader, svc string) (Settings, error) {
+	s := Settings{
+		HTTPAddr:        r.String("HTTP_ADDR", "127.0.0.1:8080"),
+		AdvertiseAddr:   r.String("ADVERTISE_ADDR", ""),
+		AdvertisePort:   r.Int("ADVERTISE_PORT", 0, 1, 65535),
+		InstanceID:      r.String("INSTANCE_ID", svc+"-"+randomSuffix()),
+		Version:         r.String("SERVICE_VERSION", "v1"),
+		ConsulAddr:      r.String("CONSUL_HTTP_ADDR", "127.0.0.1:8500"),
+		MeshMode:        r.OneOf("MESH_MODE", "", meshclient.Sidecar, meshclient.Direct),
+		EgressURL:       r.String("MESH_EGRESS_URL", "http://127.0.0.1:15001"),
+		CallTimeout:     r.Duration("MESH_CALL_TIMEOUT", 2*time.Second),
+		Retries:         r.Int("MESH_RETRIES", 2, 0, 10),
+		DatabaseURL:     r.String("DATABASE_URL", "sqlite:"+svc+".db"),
+		OTLPEndpoint:    r.String("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+		SampleRate:      r.Float("OTEL_TRACES_SAMPLER_ARG", 1, 0, 1),
+		CheckInterval:   r.Duration("CHECK_INTERVAL", 5*time.Second),
+		CheckTimeout:    r.Duration("CHECK_TIMEOUT", 2*time.Second),
+		DeregisterAfter: r.Duration("DEREGISTER_AFTER", time.Minute),
+		DrainTimeout:    r.Duration("DRAIN_TIMEOUT", 10*time.Second),
+	}
+	if _, _, err := net.SplitHostPort(s.HTTPAddr); err != nil {
+		r.Fail("HTTP_ADDR", "must be host:port, got %q", s.HTTPAddr)
+	}
+	level, err := kitlog.ParseLevel(r.String("LOG_LEVEL", "info"))
+	if err != nil {
+		r.Fail("LOG_LEVEL", "must be debug, info, warn or error")
+	}
+	s.LogLevel = level
+	return s, r.Err()
+}
+
+func randomSuffix() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// App is a service process's shared machinery.
+type App struct {
+	Spec      Spec
+	Settings  Settings
+	Logger    *slog.Logger
+	Telemetry *telemetry.Telemetry
+	Consul    *api.Client
+	Mesh      *meshclient.Client
+	Metrics   *prometheus.Registry
+	// Requests measures the service's methods (see instrument.Endpoint).
+	Requests *instrument.Metrics
+}
+
+// New reads the settings and builds the logger, telemetry, Consul client
+// and mesh client of service spec.
+func New(ctx context.Context, spec Spec) (*App, error) {
+	settings, err := LoadSettings(config.FromEnv(), spec.Name)
+	if err != nil {
+		return nil, err
+	}
+	a := &App{Spec: spec, Settings: settings}
+	a.Logger = kitlog.New(os.Stdout, spec.Name, settings.LogLevel)
+	a.Telemetry, err = telemetry.New(ctx, telemetry.Config{
+		Service: spec.Name, Version: settings.Version, InstanceID: settings.InstanceID,
+		Endpoint: settings.OTLPEndpoint, SampleRate: settings.SampleRate,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.Consul, err = api.NewClient(&api.Config{Address: settings.ConsulAddr})
+	if err != nil {
+		return nil, fmt.Errorf("consul client: %w", err)
+	}
+	a.Metrics = prometheus.NewRegistry()
+	a.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.Requests = instrument.NewMetrics(a.Metrics, spec.Name)
+	a.Mesh, err = meshclient.New(meshclient.Config{
+		Mode: settings.MeshMode, EgressURL: settings.EgressURL, Consul: a.Consul, Upstreams: spec.Upstreams,
+		Timeout: settings.CallTimeout, Retries: settings.Retries, Telemetry: a.Telemetry, Logger: a.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.Logger.Warn("mesh mode: "+settings.MeshMode, "instance", settings.InstanceID, "upstreams", spec.Upstreams,
+		"egress", map[bool]string{true: settings.EgressURL, false: "consul " + settings.ConsulAddr}[settings.MeshMode == meshclient.Sidecar])
+	return a, nil
+}
+
+// OpenDB opens DATABASE_URL and applies migrations.
+func (a *App) OpenDB(ctx context.Context, migrations fs.FS) (*sqlx.DB, error) {
+	db, err := sqldb.Open(ctx, a.Settings.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	if err := sqldb.Migrate(ctx, db, migrations); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// Actor is a long-running part of the process (an event relay, a consumer):
+// Run until ctx ends.
+type Actor func(ctx context.Context) error
+
+// Run serves routes and runs actors until SIGINT or SIGTERM, or until one
+// of them fails; then it shuts everything down in order and flushes traces.
+func (a *App) Run(ctx context.Context, routes *http.ServeMux, actors ...Actor) error {
+	defer a.close()
+	ln, err := net.Listen("tcp", a.Settings.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on HTTP_ADDR %s: %w", a.Settings.HTTPAddr, err)
+	}
+	server := httpserver.New(httpserver.Config{
+		Service: a.Spec.Name, Routes: routes, Metrics: a.Metrics, Telemetry: a.Telemetry,
+		Logger: a.Logger, DrainTimeout: a.Settings.DrainTimeout,
+	})
+	registrar := consulreg.New(a.Consul.Agent(), a.instance(ln.Addr().(*net.TCPAddr)), a.Logger)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var g run.Group
+	g.Add(func() error { return server.Run(ctx, ln, registrar) }, func(error) { cancel() })
+	for _, actor := range actors {
+		g.Add(func() error { return actor(ctx) }, func(error) { cancel() })
+	}
+	g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
+	err = g.Run()
+	var sig run.SignalError
+	if errors.As(err, &sig) {
+		a.Logger.Info("stopped", "signal", sig.Signal.String())
+		return nil
+	}
+	return err
+}
+
+// instance is the Consul registration for the bound listener.
+func (a *App) instance(bound *net.TCPAddr) consulreg.Instance {
+	s := a.Settings
+	addr, port := s.AdvertiseAddr, s.AdvertisePort
+	if addr == "" {
+		host, _, _ := net.SplitHostPort(s.HTTPAddr)
+		addr = host
+		if addr == "" || addr == "0.0.0.0" || addr == "::" {
+			addr = "127.0.0.1"
+		}
+	}
+	if port == 0 {
+		port = bound.Port
+	}
+	return consulreg.Instance{
+		ID: s.InstanceID, Service: a.Spec.Name, Version: s.Version,
+		Address: addr, Port: port, AppPort: bound.Port,
+		Upstreams: a.Spec.Upstreams, PublicPrefixes: a.Spec.PublicPrefixes,
+		CheckURL:      "http://" + net.JoinHostPort(addr, strconv.Itoa(port)) + "/health",
+		CheckInterval: s.CheckInterval, CheckTimeout: s.CheckTimeout, DeregisterAfter: s.DeregisterAfter,
+	}
+}
+
+func (a *App) close() {
+	a.Mesh.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.Telemetry.Shutdown(ctx); err != nil {
+		a.Logger.Warn("flushing traces failed", "err", err)
+	}
+}
