@@ -2,6 +2,7 @@ package localenv
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -29,4 +30,12 @@ func ConsulT(t testing.TB) *Consul {
 		}
 	})
 	return c
+}
+
+// EachDatabase runs test once per database engine, as a subtest named after
+// it: SQLite (a file in a temp dir) always, PostgreSQL (a fresh database)
+// when TEST_POSTGRES_URL is set, skipped with the reason otherwise.
+func EachDatabase(t *testing.T, test func(t *testing.T, databaseURL string)) {
+	t.Run("sqlite", func(t *testing.T) { test(t, "sqlite:"+filepath.Join(t.TempDir(), "store.db")) })
+	t.Run("postgres", func(t *testing.T) { test(t, PostgresT(t)) })
 }

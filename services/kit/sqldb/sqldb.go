@@ -11,14 +11,17 @@ package sqldb
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // "pgx" driver
 	"github.com/jmoiron/sqlx"
-	_ "modernc.org/sqlite" // "sqlite" driver
+	"modernc.org/sqlite" // "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // Open connects to the database at rawURL and checks that it answers within
@@ -78,4 +81,19 @@ func redact(rawURL string) string {
 		return rawURL
 	}
 	return u.Redacted()
+}
+
+// IsUniqueViolation reports whether err is a unique-constraint violation,
+// on either engine: the portable way to turn a duplicate insert into a
+// Conflict.
+func IsUniqueViolation(err error) bool {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return pg.Code == "23505"
+	}
+	var lite *sqlite.Error
+	if errors.As(err, &lite) {
+		return lite.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || lite.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
 }
