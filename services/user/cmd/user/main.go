@@ -1,0 +1,35 @@
+// Command user runs the user service. Settings: see kit/app.Settings.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/meshop/meshop/services/kit/app"
+	"github.com/meshop/meshop/services/user"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "user:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	ctx := context.Background()
+	a, err := app.New(ctx, app.Spec{Name: "user", PublicPrefixes: []string{"/users"}})
+	if err != nil {
+		return err
+	}
+	db, err := a.OpenDB(ctx, user.Migrations())
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	svc := user.New(user.NewStore(db))
+	endpoints := user.NewEndpoints(svc, a.Logger, a.Requests)
+	return a.Run(ctx, user.NewHTTPHandler(endpoints))
+}

@@ -1,0 +1,91 @@
+package user
+
+import (
+	"context"
+	"net/mail"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"github.com/meshop/meshop/services/kit/errs"
+)
+
+// Service manages user profiles.
+type Service interface {
+	Create(ctx context.Context, nu NewUser) (User, error)
+	Get(ctx context.Context, id string) (User, error)
+}
+
+// Store keeps profiles.
+type Store interface {
+	Insert(ctx context.Context, u User) error
+	Get(ctx context.Context, id string) (User, error)
+}
+
+type service struct {
+	store Store
+	now   func() time.Time
+}
+
+// New returns the user service over store.
+func New(store Store) Service {
+	return &service{store: store, now: func() time.Time { return time.Now().UTC() }}
+}
+
+// idPattern keeps ids URL-safe and bounded; ids are otherwise opaque.
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+func (s *service) Create(ctx context.Context, nu NewUser) (User, error) {
+	u, err := validate(nu)
+	if err != nil {
+		return User{}, err
+	}
+	if u.ID == "" {
+		u.ID = uuid.Must(uuid.NewV7()).String()
+	}
+	u.CreatedAt = s.now().Truncate(time.Microsecond)
+	if err := s.store.Insert(ctx, u); err != nil {
+		return User{}, err
+	}
+	return u, nil
+}
+
+func (s *service) Get(ctx context.Context, id string) (User, error) {
+	if !idPattern.MatchString(id) {
+		return User{}, errs.Newf(errs.NotFound, "user_not_found", "no user %q", id)
+	}
+	return s.store.Get(ctx, id)
+}
+
+// validate normalises nu and returns every problem as one 422.
+func validate(nu NewUser) (User, error) {
+	u := User{
+		ID:    strings.TrimSpace(nu.ID),
+		Email: strings.ToLower(strings.TrimSpace(nu.Email)),
+		Name:  strings.TrimSpace(nu.Name),
+		Role:  strings.TrimSpace(nu.Role),
+	}
+	if u.Role == "" {
+		u.Role = RoleCustomer
+	}
+	problems := map[string]any{}
+	if u.ID != "" && !idPattern.MatchString(u.ID) {
+		problems["id"] = "must be 1-64 letters, digits, '-' or '_'"
+	}
+	if addr, err := mail.ParseAddress(u.Email); err != nil || addr.Address != u.Email || len(u.Email) > 254 {
+		problems["email"] = "must be a plain email address like ada@example.com"
+	}
+	if n := utf8.RuneCountInString(u.Name); n == 0 || n > 100 {
+		problems["name"] = "must be 1-100 characters"
+	}
+	if u.Role != RoleCustomer && u.Role != RoleAdmin {
+		problems["role"] = "must be customer or admin"
+	}
+	if len(problems) > 0 {
+		return User{}, errs.New(errs.Validation, "invalid_user", "the user has invalid fields").WithDetails(problems)
+	}
+	return u, nil
+}

@@ -1,0 +1,54 @@
+package user
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/meshop/meshop/services/kit/errs"
+	"github.com/meshop/meshop/services/kit/sqldb"
+)
+
+const (
+	insertUserSQL = `INSERT INTO users (id, email, name, role, created_at) VALUES (?, ?, ?, ?, ?)`
+	getUserSQL    = `SELECT id, email, name, role, created_at FROM users WHERE id = ?`
+	emailTakenSQL = `SELECT COUNT(*) FROM users WHERE email = ?`
+)
+
+// SQLStore is the sqlx Store, on PostgreSQL or SQLite.
+type SQLStore struct{ db *sqlx.DB }
+
+// NewStore returns a store over db (migrated with Migrations).
+func NewStore(db *sqlx.DB) *SQLStore { return &SQLStore{db: db} }
+
+// Insert adds u; a taken email or id is a Conflict.
+func (s *SQLStore) Insert(ctx context.Context, u User) error {
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(insertUserSQL), u.ID, u.Email, u.Name, u.Role, u.CreatedAt)
+	if sqldb.IsUniqueViolation(err) {
+		var n int
+		if s.db.GetContext(ctx, &n, s.db.Rebind(emailTakenSQL), u.Email) == nil && n > 0 {
+			return errs.New(errs.Conflict, "email_taken", "a user with this email already exists")
+		}
+		return errs.Newf(errs.Conflict, "user_exists", "user %s already exists", u.ID)
+	}
+	if err != nil {
+		return errs.Wrap(errs.Internal, "db", "insert user", err)
+	}
+	return nil
+}
+
+// Get returns the user with id.
+func (s *SQLStore) Get(ctx context.Context, id string) (User, error) {
+	var u User
+	err := s.db.GetContext(ctx, &u, s.db.Rebind(getUserSQL), id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return User{}, errs.Newf(errs.NotFound, "user_not_found", "no user %q", id)
+	}
+	if err != nil {
+		return User{}, errs.Wrap(errs.Internal, "db", "get user", err)
+	}
+	u.CreatedAt = u.CreatedAt.UTC()
+	return u, nil
+}

@@ -1,0 +1,64 @@
+package user
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/meshop/meshop/localenv"
+	"github.com/meshop/meshop/services/kit/errs"
+	"github.com/meshop/meshop/services/kit/sqldb"
+)
+
+func openStore(t *testing.T, databaseURL string) *SQLStore {
+	t.Helper()
+	ctx := context.Background()
+	db, err := sqldb.Open(ctx, databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := sqldb.Migrate(ctx, db, Migrations()); err != nil {
+		t.Fatal(err)
+	}
+	return NewStore(db)
+}
+
+func TestStore(t *testing.T) {
+	localenv.EachDatabase(t, func(t *testing.T, databaseURL string) {
+		ctx := context.Background()
+		s := openStore(t, databaseURL)
+		ada := User{ID: "u1", Email: "ada@example.com", Name: "Ada", Role: RoleCustomer,
+			CreatedAt: time.Date(2026, 11, 22, 10, 0, 0, 123000, time.UTC)}
+		if err := s.Insert(ctx, ada); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Get(ctx, "u1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(ada, got); diff != "" {
+			t.Errorf("Get (-want +got):\n%s", diff)
+		}
+
+		tests := []struct {
+			name     string
+			insert   User
+			wantCode string
+		}{
+			{"same email", User{ID: "u2", Email: "ada@example.com", Name: "Other", Role: RoleCustomer, CreatedAt: ada.CreatedAt}, "email_taken"},
+			{"same id", User{ID: "u1", Email: "bob@example.com", Name: "Bob", Role: RoleCustomer, CreatedAt: ada.CreatedAt}, "user_exists"},
+		}
+		for _, tt := range tests {
+			err := s.Insert(ctx, tt.insert)
+			if e := errs.As(err); err == nil || e.Kind != errs.Conflict || e.Code != tt.wantCode {
+				t.Errorf("%s: err = %v, want conflict %s", tt.name, err, tt.wantCode)
+			}
+		}
+		if _, err := s.Get(ctx, "nobody"); !errs.Is(err, errs.NotFound) {
+			t.Errorf("Get(nobody) = %v, want NotFound", err)
+		}
+	})
+}

@@ -1,0 +1,50 @@
+// Package user owns user profiles: who a user is (email, name) and what
+// they may do (role). Credentials live in auth; profiles are created by it
+// through POST /users.
+//
+//	HTTP ──▶ transport_http.go ──▶ endpoints.go ──▶ service.go ──▶ store.go ──▶ DB
+package user
+
+import (
+	"embed"
+	"io/fs"
+	"time"
+)
+
+// Migrations are the user database's schema, applied at start.
+//
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrations returns the embedded migrations, NNN_name.sql at the root.
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // the directory is embedded above; this cannot fail
+	}
+	return sub
+}
+
+// Roles.
+const (
+	RoleCustomer = "customer"
+	RoleAdmin    = "admin"
+)
+
+// User is a profile.
+type User struct {
+	ID        string    `json:"id" db:"id"`
+	Email     string    `json:"email" db:"email"`
+	Name      string    `json:"name" db:"name"`
+	Role      string    `json:"role" db:"role"`
+	CreatedAt time.Time `json:"created_at" db:"created_at"`
+}
+
+// NewUser is what creating a profile takes. ID is optional: auth passes the
+// id it assigned to the credentials, so both share it.
+type NewUser struct {
+	ID    string `json:"id"`
+	Email string `json:"email"`
+	Name  string `json:"name"`
+	Role  string `json:"role"`
+}
