@@ -65,8 +65,8 @@ func TestHTTPBadInput(t *testing.T) {
 	}
 	tests := []struct {
 		name, method, path, body string
-		wantStatus                int
-		wantCode                  string
+		wantStatus               int
+		wantCode                 string
 	}{
 		{"malformed json", "POST", "/users", `{"email":`, 400, "malformed_json"},
 		{"unknown field", "POST", "/users", `{"email":"a@b.co","name":"A","admin":true}`, 400, "unknown_field"},

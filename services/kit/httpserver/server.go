@@ -35,9 +35,9 @@ type Registrar interface {
 // Config is what a Server needs.
 type Config struct {
 	Service   string
-	Routes    *http.ServeMux        // the app's routes
-	Metrics   *prometheus.Registry  // served at /metrics
-	Telemetry *telemetry.Telemetry  // traces app routes
+	Routes    *http.ServeMux       // the app's routes
+	Metrics   *prometheus.Registry // served at /metrics
+	Telemetry *telemetry.Telemetry // traces app routes
 	Logger    *slog.Logger
 	// DrainTimeout bounds how long shutdown waits for in-flight requests.
 	DrainTimeout time.Duration
@@ -45,10 +45,10 @@ type Config struct {
 
 // Server serves one service's HTTP API.
 type Server struct {
-	cfg      Config
-	state    atomic.Int32
-	handler  http.Handler
-	logger   *slog.Logger
+	cfg     Config
+	state   atomic.Int32
+	handler http.Handler
+	logger  *slog.Logger
 }
 
 const (
