@@ -1,0 +1,142 @@
+package catalog
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Source is the part of Consul the watcher needs: three blocking queries.
+// Each call blocks until Consul's index passes index or wait elapses, and
+// returns the new index. ConsulSource implements it over the HTTP API;
+// tests may pass a fake.
+type Source interface {
+	// Services lists the names of all registered services.
+	Services(ctx context.Context, index uint64, wait time.Duration) ([]string, uint64, error)
+	// Instances returns every instance of a service with its aggregated
+	// check status, sorted by ID.
+	Instances(ctx context.Context, service string, index uint64, wait time.Duration) ([]Instance, uint64, error)
+	// Policies returns the KV pairs below PolicyPrefix, keyed relative to it.
+	Policies(ctx context.Context, index uint64, wait time.Duration) (map[string][]byte, uint64, error)
+}
+
+// ConsulSource reads from a Consul agent's HTTP API.
+type ConsulSource struct{ client *api.Client }
+
+// NewConsulSource returns a Source for the agent at addr (host:port).
+func NewConsulSource(addr string) (*ConsulSource, error) {
+	cfg := api.DefaultConfig()
+	cfg.Address = addr
+	// No client timeout: blocking queries are bounded by their wait time
+	// and their context.
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &ConsulSource{client: c}, nil
+}
+
+func query(ctx context.Context, index uint64, wait time.Duration) *api.QueryOptions {
+	return (&api.QueryOptions{WaitIndex: index, WaitTime: wait}).WithContext(ctx)
+}
+
+// checkMeta returns the index of an answer. It does not look at
+// KnownLeader: answers served by Consul's streaming backend (the default
+// for the health endpoint) always report false there. Reads are
+// consistent-by-default, so a server without a leader answers with an
+// error instead.
+func checkMeta(m *api.QueryMeta) (uint64, error) {
+	return m.LastIndex, nil
+}
+
+// Services implements Source.
+func (s *ConsulSource) Services(ctx context.Context, index uint64, wait time.Duration) ([]string, uint64, error) {
+	svcs, meta, err := s.client.Catalog().Services(query(ctx, index, wait))
+	if err != nil {
+		return nil, 0, err
+	}
+	idx, err := checkMeta(meta)
+	if err != nil {
+		return nil, 0, err
+	}
+	names := make([]string, 0, len(svcs))
+	for n := range svcs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names, idx, nil
+}
+
+// Instances implements Source. It asks the health endpoint for all
+// instances, not only passing ones: a sidecar whose own app is failing
+// still needs its configuration. Only passing instances become endpoints.
+func (s *ConsulSource) Instances(ctx context.Context, service string, index uint64, wait time.Duration) ([]Instance, uint64, error) {
+	entries, meta, err := s.client.Health().Service(service, "", false, query(ctx, index, wait))
+	if err != nil {
+		return nil, 0, err
+	}
+	idx, err := checkMeta(meta)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]Instance, 0, len(entries))
+	for _, e := range entries {
+		if e.Service == nil {
+			continue
+		}
+		addr := e.Service.Address
+		node := ""
+		if e.Node != nil {
+			node = e.Node.Node
+			if addr == "" {
+				addr = e.Node.Address
+			}
+		}
+		out = append(out, Instance{
+			ID:          e.Service.ID,
+			Service:     e.Service.Service,
+			Node:        node,
+			Address:     addr,
+			Port:        e.Service.Port,
+			Tags:        slices.Clone(e.Service.Tags),
+			Meta:        cloneMap(e.Service.Meta),
+			Status:      e.Checks.AggregatedStatus(),
+			CreateIndex: e.Service.CreateIndex,
+		})
+	}
+	slices.SortFunc(out, func(a, b Instance) int {
+		if c := strings.Compare(a.ID, b.ID); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Node, b.Node)
+	})
+	return out, idx, nil
+}
+
+// Policies implements Source.
+func (s *ConsulSource) Policies(ctx context.Context, index uint64, wait time.Duration) (map[string][]byte, uint64, error) {
+	pairs, meta, err := s.client.KV().List(PolicyPrefix, query(ctx, index, wait))
+	if err != nil {
+		return nil, 0, err
+	}
+	idx, err := checkMeta(meta)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make(map[string][]byte, len(pairs))
+	for _, p := range pairs {
+		out[strings.TrimPrefix(p.Key, PolicyPrefix)] = p.Value
+	}
+	return out, idx, nil
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}

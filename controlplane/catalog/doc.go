@@ -1,0 +1,21 @@
+// Package catalog watches Consul and publishes immutable snapshots of what
+// the mesh is made of: every service, every instance with its aggregated
+// health, and the raw policies under mesh/policy/.
+//
+//	Consul HTTP API                       Watcher.Run (one goroutine owns the state)
+//	  /v1/catalog/services   ──blocking──▶ ┐
+//	  /v1/health/service/<s> ──blocking──▶ ├─ update ─▶ state ─changed?─▶ *Snapshot
+//	     (one query per service)           │                                │
+//	  /v1/kv/mesh/policy/    ──blocking──▶ ┘                     Changed() / Take()
+//
+// The health endpoint (not the raw catalog) gives each instance's check
+// status, so a critical check removes the instance from the endpoints at
+// once, without waiting for deregistration; instances stay in the snapshot
+// so their own sidecar keeps its configuration.
+//
+// Nothing is published until every query has answered once, so the first
+// snapshot is complete. While Consul is unreachable nothing is published:
+// consumers keep the last snapshot. Failed queries back off exponentially
+// with jitter and retry without blocking; the outage is logged once when
+// it starts and once when every query has recovered.
+package catalog

@@ -1,0 +1,405 @@
+package catalog
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"reflect"
+	"sync"
+	"time"
+)
+
+// Options configure a Watcher.
+type Options struct {
+	Logger *slog.Logger
+	// Wait is the longest a blocking query waits for a change (Consul caps
+	// it at 10m). Default 5m.
+	Wait time.Duration
+	// BackoffMin and BackoffMax bound the wait between failed queries
+	// (exponential with jitter). Defaults 100ms and 2s: short enough that
+	// a restarted Consul is noticed within about two seconds.
+	BackoffMin, BackoffMax time.Duration
+	// OnIndex is called with the highest Consul index seen (metrics hook).
+	OnIndex func(uint64)
+}
+
+// Status is the watcher's view of its connection to Consul.
+type Status struct {
+	Reachable bool      `json:"reachable"`
+	Since     time.Time `json:"since"`
+	LastError string    `json:"last_error,omitempty"`
+	Index     uint64    `json:"index"`
+	// Synced is true once the first complete snapshot was published.
+	Synced bool `json:"synced"`
+}
+
+// Watcher keeps one blocking query per data set (the service list, each
+// service's instances, the policies) and publishes an immutable Snapshot
+// whenever an answer changes something. It publishes nothing until every
+// query has answered once, so the first snapshot is complete; while Consul
+// is unreachable it publishes nothing, so consumers keep the last snapshot.
+type Watcher struct {
+	src  Source
+	log  *slog.Logger
+	opts Options
+
+	updates chan update
+
+	mu        sync.Mutex
+	latest    *Snapshot
+	firstSeen time.Time // earliest SeenAt published since the last Take
+	notify    chan struct{}
+	status    Status
+	// failing holds the queries whose last attempt failed; Consul counts
+	// as reachable again only when none is left, so one query answering
+	// while another fails (as happens while Consul shuts down) does not
+	// flap the state.
+	failing map[string]time.Time
+}
+
+// NewWatcher returns a watcher reading from src. Call Run to start it.
+func NewWatcher(src Source, o Options) *Watcher {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Wait <= 0 {
+		o.Wait = 5 * time.Minute
+	}
+	if o.BackoffMin <= 0 {
+		o.BackoffMin = 100 * time.Millisecond
+	}
+	if o.BackoffMax < o.BackoffMin {
+		o.BackoffMax = max(2*time.Second, o.BackoffMin)
+	}
+	return &Watcher{
+		src:     src,
+		log:     o.Logger.With("component", "catalog"),
+		opts:    o,
+		updates: make(chan update, 64),
+		notify:  make(chan struct{}, 1),
+		status:  Status{Reachable: true, Since: time.Now()},
+		failing: map[string]time.Time{},
+	}
+}
+
+// Changed receives a value when a new snapshot was published since the
+// last Take. It is the same channel for the watcher's whole life.
+func (w *Watcher) Changed() <-chan struct{} { return w.notify }
+
+// Take returns the latest snapshot (nil before the first) and the earliest
+// time a change in it was seen in Consul since the previous Take: the
+// start of the change-to-push latency.
+func (w *Watcher) Take() (*Snapshot, time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	first := w.firstSeen
+	w.firstSeen = time.Time{}
+	return w.latest, first
+}
+
+// Status returns the connection status.
+func (w *Watcher) Status() Status {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.status
+}
+
+type updateKind int
+
+const (
+	updServices updateKind = iota
+	updInstances
+	updPolicies
+	updFailed
+	updUnchanged // a query answered without news (its wait elapsed)
+)
+
+type update struct {
+	kind     updateKind
+	query    string // which blocking query: "services", "policies", "instances/<name>"
+	service  string
+	services []string
+	insts    []Instance
+	policies map[string][]byte
+	index    uint64
+	asked    time.Time // when the query was sent
+	at       time.Time // when its answer arrived
+	err      error
+}
+
+// Run watches until ctx ends. It returns ctx's error.
+func (w *Watcher) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel() // runs before wg.Wait: stop the loops, then wait for them
+
+	start := func(f func(context.Context)) context.CancelFunc {
+		c, stop := context.WithCancel(ctx)
+		wg.Go(func() { f(c) })
+		return stop
+	}
+	start(w.watchServices)
+	start(w.watchPolicies)
+
+	st := state{
+		services: map[string][]Instance{},
+		known:    map[string]context.CancelFunc{},
+		answered: map[string]bool{},
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			for _, stop := range st.known {
+				stop()
+			}
+			return ctx.Err()
+		case u := <-w.updates:
+			changed := false
+			switch u.kind {
+			case updFailed:
+				w.failed(u.query, u.err)
+				continue
+			case updUnchanged:
+				w.succeeded(u.query, u.index, u.asked)
+				continue
+			case updServices:
+				st.servicesAnswered = true
+				want := map[string]bool{}
+				for _, n := range u.services {
+					want[n] = true
+					if _, ok := st.known[n]; !ok {
+						name := n
+						st.known[n] = start(func(c context.Context) { w.watchInstances(c, name) })
+					}
+				}
+				for n, stop := range st.known {
+					if !want[n] {
+						stop()
+						w.forget("instances/" + n)
+						delete(st.known, n)
+						delete(st.answered, n)
+						if _, had := st.services[n]; had {
+							delete(st.services, n)
+							changed = true
+						}
+					}
+				}
+			case updInstances:
+				if _, ok := st.known[u.service]; !ok {
+					continue // a late answer for a service already gone
+				}
+				st.answered[u.service] = true
+				if old, had := st.services[u.service]; !had || !reflect.DeepEqual(old, u.insts) {
+					st.services[u.service] = u.insts
+					changed = true
+				}
+			case updPolicies:
+				st.policiesAnswered = true
+				if !reflect.DeepEqual(st.policies, u.policies) {
+					st.policies = u.policies
+					changed = true
+				}
+			}
+			w.succeeded(u.query, u.index, u.asked)
+			st.index = max(st.index, u.index)
+			if !st.synced() {
+				continue
+			}
+			if changed || !st.published {
+				st.published = true
+				w.publish(&st, u.at)
+			}
+		}
+	}
+}
+
+// state is Run's own view of Consul; only Run touches it.
+type state struct {
+	services                           map[string][]Instance
+	policies                           map[string][]byte
+	known                              map[string]context.CancelFunc // services with a running query
+	answered                           map[string]bool
+	servicesAnswered, policiesAnswered bool
+	published                          bool
+	index                              uint64
+}
+
+func (st *state) synced() bool {
+	if !st.servicesAnswered || !st.policiesAnswered {
+		return false
+	}
+	for n := range st.known {
+		if !st.answered[n] {
+			return false
+		}
+	}
+	return true
+}
+
+func (w *Watcher) publish(st *state, seen time.Time) {
+	snap := &Snapshot{
+		Index:    st.index,
+		SeenAt:   seen,
+		Services: make(map[string][]Instance, len(st.services)),
+		Policies: make(map[string][]byte, len(st.policies)),
+	}
+	// Maps are copied; the slices and values are never modified after a
+	// query returned them, so they are shared.
+	for k, v := range st.services {
+		snap.Services[k] = v
+	}
+	for k, v := range st.policies {
+		snap.Policies[k] = v
+	}
+	w.mu.Lock()
+	w.latest = snap
+	if w.firstSeen.IsZero() || seen.Before(w.firstSeen) {
+		w.firstSeen = seen
+	}
+	if !w.status.Synced {
+		w.status.Synced = true
+		w.log.Info("catalog synced", "index", st.index, "services", len(snap.Services), "policies", len(snap.Policies))
+	}
+	w.mu.Unlock()
+	if w.opts.OnIndex != nil {
+		w.opts.OnIndex(st.index)
+	}
+	select {
+	case w.notify <- struct{}{}:
+	default:
+	}
+}
+
+// failed and succeeded log state changes only: one line when Consul
+// becomes unreachable, one when it is back, nothing per retry.
+func (w *Watcher) failed(query string, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.status.LastError = err.Error()
+	w.failing[query] = time.Now()
+	if !w.status.Reachable {
+		return
+	}
+	w.status.Reachable = false
+	w.status.Since = time.Now()
+	w.log.Warn("consul unreachable; keeping the last snapshot and retrying with backoff", "err", err)
+}
+
+func (w *Watcher) succeeded(query string, index uint64, asked time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.status.Index = max(w.status.Index, index)
+	// Only a query sent after its own last failure proves it recovered.
+	if failedAt, ok := w.failing[query]; ok && !asked.Before(failedAt) {
+		delete(w.failing, query)
+	}
+	w.recoveredLocked()
+}
+
+// forget drops a query that stopped (its service is gone).
+func (w *Watcher) forget(query string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.failing, query)
+	w.recoveredLocked()
+}
+
+func (w *Watcher) recoveredLocked() {
+	if w.status.Reachable || len(w.failing) > 0 {
+		return
+	}
+	down := time.Since(w.status.Since)
+	w.status.Reachable = true
+	w.status.Since = time.Now()
+	w.log.Info("consul reachable again", "down_for", down.Round(time.Millisecond).String(), "last_err", w.status.LastError)
+	w.status.LastError = ""
+}
+
+func (w *Watcher) send(ctx context.Context, u update) {
+	select {
+	case w.updates <- u:
+	case <-ctx.Done():
+	}
+}
+
+// loop runs one blocking query forever with Consul's index rules: wait on
+// the last index, reset when the index goes backwards (a restored or new
+// cluster), never wait on 0 twice in a row (that would not block), and
+// after a failure ask again without blocking.
+func (w *Watcher) loop(ctx context.Context, query string, q func(ctx context.Context, index uint64, asked time.Time) (uint64, error)) {
+	var index uint64
+	backoff := w.opts.BackoffMin
+	for ctx.Err() == nil {
+		next, err := q(ctx, index, time.Now())
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			w.send(ctx, update{kind: updFailed, query: query, err: err})
+			// Ask without blocking next time: the answer is at once the
+			// proof that Consul is back and the state we missed.
+			index = 0
+			d := backoff/2 + rand.N(backoff/2+1)
+			backoff = min(2*backoff, w.opts.BackoffMax)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(d):
+			}
+			continue
+		}
+		backoff = w.opts.BackoffMin
+		switch {
+		case next < index:
+			index = 0
+		case next == 0:
+			index = 1
+		default:
+			index = next
+		}
+	}
+}
+
+func (w *Watcher) watchServices(ctx context.Context) {
+	w.loop(ctx, "services", func(ctx context.Context, index uint64, asked time.Time) (uint64, error) {
+		names, next, err := w.src.Services(ctx, index, w.opts.Wait)
+		if err != nil {
+			return 0, err
+		}
+		w.send(ctx, update{kind: updServices, query: "services", services: names, index: next, asked: asked, at: time.Now()})
+		return next, nil
+	})
+}
+
+func (w *Watcher) watchInstances(ctx context.Context, service string) {
+	query := "instances/" + service
+	w.loop(ctx, query, func(ctx context.Context, index uint64, asked time.Time) (uint64, error) {
+		insts, next, err := w.src.Instances(ctx, service, index, w.opts.Wait)
+		if err != nil {
+			return 0, err
+		}
+		if next == index { // wait elapsed, nothing new
+			w.send(ctx, update{kind: updUnchanged, query: query, index: next, asked: asked})
+			return next, nil
+		}
+		w.send(ctx, update{kind: updInstances, query: query, service: service, insts: insts, index: next, asked: asked, at: time.Now()})
+		return next, nil
+	})
+}
+
+func (w *Watcher) watchPolicies(ctx context.Context) {
+	w.loop(ctx, "policies", func(ctx context.Context, index uint64, asked time.Time) (uint64, error) {
+		pols, next, err := w.src.Policies(ctx, index, w.opts.Wait)
+		if err != nil {
+			return 0, err
+		}
+		if next == index {
+			w.send(ctx, update{kind: updUnchanged, query: "policies", index: next, asked: asked})
+			return next, nil
+		}
+		w.send(ctx, update{kind: updPolicies, query: "policies", policies: pols, index: next, asked: asked, at: time.Now()})
+		return next, nil
+	})
+}

@@ -1,0 +1,238 @@
+package catalog_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshop/meshop/controlplane/catalog"
+	"github.com/meshop/meshop/controlplane/internal/consultest"
+)
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startWatcher(t *testing.T, src catalog.Source, logs *syncBuffer) *catalog.Watcher {
+	t.Helper()
+	w := catalog.NewWatcher(src, catalog.Options{
+		Logger:     slog.New(slog.NewJSONHandler(logs, nil)),
+		Wait:       5 * time.Second,
+		BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run() = %v, want context.Canceled", err)
+		}
+	})
+	return w
+}
+
+func latest(w *catalog.Watcher) *catalog.Snapshot {
+	s, _ := w.Take()
+	return s
+}
+
+func statusOf(s *catalog.Snapshot, id string) string {
+	if s == nil {
+		return "no snapshot"
+	}
+	for _, insts := range s.Services {
+		for _, in := range insts {
+			if in.ID == id {
+				return in.Status
+			}
+		}
+	}
+	return "absent"
+}
+
+func TestWatcherFollowsConsul(t *testing.T) {
+	agent, consul := consultest.Start(t)
+	agent.Register(consultest.Instance{Service: "user", ID: "user-1", Port: 20001, AppPort: "8080"})
+	agent.Register(consultest.Instance{Service: "user", ID: "user-2", Port: 20002, AppPort: "8080"})
+	agent.PutPolicy("user", `{"timeout":"1s"}`)
+
+	logs := &syncBuffer{}
+	src, err := catalog.NewConsulSource(consul.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWatcher(t, src, logs)
+
+	consultest.Eventually(t, 10*time.Second, func() (bool, string) {
+		s := latest(w)
+		return statusOf(s, "user-1") == "passing" && statusOf(s, "user-2") == "passing" && s.Policies["user"] != nil,
+			fmt.Sprintf("snapshot %+v", s)
+	})
+	first := latest(w)
+	if first.Index == 0 {
+		t.Error("snapshot index is 0")
+	}
+	in := first.Services["user"][0]
+	if in.Address != "127.0.0.1" || in.Port != 20001 || in.Meta["mesh_app_port"] != "8080" {
+		t.Errorf("instance = %+v", in)
+	}
+
+	// A critical check is visible at once; the instance is not removed.
+	start := time.Now()
+	agent.Fail("user-2")
+	consultest.Eventually(t, 2*time.Second, func() (bool, string) {
+		return statusOf(latest(w), "user-2") == "critical", statusOf(latest(w), "user-2")
+	})
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("critical seen after %s, want well under 1s", d)
+	}
+	agent.Pass("user-2")
+	consultest.Eventually(t, 2*time.Second, func() (bool, string) {
+		return statusOf(latest(w), "user-2") == "passing", statusOf(latest(w), "user-2")
+	})
+
+	// New services and policies appear; deregistered ones go.
+	agent.Register(consultest.Instance{Service: "order", ID: "order-1", Port: 20003, AppPort: "8080"})
+	agent.PutPolicy("order", `{}`)
+	consultest.Eventually(t, 2*time.Second, func() (bool, string) {
+		s := latest(w)
+		return statusOf(s, "order-1") == "passing" && s.Policies["order"] != nil, fmt.Sprintf("%+v", s)
+	})
+	agent.Deregister("order-1")
+	consultest.Eventually(t, 2*time.Second, func() (bool, string) {
+		s := latest(w)
+		_, has := s.Services["order"]
+		return !has, fmt.Sprintf("%+v", s.Services)
+	})
+
+	// Consul restart: the last snapshot stays, one line says it is gone,
+	// one says it is back, and the watcher resumes.
+	before := latest(w)
+	if err := consul.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	consultest.Eventually(t, 5*time.Second, func() (bool, string) {
+		return !w.Status().Reachable, "still reachable"
+	})
+	if got := latest(w); got != before {
+		t.Errorf("snapshot replaced while Consul was down: %+v", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := consul.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	consultest.Eventually(t, 15*time.Second, func() (bool, string) {
+		return w.Status().Reachable, w.Status().LastError
+	})
+	agent.Fail("user-1")
+	consultest.Eventually(t, 5*time.Second, func() (bool, string) {
+		return statusOf(latest(w), "user-1") == "critical", statusOf(latest(w), "user-1")
+	})
+	if n := strings.Count(logs.String(), "consul unreachable"); n != 1 {
+		t.Errorf("'consul unreachable' logged %d times, want 1:\n%s", n, logs.String())
+	}
+	if n := strings.Count(logs.String(), "consul reachable again"); n != 1 {
+		t.Errorf("'consul reachable again' logged %d times, want 1:\n%s", n, logs.String())
+	}
+}
+
+// flakySource fails until told otherwise, then serves a fixed catalog.
+type flakySource struct {
+	mu    sync.Mutex
+	fail  bool
+	calls int
+}
+
+func (f *flakySource) err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.fail {
+		return errors.New("connection refused")
+	}
+	return nil
+}
+
+func (f *flakySource) setFail(v bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fail = v
+}
+
+func (f *flakySource) Services(ctx context.Context, index uint64, wait time.Duration) ([]string, uint64, error) {
+	return block(ctx, f, index, []string{"user"})
+}
+
+func (f *flakySource) Instances(ctx context.Context, svc string, index uint64, wait time.Duration) ([]catalog.Instance, uint64, error) {
+	return block(ctx, f, index, []catalog.Instance{{ID: "user-1", Service: "user", Status: "passing"}})
+}
+
+func (f *flakySource) Policies(ctx context.Context, index uint64, wait time.Duration) (map[string][]byte, uint64, error) {
+	return block(ctx, f, index, map[string][]byte{})
+}
+
+// block answers at once with index 7 the first time, then blocks like a
+// real blocking query with nothing new (until ctx ends).
+func block[T any](ctx context.Context, f *flakySource, index uint64, v T) (T, uint64, error) {
+	var zero T
+	if err := f.err(); err != nil {
+		return zero, 0, err
+	}
+	if index == 7 {
+		<-ctx.Done()
+		return zero, 0, ctx.Err()
+	}
+	return v, 7, nil
+}
+
+func TestWatcherWaitsForCompleteFirstSnapshotAndLogsOnce(t *testing.T) {
+	src := &flakySource{fail: true}
+	logs := &syncBuffer{}
+	w := startWatcher(t, src, logs)
+	consultest.Eventually(t, 5*time.Second, func() (bool, string) {
+		src.mu.Lock()
+		defer src.mu.Unlock()
+		return src.calls > 20, fmt.Sprintf("%d calls", src.calls)
+	})
+	if s := latest(w); s != nil {
+		t.Fatalf("published %+v while Consul never answered", s)
+	}
+	if n := strings.Count(logs.String(), "consul unreachable"); n != 1 {
+		t.Errorf("'consul unreachable' logged %d times over many retries, want 1:\n%s", n, logs.String())
+	}
+	src.setFail(false)
+	select {
+	case <-w.Changed():
+	case <-time.After(5 * time.Second):
+		t.Fatal("no snapshot after Consul came back")
+	}
+	s, seen := w.Take()
+	if statusOf(s, "user-1") != "passing" || seen.IsZero() {
+		t.Errorf("snapshot %+v seen %v", s, seen)
+	}
+	if st := w.Status(); !st.Synced || !st.Reachable || st.Index != 7 {
+		t.Errorf("status = %+v", st)
+	}
+}
