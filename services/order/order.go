@@ -1,0 +1,87 @@
+// Package order owns orders: what a user bought, at what price, and where
+// the order stands (PENDING → CONFIRMED or CANCELLED). An order is returned
+// with its user's profile, fetched from the user service through the mesh;
+// when user cannot answer in time the order still comes back, with
+// "user": null and "degraded": ["user"].
+//
+//	HTTP ──▶ transport_http.go ──▶ endpoints.go ──▶ service.go ──┬──▶ store.go ──▶ DB
+//	                                                             └──▶ users.go ──▶ mesh ──▶ user
+package order
+
+import (
+	"embed"
+	"io/fs"
+	"time"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrations returns the order database's schema, NNN_name.sql at the root.
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // the directory is embedded above; this cannot fail
+	}
+	return sub
+}
+
+// Statuses.
+const (
+	StatusPending   = "PENDING"
+	StatusConfirmed = "CONFIRMED"
+	StatusCancelled = "CANCELLED"
+)
+
+// Currency of every price until products carry their own.
+const Currency = "USD"
+
+// Order is an order as clients see it.
+type Order struct {
+	ID           string    `json:"id" db:"id"`
+	UserID       string    `json:"user_id" db:"user_id"`
+	Status       string    `json:"status" db:"status"`
+	Items        []Item    `json:"items"`
+	TotalCents   int64     `json:"total_cents" db:"total_cents"`
+	Currency     string    `json:"currency" db:"currency"`
+	PaymentID    *string   `json:"payment_id" db:"payment_id"`
+	CancelReason *string   `json:"cancel_reason" db:"cancel_reason"`
+	CreatedAt    time.Time `json:"created_at" db:"created_at"`
+	// User is the owner's profile, or nil when it could not be fetched.
+	User *Profile `json:"user"`
+	// Degraded lists the dependencies that could not be reached.
+	Degraded []string `json:"degraded"`
+}
+
+// Item is one line of an order.
+type Item struct {
+	ProductID      string `json:"product_id" db:"product_id"`
+	Quantity       int    `json:"quantity" db:"quantity"`
+	UnitPriceCents int64  `json:"unit_price_cents" db:"unit_price_cents"`
+}
+
+// Profile is the user service's view of the order's owner.
+type Profile struct {
+	ID        string    `json:"id"`
+	Email     string    `json:"email"`
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// CreateRequest is the body of POST /orders.
+type CreateRequest struct {
+	Items   []ItemRequest `json:"items"`
+	Payment PaymentInfo   `json:"payment"`
+}
+
+// ItemRequest is one requested line.
+type ItemRequest struct {
+	ProductID string `json:"product_id"`
+	Quantity  int    `json:"quantity"`
+}
+
+// PaymentInfo says how the order is paid.
+type PaymentInfo struct {
+	CardToken string `json:"card_token"`
+}

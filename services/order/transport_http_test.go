@@ -1,0 +1,104 @@
+package order
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshop/meshop/services/kit/instrument"
+)
+
+func newTestAPI(t *testing.T) *httptest.Server {
+	svc := newTestService(t, fakeUsers{profiles: map[string]Profile{"u1": ada}})
+	e := NewEndpoints(svc, slog.New(slog.DiscardHandler), instrument.NewMetrics(prometheus.NewRegistry(), "order"))
+	srv := httptest.NewServer(NewHTTPHandler(e))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func send(t *testing.T, method, url string, header map[string]string, body string) (*http.Response, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var got map[string]any
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatalf("%s %s: body is not JSON: %q", method, url, raw)
+	}
+	return resp, got
+}
+
+const goodBody = `{"items":[{"product_id":"p1","quantity":2}],"payment":{"card_token":"tok_visa"}}`
+
+func TestHTTPCreateReplayGet(t *testing.T) {
+	srv := newTestAPI(t)
+	h := map[string]string{"X-User-ID": "u1", "Idempotency-Key": "k1"}
+	resp, created := send(t, "POST", srv.URL+"/orders", h, goodBody)
+	if resp.StatusCode != 201 || created["status"] != "PENDING" || created["user"] == nil {
+		t.Fatalf("create: %d %v", resp.StatusCode, created)
+	}
+	// Same request, different spacing: the same order, marked as a replay.
+	resp, again := send(t, "POST", srv.URL+"/orders", h, strings.ReplaceAll(goodBody, ",", " , "))
+	if resp.StatusCode != 201 || again["id"] != created["id"] || resp.Header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("replay: %d %v %v", resp.StatusCode, again["id"], resp.Header)
+	}
+	resp, got := send(t, "GET", srv.URL+"/orders/"+created["id"].(string), map[string]string{"X-User-ID": "u1"}, "")
+	if resp.StatusCode != 200 || got["id"] != created["id"] {
+		t.Errorf("get: %d %v", resp.StatusCode, got)
+	}
+	for _, key := range []string{"id", "user_id", "status", "items", "total_cents", "currency", "payment_id", "cancel_reason", "created_at", "user", "degraded"} {
+		if _, ok := got[key]; !ok {
+			t.Errorf("order JSON lacks %q: %v", key, got)
+		}
+	}
+}
+
+func TestHTTPBadInput(t *testing.T) {
+	srv := newTestAPI(t)
+	auth := map[string]string{"X-User-ID": "u1", "Idempotency-Key": "k-bad"}
+	tests := []struct {
+		name, method, path string
+		header             map[string]string
+		body               string
+		wantStatus         int
+		wantCode           string
+	}{
+		{"no caller", "POST", "/orders", map[string]string{"Idempotency-Key": "k"}, goodBody, 401, "unauthenticated"},
+		{"no idempotency key", "POST", "/orders", map[string]string{"X-User-ID": "u1"}, goodBody, 400, "idempotency_key_required"},
+		{"malformed json", "POST", "/orders", auth, `{"items":[`, 400, "malformed_json"},
+		{"unknown field", "POST", "/orders", auth, `{"items":[],"coupon":"x"}`, 400, "unknown_field"},
+		{"wrong type", "POST", "/orders", auth, `{"items":[{"product_id":"p1","quantity":"2"}]}`, 400, "wrong_type"},
+		{"missing fields", "POST", "/orders", auth, `{}`, 422, "invalid_order"},
+		{"negative quantity", "POST", "/orders", auth, `{"items":[{"product_id":"p1","quantity":-2}],"payment":{"card_token":"tok_visa"}}`, 422, "invalid_order"},
+		{"oversized", "POST", "/orders", auth, `{"items":[` + strings.Repeat(`{"product_id":"p1","quantity":1},`, 3000) + `]}`, 413, "body_too_large"},
+		{"unknown order", "GET", "/orders/nope", auth, "", 404, "order_not_found"},
+		{"no caller on get", "GET", "/orders/nope", nil, "", 401, "unauthenticated"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := send(t, tt.method, srv.URL+tt.path, tt.header, tt.body)
+			e, _ := body["error"].(map[string]any)
+			if resp.StatusCode != tt.wantStatus || e["code"] != tt.wantCode {
+				t.Errorf("got %d %v, want %d %s", resp.StatusCode, body, tt.wantStatus, tt.wantCode)
+			}
+		})
+	}
+	// None of the refused requests wrote an order under the key they used.
+	resp, _ := send(t, "POST", srv.URL+"/orders", auth, goodBody)
+	if resp.StatusCode != 201 || resp.Header.Get("Idempotent-Replayed") != "" {
+		t.Errorf("first valid use of k-bad: %d replayed=%q", resp.StatusCode, resp.Header.Get("Idempotent-Replayed"))
+	}
+}

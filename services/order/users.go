@@ -1,0 +1,22 @@
+package order
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+)
+
+// Caller is the part of the mesh client the order service uses.
+type Caller interface {
+	Call(ctx context.Context, service, method, path string, header http.Header, body, out any) error
+}
+
+// MeshUsers fetches profiles from the user service through the mesh.
+type MeshUsers struct{ Mesh Caller }
+
+// Get returns the profile of user id.
+func (u MeshUsers) Get(ctx context.Context, id string) (Profile, error) {
+	var p Profile
+	err := u.Mesh.Call(ctx, "user", http.MethodGet, "/users/"+url.PathEscape(id), nil, nil, &p)
+	return p, err
+}
