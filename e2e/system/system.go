@@ -1,0 +1,205 @@
+// Package system starts the whole local Meshop system as real processes:
+// Consul and Jaeger (localenv), then each service built from this workspace
+// and run in direct mode with SQLite, each registered in Consul. `make run`
+// starts it on the fixed local port plan; system tests start it on free
+// ports.
+//
+//	Start ──▶ build binaries ──▶ Consul ──▶ Jaeger ──▶ services (wait /ready)
+//	Stop  ──▶ services (SIGTERM: drain, deregister) ──▶ Jaeger ──▶ Consul
+package system
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/meshop/meshop/localenv"
+)
+
+// Services in start order: a service starts after those it calls.
+var Services = []string{"user", "order"}
+
+// Plan is the port plan of one local system.
+type Plan struct {
+	Consul   localenv.ConsulOptions
+	Jaeger   localenv.JaegerOptions
+	Services map[string]int // app HTTP port per service
+}
+
+// FixedPlan is the port plan of `make run` (DESIGN §7 where it can be kept
+// on one host; the apps get 81xx since the edge owns 8080).
+func FixedPlan(dir string) Plan {
+	return Plan{
+		Consul: localenv.ConsulOptions{Dir: filepath.Join(dir, "consul"), HTTPPort: 8500, ServerPort: 8300, SerfLANPort: 8301, GRPCPort: 8502},
+		Jaeger: localenv.JaegerOptions{Dir: filepath.Join(dir, "jaeger"), OTLPGRPCPort: 4317, OTLPHTTPPort: 4318,
+			UIPort: 16686, QueryGRPCPort: 16685, HealthPort: 13133},
+		Services: map[string]int{"auth": 8101, "user": 8102, "product": 8103, "order": 8104, "payment": 8105, "notification": 8106},
+	}
+}
+
+// FreePlan picks free ports for every part.
+func FreePlan(dir string) (Plan, error) {
+	ports, err := localenv.FreePorts(9 + len(Services))
+	if err != nil {
+		return Plan{}, err
+	}
+	p := Plan{
+		Consul: localenv.ConsulOptions{Dir: filepath.Join(dir, "consul"), HTTPPort: ports[0], ServerPort: ports[1], SerfLANPort: ports[2], GRPCPort: ports[3]},
+		Jaeger: localenv.JaegerOptions{Dir: filepath.Join(dir, "jaeger"), OTLPGRPCPort: ports[4], OTLPHTTPPort: ports[5],
+			UIPort: ports[6], QueryGRPCPort: ports[7], HealthPort: ports[8]},
+		Services: map[string]int{},
+	}
+	for i, svc := range Services {
+		p.Services[svc] = ports[9+i]
+	}
+	return p, nil
+}
+
+// System is a running local system.
+type System struct {
+	Plan   Plan
+	Dir    string
+	Consul *localenv.Consul
+	Jaeger *localenv.Jaeger
+
+	mu        sync.Mutex
+	instances map[string]*Instance
+	binDir    string
+}
+
+// Start builds the service binaries and starts Consul, Jaeger and every
+// service in Services, each waited for until ready. dir holds logs,
+// databases and binaries.
+func Start(ctx context.Context, plan Plan, dir string) (*System, error) {
+	s := &System{Plan: plan, Dir: dir, instances: map[string]*Instance{}, binDir: filepath.Join(dir, "bin")}
+	for _, d := range []string{plan.Consul.Dir, plan.Jaeger.Dir, s.binDir, filepath.Join(dir, "data"), filepath.Join(dir, "logs")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.build(ctx); err != nil {
+		return nil, err
+	}
+	var err error
+	if s.Consul, err = localenv.StartConsul(ctx, plan.Consul); err != nil {
+		return nil, err
+	}
+	if s.Jaeger, err = localenv.StartJaeger(ctx, plan.Jaeger); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	for _, svc := range Services {
+		if _, err := s.StartService(ctx, svc, nil); err != nil {
+			s.Stop()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// build compiles every service binary into the system's bin directory.
+func (s *System) build(ctx context.Context) error {
+	root, err := localenv.RepoRoot()
+	if err != nil {
+		return err
+	}
+	args := []string{"build", "-o", s.binDir + string(filepath.Separator)}
+	for _, svc := range Services {
+		args = append(args, "./services/"+svc+"/cmd/"+svc)
+	}
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("system: go build: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// Instance is one running service instance.
+type Instance struct {
+	Service string
+	ID      string // Consul instance ID
+	Port    int
+	*localenv.Process
+}
+
+// URL is the instance's base URL.
+func (i *Instance) URL() string { return "http://127.0.0.1:" + strconv.Itoa(i.Port) }
+
+// Env returns the environment of service svc's instance on port.
+func (s *System) Env(svc, id string, port int) []string {
+	return []string{
+		"HTTP_ADDR=127.0.0.1:" + strconv.Itoa(port),
+		"INSTANCE_ID=" + id,
+		"MESH_MODE=direct",
+		"CONSUL_HTTP_ADDR=" + s.Consul.HTTPAddr(),
+		"DATABASE_URL=sqlite:" + filepath.Join(s.Dir, "data", svc+".db"),
+		"OTEL_EXPORTER_OTLP_ENDPOINT=" + s.Jaeger.OTLPEndpoint(),
+		"CHECK_INTERVAL=1s", "CHECK_TIMEOUT=1s", "DEREGISTER_AFTER=1m",
+		"DRAIN_TIMEOUT=5s",
+	}
+}
+
+// StartService starts an instance of svc on its planned port (or the
+// environment's HTTP_ADDR in extraEnv) and waits until it is ready, that
+// is registered in Consul.
+func (s *System) StartService(ctx context.Context, svc string, extraEnv []string) (*Instance, error) {
+	id := svc + "-local"
+	port := s.Plan.Services[svc]
+	env := append(s.Env(svc, id, port), extraEnv...)
+	p, err := localenv.StartProcess(svc, filepath.Join(s.Dir, "logs", svc+".log"), env, filepath.Join(s.binDir, svc))
+	if err != nil {
+		return nil, err
+	}
+	inst := &Instance{Service: svc, ID: id, Port: port, Process: p}
+	waitCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := p.WaitHTTP(waitCtx, inst.URL()+"/ready", 200); err != nil {
+		p.Stop(5 * time.Second)
+		return nil, err
+	}
+	s.mu.Lock()
+	s.instances[svc] = inst
+	s.mu.Unlock()
+	return inst, nil
+}
+
+// Instance returns the running instance of svc, or nil.
+func (s *System) Instance(svc string) *Instance {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.instances[svc]
+}
+
+// StopService stops svc's instance gracefully (SIGTERM: drain, deregister).
+func (s *System) StopService(svc string) error {
+	s.mu.Lock()
+	inst := s.instances[svc]
+	delete(s.instances, svc)
+	s.mu.Unlock()
+	if inst == nil {
+		return nil
+	}
+	return inst.Stop(15 * time.Second)
+}
+
+// Stop stops everything, services first.
+func (s *System) Stop() error {
+	var errs []error
+	for i := len(Services) - 1; i >= 0; i-- {
+		errs = append(errs, s.StopService(Services[i]))
+	}
+	if s.Jaeger != nil {
+		errs = append(errs, s.Jaeger.Stop(10*time.Second))
+	}
+	if s.Consul != nil {
+		errs = append(errs, s.Consul.Stop(10*time.Second))
+	}
+	return errors.Join(errs...)
+}
