@@ -30,7 +30,9 @@ type Jaeger struct {
 }
 
 // OTLPEndpoint is the value for OTEL_EXPORTER_OTLP_ENDPOINT.
-func (j *Jaeger) OTLPEndpoint() string { return "http://127.0.0.1:" + strconv.Itoa(j.Opts.OTLPGRPCPort) }
+func (j *Jaeger) OTLPEndpoint() string {
+	return "http://127.0.0.1:" + strconv.Itoa(j.Opts.OTLPGRPCPort)
+}
 
 // UIURL is the UI and query API base URL.
 func (j *Jaeger) UIURL() string { return "http://127.0.0.1:" + strconv.Itoa(j.Opts.UIPort) }

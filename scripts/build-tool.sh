@@ -7,7 +7,7 @@
 set -euo pipefail
 out=$1 dir=$2 module=$3 version=$4 pkg=$5
 
-if [ -x "$out" ] && go version -m "$out" 2>/dev/null | grep -Eq "^\s+dep\s+$module\s+$version(\s|$)"; then
+if [ -x "$out" ] && go version -m "$out" 2>/dev/null | grep -Eq "^\s+(mod|dep)\s+$module\s+$version(\s|$)"; then
   exit 0
 fi
 echo "building $(basename "$out") $version from $dir (takes a few minutes, once)"
