@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
@@ -204,6 +205,10 @@ func (bd *build) instance(ci catalog.Instance) (*Instance, map[string]string) {
 	if ci.Address == "" {
 		bd.problem(SeverityError, KindMeta, ci.Service, ci.ID, "Address",
 			"registration has no address (neither service nor node address); the instance receives no traffic")
+		in.AddressOK = false
+	} else if _, err := netip.ParseAddr(ci.Address); err != nil {
+		bd.problem(SeverityError, KindMeta, ci.Service, ci.ID, "Address",
+			"%q is not an IP address; Envoy load assignments need one, so the instance receives no traffic (register the IP)", truncate(ci.Address, 80))
 		in.AddressOK = false
 	}
 	if ci.Port <= 0 || ci.Port > 65535 {

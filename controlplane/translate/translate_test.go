@@ -1,0 +1,241 @@
+package translate_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/encoding/protojson"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meshop/meshop/controlplane/catalog"
+	"github.com/meshop/meshop/controlplane/model"
+	"github.com/meshop/meshop/controlplane/translate"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/out")
+
+// goldenCase is the input of one golden test (testdata/in/<case>.yaml):
+// a catalog as Consul would report it, the KV policies, and the node whose
+// configuration is rendered.
+type goldenCase struct {
+	Description string `json:"description"`
+	Node        struct {
+		ID           string `json:"id"`
+		Cluster      string `json:"cluster"`
+		InboundPort  uint32 `json:"inbound_port"`
+		OutboundPort uint32 `json:"outbound_port"`
+	} `json:"node"`
+	Config struct {
+		CollectorAddress string   `json:"collector_address"`
+		CORSOrigins      []string `json:"cors_origins"`
+		RateLimitBurst   uint32   `json:"rate_limit_burst"`
+	} `json:"config"`
+	Instances []struct {
+		Service string            `json:"service"`
+		ID      string            `json:"id"`
+		Address string            `json:"address"`
+		Port    int               `json:"port"`
+		Status  string            `json:"status"`
+		Tags    []string          `json:"tags"`
+		Meta    map[string]string `json:"meta"`
+	} `json:"instances"`
+	Policies map[string]string `json:"policies"`
+}
+
+func (gc *goldenCase) snapshot() *catalog.Snapshot {
+	s := &catalog.Snapshot{Index: 100, Services: map[string][]catalog.Instance{}, Policies: map[string][]byte{}}
+	for i, in := range gc.Instances {
+		st := in.Status
+		if st == "" {
+			st = catalog.StatusPassing
+		}
+		s.Services[in.Service] = append(s.Services[in.Service], catalog.Instance{
+			ID: in.ID, Service: in.Service, Node: "node-1", Address: in.Address, Port: in.Port,
+			Status: st, Tags: in.Tags, Meta: in.Meta, CreateIndex: uint64(10 + i),
+		})
+	}
+	for k, v := range gc.Policies {
+		s.Policies[k] = []byte(v)
+	}
+	return s
+}
+
+func (gc *goldenCase) config() translate.Config {
+	cfg := translate.DefaultConfig()
+	if gc.Config.CollectorAddress != "" {
+		cfg.CollectorAddress = gc.Config.CollectorAddress
+	}
+	if gc.Config.CORSOrigins != nil {
+		cfg.CORSOrigins = gc.Config.CORSOrigins
+	}
+	if gc.Config.RateLimitBurst != 0 {
+		cfg.RateLimit.Burst = gc.Config.RateLimitBurst
+	}
+	return cfg
+}
+
+func TestGolden(t *testing.T) {
+	inputs, err := filepath.Glob("testdata/in/*.yaml")
+	if err != nil || len(inputs) == 0 {
+		t.Fatalf("no golden inputs: %v", err)
+	}
+	for _, in := range inputs {
+		name := strings.TrimSuffix(filepath.Base(in), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			raw, err := os.ReadFile(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var gc goldenCase
+			if err := yaml.UnmarshalStrict(raw, &gc); err != nil {
+				t.Fatalf("%s: %v", in, err)
+			}
+			m := model.NewBuilder(model.BuilderOptions{}).Build(gc.snapshot())
+			cfg := gc.config()
+			var res *translate.Resources
+			if translate.IsEdge(gc.Node.Cluster) {
+				res, err = translate.Edge(m, cfg, nil)
+			} else {
+				res, err = translate.Sidecar(m, translate.Node{ID: gc.Node.ID, InboundPort: gc.Node.InboundPort, OutboundPort: gc.Node.OutboundPort}, cfg, nil)
+			}
+			if err != nil {
+				t.Fatalf("translate: %v", err)
+			}
+			byType := res.ByType()
+			checkValidAndConsistent(t, byType)
+
+			files := map[string][]byte{
+				"clusters":  render(t, byType[resource.ClusterType]),
+				"endpoints": render(t, byType[resource.EndpointType]),
+				"listeners": render(t, byType[resource.ListenerType]),
+				"routes":    render(t, byType[resource.RouteType]),
+			}
+			if len(m.Problems) > 0 {
+				b, err := yaml.Marshal(m.Problems)
+				if err != nil {
+					t.Fatal(err)
+				}
+				files["problems"] = b
+			}
+			for typ, got := range files {
+				path := filepath.Join("testdata", "out", name+"."+typ+".yaml")
+				if *update {
+					if err := os.WriteFile(path, got, 0o644); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				want, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatalf("%v (run go test ./translate -update to create it)", err)
+				}
+				if diff := cmp.Diff(string(want), string(got)); diff != "" {
+					t.Errorf("%s mismatch (-want +got):\n%s", path, diff)
+				}
+			}
+			if !*update {
+				stale, _ := filepath.Glob(filepath.Join("testdata", "out", name+".*.yaml"))
+				for _, p := range stale {
+					typ := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(p), name+"."), ".yaml")
+					if _, ok := files[typ]; !ok {
+						t.Errorf("%s is not produced any more; delete it", p)
+					}
+				}
+			}
+		})
+	}
+}
+
+// checkValidAndConsistent is what serve requires before SetSnapshot.
+func checkValidAndConsistent(t *testing.T, byType map[resource.Type][]types.Resource) {
+	t.Helper()
+	for typ, rs := range byType {
+		for _, r := range rs {
+			if err := translate.Validate(r); err != nil {
+				t.Errorf("%s %s: %v", typ, cachev3.GetResourceName(r), err)
+			}
+		}
+	}
+	snap, err := cachev3.NewSnapshot("1", byType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.Consistent(); err != nil {
+		t.Errorf("snapshot not consistent: %v", err)
+	}
+}
+
+// render writes resources as YAML, one list per type, in name order.
+func render(t *testing.T, rs []types.Resource) []byte {
+	t.Helper()
+	var list []json.RawMessage
+	for _, r := range rs {
+		b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		list = append(list, b)
+	}
+	if list == nil {
+		list = []json.RawMessage{}
+	}
+	j, err := json.Marshal(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := yaml.JSONToYAML(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return y
+}
+
+func TestSidecarErrors(t *testing.T) {
+	s := &catalog.Snapshot{Services: map[string][]catalog.Instance{
+		"user": {{ID: "user-1", Service: "user", Address: "10.0.0.1", Port: 1, Status: "passing",
+			Meta: map[string]string{"mesh_protocol": "http", "mesh_app_port": "x"}}},
+	}}
+	m := model.NewBuilder(model.BuilderOptions{}).Build(s)
+	cfg := translate.DefaultConfig()
+	if _, err := translate.Sidecar(m, translate.Node{ID: "ghost-1"}, cfg, nil); !errors.Is(err, translate.ErrUnknownNode) {
+		t.Errorf("unknown node: err = %v, want ErrUnknownNode", err)
+	}
+	if _, err := translate.Sidecar(m, translate.Node{ID: "user-1"}, cfg, nil); !errors.Is(err, translate.ErrNoAppPort) {
+		t.Errorf("bad app port: err = %v, want ErrNoAppPort", err)
+	}
+}
+
+// TestValidateCatchesPackedErrors proves Validate looks inside Any: a
+// listener whose connection manager lacks its stat prefix passes the
+// listener's own ValidateAll but must fail here.
+func TestValidateCatchesPackedErrors(t *testing.T) {
+	s := &catalog.Snapshot{Services: map[string][]catalog.Instance{
+		"user": {{ID: "user-1", Service: "user", Address: "10.0.0.1", Port: 1, Status: "passing",
+			Meta: map[string]string{"mesh_protocol": "http", "mesh_app_port": "8080"}}},
+	}}
+	m := model.NewBuilder(model.BuilderOptions{}).Build(s)
+	cfg := translate.DefaultConfig()
+	cfg.RateLimit.Interval = 0 // Envoy requires a positive fill interval
+	res, err := translate.Edge(m, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := res.Listeners[0]
+	if err := l.ValidateAll(); err != nil {
+		t.Fatalf("top-level ValidateAll unexpectedly failed: %v", err)
+	}
+	err = translate.Validate(l)
+	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("FillInterval")) {
+		t.Errorf("Validate = %v, want an error about the token bucket's fill interval", err)
+	}
+}
