@@ -44,7 +44,8 @@ tools: ## build the pinned Consul and Jaeger into ./bin (skipped when already bu
 
 .PHONY: run
 run: tools ## run the local system (Consul, Jaeger, control plane, services in direct mode); Ctrl-C stops it
-	go run ./e2e/cmd/meshop-local
+	go build -o $(BIN)/meshop-local ./e2e/cmd/meshop-local
+	$(BIN)/meshop-local
 
 .PHONY: clean
 clean: ## remove built binaries and local run state
