@@ -12,18 +12,20 @@ import (
 	"embed"
 	"io/fs"
 	"time"
+
+	"github.com/meshop/meshop/services/kit/sqldb"
 )
 
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// Migrations returns the order database's schema, NNN_name.sql at the root.
-func Migrations() fs.FS {
+// Migrations returns the order database's schema.
+func Migrations() sqldb.MigrationSet {
 	sub, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		panic(err) // the directory is embedded above; this cannot fail
 	}
-	return sub
+	return sqldb.MigrationSet{Name: "order", FS: sub}
 }
 
 // Statuses.

@@ -9,6 +9,8 @@ import (
 	"embed"
 	"io/fs"
 	"time"
+
+	"github.com/meshop/meshop/services/kit/sqldb"
 )
 
 // Migrations are the user database's schema, applied at start.
@@ -16,13 +18,13 @@ import (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// Migrations returns the embedded migrations, NNN_name.sql at the root.
-func Migrations() fs.FS {
+// Migrations returns the user database's schema.
+func Migrations() sqldb.MigrationSet {
 	sub, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		panic(err) // the directory is embedded above; this cannot fail
 	}
-	return sub
+	return sqldb.MigrationSet{Name: "user", FS: sub}
 }
 
 // Roles.

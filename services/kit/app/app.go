@@ -16,7 +16,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -156,13 +155,13 @@ func New(ctx context.Context, spec Spec) (*App, error) {
 	return a, nil
 }
 
-// OpenDB opens DATABASE_URL and applies migrations.
-func (a *App) OpenDB(ctx context.Context, migrations fs.FS) (*sqlx.DB, error) {
+// OpenDB opens DATABASE_URL and applies the migration sets in order.
+func (a *App) OpenDB(ctx context.Context, migrations ...sqldb.MigrationSet) (*sqlx.DB, error) {
 	db, err := sqldb.Open(ctx, a.Settings.DatabaseURL)
 	if err != nil {
 		return nil, err
 	}
-	if err := sqldb.Migrate(ctx, db, migrations); err != nil {
+	if err := sqldb.Migrate(ctx, db, migrations...); err != nil {
 		db.Close()
 		return nil, err
 	}

@@ -13,15 +13,19 @@ import (
 	"github.com/jmoiron/sqlx"
 )
 
-// Migrate applies the *.sql files of migrations (named NNN_description.sql)
-// that are not yet recorded in schema_migrations, in order, each in its own
-// transaction with its record. On PostgreSQL an advisory lock keeps two
-// instances starting at once from applying the same migration twice.
-func Migrate(ctx context.Context, db *sqlx.DB, migrations fs.FS) error {
-	files, err := migrationFiles(migrations)
-	if err != nil {
-		return err
-	}
+// MigrationSet is a named group of migrations: a service's own schema, or
+// the tables a kit package keeps in the service's database (the events
+// outbox). Versions are numbered per set.
+type MigrationSet struct {
+	Name string
+	FS   fs.FS // NNN_description.sql files at its root
+}
+
+// Migrate applies, set by set, the *.sql files not yet recorded in
+// schema_migrations, in order, each in its own transaction with its record.
+// On PostgreSQL an advisory lock keeps two instances starting at once from
+// applying the same migration twice.
+func Migrate(ctx context.Context, db *sqlx.DB, sets ...MigrationSet) error {
 	conn, err := db.Connx(ctx)
 	if err != nil {
 		return fmt.Errorf("sqldb: migrate: %w", err)
@@ -35,18 +39,32 @@ func Migrate(ctx context.Context, db *sqlx.DB, migrations fs.FS) error {
 		defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", lockID)
 	}
 	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMP NOT NULL)`); err != nil {
+		set_name TEXT NOT NULL, version BIGINT NOT NULL, name TEXT NOT NULL, applied_at TIMESTAMP NOT NULL,
+		PRIMARY KEY (set_name, version))`); err != nil {
 		return fmt.Errorf("sqldb: migrate: %w", err)
 	}
+	for _, set := range sets {
+		if err := migrateSet(ctx, db, conn, set); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func migrateSet(ctx context.Context, db *sqlx.DB, conn *sqlx.Conn, set MigrationSet) error {
+	files, err := migrationFiles(set.FS)
+	if err != nil {
+		return err
+	}
 	var applied []int64
-	if err := sqlx.SelectContext(ctx, conn, &applied, "SELECT version FROM schema_migrations"); err != nil {
+	if err := sqlx.SelectContext(ctx, conn, &applied, db.Rebind("SELECT version FROM schema_migrations WHERE set_name = ?"), set.Name); err != nil {
 		return fmt.Errorf("sqldb: migrate: %w", err)
 	}
 	for _, m := range files {
 		if slices.Contains(applied, m.version) {
 			continue
 		}
-		body, err := fs.ReadFile(migrations, m.file)
+		body, err := fs.ReadFile(set.FS, m.file)
 		if err != nil {
 			return fmt.Errorf("sqldb: migrate: %w", err)
 		}
@@ -56,10 +74,10 @@ func Migrate(ctx context.Context, db *sqlx.DB, migrations fs.FS) error {
 		}
 		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
 			tx.Rollback()
-			return fmt.Errorf("sqldb: migration %s failed: %w", m.file, err)
+			return fmt.Errorf("sqldb: migration %s/%s failed: %w", set.Name, m.file, err)
 		}
-		if _, err := tx.ExecContext(ctx, db.Rebind("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"),
-			m.version, m.file, time.Now().UTC()); err != nil {
+		if _, err := tx.ExecContext(ctx, db.Rebind("INSERT INTO schema_migrations (set_name, version, name, applied_at) VALUES (?, ?, ?, ?)"),
+			set.Name, m.version, m.file, time.Now().UTC()); err != nil {
 			tx.Rollback()
 			return fmt.Errorf("sqldb: migration %s: record: %w", m.file, err)
 		}

@@ -19,14 +19,14 @@ func TestMigrateAndRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer db.Close()
-		migrations := os.DirFS("testdata/migrations")
+		migrations := MigrationSet{Name: "things", FS: os.DirFS("testdata/migrations")}
 		for range 2 { // the second run must be a no-op
 			if err := Migrate(ctx, db, migrations); err != nil {
 				t.Fatal(err)
 			}
 		}
 		var versions []int64
-		if err := db.Select(&versions, "SELECT version FROM schema_migrations ORDER BY version"); err != nil {
+		if err := db.Select(&versions, "SELECT version FROM schema_migrations WHERE set_name = 'things' ORDER BY version"); err != nil {
 			t.Fatal(err)
 		}
 		if len(versions) != 2 || versions[0] != 1 || versions[1] != 2 {
@@ -83,7 +83,7 @@ func TestIsUniqueViolation(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer db.Close()
-		if err := Migrate(context.Background(), db, os.DirFS("testdata/migrations")); err != nil {
+		if err := Migrate(context.Background(), db, MigrationSet{Name: "things", FS: os.DirFS("testdata/migrations")}); err != nil {
 			t.Fatal(err)
 		}
 		insert := db.Rebind("INSERT INTO things (id, n, created_at) VALUES (?, 1, ?)")
