@@ -6,7 +6,7 @@ SHELL := /bin/bash
 BIN := $(CURDIR)/bin
 # Workspace modules; the tool modules under consul/tool and observability/jaeger
 # are deliberately outside go.work.
-MODULES := services/kit services/user services/order controlplane localenv e2e
+MODULES := services/kit services/auth services/user services/product services/order services/payment services/notification controlplane localenv e2e
 PKGS := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 GOTESTFLAGS ?= -count=1 -timeout 30m
 
@@ -26,7 +26,7 @@ help: ## list the targets
 .PHONY: build
 build: ## build every service and the control plane into ./bin
 	@mkdir -p $(BIN)
-	go build -o $(BIN)/ ./services/user/cmd/... ./services/order/cmd/... ./controlplane/cmd/... ./e2e/cmd/...
+	go build -o $(BIN)/ $(addprefix ./,$(addsuffix /cmd/...,$(filter-out services/kit localenv,$(MODULES))))
 
 .PHONY: test
 test: tools ## run every test (unit, store, integration, system); needs only Go

@@ -81,7 +81,7 @@ func TestUserOrderSlice(t *testing.T) {
 		}
 	})
 
-	user := call[map[string]any](t, "POST", sys.Instance("user").URL()+"/users", nil,
+	user := call[map[string]any](t, "POST", sys.Instance("user").URL()+"/internal/users", nil,
 		`{"email":"ada@example.com","name":"Ada Lovelace"}`, http.StatusCreated)
 	userID := user["id"].(string)
 	order := call[map[string]any](t, "POST", sys.Instance("order").URL()+"/orders",

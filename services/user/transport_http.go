@@ -11,12 +11,12 @@ import (
 
 // NewHTTPHandler serves the user API:
 //
-//	POST /users        create a profile (internal: called by auth)
+//	POST /internal/users   create a profile (internal: called by auth; the edge never routes /internal)
 //	GET  /users/{id}   a profile
 func NewHTTPHandler(e Endpoints) *http.ServeMux {
 	opts := []httptransport.ServerOption{httptransport.ServerErrorEncoder(httpserver.EncodeError)}
 	mux := http.NewServeMux()
-	mux.Handle("POST /users", httptransport.NewServer(e.Create, decodeCreate, httpserver.EncodeJSON, opts...))
+	mux.Handle("POST /internal/users", httptransport.NewServer(e.Create, decodeCreate, httpserver.EncodeJSON, opts...))
 	mux.Handle("GET /users/{id}", httptransport.NewServer(e.Get, decodeGet, httpserver.EncodeJSON, opts...))
 	mux.HandleFunc("/", httpserver.NotFound)
 	return mux

@@ -47,7 +47,7 @@ func errorCode(body map[string]any) string {
 
 func TestHTTPCreateAndGet(t *testing.T) {
 	srv := newTestAPI(t)
-	status, created := do(t, "POST", srv.URL+"/users", `{"email":" Ada@Example.com ","name":"Ada Lovelace"}`)
+	status, created := do(t, "POST", srv.URL+"/internal/users", `{"email":" Ada@Example.com ","name":"Ada Lovelace"}`)
 	if status != http.StatusCreated || created["email"] != "ada@example.com" || created["role"] != "customer" {
 		t.Fatalf("create: %d %v", status, created)
 	}
@@ -60,7 +60,7 @@ func TestHTTPCreateAndGet(t *testing.T) {
 
 func TestHTTPBadInput(t *testing.T) {
 	srv := newTestAPI(t)
-	if status, _ := do(t, "POST", srv.URL+"/users", `{"email":"taken@example.com","name":"T"}`); status != http.StatusCreated {
+	if status, _ := do(t, "POST", srv.URL+"/internal/users", `{"email":"taken@example.com","name":"T"}`); status != http.StatusCreated {
 		t.Fatalf("seed user: %d", status)
 	}
 	tests := []struct {
@@ -68,14 +68,14 @@ func TestHTTPBadInput(t *testing.T) {
 		wantStatus               int
 		wantCode                 string
 	}{
-		{"malformed json", "POST", "/users", `{"email":`, 400, "malformed_json"},
-		{"unknown field", "POST", "/users", `{"email":"a@b.co","name":"A","admin":true}`, 400, "unknown_field"},
-		{"wrong type", "POST", "/users", `{"email":"a@b.co","name":42}`, 400, "wrong_type"},
-		{"missing fields", "POST", "/users", `{}`, 422, "invalid_user"},
-		{"bad email", "POST", "/users", `{"email":"not-an-email","name":"A"}`, 422, "invalid_user"},
-		{"bad role", "POST", "/users", `{"email":"a@b.co","name":"A","role":"root"}`, 422, "invalid_user"},
-		{"duplicate email", "POST", "/users", `{"email":"TAKEN@example.com","name":"T2"}`, 409, "email_taken"},
-		{"oversized", "POST", "/users", `{"name":"` + strings.Repeat("a", 70_000) + `"}`, 413, "body_too_large"},
+		{"malformed json", "POST", "/internal/users", `{"email":`, 400, "malformed_json"},
+		{"unknown field", "POST", "/internal/users", `{"email":"a@b.co","name":"A","admin":true}`, 400, "unknown_field"},
+		{"wrong type", "POST", "/internal/users", `{"email":"a@b.co","name":42}`, 400, "wrong_type"},
+		{"missing fields", "POST", "/internal/users", `{}`, 422, "invalid_user"},
+		{"bad email", "POST", "/internal/users", `{"email":"not-an-email","name":"A"}`, 422, "invalid_user"},
+		{"bad role", "POST", "/internal/users", `{"email":"a@b.co","name":"A","role":"root"}`, 422, "invalid_user"},
+		{"duplicate email", "POST", "/internal/users", `{"email":"TAKEN@example.com","name":"T2"}`, 409, "email_taken"},
+		{"oversized", "POST", "/internal/users", `{"name":"` + strings.Repeat("a", 70_000) + `"}`, 413, "body_too_large"},
 		{"unknown id", "GET", "/users/nope", "", 404, "user_not_found"},
 		{"unknown route", "GET", "/nothing", "", 404, "no_route"},
 	}
