@@ -63,3 +63,15 @@ func JaegerT(t testing.TB) *Jaeger {
 	})
 	return j
 }
+
+// NATST starts an embedded NATS server with JetStream on a free port, its
+// store in a temp dir, and shuts it down when the test ends.
+func NATST(t testing.TB) *NATS {
+	t.Helper()
+	n, err := StartNATS(NATSOptions{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Shutdown)
+	return n
+}
