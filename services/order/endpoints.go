@@ -15,6 +15,7 @@ import (
 type Endpoints struct {
 	Create endpoint.Endpoint
 	Get    endpoint.Endpoint
+	List   endpoint.Endpoint
 }
 
 // NewEndpoints wraps svc.
@@ -22,6 +23,7 @@ func NewEndpoints(svc Service, logger *slog.Logger, metrics *instrument.Metrics)
 	return Endpoints{
 		Create: instrument.Endpoint(logger, metrics, "Create")(makeCreateEndpoint(svc)),
 		Get:    instrument.Endpoint(logger, metrics, "Get")(makeGetEndpoint(svc)),
+		List:   instrument.Endpoint(logger, metrics, "List")(makeListEndpoint(svc)),
 	}
 }
 
@@ -32,6 +34,23 @@ type createRequest struct {
 }
 
 type getRequest struct{ UserID, ID string }
+
+type listRequest struct {
+	UserID string
+	Limit  int
+	Cursor string
+}
+
+// listResponse is a page of orders (DESIGN §2 list shape).
+type listResponse struct {
+	Items      []Order `json:"items"`
+	NextCursor string  `json:"next_cursor,omitempty"`
+	Err        error   `json:"-"`
+}
+
+var _ endpoint.Failer = listResponse{}
+
+func (r listResponse) Failed() error { return r.Err }
 
 // orderResponse is an order or the error that took its place.
 type orderResponse struct {
@@ -79,5 +98,19 @@ func makeGetEndpoint(svc Service) endpoint.Endpoint {
 			return orderResponse{Err: err}, nil
 		}
 		return orderResponse{Order: &o}, nil
+	}
+}
+
+func makeListEndpoint(svc Service) endpoint.Endpoint {
+	return func(ctx context.Context, request any) (any, error) {
+		req := request.(listRequest)
+		orders, next, err := svc.List(ctx, req.UserID, req.Limit, req.Cursor)
+		if err != nil {
+			return listResponse{Err: err}, nil
+		}
+		if orders == nil {
+			orders = []Order{}
+		}
+		return listResponse{Items: orders, NextCursor: next}, nil
 	}
 }

@@ -35,9 +35,6 @@ const (
 	StatusCancelled = "CANCELLED"
 )
 
-// Currency of every price until products carry their own.
-const Currency = "USD"
-
 // Order is an order as clients see it.
 type Order struct {
 	ID           string    `json:"id" db:"id"`
@@ -53,7 +50,26 @@ type Order struct {
 	User *Profile `json:"user"`
 	// Degraded lists the dependencies that could not be reached.
 	Degraded []string `json:"degraded"`
+
+	// CardToken is what checkout charges; Step is how far checkout got.
+	CardToken string `json:"-" db:"card_token"`
+	Step      string `json:"-" db:"step"`
 }
+
+// Checkout steps, recorded so a restarted instance resumes where it was.
+const (
+	StepCreated  = "created"  // PENDING, nothing reserved yet
+	StepReserved = "reserved" // stock reserved, lines priced
+	StepCharging = "charging" // payment requested: never cancel without its outcome
+	StepDone     = "done"     // CONFIRMED or CANCELLED
+)
+
+// Cancel reasons.
+const (
+	ReasonPaymentDeclined = "payment_declined"
+	ReasonPaymentFailed   = "payment_failed"
+	ReasonTimeout         = "checkout_timeout"
+)
 
 // Item is one line of an order.
 type Item struct {

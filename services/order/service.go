@@ -6,32 +6,40 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/meshop/meshop/services/kit/errs"
+	"github.com/meshop/meshop/services/kit/events"
 )
 
 // Service manages orders. userID is the caller, who owns what it creates
 // and sees only what it owns.
 type Service interface {
-	// Create records a PENDING order. The same idempotency key with the
-	// same request returns the first order (replayed = true); with a
-	// different request it is a Conflict.
+	// Create runs a checkout: it records a PENDING order, reserves stock,
+	// charges the card and confirms the order, or cancels it with a
+	// reason. The same idempotency key with the same request returns that
+	// order (replayed = true), resuming its checkout if it was
+	// interrupted; with a different request it is a Conflict.
 	Create(ctx context.Context, userID, idempotencyKey string, req CreateRequest) (o Order, replayed bool, err error)
 	Get(ctx context.Context, userID, id string) (Order, error)
+	// List returns the user's orders, oldest first, after cursor.
+	List(ctx context.Context, userID string, limit int, cursor string) (orders []Order, next string, err error)
 }
 
 // Store keeps orders.
 type Store interface {
-	// Insert stores o with the key and request hash that created it; a key
-	// already used by the user is a Conflict with code idempotency_key_used.
-	Insert(ctx context.Context, o Order, idempotencyKey, requestHash string) error
+	Create(ctx context.Context, o Order, idempotencyKey, requestHash string, created events.Envelope) error
 	Get(ctx context.Context, id string) (Order, error)
-	// GetByKey returns the user's order created with key, and its request hash.
 	GetByKey(ctx context.Context, userID, key string) (Order, string, error)
+	ListByUser(ctx context.Context, userID string, limit int, after string) ([]Order, error)
+	SetPriced(ctx context.Context, id string, items []Item, total int64, currency string) error
+	SetStep(ctx context.Context, id, step string) error
+	Finish(ctx context.Context, id, status string, paymentID, reason *string, ev events.Envelope) (bool, error)
+	Pending(ctx context.Context, before time.Time, limit int) ([]Order, error)
 }
 
 // Users fetches user profiles.
@@ -39,15 +47,26 @@ type Users interface {
 	Get(ctx context.Context, id string) (Profile, error)
 }
 
+// Deps are the service's collaborators.
+type Deps struct {
+	Store     Store
+	Users     Users
+	Inventory Inventory
+	Payments  Payments
+	Logger    *slog.Logger
+}
+
 type service struct {
-	store Store
-	users Users
-	now   func() time.Time
+	Deps
+	now func() time.Time
 }
 
 // New returns the order service.
-func New(store Store, users Users) Service {
-	return &service{store: store, users: users, now: func() time.Time { return time.Now().UTC() }}
+func New(d Deps) Service {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &service{Deps: d, now: func() time.Time { return time.Now().UTC() }}
 }
 
 // Limits on one order.
@@ -63,34 +82,27 @@ func (s *service) Create(ctx context.Context, userID, key string, req CreateRequ
 		return Order{}, false, err
 	}
 	hash := requestHash(req)
-	if o, ok, err := s.replay(ctx, userID, key, hash); ok || err != nil {
-		return o, ok, err
-	}
-	o := Order{
-		ID: uuid.Must(uuid.NewV7()).String(), UserID: userID, Status: StatusPending,
-		Currency: Currency, CreatedAt: s.now().Truncate(time.Microsecond),
-	}
-	for _, it := range req.Items {
-		// Prices come from the product service at checkout; until then a
-		// PENDING order's lines are unpriced.
-		o.Items = append(o.Items, Item{ProductID: it.ProductID, Quantity: it.Quantity})
-	}
-	err := s.store.Insert(ctx, o, key, hash)
-	if e := errs.As(err); err != nil && e.Code == "idempotency_key_used" {
-		// Another request with the same key won the race: answer as a replay.
-		if o, ok, err := s.replay(ctx, userID, key, hash); ok || err != nil {
-			return o, ok, err
-		}
-	}
+	o, replayed, err := s.existing(ctx, userID, key, hash)
 	if err != nil {
 		return Order{}, false, err
 	}
-	return s.withUser(ctx, o), false, nil
+	if !replayed {
+		o, err = s.create(ctx, userID, key, hash, req)
+		if e := errs.As(err); err != nil && e.Code == "idempotency_key_used" {
+			// Another request with the same key won the race: this is a replay.
+			o, replayed, err = s.existing(ctx, userID, key, hash)
+		}
+		if err != nil {
+			return Order{}, false, err
+		}
+	}
+	o, err = s.checkout(ctx, o)
+	return s.withUser(ctx, o), replayed, err
 }
 
-// replay answers a request whose idempotency key was used before.
-func (s *service) replay(ctx context.Context, userID, key, hash string) (Order, bool, error) {
-	o, firstHash, err := s.store.GetByKey(ctx, userID, key)
+// existing returns the order made earlier with key, if any.
+func (s *service) existing(ctx context.Context, userID, key, hash string) (Order, bool, error) {
+	o, firstHash, err := s.Store.GetByKey(ctx, userID, key)
 	switch {
 	case errs.Is(err, errs.NotFound):
 		return Order{}, false, nil
@@ -100,7 +112,26 @@ func (s *service) replay(ctx context.Context, userID, key, hash string) (Order, 
 		return Order{}, false, errs.New(errs.Conflict, "idempotency_mismatch",
 			"this Idempotency-Key was used with a different request").WithDetails(map[string]any{"order_id": o.ID})
 	}
-	return s.withUser(ctx, o), true, nil
+	return o, true, nil
+}
+
+func (s *service) create(ctx context.Context, userID, key, hash string, req CreateRequest) (Order, error) {
+	o := Order{
+		ID: uuid.Must(uuid.NewV7()).String(), UserID: userID, Status: StatusPending, Currency: "USD",
+		CardToken: req.Payment.CardToken, Step: StepCreated, CreatedAt: s.now().Truncate(time.Microsecond),
+	}
+	for _, it := range req.Items {
+		// Lines are priced by the reservation, at checkout.
+		o.Items = append(o.Items, Item{ProductID: it.ProductID, Quantity: it.Quantity})
+	}
+	ev, err := orderEvent(events.OrderCreated, o)
+	if err != nil {
+		return Order{}, err
+	}
+	if err := s.Store.Create(ctx, o, key, hash, ev); err != nil {
+		return Order{}, err
+	}
+	return o, nil
 }
 
 func (s *service) Get(ctx context.Context, userID, id string) (Order, error) {
@@ -108,7 +139,7 @@ func (s *service) Get(ctx context.Context, userID, id string) (Order, error) {
 	if !idPattern.MatchString(id) {
 		return Order{}, notFound
 	}
-	o, err := s.store.Get(ctx, id)
+	o, err := s.Store.Get(ctx, id)
 	if err != nil {
 		return Order{}, err
 	}
@@ -118,11 +149,50 @@ func (s *service) Get(ctx context.Context, userID, id string) (Order, error) {
 	return s.withUser(ctx, o), nil
 }
 
+// Paging limits of List.
+const (
+	defaultPageSize = 20
+	maxPageSize     = 100
+)
+
+func (s *service) List(ctx context.Context, userID string, limit int, cursor string) ([]Order, string, error) {
+	if limit == 0 {
+		limit = defaultPageSize
+	}
+	if limit < 1 || limit > maxPageSize {
+		return nil, "", errs.Newf(errs.Invalid, "invalid_limit", "limit must be between 1 and %d", maxPageSize)
+	}
+	if cursor != "" && !idPattern.MatchString(cursor) {
+		return nil, "", errs.New(errs.Invalid, "invalid_cursor", "cursor is not one this API returned")
+	}
+	// One more than asked tells whether there is a next page.
+	orders, err := s.Store.ListByUser(ctx, userID, limit+1, cursor)
+	if err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(orders) > limit {
+		orders = orders[:limit]
+		next = orders[limit-1].ID
+	}
+	if len(orders) > 0 {
+		// One profile serves every order of the page: same owner.
+		withUser := s.withUser(ctx, orders[0])
+		for i := range orders {
+			orders[i].User, orders[i].Degraded = withUser.User, withUser.Degraded
+		}
+	}
+	return orders, next, nil
+}
+
 // withUser embeds the owner's profile. A user service that cannot answer
 // degrades the order instead of failing it.
 func (s *service) withUser(ctx context.Context, o Order) Order {
+	if o.ID == "" {
+		return o
+	}
 	o.Degraded = []string{}
-	p, err := s.users.Get(ctx, o.UserID)
+	p, err := s.Users.Get(ctx, o.UserID)
 	switch {
 	case err == nil:
 		o.User = &p

@@ -2,103 +2,218 @@ package order
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/meshop/meshop/services/kit/errs"
+	"github.com/meshop/meshop/services/kit/events"
 )
-
-// fakeUsers answers from a map, or fails with err.
-type fakeUsers struct {
-	profiles map[string]Profile
-	err      error
-}
-
-func (f fakeUsers) Get(_ context.Context, id string) (Profile, error) {
-	if f.err != nil {
-		return Profile{}, f.err
-	}
-	p, ok := f.profiles[id]
-	if !ok {
-		return Profile{}, errs.New(errs.NotFound, "user_not_found", "no user")
-	}
-	return p, nil
-}
 
 var ada = Profile{ID: "u1", Email: "ada@example.com", Name: "Ada", Role: "customer"}
 
-func newTestService(t *testing.T, users Users) Service {
-	return New(openStore(t, "sqlite:"+filepath.Join(t.TempDir(), "order.db")), users)
+type harness struct {
+	svc       Service
+	deps      Deps
+	store     *SQLStore
+	inventory *fakeInventory
+	payments  *fakePayments
 }
 
-func validRequest() CreateRequest {
-	return CreateRequest{Items: []ItemRequest{{ProductID: "p1", Quantity: 2}}, Payment: PaymentInfo{CardToken: "tok_visa"}}
+func newHarness(t *testing.T, users Users) *harness {
+	h := &harness{
+		store:     openStore(t, "sqlite:"+filepath.Join(t.TempDir(), "order.db")),
+		inventory: newFakeInventory(),
+		payments:  newFakePayments(),
+	}
+	h.deps = Deps{Store: h.store, Users: users, Inventory: h.inventory, Payments: h.payments}
+	h.svc = New(h.deps)
+	return h
 }
 
-func TestCreateAndGetEmbedsUser(t *testing.T) {
-	svc := newTestService(t, fakeUsers{profiles: map[string]Profile{"u1": ada}})
-	ctx := context.Background()
-	created, replayed, err := svc.Create(ctx, "u1", "k1", validRequest())
+func withAda(t *testing.T) *harness { return newHarness(t, fakeUsers{profiles: map[string]Profile{"u1": ada}}) }
+
+func request(card string, lines ...ItemRequest) CreateRequest {
+	if len(lines) == 0 {
+		lines = []ItemRequest{{ProductID: "p1", Quantity: 2}}
+	}
+	return CreateRequest{Items: lines, Payment: PaymentInfo{CardToken: card}}
+}
+
+// outboxTypes lists the event types recorded for an order, in order.
+func outboxTypes(t *testing.T, s *SQLStore, orderID string) []string {
+	var rows []string
+	if err := s.db.Select(&rows, `SELECT envelope FROM outbox ORDER BY id`); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, row := range rows {
+		var ev events.Envelope
+		if err := json.Unmarshal([]byte(row), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.SubjectID == orderID {
+			out = append(out, ev.Type)
+		}
+	}
+	return out
+}
+
+func TestCheckoutConfirms(t *testing.T) {
+	h := withAda(t)
+	o, replayed, err := h.svc.Create(context.Background(), "u1", "k1", request("tok_visa", ItemRequest{"p1", 2}, ItemRequest{"p2", 1}))
 	if err != nil || replayed {
 		t.Fatalf("Create = %v, replayed %v", err, replayed)
 	}
-	if created.Status != StatusPending || created.User == nil || created.User.Name != "Ada" || len(created.Degraded) != 0 {
-		t.Errorf("created = %+v", created)
+	if o.Status != StatusConfirmed || o.TotalCents != 2*350+1200 || o.PaymentID == nil || o.User == nil {
+		t.Errorf("order = %+v", o)
 	}
-	got, err := svc.Get(ctx, "u1", created.ID)
-	if err != nil || got.User == nil || got.User.Email != ada.Email {
-		t.Errorf("Get = %+v, %v", got, err)
+	if o.Items[0].UnitPriceCents != 350 || o.Items[1].UnitPriceCents != 1200 {
+		t.Errorf("items not priced: %+v", o.Items)
 	}
-	if _, err := svc.Get(ctx, "u2", created.ID); !errs.Is(err, errs.NotFound) {
-		t.Errorf("another user's order: %v, want NotFound", err)
+	if got := h.inventory.stockOf("p1"); got != 8 {
+		t.Errorf("stock p1 = %d, want 8", got)
+	}
+	stored, _ := h.store.Get(context.Background(), o.ID)
+	if stored.Status != StatusConfirmed || stored.TotalCents != o.TotalCents || stored.Step != StepDone {
+		t.Errorf("stored = %+v", stored)
+	}
+	if got := outboxTypes(t, h.store, o.ID); len(got) != 2 || got[0] != "order.created" || got[1] != "order.confirmed" {
+		t.Errorf("events = %v", got)
+	}
+}
+
+func TestCheckoutRefusals(t *testing.T) {
+	tests := []struct {
+		name       string
+		req        CreateRequest
+		wantKind   errs.Kind
+		wantCode   string
+		wantReason string
+	}{
+		{"declined", request("tok_declined"), errs.PaymentDeclined, "payment_declined", "payment_declined"},
+		{"provider error", request("tok_error"), errs.PaymentDeclined, "payment_failed", "payment_failed"},
+		{"out of stock", request("tok_visa", ItemRequest{"p2", 5}), errs.Conflict, "out_of_stock", "out_of_stock"},
+		{"unknown product", request("tok_visa", ItemRequest{"p-none", 1}), errs.Validation, "unknown_product", "unknown_product"},
+		{"unknown card", request("tok_bogus"), errs.Validation, "invalid_card_token", "invalid_card_token"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := withAda(t)
+			_, _, err := h.svc.Create(context.Background(), "u1", "k1", tt.req)
+			e := errs.As(err)
+			if e.Kind != tt.wantKind || e.Code != tt.wantCode || e.Details["order_id"] == nil {
+				t.Fatalf("err = %+v, want %v %s with details.order_id", e, tt.wantKind, tt.wantCode)
+			}
+			o, err := h.store.Get(context.Background(), e.Details["order_id"].(string))
+			if err != nil || o.Status != StatusCancelled || deref(o.CancelReason) != tt.wantReason {
+				t.Errorf("order = %+v (%v), want CANCELLED %s", o, err, tt.wantReason)
+			}
+			if h.inventory.stockOf("p1") != 10 || h.inventory.stockOf("p2") != 1 {
+				t.Errorf("stock not restored: p1=%d p2=%d", h.inventory.stockOf("p1"), h.inventory.stockOf("p2"))
+			}
+			if got := outboxTypes(t, h.store, o.ID); len(got) != 2 || got[1] != "order.cancelled" {
+				t.Errorf("events = %v", got)
+			}
+			// A replay answers the same outcome.
+			_, replayed, err := h.svc.Create(context.Background(), "u1", "k1", tt.req)
+			if !replayed || errs.As(err).Kind != tt.wantKind {
+				t.Errorf("replay: replayed=%v err=%v", replayed, err)
+			}
+		})
+	}
+}
+
+func TestPaymentDownThenRetryConfirmsOnce(t *testing.T) {
+	h := withAda(t)
+	h.payments.setDown(true)
+	_, _, err := h.svc.Create(context.Background(), "u1", "k1", request("tok_visa"))
+	e := errs.As(err)
+	if e.Kind != errs.Unavailable || e.Code != "checkout_pending" {
+		t.Fatalf("err = %v, want checkout_pending", err)
+	}
+	pendingOrder, _ := h.store.Get(context.Background(), e.Details["order_id"].(string))
+	if pendingOrder.Status != StatusPending || pendingOrder.Step != StepCharging {
+		t.Errorf("order = %s/%s, want PENDING/charging", pendingOrder.Status, pendingOrder.Step)
+	}
+	h.payments.setDown(false)
+	o, replayed, err := h.svc.Create(context.Background(), "u1", "k1", request("tok_visa"))
+	if err != nil || !replayed || o.Status != StatusConfirmed || o.ID != pendingOrder.ID {
+		t.Fatalf("retry = %+v replayed=%v err=%v", o, replayed, err)
+	}
+	if h.payments.count() != 1 || h.inventory.stockOf("p1") != 8 {
+		t.Errorf("charges = %d, stock = %d; want 1 and 8", h.payments.count(), h.inventory.stockOf("p1"))
+	}
+}
+
+func TestRecovererFinishesStalledCheckouts(t *testing.T) {
+	h := withAda(t)
+	h.payments.setDown(true)
+	_, _, err := h.svc.Create(context.Background(), "u1", "charge-stalled", request("tok_visa"))
+	charging := errs.As(err).Details["order_id"].(string)
+	h.inventory.setDown(true)
+	_, _, err = h.svc.Create(context.Background(), "u1", "reserve-stalled", request("tok_visa", ItemRequest{"p2", 1}))
+	created := errs.As(err).Details["order_id"].(string)
+	h.payments.setDown(false)
+	h.inventory.setDown(false)
+
+	// A restarted instance: a fresh service over the same store, run with
+	// no grace and an age limit every order is past.
+	r := Recoverer{Deps: h.deps, Interval: time.Hour, Grace: -time.Hour, MaxAge: -time.Hour}
+	r.resumeAll(context.Background(), New(h.deps).(*service))
+
+	if o, _ := h.store.Get(context.Background(), charging); o.Status != StatusConfirmed {
+		t.Errorf("order stalled at charging = %s, want CONFIRMED (never cancelled without the payment's outcome)", o.Status)
+	}
+	if o, _ := h.store.Get(context.Background(), created); o.Status != StatusCancelled || deref(o.CancelReason) != ReasonTimeout {
+		t.Errorf("order stalled before reserving = %s %s, want CANCELLED checkout_timeout", o.Status, deref(o.CancelReason))
+	}
+	if h.payments.count() != 1 || h.inventory.stockOf("p2") != 1 {
+		t.Errorf("charges = %d, p2 stock = %d; want 1 and 1", h.payments.count(), h.inventory.stockOf("p2"))
 	}
 }
 
 func TestUserDownDegrades(t *testing.T) {
-	svc := newTestService(t, fakeUsers{err: errs.New(errs.Unavailable, "upstream_timeout", "user did not answer in time")})
-	o, _, err := svc.Create(context.Background(), "u1", "k1", validRequest())
+	h := newHarness(t, fakeUsers{err: errs.New(errs.Unavailable, "upstream_timeout", "user did not answer in time")})
+	o, _, err := h.svc.Create(context.Background(), "u1", "k1", request("tok_visa"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := svc.Get(context.Background(), "u1", o.ID)
+	got, err := h.svc.Get(context.Background(), "u1", o.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got.User != nil || len(got.Degraded) != 1 || got.Degraded[0] != "user" {
 		t.Errorf("user = %v, degraded = %v; want nil and [user]", got.User, got.Degraded)
 	}
+	if _, err := h.svc.Get(context.Background(), "u2", o.ID); !errs.Is(err, errs.NotFound) {
+		t.Errorf("another user's order: %v, want NotFound", err)
+	}
 }
 
-func TestIdempotency(t *testing.T) {
-	svc := newTestService(t, fakeUsers{profiles: map[string]Profile{"u1": ada}})
-	ctx := context.Background()
-	first, _, err := svc.Create(ctx, "u1", "k1", validRequest())
-	if err != nil {
+func TestIdempotencyMismatch(t *testing.T) {
+	h := withAda(t)
+	if _, _, err := h.svc.Create(context.Background(), "u1", "k1", request("tok_visa")); err != nil {
 		t.Fatal(err)
 	}
-	again, replayed, err := svc.Create(ctx, "u1", "k1", validRequest())
-	if err != nil || !replayed || again.ID != first.ID {
-		t.Errorf("replay = %s replayed=%v err=%v, want %s", again.ID, replayed, err, first.ID)
-	}
-	different := validRequest()
-	different.Items[0].Quantity = 3
-	_, _, err = svc.Create(ctx, "u1", "k1", different)
+	_, _, err := h.svc.Create(context.Background(), "u1", "k1", request("tok_visa", ItemRequest{"p1", 3}))
 	if e := errs.As(err); e.Kind != errs.Conflict || e.Code != "idempotency_mismatch" {
 		t.Errorf("different body, same key: %v", err)
 	}
 }
 
-// TestConcurrentSameKey sends one request 20 times at once: one order.
+// TestConcurrentSameKey sends one checkout 20 times at once: one order, one charge.
 func TestConcurrentSameKey(t *testing.T) {
-	svc := newTestService(t, fakeUsers{profiles: map[string]Profile{"u1": ada}})
+	h := withAda(t)
 	var wg sync.WaitGroup
 	ids := make(chan string, 20)
 	for range 20 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			o, _, err := svc.Create(context.Background(), "u1", "same-key", validRequest())
+			o, _, err := h.svc.Create(context.Background(), "u1", "same-key", request("tok_visa"))
 			if err != nil {
 				t.Error(err)
 				return
@@ -112,8 +227,31 @@ func TestConcurrentSameKey(t *testing.T) {
 	for id := range ids {
 		distinct[id] = true
 	}
-	if len(distinct) != 1 {
-		t.Errorf("20 concurrent requests with one key made %d orders", len(distinct))
+	if len(distinct) != 1 || h.payments.count() != 1 || h.inventory.stockOf("p1") != 8 {
+		t.Errorf("orders = %d, charges = %d, stock = %d; want 1, 1, 8", len(distinct), h.payments.count(), h.inventory.stockOf("p1"))
+	}
+}
+
+func TestListPages(t *testing.T) {
+	h := withAda(t)
+	for _, key := range []string{"a", "b", "c"} {
+		if _, _, err := h.svc.Create(context.Background(), "u1", key, request("tok_visa", ItemRequest{"p1", 1})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	page, next, err := h.svc.List(context.Background(), "u1", 2, "")
+	if err != nil || len(page) != 2 || next == "" {
+		t.Fatalf("page 1 = %d orders, next %q, err %v", len(page), next, err)
+	}
+	rest, next2, err := h.svc.List(context.Background(), "u1", 2, next)
+	if err != nil || len(rest) != 1 || next2 != "" || rest[0].ID == page[1].ID {
+		t.Errorf("page 2 = %+v, next %q, err %v", rest, next2, err)
+	}
+	if others, _, _ := h.svc.List(context.Background(), "u2", 10, ""); len(others) != 0 {
+		t.Errorf("u2 sees %d of u1's orders", len(others))
+	}
+	if _, _, err := h.svc.List(context.Background(), "u1", 500, ""); errs.As(err).Code != "invalid_limit" {
+		t.Errorf("limit 500: %v", err)
 	}
 }
 
@@ -124,11 +262,11 @@ func TestValidation(t *testing.T) {
 		field string
 	}{
 		{"no items", CreateRequest{Payment: PaymentInfo{CardToken: "tok_visa"}}, "items"},
-		{"negative quantity", CreateRequest{Items: []ItemRequest{{ProductID: "p1", Quantity: -1}}, Payment: PaymentInfo{CardToken: "tok_visa"}}, "items[0].quantity"},
-		{"zero quantity", CreateRequest{Items: []ItemRequest{{ProductID: "p1"}}, Payment: PaymentInfo{CardToken: "tok_visa"}}, "items[0].quantity"},
-		{"missing product", CreateRequest{Items: []ItemRequest{{Quantity: 1}}, Payment: PaymentInfo{CardToken: "tok_visa"}}, "items[0].product_id"},
-		{"duplicate product", CreateRequest{Items: []ItemRequest{{ProductID: "p1", Quantity: 1}, {ProductID: "p1", Quantity: 1}}, Payment: PaymentInfo{CardToken: "tok_visa"}}, "items[1].product_id"},
-		{"no card", CreateRequest{Items: []ItemRequest{{ProductID: "p1", Quantity: 1}}}, "payment.card_token"},
+		{"negative quantity", request("tok_visa", ItemRequest{"p1", -1}), "items[0].quantity"},
+		{"zero quantity", request("tok_visa", ItemRequest{"p1", 0}), "items[0].quantity"},
+		{"missing product", request("tok_visa", ItemRequest{"", 1}), "items[0].product_id"},
+		{"duplicate product", request("tok_visa", ItemRequest{"p1", 1}, ItemRequest{"p1", 1}), "items[1].product_id"},
+		{"no card", request("", ItemRequest{"p1", 1}), "payment.card_token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -139,3 +277,4 @@ func TestValidation(t *testing.T) {
 		})
 	}
 }
+

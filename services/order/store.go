@@ -5,53 +5,109 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/meshop/meshop/services/kit/errs"
+	"github.com/meshop/meshop/services/kit/events"
 	"github.com/meshop/meshop/services/kit/sqldb"
 )
 
 const (
 	insertOrderSQL = `INSERT INTO orders (id, user_id, status, total_cents, currency, payment_id, cancel_reason,
-		idempotency_key, request_hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		idempotency_key, request_hash, card_token, step, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	insertItemSQL = `INSERT INTO order_items (order_id, line, product_id, quantity, unit_price_cents) VALUES (?, ?, ?, ?, ?)`
-	orderColumns  = `id, user_id, status, total_cents, currency, payment_id, cancel_reason, created_at`
+	orderColumns  = `id, user_id, status, total_cents, currency, payment_id, cancel_reason, card_token, step, created_at`
 	getOrderSQL   = `SELECT ` + orderColumns + ` FROM orders WHERE id = ?`
 	getByKeySQL   = `SELECT ` + orderColumns + `, request_hash FROM orders WHERE user_id = ? AND idempotency_key = ?`
+	listByUserSQL = `SELECT ` + orderColumns + ` FROM orders WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?`
+	pendingSQL    = `SELECT ` + orderColumns + ` FROM orders WHERE status = 'PENDING' AND updated_at < ? ORDER BY updated_at LIMIT ?`
 	getItemsSQL   = `SELECT product_id, quantity, unit_price_cents FROM order_items WHERE order_id = ? ORDER BY line`
+	priceItemSQL  = `UPDATE order_items SET unit_price_cents = ? WHERE order_id = ? AND product_id = ?`
+	setPricedSQL  = `UPDATE orders SET total_cents = ?, currency = ?, step = ?, updated_at = ? WHERE id = ? AND status = 'PENDING'`
+	setStepSQL    = `UPDATE orders SET step = ?, updated_at = ? WHERE id = ? AND status = 'PENDING'`
+	finishSQL     = `UPDATE orders SET status = ?, payment_id = ?, cancel_reason = ?, step = 'done', updated_at = ?
+		WHERE id = ? AND status = 'PENDING'`
 )
 
-// SQLStore is the sqlx Store, on PostgreSQL or SQLite.
-type SQLStore struct{ db *sqlx.DB }
+// SQLStore is the sqlx Store, on PostgreSQL or SQLite. State changes and
+// the events reporting them are written in one transaction (outbox).
+type SQLStore struct {
+	db   *sqlx.DB
+	prop propagation.TextMapPropagator
+}
 
-// NewStore returns a store over db (migrated with Migrations).
-func NewStore(db *sqlx.DB) *SQLStore { return &SQLStore{db: db} }
+// NewStore returns a store over db (migrated with Migrations and
+// events.Migrations); prop carries the trace context into recorded events.
+func NewStore(db *sqlx.DB, prop propagation.TextMapPropagator) *SQLStore {
+	return &SQLStore{db: db, prop: prop}
+}
 
-// Insert stores o and its items in one transaction: all or nothing.
-func (s *SQLStore) Insert(ctx context.Context, o Order, key, hash string) error {
-	tx, err := s.db.BeginTxx(ctx, nil)
-	if err != nil {
-		return errs.Wrap(errs.Internal, "db", "begin", err)
-	}
-	defer tx.Rollback()
-	_, err = tx.ExecContext(ctx, s.db.Rebind(insertOrderSQL), o.ID, o.UserID, o.Status, o.TotalCents, o.Currency,
-		o.PaymentID, o.CancelReason, key, hash, o.CreatedAt, o.CreatedAt)
-	if sqldb.IsUniqueViolation(err) {
-		return errs.New(errs.Conflict, "idempotency_key_used", "this Idempotency-Key was already used")
-	}
-	if err != nil {
-		return errs.Wrap(errs.Internal, "db", "insert order", err)
-	}
-	for i, it := range o.Items {
-		if _, err := tx.ExecContext(ctx, s.db.Rebind(insertItemSQL), o.ID, i, it.ProductID, it.Quantity, it.UnitPriceCents); err != nil {
-			return errs.Wrap(errs.Internal, "db", "insert order item", err)
+// Create stores a new order, its items and its order.created event: all or
+// nothing. A key already used by the user is a Conflict (idempotency_key_used).
+func (s *SQLStore) Create(ctx context.Context, o Order, key, hash string, created events.Envelope) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		_, err := tx.ExecContext(ctx, s.db.Rebind(insertOrderSQL), o.ID, o.UserID, o.Status, o.TotalCents, o.Currency,
+			o.PaymentID, o.CancelReason, key, hash, o.CardToken, o.Step, o.CreatedAt, o.CreatedAt)
+		if sqldb.IsUniqueViolation(err) {
+			return errs.New(errs.Conflict, "idempotency_key_used", "this Idempotency-Key was already used")
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return errs.Wrap(errs.Internal, "db", "commit order", err)
+		if err != nil {
+			return errs.Wrap(errs.Internal, "db", "insert order", err)
+		}
+		for i, it := range o.Items {
+			if _, err := tx.ExecContext(ctx, s.db.Rebind(insertItemSQL), o.ID, i, it.ProductID, it.Quantity, it.UnitPriceCents); err != nil {
+				return errs.Wrap(errs.Internal, "db", "insert order item", err)
+			}
+		}
+		return events.Record(ctx, tx, s.prop, created)
+	})
+}
+
+// SetPriced records the prices the reservation returned and moves the
+// order to StepReserved.
+func (s *SQLStore) SetPriced(ctx context.Context, id string, items []Item, total int64, currency string) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		for _, it := range items {
+			if _, err := tx.ExecContext(ctx, s.db.Rebind(priceItemSQL), it.UnitPriceCents, id, it.ProductID); err != nil {
+				return errs.Wrap(errs.Internal, "db", "price order item", err)
+			}
+		}
+		_, err := tx.ExecContext(ctx, s.db.Rebind(setPricedSQL), total, currency, StepReserved, time.Now().UTC(), id)
+		if err != nil {
+			return errs.Wrap(errs.Internal, "db", "price order", err)
+		}
+		return nil
+	})
+}
+
+// SetStep records checkout progress of a PENDING order.
+func (s *SQLStore) SetStep(ctx context.Context, id, step string) error {
+	if _, err := s.db.ExecContext(ctx, s.db.Rebind(setStepSQL), step, time.Now().UTC(), id); err != nil {
+		return errs.Wrap(errs.Internal, "db", "set order step", err)
 	}
 	return nil
+}
+
+// Finish moves a PENDING order to its final status with its event, in one
+// transaction. It reports false, writing nothing, when the order was no
+// longer PENDING (another instance finished it first).
+func (s *SQLStore) Finish(ctx context.Context, id, status string, paymentID, reason *string, ev events.Envelope) (bool, error) {
+	var done bool
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, s.db.Rebind(finishSQL), status, paymentID, reason, time.Now().UTC(), id)
+		if err != nil {
+			return errs.Wrap(errs.Internal, "db", "finish order", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil
+		}
+		done = true
+		return events.Record(ctx, tx, s.prop, ev)
+	})
+	return done, err
 }
 
 // Get returns order id with its items.
@@ -76,6 +132,32 @@ func (s *SQLStore) GetByKey(ctx context.Context, userID, key string) (Order, str
 	return o, row.RequestHash, err
 }
 
+// ListByUser returns up to limit of the user's orders with ids after after,
+// in id order (ids are time-ordered UUIDv7, so this is creation order).
+func (s *SQLStore) ListByUser(ctx context.Context, userID string, limit int, after string) ([]Order, error) {
+	return s.list(ctx, listByUserSQL, userID, after, limit)
+}
+
+// Pending returns PENDING orders untouched since before, oldest first.
+func (s *SQLStore) Pending(ctx context.Context, before time.Time, limit int) ([]Order, error) {
+	return s.list(ctx, pendingSQL, before.UTC(), limit)
+}
+
+func (s *SQLStore) list(ctx context.Context, query string, args ...any) ([]Order, error) {
+	var orders []Order
+	if err := s.db.SelectContext(ctx, &orders, s.db.Rebind(query), args...); err != nil {
+		return nil, errs.Wrap(errs.Internal, "db", "list orders", err)
+	}
+	for i := range orders {
+		o, err := s.withItems(ctx, orders[i])
+		if err != nil {
+			return nil, err
+		}
+		orders[i] = o
+	}
+	return orders, nil
+}
+
 func (s *SQLStore) withItems(ctx context.Context, o Order) (Order, error) {
 	o.Items = []Item{}
 	if err := s.db.SelectContext(ctx, &o.Items, s.db.Rebind(getItemsSQL), o.ID); err != nil {
@@ -83,6 +165,21 @@ func (s *SQLStore) withItems(ctx context.Context, o Order) (Order, error) {
 	}
 	o.CreatedAt = o.CreatedAt.UTC()
 	return o, nil
+}
+
+func (s *SQLStore) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return errs.Wrap(errs.Internal, "db", "begin", err)
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return errs.Wrap(errs.Internal, "db", "commit", err)
+	}
+	return nil
 }
 
 func notFoundOr(err error, what string) error {

@@ -6,9 +6,11 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/meshop/meshop/localenv"
 	"github.com/meshop/meshop/services/kit/errs"
+	"github.com/meshop/meshop/services/kit/events"
 	"github.com/meshop/meshop/services/kit/sqldb"
 )
 
@@ -20,20 +22,21 @@ func openStore(t *testing.T, databaseURL string) *SQLStore {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	if err := sqldb.Migrate(ctx, db, Migrations()); err != nil {
+	if err := sqldb.Migrate(ctx, db, Migrations(), events.Migrations()); err != nil {
 		t.Fatal(err)
 	}
-	return NewStore(db)
+	return NewStore(db, propagation.TraceContext{})
 }
 
 func TestStore(t *testing.T) {
 	localenv.EachDatabase(t, func(t *testing.T, databaseURL string) {
 		ctx := context.Background()
 		s := openStore(t, databaseURL)
-		o := Order{ID: "o1", UserID: "u1", Status: StatusPending, Currency: "USD",
-			Items:     []Item{{ProductID: "p1", Quantity: 2}, {ProductID: "p2", Quantity: 1, UnitPriceCents: 250}},
+		o := Order{ID: "o1", UserID: "u1", Status: StatusPending, Currency: "USD", CardToken: "tok_visa", Step: StepCreated,
+			Items:     []Item{{ProductID: "p1", Quantity: 2}, {ProductID: "p2", Quantity: 1}},
 			CreatedAt: time.Date(2026, 11, 22, 9, 30, 0, 5000, time.UTC)}
-		if err := s.Insert(ctx, o, "key-1", "hash-1"); err != nil {
+		created, _ := orderEvent("order.created", o)
+		if err := s.Create(ctx, o, "key-1", "hash-1", created); err != nil {
 			t.Fatal(err)
 		}
 		got, err := s.Get(ctx, "o1")
@@ -49,24 +52,48 @@ func TestStore(t *testing.T) {
 		}
 
 		// The same key from the same user is refused, and nothing of the
-		// second order is written.
+		// second order (nor its event) is written.
 		dup := o
 		dup.ID = "o2"
-		err = s.Insert(ctx, dup, "key-1", "hash-2")
-		if e := errs.As(err); e.Code != "idempotency_key_used" {
+		dupEvent, _ := orderEvent("order.created", dup)
+		if err := s.Create(ctx, dup, "key-1", "hash-2", dupEvent); errs.As(err).Code != "idempotency_key_used" {
 			t.Errorf("duplicate key: %v", err)
 		}
 		if _, err := s.Get(ctx, "o2"); !errs.Is(err, errs.NotFound) {
 			t.Errorf("half-written order o2: %v", err)
 		}
-		// Another user may use the same key.
-		other := o
-		other.ID, other.UserID = "o3", "u2"
-		if err := s.Insert(ctx, other, "key-1", "hash-1"); err != nil {
-			t.Errorf("same key, other user: %v", err)
+		var outbox int
+		if err := s.db.Get(&outbox, "SELECT COUNT(*) FROM outbox"); err != nil || outbox != 1 {
+			t.Errorf("outbox rows = %d (%v), want 1", outbox, err)
 		}
-		if _, _, err := s.GetByKey(ctx, "u1", "nope"); !errs.Is(err, errs.NotFound) {
-			t.Errorf("GetByKey(nope) = %v", err)
+
+		// Pricing, then finishing: only the first finish wins.
+		priced := []Item{{ProductID: "p1", Quantity: 2, UnitPriceCents: 350}, {ProductID: "p2", Quantity: 1, UnitPriceCents: 1200}}
+		if err := s.SetPriced(ctx, "o1", priced, 1900, "USD"); err != nil {
+			t.Fatal(err)
+		}
+		if pending, err := s.Pending(ctx, time.Now().Add(time.Hour), 10); err != nil || len(pending) != 1 || pending[0].Step != StepReserved {
+			t.Errorf("Pending = %+v, %v", pending, err)
+		}
+		pay := "pay-1"
+		confirmed, _ := orderEvent("order.confirmed", o)
+		if done, err := s.Finish(ctx, "o1", StatusConfirmed, &pay, nil, confirmed); !done || err != nil {
+			t.Fatalf("Finish = %v, %v", done, err)
+		}
+		reason := "late"
+		cancelled, _ := orderEvent("order.cancelled", o)
+		if done, err := s.Finish(ctx, "o1", StatusCancelled, nil, &reason, cancelled); done || err != nil {
+			t.Errorf("second Finish = %v, %v; want false, nil", done, err)
+		}
+		got, _ = s.Get(ctx, "o1")
+		if got.Status != StatusConfirmed || got.TotalCents != 1900 || got.Items[1].UnitPriceCents != 1200 || *got.PaymentID != "pay-1" {
+			t.Errorf("final order = %+v", got)
+		}
+		if err := s.db.Get(&outbox, "SELECT COUNT(*) FROM outbox"); err != nil || outbox != 2 {
+			t.Errorf("outbox rows = %d (%v), want 2 (created, confirmed)", outbox, err)
+		}
+		if pending, _ := s.Pending(ctx, time.Now().Add(time.Hour), 10); len(pending) != 0 {
+			t.Errorf("finished order still pending: %+v", pending)
 		}
 	})
 }

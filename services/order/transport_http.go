@@ -3,40 +3,33 @@ package order
 import (
 	"context"
 	"net/http"
+	"strconv"
 
 	httptransport "github.com/go-kit/kit/transport/http"
 
+	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/httpserver"
 )
 
-// UserIDHeader names the caller. It stands in for the verified bearer token
-// until the auth service exists (see docs/architecture.md).
-const UserIDHeader = "X-User-ID"
-
-// NewHTTPHandler serves the order API:
+// NewHTTPHandler serves the order API. Every route needs a bearer token
+// (the kit/auth middleware puts the caller in the context):
 //
-//	POST /orders        create a PENDING order (header Idempotency-Key required)
-//	GET  /orders/{id}   an order with its user embedded
+//	POST /orders        checkout (header Idempotency-Key required)
+//	GET  /orders        the caller's orders (limit, cursor)
+//	GET  /orders/{id}   one of the caller's orders, its user embedded
 func NewHTTPHandler(e Endpoints) *http.ServeMux {
 	opts := []httptransport.ServerOption{httptransport.ServerErrorEncoder(httpserver.EncodeError)}
 	mux := http.NewServeMux()
 	mux.Handle("POST /orders", httptransport.NewServer(e.Create, decodeCreate, httpserver.EncodeJSON, opts...))
+	mux.Handle("GET /orders", httptransport.NewServer(e.List, decodeList, httpserver.EncodeJSON, opts...))
 	mux.Handle("GET /orders/{id}", httptransport.NewServer(e.Get, decodeGet, httpserver.EncodeJSON, opts...))
 	mux.HandleFunc("/", httpserver.NotFound)
 	return mux
 }
 
-func caller(r *http.Request) (string, error) {
-	id := r.Header.Get(UserIDHeader)
-	if id == "" || !idPattern.MatchString(id) {
-		return "", errs.New(errs.Unauthenticated, "unauthenticated", "the request does not say who is calling")
-	}
-	return id, nil
-}
-
-func decodeCreate(_ context.Context, r *http.Request) (any, error) {
-	userID, err := caller(r)
+func decodeCreate(ctx context.Context, r *http.Request) (any, error) {
+	caller, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -44,17 +37,33 @@ func decodeCreate(_ context.Context, r *http.Request) (any, error) {
 	if key == "" || len(key) > 255 {
 		return nil, errs.New(errs.Invalid, "idempotency_key_required", "header Idempotency-Key (1-255 characters) is required")
 	}
-	req := createRequest{UserID: userID, IdempotencyKey: key}
+	req := createRequest{UserID: caller.UserID, IdempotencyKey: key}
 	if err := httpserver.DecodeJSON(r, &req.Body); err != nil {
 		return nil, err
 	}
 	return req, nil
 }
 
-func decodeGet(_ context.Context, r *http.Request) (any, error) {
-	userID, err := caller(r)
+func decodeGet(ctx context.Context, r *http.Request) (any, error) {
+	caller, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return getRequest{UserID: userID, ID: r.PathValue("id")}, nil
+	return getRequest{UserID: caller.UserID, ID: r.PathValue("id")}, nil
+}
+
+func decodeList(ctx context.Context, r *http.Request) (any, error) {
+	caller, err := auth.Require(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req := listRequest{UserID: caller.UserID, Cursor: r.URL.Query().Get("cursor")}
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return nil, errs.New(errs.Invalid, "invalid_limit", "limit must be a number from 1 to 100")
+		}
+		req.Limit = n
+	}
+	return req, nil
 }

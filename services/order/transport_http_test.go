@@ -11,13 +11,25 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/instrument"
 )
 
+// asCaller stands in for the kit/auth middleware: the X-Test-User header
+// becomes the verified identity.
+func asCaller(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id := r.Header.Get("X-Test-User"); id != "" {
+			r = r.WithContext(auth.WithIdentity(r.Context(), auth.Identity{UserID: id, Role: auth.RoleCustomer}))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 func newTestAPI(t *testing.T) *httptest.Server {
-	svc := newTestService(t, fakeUsers{profiles: map[string]Profile{"u1": ada}})
-	e := NewEndpoints(svc, slog.New(slog.DiscardHandler), instrument.NewMetrics(prometheus.NewRegistry(), "order"))
-	srv := httptest.NewServer(NewHTTPHandler(e))
+	h := withAda(t)
+	e := NewEndpoints(h.svc, slog.New(slog.DiscardHandler), instrument.NewMetrics(prometheus.NewRegistry(), "order"))
+	srv := httptest.NewServer(asCaller(NewHTTPHandler(e)))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -43,19 +55,19 @@ func send(t *testing.T, method, url string, header map[string]string, body strin
 
 const goodBody = `{"items":[{"product_id":"p1","quantity":2}],"payment":{"card_token":"tok_visa"}}`
 
-func TestHTTPCreateReplayGet(t *testing.T) {
+func TestHTTPCheckoutReplayGetList(t *testing.T) {
 	srv := newTestAPI(t)
-	h := map[string]string{"X-User-ID": "u1", "Idempotency-Key": "k1"}
+	h := map[string]string{"X-Test-User": "u1", "Idempotency-Key": "k1"}
 	resp, created := send(t, "POST", srv.URL+"/orders", h, goodBody)
-	if resp.StatusCode != 201 || created["status"] != "PENDING" || created["user"] == nil {
-		t.Fatalf("create: %d %v", resp.StatusCode, created)
+	if resp.StatusCode != 201 || created["status"] != "CONFIRMED" || created["user"] == nil || created["total_cents"] != float64(700) {
+		t.Fatalf("checkout: %d %v", resp.StatusCode, created)
 	}
 	// Same request, different spacing: the same order, marked as a replay.
 	resp, again := send(t, "POST", srv.URL+"/orders", h, strings.ReplaceAll(goodBody, ",", " , "))
 	if resp.StatusCode != 201 || again["id"] != created["id"] || resp.Header.Get("Idempotent-Replayed") != "true" {
 		t.Errorf("replay: %d %v %v", resp.StatusCode, again["id"], resp.Header)
 	}
-	resp, got := send(t, "GET", srv.URL+"/orders/"+created["id"].(string), map[string]string{"X-User-ID": "u1"}, "")
+	resp, got := send(t, "GET", srv.URL+"/orders/"+created["id"].(string), map[string]string{"X-Test-User": "u1"}, "")
 	if resp.StatusCode != 200 || got["id"] != created["id"] {
 		t.Errorf("get: %d %v", resp.StatusCode, got)
 	}
@@ -64,11 +76,22 @@ func TestHTTPCreateReplayGet(t *testing.T) {
 			t.Errorf("order JSON lacks %q: %v", key, got)
 		}
 	}
+	resp, list := send(t, "GET", srv.URL+"/orders?limit=10", map[string]string{"X-Test-User": "u1"}, "")
+	if items, _ := list["items"].([]any); resp.StatusCode != 200 || len(items) != 1 || list["next_cursor"] != nil {
+		t.Errorf("list: %d %v", resp.StatusCode, list)
+	}
+	resp, declined := send(t, "POST", srv.URL+"/orders", map[string]string{"X-Test-User": "u1", "Idempotency-Key": "k2"},
+		strings.Replace(goodBody, "tok_visa", "tok_declined", 1))
+	e, _ := declined["error"].(map[string]any)
+	details, _ := e["details"].(map[string]any)
+	if resp.StatusCode != 402 || e["code"] != "payment_declined" || details["order_id"] == nil {
+		t.Errorf("declined: %d %v", resp.StatusCode, declined)
+	}
 }
 
 func TestHTTPBadInput(t *testing.T) {
 	srv := newTestAPI(t)
-	auth := map[string]string{"X-User-ID": "u1", "Idempotency-Key": "k-bad"}
+	caller := map[string]string{"X-Test-User": "u1", "Idempotency-Key": "k-bad"}
 	tests := []struct {
 		name, method, path string
 		header             map[string]string
@@ -76,16 +99,20 @@ func TestHTTPBadInput(t *testing.T) {
 		wantStatus         int
 		wantCode           string
 	}{
-		{"no caller", "POST", "/orders", map[string]string{"Idempotency-Key": "k"}, goodBody, 401, "unauthenticated"},
-		{"no idempotency key", "POST", "/orders", map[string]string{"X-User-ID": "u1"}, goodBody, 400, "idempotency_key_required"},
-		{"malformed json", "POST", "/orders", auth, `{"items":[`, 400, "malformed_json"},
-		{"unknown field", "POST", "/orders", auth, `{"items":[],"coupon":"x"}`, 400, "unknown_field"},
-		{"wrong type", "POST", "/orders", auth, `{"items":[{"product_id":"p1","quantity":"2"}]}`, 400, "wrong_type"},
-		{"missing fields", "POST", "/orders", auth, `{}`, 422, "invalid_order"},
-		{"negative quantity", "POST", "/orders", auth, `{"items":[{"product_id":"p1","quantity":-2}],"payment":{"card_token":"tok_visa"}}`, 422, "invalid_order"},
-		{"oversized", "POST", "/orders", auth, `{"items":[` + strings.Repeat(`{"product_id":"p1","quantity":1},`, 3000) + `]}`, 413, "body_too_large"},
-		{"unknown order", "GET", "/orders/nope", auth, "", 404, "order_not_found"},
-		{"no caller on get", "GET", "/orders/nope", nil, "", 401, "unauthenticated"},
+		{"no token", "POST", "/orders", map[string]string{"Idempotency-Key": "k"}, goodBody, 401, "unauthenticated"},
+		{"no idempotency key", "POST", "/orders", map[string]string{"X-Test-User": "u1"}, goodBody, 400, "idempotency_key_required"},
+		{"malformed json", "POST", "/orders", caller, `{"items":[`, 400, "malformed_json"},
+		{"unknown field", "POST", "/orders", caller, `{"items":[],"coupon":"x"}`, 400, "unknown_field"},
+		{"wrong type", "POST", "/orders", caller, `{"items":[{"product_id":"p1","quantity":"2"}]}`, 400, "wrong_type"},
+		{"missing fields", "POST", "/orders", caller, `{}`, 422, "invalid_order"},
+		{"negative quantity", "POST", "/orders", caller, `{"items":[{"product_id":"p1","quantity":-2}],"payment":{"card_token":"tok_visa"}}`, 422, "invalid_order"},
+		{"more than stock", "POST", "/orders", map[string]string{"X-Test-User": "u1", "Idempotency-Key": "k-stock"}, `{"items":[{"product_id":"p1","quantity":11}],"payment":{"card_token":"tok_visa"}}`, 409, "out_of_stock"},
+		{"unknown product", "POST", "/orders", map[string]string{"X-Test-User": "u1", "Idempotency-Key": "k-unknown"}, `{"items":[{"product_id":"nope","quantity":1}],"payment":{"card_token":"tok_visa"}}`, 422, "unknown_product"},
+		{"oversized", "POST", "/orders", caller, `{"items":[` + strings.Repeat(`{"product_id":"p1","quantity":1},`, 3000) + `]}`, 413, "body_too_large"},
+		{"unknown order", "GET", "/orders/nope", caller, "", 404, "order_not_found"},
+		{"no token on get", "GET", "/orders/nope", nil, "", 401, "unauthenticated"},
+		{"bad limit", "GET", "/orders?limit=zero", caller, "", 400, "invalid_limit"},
+		{"bad cursor", "GET", "/orders?cursor=a.b", caller, "", 400, "invalid_cursor"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,7 +124,7 @@ func TestHTTPBadInput(t *testing.T) {
 		})
 	}
 	// None of the refused requests wrote an order under the key they used.
-	resp, _ := send(t, "POST", srv.URL+"/orders", auth, goodBody)
+	resp, _ := send(t, "POST", srv.URL+"/orders", caller, goodBody)
 	if resp.StatusCode != 201 || resp.Header.Get("Idempotent-Replayed") != "" {
 		t.Errorf("first valid use of k-bad: %d replayed=%q", resp.StatusCode, resp.Header.Get("Idempotent-Replayed"))
 	}

@@ -1,12 +1,19 @@
-// Command order runs the order service. Settings: see kit/app.Settings.
+// Command order runs the order service. Settings: see kit/app.Settings, and
+//
+//	RECOVER_INTERVAL [5s]  how often stalled checkouts are resumed
+//	RECOVER_GRACE    [10s] how long a PENDING order is left alone first
+//	CHECKOUT_MAX_AGE [10m] after which a checkout that never charged is cancelled
 package main
 
 import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/meshop/meshop/services/kit/app"
+	"github.com/meshop/meshop/services/kit/config"
+	"github.com/meshop/meshop/services/kit/events"
 	"github.com/meshop/meshop/services/order"
 )
 
@@ -19,17 +26,33 @@ func main() {
 
 func run() error {
 	ctx := context.Background()
-	a, err := app.New(ctx, app.Spec{Name: "order", Upstreams: []string{"user"}, PublicPrefixes: []string{"/orders"}})
+	a, err := app.New(ctx, app.Spec{Name: "order", Upstreams: []string{"auth", "user", "product", "payment"}, PublicPrefixes: []string{"/orders"}})
 	if err != nil {
 		return err
 	}
-	db, err := a.OpenDB(ctx, order.Migrations())
+	env := config.FromEnv()
+	recoverer := order.Recoverer{
+		Interval: env.Duration("RECOVER_INTERVAL", 5*time.Second),
+		Grace:    env.Duration("RECOVER_GRACE", 10*time.Second),
+		MaxAge:   env.Duration("CHECKOUT_MAX_AGE", 10*time.Minute),
+	}
+	if err := env.Err(); err != nil {
+		return err
+	}
+	db, err := a.OpenDB(ctx, order.Migrations(), events.Migrations())
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 
-	svc := order.New(order.NewStore(db), order.MeshUsers{Mesh: a.Mesh})
+	recoverer.Deps = order.Deps{
+		Store:     order.NewStore(db, a.Telemetry.Propagator),
+		Users:     order.MeshUsers{Mesh: a.Mesh},
+		Inventory: order.MeshInventory{Mesh: a.Mesh},
+		Payments:  order.MeshPayments{Mesh: a.Mesh},
+		Logger:    a.Logger,
+	}
+	svc := order.New(recoverer.Deps)
 	endpoints := order.NewEndpoints(svc, a.Logger, a.Requests)
-	return a.Run(ctx, order.NewHTTPHandler(endpoints))
+	return a.Run(ctx, order.NewHTTPHandler(endpoints), recoverer.Run)
 }

@@ -1,0 +1,140 @@
+package order
+
+import (
+	"context"
+	"sync"
+
+	"github.com/meshop/meshop/services/kit/errs"
+)
+
+// fakeUsers answers from a map, or fails with err.
+type fakeUsers struct {
+	profiles map[string]Profile
+	err      error
+}
+
+func (f fakeUsers) Get(_ context.Context, id string) (Profile, error) {
+	if f.err != nil {
+		return Profile{}, f.err
+	}
+	p, ok := f.profiles[id]
+	if !ok {
+		return Profile{}, errs.New(errs.NotFound, "user_not_found", "no user")
+	}
+	return p, nil
+}
+
+var unreachable = errs.New(errs.Unavailable, "upstream_unavailable", "could not be reached").
+	WithDetails(map[string]any{"service": "fake"})
+
+// fakeInventory keeps stock in memory, idempotent on order id like product.
+type fakeInventory struct {
+	mu       sync.Mutex
+	stock    map[string]int
+	prices   map[string]int64
+	reserved map[string][]ItemRequest // order → lines
+	state    map[string]string        // order → RESERVED, COMMITTED, RELEASED
+	down     bool
+}
+
+func newFakeInventory() *fakeInventory {
+	return &fakeInventory{
+		stock:    map[string]int{"p1": 10, "p2": 1},
+		prices:   map[string]int64{"p1": 350, "p2": 1200},
+		reserved: map[string][]ItemRequest{}, state: map[string]string{},
+	}
+}
+
+func (f *fakeInventory) setDown(down bool) { f.mu.Lock(); f.down = down; f.mu.Unlock() }
+
+func (f *fakeInventory) Reserve(_ context.Context, orderID string, lines []ItemRequest) (Reservation, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return Reservation{}, unreachable
+	}
+	switch f.state[orderID] {
+	case "RELEASED":
+		return Reservation{}, errs.New(errs.Conflict, "reservation_released", "released")
+	case "":
+		for _, l := range lines {
+			if _, ok := f.stock[l.ProductID]; !ok {
+				return Reservation{}, errs.New(errs.Validation, "unknown_product", "no such product").
+					WithDetails(map[string]any{"product_id": l.ProductID})
+			}
+			if f.stock[l.ProductID] < l.Quantity {
+				return Reservation{}, errs.New(errs.Conflict, "out_of_stock", "not enough").
+					WithDetails(map[string]any{"product_id": l.ProductID, "available": f.stock[l.ProductID]})
+			}
+		}
+		for _, l := range lines {
+			f.stock[l.ProductID] -= l.Quantity
+		}
+		f.reserved[orderID], f.state[orderID] = lines, "RESERVED"
+	}
+	r := Reservation{OrderID: orderID, Status: "RESERVED"}
+	for _, l := range f.reserved[orderID] {
+		r.Items = append(r.Items, ReservationItem{ProductID: l.ProductID, Quantity: l.Quantity, UnitPriceCents: f.prices[l.ProductID], Currency: "USD"})
+	}
+	return r, nil
+}
+
+func (f *fakeInventory) Commit(_ context.Context, orderID string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return unreachable
+	}
+	f.state[orderID] = "COMMITTED"
+	return nil
+}
+
+func (f *fakeInventory) Release(_ context.Context, orderID string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return unreachable
+	}
+	if f.state[orderID] == "RESERVED" {
+		for _, l := range f.reserved[orderID] {
+			f.stock[l.ProductID] += l.Quantity
+		}
+	}
+	f.state[orderID] = "RELEASED"
+	return nil
+}
+
+func (f *fakeInventory) stockOf(id string) int { f.mu.Lock(); defer f.mu.Unlock(); return f.stock[id] }
+
+// fakePayments charges by test card, idempotent on order id like payment.
+type fakePayments struct {
+	mu       sync.Mutex
+	payments map[string]Payment
+	charges  int
+	down     bool
+}
+
+func newFakePayments() *fakePayments { return &fakePayments{payments: map[string]Payment{}} }
+
+func (f *fakePayments) setDown(down bool) { f.mu.Lock(); f.down = down; f.mu.Unlock() }
+
+func (f *fakePayments) Charge(_ context.Context, c Charge) (Payment, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return Payment{}, unreachable
+	}
+	if p, ok := f.payments[c.OrderID]; ok {
+		return p, nil
+	}
+	status := map[string]string{"tok_visa": "SUCCEEDED", "tok_declined": "DECLINED", "tok_error": "FAILED"}[c.CardToken]
+	if status == "" {
+		return Payment{}, errs.New(errs.Validation, "invalid_card_token", "unknown card token")
+	}
+	f.charges++
+	p := Payment{ID: "pay-" + c.OrderID, Status: status}
+	f.payments[c.OrderID] = p
+	return p, nil
+}
+
+func (f *fakePayments) count() int { f.mu.Lock(); defer f.mu.Unlock(); return f.charges }
