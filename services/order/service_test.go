@@ -33,7 +33,9 @@ func newHarness(t *testing.T, users Users) *harness {
 	return h
 }
 
-func withAda(t *testing.T) *harness { return newHarness(t, fakeUsers{profiles: map[string]Profile{"u1": ada}}) }
+func withAda(t *testing.T) *harness {
+	return newHarness(t, fakeUsers{profiles: map[string]Profile{"u1": ada}})
+}
 
 func request(card string, lines ...ItemRequest) CreateRequest {
 	if len(lines) == 0 {
@@ -277,4 +279,3 @@ func TestValidation(t *testing.T) {
 		})
 	}
 }
-
