@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/meshop/meshop/controlplane/internal/poll"
 	"github.com/meshop/meshop/localenv"
 )
 
@@ -124,23 +125,10 @@ func (a *Agent) DeletePolicy(service string) {
 	}
 }
 
-// Eventually polls cond every 10ms until it returns true or the deadline
-// passes, then fails the test with the last message cond gave.
+// Eventually is poll.Until.
 func Eventually(t testing.TB, within time.Duration, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, msg := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: %s", within, msg)
-		}
-		<-tick.C
-	}
+	poll.Until(t, within, cond)
 }
 
 func or(s, def string) string {

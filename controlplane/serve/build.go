@@ -1,0 +1,309 @@
+package serve
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"slices"
+	"strings"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/meshop/meshop/controlplane/model"
+	"github.com/meshop/meshop/controlplane/translate"
+)
+
+// edgeKey is the one snapshot key every edge node shares.
+const edgeKey = "edge"
+
+// The xDS types every snapshot carries, in the order Envoy needs them.
+var snapshotTypes = []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType}
+
+// entry is one resource with what serve computed about it once: its
+// content hash (its delta version and part of its type's version) and
+// whether it passed validation.
+type entry struct {
+	name string
+	res  cachetypes.Resource
+	hash string
+	err  error
+}
+
+func newEntry(r cachetypes.Resource) *entry {
+	e := &entry{name: cachev3.GetResourceName(r), res: r}
+	if err := translate.Validate(r); err != nil {
+		e.err = err
+	}
+	b, err := cachev3.MarshalResource(r)
+	if err != nil {
+		e.err = errors.Join(e.err, fmt.Errorf("marshal: %w", err))
+		return e
+	}
+	e.hash = cachev3.HashResource(b)[:16]
+	return e
+}
+
+// nodeState is the last snapshot built for one cache key.
+type nodeState struct {
+	key      string
+	edge     bool
+	opts     translate.Node
+	configFP string
+	epFP     string
+	// config holds clusters, listeners, routes; endpoints the load
+	// assignments. Reused across builds when their inputs did not change.
+	config    map[resource.Type][]*entry
+	endpoints []*entry
+	snapshot  *cachev3.Snapshot
+	versions  map[resource.Type]string
+	setAt     time.Time
+	builds    int
+	// lastErr is why the last build was not set (the previous snapshot,
+	// if any, stays in force).
+	lastErr string
+}
+
+// SnapshotStatus is the debug view of a node's snapshot.
+type SnapshotStatus struct {
+	Key      string            `json:"key"`
+	Versions map[string]string `json:"versions,omitempty"`
+	SetAt    *time.Time        `json:"set_at,omitempty"`
+	Builds   int               `json:"builds"`
+	Error    string            `json:"error,omitempty"`
+	Problems model.Problems    `json:"problems,omitempty"`
+}
+
+// upstreamMemo implements translate.Upstreams, sharing one set of
+// clusters and load assignments per service (and config/endpoint hash)
+// between every node that calls it. Each resource is validated and
+// hashed once, here, not once per node.
+type upstreamMemo struct {
+	clusters  map[string][]*entry // name + ConfigHash
+	endpoints map[string][]*entry // name + ConfigHash + EndpointsHash
+	byRes     map[cachetypes.Resource]*entry
+	used      map[string]bool
+}
+
+func newUpstreamMemo() *upstreamMemo {
+	return &upstreamMemo{
+		clusters:  map[string][]*entry{},
+		endpoints: map[string][]*entry{},
+		byRes:     map[cachetypes.Resource]*entry{},
+		used:      map[string]bool{},
+	}
+}
+
+func (u *upstreamMemo) Clusters(svc *model.Service) []*clusterv3.Cluster {
+	key := "c|" + svc.Name + "|" + svc.ConfigHash
+	es, ok := u.clusters[key]
+	if !ok {
+		for _, c := range translate.UpstreamClusters(svc) {
+			e := newEntry(c)
+			es = append(es, e)
+			u.byRes[c] = e
+		}
+		u.clusters[key] = es
+	}
+	u.used[key] = true
+	out := make([]*clusterv3.Cluster, len(es))
+	for i, e := range es {
+		out[i] = e.res.(*clusterv3.Cluster)
+	}
+	return out
+}
+
+func (u *upstreamMemo) Endpoints(svc *model.Service) []*endpointv3.ClusterLoadAssignment {
+	key := "e|" + svc.Name + "|" + svc.ConfigHash + "|" + svc.EndpointsHash
+	es, ok := u.endpoints[key]
+	if !ok {
+		for _, c := range translate.UpstreamEndpoints(svc) {
+			e := newEntry(c)
+			es = append(es, e)
+			u.byRes[c] = e
+		}
+		u.endpoints[key] = es
+	}
+	u.used[key] = true
+	out := make([]*endpointv3.ClusterLoadAssignment, len(es))
+	for i, e := range es {
+		out[i] = e.res.(*endpointv3.ClusterLoadAssignment)
+	}
+	return out
+}
+
+// entry returns the memoized entry of a shared resource, or a new one for
+// a node's own resource.
+func (u *upstreamMemo) entry(r cachetypes.Resource) *entry {
+	if e, ok := u.byRes[r]; ok {
+		return e
+	}
+	return newEntry(r)
+}
+
+// sweep forgets what the last pass did not use. Nodes keep their own
+// references, so nothing they serve is lost; it is only re-hashed if a
+// node needs it again.
+func (u *upstreamMemo) sweep() {
+	for k, es := range u.clusters {
+		if !u.used[k] {
+			for _, e := range es {
+				delete(u.byRes, e.res)
+			}
+			delete(u.clusters, k)
+		}
+	}
+	for k, es := range u.endpoints {
+		if !u.used[k] {
+			for _, e := range es {
+				delete(u.byRes, e.res)
+			}
+			delete(u.endpoints, k)
+		}
+	}
+	u.used = map[string]bool{}
+}
+
+// fingerprint hashes the inputs of a node's configuration.
+type fingerprint struct{ h hash.Hash }
+
+func newFP() *fingerprint { return &fingerprint{sha256.New()} }
+
+func (f *fingerprint) add(parts ...any) {
+	for _, p := range parts {
+		fmt.Fprint(f.h, p, "\x00")
+	}
+}
+
+func (f *fingerprint) sum() string { return hex.EncodeToString(f.h.Sum(nil)[:12]) }
+
+// sidecarFP returns the fingerprints of a sidecar's configuration and
+// endpoints: everything translate.Sidecar reads, and nothing else, so an
+// unrelated change leaves the node alone.
+func sidecarFP(m *model.Mesh, in *model.Instance, opts translate.Node, cfgFP string) (config, endpoints string) {
+	c, e := newFP(), newFP()
+	svc := m.Services[in.Service]
+	c.add(cfgFP, opts.InboundPort, opts.OutboundPort, in.AppPort, svc.ConfigHash, strings.Join(in.Upstreams, ","))
+	for _, u := range in.Upstreams {
+		us := m.Services[u]
+		c.add(u, us.ConfigHash)
+		e.add(u, us.ConfigHash, us.EndpointsHash)
+	}
+	return c.sum(), e.sum()
+}
+
+func edgeFP(m *model.Mesh, cfgFP string) (config, endpoints string) {
+	c, e := newFP(), newFP()
+	c.add(cfgFP)
+	for _, r := range m.Routes {
+		c.add(r.Prefix, r.Service)
+	}
+	for _, name := range m.ServiceNames() {
+		s := m.Services[name]
+		if len(s.PublicPrefixes) == 0 {
+			continue
+		}
+		c.add(name, s.ConfigHash)
+		e.add(name, s.ConfigHash, s.EndpointsHash)
+	}
+	return c.sum(), e.sum()
+}
+
+func configFP(cfg translate.Config) string {
+	f := newFP()
+	f.add(fmt.Sprintf("%+v", cfg))
+	return f.sum()
+}
+
+// assemble builds the cache snapshot of a node from its entries. Each
+// type's version is a hash of its resources' names and hashes, so a type
+// whose content did not change keeps its version and is not pushed again;
+// the delta version map is filled from the same hashes, so the cache never
+// marshals a resource again to compute it.
+func assemble(config map[resource.Type][]*entry, endpoints []*entry) (*cachev3.Snapshot, map[resource.Type]string, error) {
+	byType := map[resource.Type][]*entry{
+		resource.ClusterType:  config[resource.ClusterType],
+		resource.EndpointType: endpoints,
+		resource.ListenerType: config[resource.ListenerType],
+		resource.RouteType:    config[resource.RouteType],
+	}
+	snap := &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
+	versions := map[resource.Type]string{}
+	var errs []error
+	for _, typ := range snapshotTypes {
+		es := byType[typ]
+		items := make(map[string]cachetypes.ResourceWithTTL, len(es))
+		vm := make(map[string]string, len(es))
+		h := newFP()
+		for _, e := range es {
+			if e.err != nil {
+				errs = append(errs, fmt.Errorf("%s %q: %w", shortType(typ), e.name, e.err))
+			}
+			if _, dup := items[e.name]; dup {
+				errs = append(errs, fmt.Errorf("%s %q: defined twice", shortType(typ), e.name))
+			}
+			items[e.name] = cachetypes.ResourceWithTTL{Resource: e.res}
+			vm[e.name] = e.hash
+			h.add(e.name, e.hash)
+		}
+		v := h.sum()
+		versions[typ] = v
+		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.Resources{Version: v, Items: items}
+		snap.VersionMap[typ] = vm
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, fmt.Errorf("validation: %w", err)
+	}
+	if err := snap.Consistent(); err != nil {
+		return nil, nil, fmt.Errorf("consistency: %w", err)
+	}
+	return snap, versions, nil
+}
+
+func shortType(t resource.Type) string {
+	return t[strings.LastIndex(t, ".")+1:]
+}
+
+func entriesOf(u *upstreamMemo, r *translate.Resources) map[resource.Type][]*entry {
+	out := map[resource.Type][]*entry{}
+	for typ, rs := range r.ByType() {
+		if typ == resource.EndpointType {
+			continue
+		}
+		for _, x := range rs {
+			out[typ] = append(out[typ], u.entry(x))
+		}
+	}
+	return out
+}
+
+func endpointEntries(u *upstreamMemo, cla []*endpointv3.ClusterLoadAssignment) []*entry {
+	out := make([]*entry, 0, len(cla))
+	for _, c := range cla {
+		out = append(out, u.entry(c))
+	}
+	return out
+}
+
+func versionsJSON(v map[resource.Type]string) map[string]string {
+	out := make(map[string]string, len(v))
+	for k, x := range v {
+		out[shortType(k)] = x
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,33 @@
+// Package serve is the xDS server: it turns catalog snapshots into one
+// go-control-plane snapshot per Envoy node and serves them over ADS, state
+// of the world and delta, on one gRPC port.
+//
+//	catalog.Watcher ──Changed/Take──▶ Run: debounce (quiet 100ms, max 1s)
+//	                                      │
+//	                                      ▼ Apply
+//	                        model.Builder.Build ──▶ *model.Mesh
+//	                                      │
+//	      per cache key (instance ID, or "edge" for every edge node):
+//	      fingerprint of the inputs ──unchanged──▶ skip
+//	                                      │ changed
+//	      translate (shared svc_<x> clusters and load assignments come from
+//	      upstreamMemo: built, validated and hashed once per change)
+//	                                      │
+//	      Validate every resource, Consistent() ──fail──▶ not set; logged,
+//	                                      │               counted, /debug/nodes
+//	                                      ▼
+//	                          SnapshotCache.SetSnapshot ──▶ ADS streams
+//	                                                          │
+//	      tracker (callbacks): connected since, last sent, ◀──┘
+//	      last ACK, last NACK with Envoy's message, per node
+//
+// Each type's version is a hash of its resources, so a push that changes
+// only endpoints sends only EDS, and an unchanged node gets nothing. The
+// delta version map is filled from the same per-resource hashes, so the
+// cache never re-marshals a resource per node to compute it.
+//
+// A snapshot is kept for every instance in the catalog whether or not its
+// Envoy is connected, so an Envoy gets its config on its first request.
+// A sidecar's node metadata (inbound_port, outbound_port) is applied on
+// its first request, before the cache answers it.
+package serve

@@ -1,0 +1,393 @@
+package serve
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/meshop/meshop/controlplane/translate"
+)
+
+// Node types, for metrics and /debug/nodes.
+const (
+	nodeSidecar = "sidecar"
+	nodeEdge    = "edge"
+	nodeUnknown = "unknown" // a sidecar whose ID is no instance in the catalog
+)
+
+// NodeStatus is what the control plane knows about one Envoy node: its
+// connection and the xDS conversation per type URL.
+type NodeStatus struct {
+	ID      string `json:"id"`
+	Cluster string `json:"cluster"`
+	// Type is sidecar, edge or unknown.
+	Type string `json:"type"`
+	// Key is the snapshot cache key (the ID; "edge" for all edges).
+	Key            string         `json:"snapshot_key"`
+	Connected      bool           `json:"connected"`
+	ConnectedSince *time.Time     `json:"connected_since,omitempty"`
+	Streams        int            `json:"streams"`
+	Metadata       map[string]any `json:"metadata,omitempty"`
+	UserAgent      string         `json:"user_agent,omitempty"`
+	// LastSent, LastAck: by type URL.
+	LastSent map[string]Sent `json:"last_sent,omitempty"`
+	LastAck  map[string]Ack  `json:"last_ack,omitempty"`
+	LastNack *Nack           `json:"last_nack,omitempty"`
+	Nacks    int             `json:"nacks"`
+	// Notes explain anything odd about the node (unknown ID, metadata
+	// problems, cluster not matching the instance's service).
+	Notes []string `json:"notes,omitempty"`
+	// Snapshot is the node's snapshot state (filled by the server).
+	Snapshot *SnapshotStatus `json:"snapshot,omitempty"`
+}
+
+// Sent is the last response of one type sent to a node.
+type Sent struct {
+	Version   string    `json:"version"`
+	Nonce     string    `json:"nonce"`
+	Resources int       `json:"resources"`
+	At        time.Time `json:"at"`
+}
+
+// Ack is the last version of one type a node accepted.
+type Ack struct {
+	Version string    `json:"version"`
+	At      time.Time `json:"at"`
+}
+
+// Nack is the last response a node rejected, with Envoy's reason.
+type Nack struct {
+	TypeURL string `json:"type_url"`
+	// Version is the version Envoy rejected; Kept is the one it still
+	// runs.
+	Version string    `json:"version"`
+	Kept    string    `json:"kept_version"`
+	Message string    `json:"message"`
+	At      time.Time `json:"at"`
+}
+
+type stream struct {
+	node  string // node ID, "" until the first request
+	delta bool
+	// sent maps a nonce to the version sent with it, per type URL, to
+	// name the version a NACK rejects.
+	sent map[string]Sent
+}
+
+// tracker implements go-control-plane's callbacks: it follows every
+// stream and records per node what was sent, acknowledged and rejected.
+type tracker struct {
+	log     *slog.Logger
+	metrics *Metrics
+	// seen is called on the first request of each stream with the node;
+	// the server uses it to apply node metadata before the first watch.
+	seen func(n *corev3.Node)
+
+	mu      sync.Mutex
+	streams map[int64]*stream
+	nodes   map[string]*NodeStatus
+	// classify says what a node is (sidecar, edge, unknown) and what is
+	// odd about it; set by the server.
+	classify func(id, cluster string) (typ string, notes []string)
+}
+
+var _ serverv3.Callbacks = (*tracker)(nil)
+
+func newTracker(log *slog.Logger, m *Metrics) *tracker {
+	return &tracker{
+		log:      log,
+		metrics:  m,
+		streams:  map[int64]*stream{},
+		nodes:    map[string]*NodeStatus{},
+		classify: func(string, string) (string, []string) { return nodeUnknown, nil },
+		seen:     func(*corev3.Node) {},
+	}
+}
+
+// OnStreamOpen implements serverv3.Callbacks.
+func (t *tracker) OnStreamOpen(_ context.Context, id int64, _ string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.streams[id] = &stream{sent: map[string]Sent{}}
+	return nil
+}
+
+// OnDeltaStreamOpen implements serverv3.Callbacks.
+func (t *tracker) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.streams[id] = &stream{delta: true, sent: map[string]Sent{}}
+	return nil
+}
+
+// OnStreamClosed implements serverv3.Callbacks.
+func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+
+// OnDeltaStreamClosed implements serverv3.Callbacks.
+func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+
+func (t *tracker) closed(id int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.streams[id]
+	delete(t.streams, id)
+	if s == nil || s.node == "" {
+		return
+	}
+	n := t.nodes[s.node]
+	if n == nil {
+		return
+	}
+	n.Streams--
+	if n.Streams <= 0 {
+		n.Streams = 0
+		n.Connected = false
+		n.ConnectedSince = nil
+		t.log.Info("envoy disconnected", "node", n.ID, "cluster", n.Cluster)
+		if n.Type == nodeUnknown {
+			// Forget nodes that were never in the catalog, so random
+			// IDs cannot grow the table without bound.
+			delete(t.nodes, s.node)
+		}
+	}
+	t.updateConnectedLocked()
+}
+
+// OnStreamRequest implements serverv3.Callbacks: it binds the stream to
+// its node and records ACKs and NACKs.
+func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
+	if err := t.request(id, req.GetNode(), false); err != nil {
+		return err
+	}
+	t.ackOrNack(id, req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+	return nil
+}
+
+// OnStreamDeltaRequest implements serverv3.Callbacks.
+func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+	if err := t.request(id, req.GetNode(), true); err != nil {
+		return err
+	}
+	t.ackOrNack(id, req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+	return nil
+}
+
+// request handles the node of a request. A node without an ID cannot be
+// given a configuration; its stream is refused with a message Envoy logs.
+func (t *tracker) request(id int64, node *corev3.Node, delta bool) error {
+	t.mu.Lock()
+	s := t.streams[id]
+	if s == nil { // open callback not seen (cannot happen, but be total)
+		s = &stream{delta: delta, sent: map[string]Sent{}}
+		t.streams[id] = s
+	}
+	if s.node != "" {
+		t.mu.Unlock()
+		return nil
+	}
+	if node.GetId() == "" {
+		t.mu.Unlock()
+		t.log.Warn("envoy connected without a node id; stream refused", "stream", id, "cluster", node.GetCluster())
+		return status.Error(codes.InvalidArgument, "meshop control plane: node.id is empty; set it to the Consul instance ID (sidecar) or edge-<n> with node.cluster=edge")
+	}
+	s.node = node.GetId()
+	n := t.nodes[s.node]
+	if n == nil {
+		n = &NodeStatus{ID: node.GetId(), LastSent: map[string]Sent{}, LastAck: map[string]Ack{}}
+		t.nodes[s.node] = n
+	}
+	n.Cluster = node.GetCluster()
+	n.Metadata = node.GetMetadata().AsMap()
+	n.UserAgent = strings.TrimSpace(node.GetUserAgentName() + " " + node.GetUserAgentVersion())
+	n.Type, n.Notes = t.classify(n.ID, n.Cluster)
+	t.addMetadataNoteLocked(n)
+	n.Key = n.ID
+	if translate.IsEdge(n.Cluster) {
+		n.Key = edgeKey
+	}
+	n.Streams++
+	if !n.Connected {
+		now := time.Now()
+		n.Connected, n.ConnectedSince = true, &now
+		attrs := []any{"node", n.ID, "cluster", n.Cluster, "type", n.Type, "delta", delta}
+		if len(n.Notes) > 0 {
+			attrs = append(attrs, "notes", strings.Join(n.Notes, "; "))
+		}
+		if n.Type == nodeUnknown {
+			t.log.Warn("envoy connected with a node id that is no instance in the catalog; it gets configuration once an instance with this ID registers", attrs...)
+		} else {
+			t.log.Info("envoy connected", attrs...)
+		}
+	}
+	t.updateConnectedLocked()
+	t.mu.Unlock()
+	t.seen(node)
+	// seen may have judged the metadata: refresh the notes.
+	t.mu.Lock()
+	n.Type, n.Notes = t.classify(n.ID, n.Cluster)
+	t.addMetadataNoteLocked(n)
+	t.mu.Unlock()
+	return nil
+}
+
+func (t *tracker) addMetadataNoteLocked(n *NodeStatus) {
+	if len(n.Metadata) == 0 && n.Type == nodeSidecar {
+		n.Notes = append(n.Notes, "no node metadata: default listener ports are used")
+	}
+}
+
+func (t *tracker) ackOrNack(id int64, typeURL, nonce, version, msg string, nack bool) {
+	if nonce == "" {
+		return // an initial request or a new subscription, not a reply
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.streams[id]
+	if s == nil || s.node == "" {
+		return
+	}
+	n := t.nodes[s.node]
+	if n == nil {
+		return
+	}
+	sent := s.sent[nonce]
+	delete(s.sent, nonce)
+	if !nack {
+		if version == "" { // delta requests carry no version: use what was sent
+			version = sent.Version
+		}
+		n.LastAck[typeURL] = Ack{Version: version, At: time.Now()}
+		return
+	}
+	n.Nacks++
+	n.LastNack = &Nack{TypeURL: typeURL, Version: sent.Version, Kept: n.LastAck[typeURL].Version, Message: msg, At: time.Now()}
+	t.metrics.Nacks.WithLabelValues(typeURL).Inc()
+	t.log.Warn("envoy rejected configuration (NACK); it keeps its previous version", "node", n.ID,
+		"type_url", typeURL, "rejected_version", sent.Version, "kept_version", n.LastNack.Kept, "err", msg)
+}
+
+// OnStreamResponse implements serverv3.Callbacks.
+func (t *tracker) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+	t.sent(id, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce(), len(resp.GetResources()))
+}
+
+// OnStreamDeltaResponse implements serverv3.Callbacks.
+func (t *tracker) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+	t.sent(id, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), len(resp.GetResources()))
+}
+
+func (t *tracker) sent(id int64, typeURL, version, nonce string, n int) {
+	t.metrics.Responses.WithLabelValues(typeURL).Inc()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.streams[id]
+	if s == nil {
+		return
+	}
+	st := Sent{Version: version, Nonce: nonce, Resources: n, At: time.Now()}
+	s.sent[nonce] = st
+	if len(s.sent) > 64 { // Envoy answers every nonce; bound it anyway
+		for k := range s.sent {
+			delete(s.sent, k)
+			break
+		}
+	}
+	if node := t.nodes[s.node]; node != nil {
+		node.LastSent[typeURL] = st
+	}
+}
+
+// OnFetchRequest implements serverv3.Callbacks (REST is not served).
+func (t *tracker) OnFetchRequest(context.Context, *discoveryv3.DiscoveryRequest) error { return nil }
+
+// OnFetchResponse implements serverv3.Callbacks.
+func (t *tracker) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {}
+
+func (t *tracker) updateConnectedLocked() {
+	counts := map[string]int{nodeSidecar: 0, nodeEdge: 0, nodeUnknown: 0}
+	for _, n := range t.nodes {
+		if n.Connected {
+			counts[n.Type]++
+		}
+	}
+	for typ, c := range counts {
+		t.metrics.Connected.WithLabelValues(typ).Set(float64(c))
+	}
+}
+
+// reclassify refreshes every node's type after the catalog changed (an
+// unknown node's instance may have registered).
+func (t *tracker) reclassify() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, n := range t.nodes {
+		typ, notes := t.classify(n.ID, n.Cluster)
+		if typ != n.Type && n.Connected {
+			t.log.Info("envoy node reclassified", "node", n.ID, "from", n.Type, "to", typ)
+		}
+		n.Type, n.Notes = typ, notes
+		t.addMetadataNoteLocked(n)
+	}
+	t.updateConnectedLocked()
+}
+
+// connectedKeys returns the cache keys and node IDs with an open stream.
+func (t *tracker) connectedKeys() map[string]bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := map[string]bool{}
+	for _, n := range t.nodes {
+		if n.Connected {
+			out[n.Key] = true
+			out[n.ID] = true
+		}
+	}
+	return out
+}
+
+// snapshot returns deep-enough copies of every node's status, by ID.
+func (t *tracker) snapshot() []NodeStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]NodeStatus, 0, len(t.nodes))
+	for _, n := range t.nodes {
+		c := *n
+		c.LastSent = cloneMap(n.LastSent)
+		c.LastAck = cloneMap(n.LastAck)
+		c.Notes = slices.Clone(n.Notes)
+		if n.LastNack != nil {
+			nk := *n.LastNack
+			c.LastNack = &nk
+		}
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b NodeStatus) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+func cloneMap[V any](m map[string]V) map[string]V {
+	out := make(map[string]V, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// metadataJSON renders node metadata for logs.
+func metadataJSON(n *corev3.Node) string {
+	if n.GetMetadata() == nil {
+		return "{}"
+	}
+	b, _ := protojson.Marshal(n.GetMetadata())
+	return string(b)
+}
