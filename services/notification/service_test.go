@@ -1,0 +1,160 @@
+package notification
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/meshop/meshop/localenv"
+	"github.com/meshop/meshop/services/kit/errs"
+	"github.com/meshop/meshop/services/kit/events"
+	"github.com/meshop/meshop/services/kit/sqldb"
+)
+
+// recordingSender remembers what it sent, or fails with err.
+type recordingSender struct {
+	mu   sync.Mutex
+	sent []Notification
+	err  error
+}
+
+func (r *recordingSender) Send(_ context.Context, n Notification) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err != nil {
+		return r.err
+	}
+	r.sent = append(r.sent, n)
+	return nil
+}
+
+func openStore(t *testing.T, databaseURL string) *SQLStore {
+	t.Helper()
+	db, err := sqldb.Open(context.Background(), databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := sqldb.Migrate(context.Background(), db, Migrations(), events.Migrations()); err != nil {
+		t.Fatal(err)
+	}
+	return NewStore(db)
+}
+
+func mustEvent(t *testing.T, typ string, data map[string]any) events.Envelope {
+	ev, err := events.New("order", typ, "o1", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// handleInTx runs h.Handle in its own transaction, as the consumer does.
+func handleInTx(t *testing.T, s *SQLStore, h Handler, ev events.Envelope) error {
+	tx, err := s.db.Beginx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if err := h.Handle(context.Background(), tx, ev); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+func TestHandleRecordsOncePerEvent(t *testing.T) {
+	localenv.EachDatabase(t, func(t *testing.T, databaseURL string) {
+		s := openStore(t, databaseURL)
+		sender := &recordingSender{}
+		h := Handler{Store: s, Sender: sender, Propagator: propagation.TraceContext{}}
+		confirmed := mustEvent(t, events.OrderConfirmed, map[string]any{"order_id": "o1", "user_id": "u1", "total_cents": 1950, "currency": "USD"})
+		for range 2 { // a redelivery must not notify twice
+			if err := handleInTx(t, s, h, confirmed); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := s.ListByUser(context.Background(), "u1", 10, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0].EventType != events.OrderConfirmed || got[0].Body != "Order o1 is confirmed. Total: 19.50 USD." {
+			t.Fatalf("notifications = %+v", got)
+		}
+		if len(sender.sent) != 1 {
+			t.Errorf("sent %d times, want once", len(sender.sent))
+		}
+		var sentEvents int
+		if err := s.db.Get(&sentEvents, "SELECT COUNT(*) FROM outbox"); err != nil || sentEvents != 1 {
+			t.Errorf("notification.sent events = %d (%v), want 1", sentEvents, err)
+		}
+
+		// A failed send rolls everything back: no notification, no event.
+		failing := Handler{Store: s, Sender: &recordingSender{err: errors.New("smtp down")}, Propagator: propagation.TraceContext{}}
+		cancelled := mustEvent(t, events.OrderCancelled, map[string]any{"order_id": "o2", "user_id": "u1", "cancel_reason": "payment_declined"})
+		if err := handleInTx(t, s, failing, cancelled); err == nil {
+			t.Fatal("want the send error")
+		}
+		if got, _ := s.ListByUser(context.Background(), "u1", 10, ""); len(got) != 1 {
+			t.Errorf("a failed send left %d notifications, want 1", len(got))
+		}
+	})
+}
+
+func TestRender(t *testing.T) {
+	tests := []struct {
+		typ         string
+		data        map[string]any
+		wantSubject string
+		wantCode    string
+	}{
+		{events.UserRegistered, map[string]any{"user_id": "u1", "name": "Ada", "email": "ada@example.com"}, "Welcome to Meshop", ""},
+		{events.OrderConfirmed, map[string]any{"user_id": "u1", "order_id": "o1", "total_cents": 700}, "Your order is confirmed", ""},
+		{events.OrderCancelled, map[string]any{"user_id": "u1", "order_id": "o1", "cancel_reason": "out_of_stock"}, "Your order was cancelled", ""},
+		{events.PaymentFailed, map[string]any{"user_id": "u1", "order_id": "o1", "amount_cents": 700, "reason": "declined"}, "Your payment did not go through", ""},
+		{events.OrderConfirmed, map[string]any{"order_id": "o1"}, "", "bad_event_data"},
+		{events.InventoryUpdated, map[string]any{"user_id": "u1"}, "", "unexpected_event"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.typ+tt.wantCode, func(t *testing.T) {
+			_, subject, _, err := render(mustEvent(t, tt.typ, tt.data))
+			if tt.wantCode != "" {
+				if e := errs.As(err); e.Code != tt.wantCode {
+					t.Errorf("err = %v, want %s", err, tt.wantCode)
+				}
+				return
+			}
+			if err != nil || subject != tt.wantSubject {
+				t.Errorf("subject = %q, err = %v; want %q", subject, err, tt.wantSubject)
+			}
+		})
+	}
+}
+
+func TestListPaging(t *testing.T) {
+	s := openStore(t, "sqlite:"+t.TempDir()+"/n.db")
+	h := Handler{Store: s, Sender: &recordingSender{}, Propagator: propagation.TraceContext{}}
+	for range 3 {
+		ev := mustEvent(t, events.OrderConfirmed, map[string]any{"order_id": "o", "user_id": "u1"})
+		if err := handleInTx(t, s, h, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svc := New(s)
+	page, next, err := svc.List(context.Background(), "u1", 2, "")
+	if err != nil || len(page) != 2 || next == "" {
+		t.Fatalf("page 1: %d, %q, %v", len(page), next, err)
+	}
+	rest, next, err := svc.List(context.Background(), "u1", 2, next)
+	if err != nil || len(rest) != 1 || next != "" {
+		t.Errorf("page 2: %d, %q, %v", len(rest), next, err)
+	}
+	if others, _, _ := svc.List(context.Background(), "u2", 10, ""); len(others) != 0 {
+		t.Errorf("u2 sees u1's notifications")
+	}
+	if _, _, err := svc.List(context.Background(), "u1", 101, ""); errs.As(err).Code != "invalid_limit" {
+		t.Errorf("limit 101: %v", err)
+	}
+}
