@@ -1,0 +1,219 @@
+// Package debug serves the control plane's operator endpoints over HTTP:
+// who is connected and what they acknowledged, each node's configuration
+// as Envoy's admin config dump would show it, the mesh model with every
+// input problem, Prometheus metrics, liveness and readiness. It only reads
+// what the other stages publish.
+//
+//	serve.Server ──Nodes / Resources / Mesh / Ready──▶ Handler
+//	catalog.Watcher ──Status──────────────────────────▶   │
+//	prometheus.Gatherer ──────────────────────────────▶   │
+//	                                                       ▼
+//	  GET /debug/nodes              nodes, ACK/NACK per type, snapshot errors
+//	  GET /debug/config_dump?node=  envoy.admin.v3.ConfigDump of a node's snapshot
+//	  GET /debug/model              services, routes, policies, problems
+//	  GET /metrics  GET /health  GET /ready
+package debug
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/meshop/meshop/controlplane/catalog"
+	"github.com/meshop/meshop/controlplane/model"
+	"github.com/meshop/meshop/controlplane/serve"
+)
+
+// Server is what the handler reads from the xDS server.
+type Server interface {
+	Nodes() []serve.NodeStatus
+	Resources(nodeID string) (key string, res map[string][]cachetypes.Resource, versions map[string]string, err error)
+	Mesh() *model.Mesh
+	Ready() bool
+}
+
+// Catalog is what the handler reads from the catalog watcher.
+type Catalog interface {
+	Status() catalog.Status
+}
+
+// NewHandler returns the debug HTTP handler.
+func NewHandler(srv Server, cat Catalog, g prometheus.Gatherer, log *slog.Logger) http.Handler {
+	h := &handler{srv: srv, cat: cat, log: log.With("component", "debug")}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/nodes", h.nodes)
+	mux.HandleFunc("GET /debug/config_dump", h.configDump)
+	mux.HandleFunc("GET /debug/model", h.model)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /health", h.health)
+	mux.HandleFunc("GET /ready", h.ready)
+	return mux
+}
+
+type handler struct {
+	srv Server
+	cat Catalog
+	log *slog.Logger
+}
+
+func (h *handler) nodes(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"consul": h.cat.Status(),
+		"nodes":  h.srv.Nodes(),
+	})
+}
+
+func (h *handler) model(w http.ResponseWriter, _ *http.Request) {
+	m := h.srv.Mesh()
+	if m == nil {
+		writeError(w, http.StatusServiceUnavailable, "not_ready", "no catalog snapshot has been applied yet")
+		return
+	}
+	writeJSON(w, http.StatusOK, m)
+}
+
+// configDump renders a node's snapshot the way Envoy's /config_dump
+// renders what Envoy accepted, so the two can be compared directly.
+func (h *handler) configDump(w http.ResponseWriter, r *http.Request) {
+	id := r.URL.Query().Get("node")
+	if id == "" {
+		writeError(w, http.StatusBadRequest, "missing_node", "query parameter node=<node id> is required (a Consul instance ID, or edge-<n>)")
+		return
+	}
+	key, res, versions, err := h.srv.Resources(id)
+	if errors.Is(err, serve.ErrNoSnapshot) {
+		writeError(w, http.StatusNotFound, "no_snapshot", err.Error()+"; see /debug/nodes and /debug/model for why")
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	dump, err := configDump(res, versions)
+	if err != nil {
+		h.log.Error("config dump", "node", id, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(dump)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	// Wrap to add what Envoy's dump does not have: which snapshot it is.
+	writeJSON(w, http.StatusOK, map[string]any{
+		"node":         id,
+		"snapshot_key": key,
+		"versions":     versions,
+		"config_dump":  json.RawMessage(b),
+	})
+}
+
+func configDump(res map[string][]cachetypes.Resource, versions map[string]string) (*adminv3.ConfigDump, error) {
+	pack := func(m proto.Message) (*anypb.Any, error) { return anypb.New(m) }
+	cds := &adminv3.ClustersConfigDump{VersionInfo: versions[resource.ClusterType]}
+	for _, c := range res[resource.ClusterType] {
+		a, err := pack(c)
+		if err != nil {
+			return nil, err
+		}
+		cds.DynamicActiveClusters = append(cds.DynamicActiveClusters, &adminv3.ClustersConfigDump_DynamicCluster{
+			VersionInfo: versions[resource.ClusterType], Cluster: a})
+	}
+	eds := &adminv3.EndpointsConfigDump{}
+	for _, e := range res[resource.EndpointType] {
+		a, err := pack(e)
+		if err != nil {
+			return nil, err
+		}
+		eds.DynamicEndpointConfigs = append(eds.DynamicEndpointConfigs, &adminv3.EndpointsConfigDump_DynamicEndpointConfig{
+			VersionInfo: versions[resource.EndpointType], EndpointConfig: a})
+	}
+	lds := &adminv3.ListenersConfigDump{VersionInfo: versions[resource.ListenerType]}
+	for _, l := range res[resource.ListenerType] {
+		a, err := pack(l)
+		if err != nil {
+			return nil, err
+		}
+		lds.DynamicListeners = append(lds.DynamicListeners, &adminv3.ListenersConfigDump_DynamicListener{
+			Name:        cacheName(l),
+			ActiveState: &adminv3.ListenersConfigDump_DynamicListenerState{VersionInfo: versions[resource.ListenerType], Listener: a},
+		})
+	}
+	rds := &adminv3.RoutesConfigDump{}
+	for _, rc := range res[resource.RouteType] {
+		a, err := pack(rc)
+		if err != nil {
+			return nil, err
+		}
+		rds.DynamicRouteConfigs = append(rds.DynamicRouteConfigs, &adminv3.RoutesConfigDump_DynamicRouteConfig{
+			VersionInfo: versions[resource.RouteType], RouteConfig: a})
+	}
+	out := &adminv3.ConfigDump{}
+	for _, m := range []proto.Message{cds, eds, lds, rds} {
+		a, err := pack(m)
+		if err != nil {
+			return nil, err
+		}
+		out.Configs = append(out.Configs, a)
+	}
+	return out, nil
+}
+
+func cacheName(r cachetypes.Resource) string {
+	type named interface{ GetName() string }
+	if n, ok := r.(named); ok {
+		return n.GetName()
+	}
+	return ""
+}
+
+func (h *handler) health(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "service": "controlplane"})
+}
+
+// ready is 200 once the catalog has synced and the first snapshots are
+// set. A Consul outage later does not make it unready: the control plane
+// keeps serving the last snapshot, which is what Envoys need.
+func (h *handler) ready(w http.ResponseWriter, _ *http.Request) {
+	st := h.cat.Status()
+	var why []string
+	if !st.Synced {
+		why = append(why, "catalog not synced with Consul yet")
+	}
+	if !h.srv.Ready() {
+		why = append(why, "first snapshots not built yet")
+	}
+	if len(why) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "starting", "service": "controlplane", "waiting_for": why})
+		return
+	}
+	body := map[string]any{"status": "ready", "service": "controlplane"}
+	if !st.Reachable {
+		body["consul"] = "unreachable since " + st.Since.UTC().Format(time.RFC3339) + "; serving the last snapshot"
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v) // the client went away; nothing to do
+}
+
+func writeError(w http.ResponseWriter, code int, errCode, msg string) {
+	writeJSON(w, code, map[string]any{"error": map[string]string{"code": errCode, "message": msg}})
+}
