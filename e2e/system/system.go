@@ -1,11 +1,11 @@
 // Package system starts the whole local Meshop system as real processes:
-// Consul and Jaeger (localenv), then each service built from this workspace
-// and run in direct mode with SQLite, each registered in Consul. `make run`
-// starts it on the fixed local port plan; system tests start it on free
-// ports.
+// Consul and Jaeger (localenv), NATS with JetStream embedded in this
+// process, then each service built from this workspace and run in direct
+// mode with SQLite, each registered in Consul. `make run` starts it on the
+// fixed local port plan; system tests start it on free ports.
 //
-//	Start ──▶ build binaries ──▶ Consul ──▶ Jaeger ──▶ services (wait /ready)
-//	Stop  ──▶ services (SIGTERM: drain, deregister) ──▶ Jaeger ──▶ Consul
+//	Start ──▶ build binaries ──▶ Consul ──▶ Jaeger ──▶ NATS ──▶ services (wait /ready)
+//	Stop  ──▶ services (SIGTERM: drain, deregister) ──▶ NATS ──▶ Jaeger ──▶ Consul
 package system
 
 import (
@@ -22,13 +22,14 @@ import (
 	"github.com/meshop/meshop/localenv"
 )
 
-// Services in start order: a service starts after those it calls.
-var Services = []string{"user", "order"}
+// Services in start order.
+var Services = []string{"user", "auth", "product", "payment", "order", "notification"}
 
 // Plan is the port plan of one local system.
 type Plan struct {
 	Consul   localenv.ConsulOptions
 	Jaeger   localenv.JaegerOptions
+	NATS     localenv.NATSOptions
 	Services map[string]int // app HTTP port per service
 }
 
@@ -39,13 +40,15 @@ func FixedPlan(dir string) Plan {
 		Consul: localenv.ConsulOptions{Dir: filepath.Join(dir, "consul"), HTTPPort: 8500, ServerPort: 8300, SerfLANPort: 8301, GRPCPort: 8502},
 		Jaeger: localenv.JaegerOptions{Dir: filepath.Join(dir, "jaeger"), OTLPGRPCPort: 4317, OTLPHTTPPort: 4318,
 			UIPort: 16686, QueryGRPCPort: 16685, HealthPort: 13133},
+		// 14222, not 4222: a machine may run its own NATS on the default port.
+		NATS:     localenv.NATSOptions{Dir: filepath.Join(dir, "nats"), Port: 14222},
 		Services: map[string]int{"auth": 8101, "user": 8102, "product": 8103, "order": 8104, "payment": 8105, "notification": 8106},
 	}
 }
 
 // FreePlan picks free ports for every part.
 func FreePlan(dir string) (Plan, error) {
-	ports, err := localenv.FreePorts(9 + len(Services))
+	ports, err := localenv.FreePorts(10 + len(Services))
 	if err != nil {
 		return Plan{}, err
 	}
@@ -53,10 +56,11 @@ func FreePlan(dir string) (Plan, error) {
 		Consul: localenv.ConsulOptions{Dir: filepath.Join(dir, "consul"), HTTPPort: ports[0], ServerPort: ports[1], SerfLANPort: ports[2], GRPCPort: ports[3]},
 		Jaeger: localenv.JaegerOptions{Dir: filepath.Join(dir, "jaeger"), OTLPGRPCPort: ports[4], OTLPHTTPPort: ports[5],
 			UIPort: ports[6], QueryGRPCPort: ports[7], HealthPort: ports[8]},
+		NATS:     localenv.NATSOptions{Dir: filepath.Join(dir, "nats"), Port: ports[9]},
 		Services: map[string]int{},
 	}
 	for i, svc := range Services {
-		p.Services[svc] = ports[9+i]
+		p.Services[svc] = ports[10+i]
 	}
 	return p, nil
 }
@@ -67,6 +71,7 @@ type System struct {
 	Dir    string
 	Consul *localenv.Consul
 	Jaeger *localenv.Jaeger
+	NATS   *localenv.NATS
 
 	mu        sync.Mutex
 	instances map[string]*Instance
@@ -91,6 +96,10 @@ func Start(ctx context.Context, plan Plan, dir string) (*System, error) {
 		return nil, err
 	}
 	if s.Jaeger, err = localenv.StartJaeger(ctx, plan.Jaeger); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	if s.NATS, err = localenv.StartNATS(plan.NATS); err != nil {
 		s.Stop()
 		return nil, err
 	}
@@ -141,6 +150,7 @@ func (s *System) Env(svc, id string, port int) []string {
 		"CONSUL_HTTP_ADDR=" + s.Consul.HTTPAddr(),
 		"DATABASE_URL=sqlite:" + filepath.Join(s.Dir, "data", svc+".db"),
 		"OTEL_EXPORTER_OTLP_ENDPOINT=" + s.Jaeger.OTLPEndpoint(),
+		"NATS_URL=" + s.NATS.URL(),
 		"CHECK_INTERVAL=1s", "CHECK_TIMEOUT=1s", "DEREGISTER_AFTER=1m",
 		"DRAIN_TIMEOUT=5s",
 	}
@@ -194,6 +204,9 @@ func (s *System) Stop() error {
 	var errs []error
 	for i := len(Services) - 1; i >= 0; i-- {
 		errs = append(errs, s.StopService(Services[i]))
+	}
+	if s.NATS != nil {
+		s.NATS.Shutdown()
 	}
 	if s.Jaeger != nil {
 		errs = append(errs, s.Jaeger.Stop(10*time.Second))

@@ -1,0 +1,167 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/meshop/meshop/e2e/system"
+	"github.com/meshop/meshop/localenv"
+)
+
+// TestRegistrationWaitsForConsul starts a service before Consul exists: it
+// serves /health at once, answers /ready 503 until it could register, and
+// registers by itself once Consul is up.
+func TestRegistrationWaitsForConsul(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: system test skipped")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	plan, err := system.FreePlan(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Build only; start Consul later on the planned ports.
+	sys, err := system.Start(ctx, plan, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sys.Stop() })
+	if err := sys.Consul.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	port, _ := localenv.FreePort()
+	env := sys.Env("user", "user-early", port)
+	p, err := localenv.StartProcess("user-early", filepath.Join(dir, "logs", "user-early.log"), env, filepath.Join(dir, "bin", "user"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(10 * time.Second) })
+	base := "http://127.0.0.1:" + strconv.Itoa(port)
+	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := p.WaitHTTP(waitCtx, base+"/health", 200); err != nil {
+		t.Fatal(err)
+	}
+	if status := statusOf(t, base+"/ready"); status != 503 {
+		t.Fatalf("/ready = %d before Consul is up, want 503", status)
+	}
+	if err := sys.Consul.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitHTTP(waitCtx, base+"/ready", 200); err != nil {
+		t.Fatalf("never became ready after Consul came up: %v\n%s", err, p.Tail(2000))
+	}
+	consul, _ := api.NewClient(&api.Config{Address: sys.Consul.HTTPAddr()})
+	svcs, err := consul.Agent().Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := svcs["user-early"]; !ok {
+		t.Errorf("user-early not registered: %v", svcs)
+	}
+}
+
+// call sends a request and decodes the JSON answer, which must have status want.
+func call[T any](t *testing.T, method, url string, header map[string]string, body string, want int) T {
+	t.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewBufferString(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s = %d %s, want %d", method, url, resp.StatusCode, raw, want)
+	}
+	var out T
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("%s %s: %v in %q", method, url, err, raw)
+	}
+	return out
+}
+
+func statusOf(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// waitPassing polls Consul until svc has n passing instances.
+func waitPassing(t *testing.T, consul *api.Client, svc string, n int) []*api.ServiceEntry {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		entries, _, err := consul.Health().Service(svc, "", true, nil)
+		if err == nil && len(entries) == n {
+			return entries
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: want %d passing instances, have %d (err %v)", svc, n, len(entries), err)
+		}
+		<-time.After(100 * time.Millisecond)
+	}
+}
+
+func findSpan(spans []localenv.Span, service, operation string) *localenv.Span {
+	for i := range spans {
+		if spans[i].Service == service && spans[i].OperationName == operation {
+			return &spans[i]
+		}
+	}
+	return nil
+}
+
+// descendsFrom reports whether ancestorID is on s's chain of parents.
+func descendsFrom(spans []localenv.Span, s localenv.Span, ancestorID string) bool {
+	byID := map[string]localenv.Span{}
+	for _, sp := range spans {
+		byID[sp.SpanID] = sp
+	}
+	for range len(spans) {
+		parent := s.ParentID()
+		if parent == ancestorID {
+			return true
+		}
+		next, ok := byID[parent]
+		if !ok {
+			return false
+		}
+		s = next
+	}
+	return false
+}
+
+func dumpLogs(t *testing.T, dir string) {
+	logs, _ := filepath.Glob(filepath.Join(dir, "logs", "*.log"))
+	for _, l := range logs {
+		b, _ := os.ReadFile(l)
+		if len(b) > 3000 {
+			b = b[len(b)-3000:]
+		}
+		t.Logf("--- %s (tail)\n%s", filepath.Base(l), b)
+	}
+}

@@ -1,0 +1,220 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/meshop/meshop/e2e/system"
+	"github.com/meshop/meshop/localenv"
+)
+
+// TestPurchase starts the whole local system (real Consul, Jaeger, NATS and
+// the six services in direct mode) and drives what a client does: register,
+// log in, browse, buy, see the order, its payment and its notifications;
+// then a declined card; then the degraded and shutdown paths.
+func TestPurchase(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: system test skipped")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	plan, err := system.FreePlan(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys, err := system.Start(ctx, plan, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sys.Stop()
+		if t.Failed() {
+			dumpLogs(t, dir)
+		}
+	})
+	consul, err := api.NewClient(&api.Config{Address: sys.Consul.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := func(svc, path string) string { return sys.Instance(svc).URL() + path }
+
+	t.Run("every service registered and passing with mesh meta", func(t *testing.T) {
+		upstreams := map[string]string{"user": "auth", "auth": "user", "product": "auth", "payment": "auth",
+			"order": "auth,user,product,payment", "notification": "auth"}
+		for _, svc := range system.Services {
+			s := waitPassing(t, consul, svc, 1)[0].Service
+			if s.ID != svc+"-local" || s.Port != sys.Instance(svc).Port || s.Address != "127.0.0.1" ||
+				s.Meta["mesh_protocol"] != "http" || s.Meta["version"] != "v1" ||
+				s.Meta["mesh_app_port"] != strconv.Itoa(sys.Instance(svc).Port) {
+				t.Errorf("%s registration: %+v", svc, s)
+			}
+			if s.Meta["mesh_upstreams"] != upstreams[svc] {
+				t.Errorf("%s mesh_upstreams = %q, want %q", svc, s.Meta["mesh_upstreams"], upstreams[svc])
+			}
+		}
+	})
+
+	// Register and log in.
+	reg := call[map[string]any](t, "POST", url("auth", "/auth/register"), nil,
+		`{"email":"grace@example.com","password":"correct horse battery","name":"Grace Hopper"}`, http.StatusCreated)
+	userID := reg["user_id"].(string)
+	login := call[map[string]any](t, "POST", url("auth", "/auth/login"), nil,
+		`{"email":"grace@example.com","password":"correct horse battery"}`, http.StatusOK)
+	bearer := map[string]string{"Authorization": "Bearer " + login["access_token"].(string)}
+
+	// Browse.
+	catalog := call[map[string]any](t, "GET", url("product", "/products?limit=100"), nil, "", http.StatusOK)
+	items, _ := catalog["items"].([]any)
+	if len(items) == 0 {
+		t.Fatalf("empty catalog: %v", catalog)
+	}
+	product := items[0].(map[string]any)
+	productID, price := product["id"].(string), int64(product["price_cents"].(float64))
+	stockOf := func() int64 {
+		p := call[map[string]any](t, "GET", url("product", "/products/"+productID), nil, "", http.StatusOK)
+		return int64(p["stock"].(float64))
+	}
+	stockBefore := stockOf()
+
+	// Buy, with a trace id we choose so we can find the trace afterwards.
+	traceID := fmt.Sprintf("%032x", time.Now().UnixNano())
+	checkoutHeaders := map[string]string{"Authorization": bearer["Authorization"], "Idempotency-Key": "buy-1",
+		"traceparent": "00-" + traceID + "-00f067aa0ba902b7-01"}
+	body := fmt.Sprintf(`{"items":[{"product_id":%q,"quantity":2}],"payment":{"card_token":"tok_visa"}}`, productID)
+	order := call[map[string]any](t, "POST", url("order", "/orders"), checkoutHeaders, body, http.StatusCreated)
+	orderID := order["id"].(string)
+	if order["status"] != "CONFIRMED" || int64(order["total_cents"].(float64)) != 2*price || order["payment_id"] == nil {
+		t.Fatalf("checkout: %v", order)
+	}
+	if u, _ := order["user"].(map[string]any); u["id"] != userID {
+		t.Errorf("order's user = %v", order["user"])
+	}
+	if got := stockOf(); got != stockBefore-2 {
+		t.Errorf("stock after purchase = %d, want %d", got, stockBefore-2)
+	}
+	payment := call[map[string]any](t, "GET", url("payment", "/payments/"+order["payment_id"].(string)), bearer, "", http.StatusOK)
+	if payment["status"] != "SUCCEEDED" || int64(payment["amount_cents"].(float64)) != 2*price || payment["order_id"] != orderID {
+		t.Errorf("payment = %v", payment)
+	}
+	mine := call[map[string]any](t, "GET", url("order", "/orders"), bearer, "", http.StatusOK)
+	if list, _ := mine["items"].([]any); len(list) != 1 {
+		t.Errorf("GET /orders = %v", mine)
+	}
+	waitNotification(t, url("notification", "/notifications"), bearer, "order.confirmed")
+	waitNotification(t, url("notification", "/notifications"), bearer, "user.registered")
+
+	t.Run("declined card cancels and restores stock", func(t *testing.T) {
+		stock := stockOf()
+		declined := call[map[string]any](t, "POST", url("order", "/orders"),
+			map[string]string{"Authorization": bearer["Authorization"], "Idempotency-Key": "buy-2"},
+			fmt.Sprintf(`{"items":[{"product_id":%q,"quantity":1}],"payment":{"card_token":"tok_declined"}}`, productID),
+			http.StatusPaymentRequired)
+		e, _ := declined["error"].(map[string]any)
+		details, _ := e["details"].(map[string]any)
+		cancelledID, _ := details["order_id"].(string)
+		if e["code"] != "payment_declined" || cancelledID == "" {
+			t.Fatalf("declined answer = %v", declined)
+		}
+		o := call[map[string]any](t, "GET", url("order", "/orders/"+cancelledID), bearer, "", http.StatusOK)
+		if o["status"] != "CANCELLED" || o["cancel_reason"] != "payment_declined" {
+			t.Errorf("cancelled order = %v", o)
+		}
+		if got := stockOf(); got != stock {
+			t.Errorf("stock after a declined order = %d, want %d (restored)", got, stock)
+		}
+		waitNotification(t, url("notification", "/notifications"), bearer, "order.cancelled")
+	})
+
+	t.Run("the checkout trace spans order, product, payment and notification", func(t *testing.T) {
+		want := []string{"order", "product", "payment", "notification"}
+		var spans []localenv.Span
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			spans, err = sys.Jaeger.Trace(ctx, traceID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if missing := missingServices(spans, want); len(missing) == 0 {
+				break
+			} else if time.Now().After(deadline) {
+				t.Fatalf("trace %s lacks spans of %v; has %d spans", traceID, missing, len(spans))
+			}
+			<-time.After(250 * time.Millisecond)
+		}
+		orderSpan := findSpan(spans, "order", "POST /orders")
+		if orderSpan == nil || orderSpan.ParentID() != "00f067aa0ba902b7" {
+			t.Fatalf("no order server span under the caller's span in %+v", spans)
+		}
+		for _, s := range spans {
+			if s.Service != "order" && s.SpanID != orderSpan.SpanID && !descendsFrom(spans, s, orderSpan.SpanID) {
+				t.Errorf("%s span %q is not below the order span", s.Service, s.OperationName)
+			}
+		}
+	})
+
+	t.Run("user down: orders still answer, degraded", func(t *testing.T) {
+		if err := sys.StopService("user"); err != nil {
+			t.Fatal(err)
+		}
+		got := call[map[string]any](t, "GET", url("order", "/orders/"+orderID), bearer, "", http.StatusOK)
+		if got["user"] != nil {
+			t.Errorf("user = %v, want null", got["user"])
+		}
+		if d, _ := got["degraded"].([]any); len(d) != 1 || d[0] != "user" {
+			t.Errorf("degraded = %v, want [user]", got["degraded"])
+		}
+	})
+
+	t.Run("graceful stop deregisters", func(t *testing.T) {
+		if err := sys.StopService("order"); err != nil {
+			t.Fatalf("order did not stop cleanly: %v", err)
+		}
+		entries, _, err := consul.Health().Service("order", "", false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(entries) != 0 {
+			t.Errorf("order still in Consul after a graceful stop: %+v", entries[0].Service)
+		}
+	})
+}
+
+// waitNotification polls the caller's notifications until one of eventType
+// arrives (events are asynchronous).
+func waitNotification(t *testing.T, url string, header map[string]string, eventType string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		page := call[map[string]any](t, "GET", url+"?limit=100", header, "", http.StatusOK)
+		items, _ := page["items"].([]any)
+		for _, it := range items {
+			if it.(map[string]any)["event_type"] == eventType {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s notification within 20s; have %v", eventType, items)
+		}
+		<-time.After(200 * time.Millisecond)
+	}
+}
+
+func missingServices(spans []localenv.Span, want []string) []string {
+	have := map[string]bool{}
+	for _, s := range spans {
+		have[s.Service] = true
+	}
+	var missing []string
+	for _, w := range want {
+		if !have[w] {
+			missing = append(missing, w)
+		}
+	}
+	return missing
+}
