@@ -1,0 +1,246 @@
+package product
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshop/meshop/services/kit/auth"
+	"github.com/meshop/meshop/services/kit/auth/authtest"
+	"github.com/meshop/meshop/services/kit/instrument"
+)
+
+// withTestIdentity stands in for kit/auth's token middleware: the
+// X-Test-User and X-Test-Role headers become the caller's identity.
+func withTestIdentity(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if user := r.Header.Get("X-Test-User"); user != "" {
+			r = r.WithContext(auth.WithIdentity(r.Context(), auth.Identity{UserID: user, Role: r.Header.Get("X-Test-Role")}))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func newTestAPI(t *testing.T) *httptest.Server {
+	store, _ := openStore(t, sqliteURL(t))
+	e := NewEndpoints(New(store), slog.New(slog.DiscardHandler), instrument.NewMetrics(prometheus.NewRegistry(), "product"))
+	srv := httptest.NewServer(NewHTTPHandler(e, withTestIdentity))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func send(t *testing.T, method, url string, header map[string]string, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var got map[string]any
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatalf("%s %s: body is not JSON: %q", method, url, raw)
+	}
+	return resp.StatusCode, got
+}
+
+func errorOf(body map[string]any) (string, map[string]any) {
+	e, _ := body["error"].(map[string]any)
+	code, _ := e["code"].(string)
+	details, _ := e["details"].(map[string]any)
+	return code, details
+}
+
+var (
+	admin    = map[string]string{"X-Test-User": "u-admin", "X-Test-Role": "admin"}
+	customer = map[string]string{"X-Test-User": "u1", "X-Test-Role": "customer"}
+)
+
+func TestHTTPCatalog(t *testing.T) {
+	srv := newTestAPI(t)
+	status, page := send(t, "GET", srv.URL+"/products", nil, "")
+	items, _ := page["items"].([]any)
+	if _, has := page["next_cursor"]; status != 200 || len(items) != 12 || has {
+		t.Fatalf("GET /products: %d, %d items, %v", status, len(items), page["next_cursor"])
+	}
+	first := items[0].(map[string]any)
+	for _, key := range []string{"id", "name", "description", "price_cents", "currency", "stock"} {
+		if _, ok := first[key]; !ok {
+			t.Errorf("product JSON lacks %q: %v", key, first)
+		}
+	}
+
+	seen := 0
+	url := srv.URL + "/products?limit=5"
+	for {
+		status, page := send(t, "GET", url, nil, "")
+		if status != 200 {
+			t.Fatalf("GET %s: %d %v", url, status, page)
+		}
+		seen += len(page["items"].([]any))
+		next, ok := page["next_cursor"].(string)
+		if !ok {
+			break
+		}
+		url = srv.URL + "/products?limit=5&cursor=" + next
+	}
+	if seen != 12 {
+		t.Errorf("paged through %d products, want 12", seen)
+	}
+
+	status, p := send(t, "GET", srv.URL+"/products/p-espresso", nil, "")
+	if status != 200 || p["price_cents"] != 2400.0 || p["currency"] != "USD" {
+		t.Errorf("GET p-espresso: %d %v", status, p)
+	}
+	status, p = send(t, "POST", srv.URL+"/products", admin, `{"id":"p-beans","name":"House Beans","price_cents":1500,"stock":9}`)
+	if status != 201 || p["id"] != "p-beans" || p["currency"] != "USD" {
+		t.Errorf("POST /products as admin: %d %v", status, p)
+	}
+}
+
+func TestHTTPReservations(t *testing.T) {
+	srv := newTestAPI(t)
+	body := `{"order_id":"o1","items":[{"product_id":"p-espresso","quantity":2}]}`
+	status, r := send(t, "POST", srv.URL+"/internal/reservations", nil, body)
+	items, _ := r["items"].([]any)
+	if status != 201 || r["status"] != "RESERVED" || r["order_id"] != "o1" || len(items) != 1 {
+		t.Fatalf("reserve: %d %v", status, r)
+	}
+	line := items[0].(map[string]any)
+	if line["product_id"] != "p-espresso" || line["quantity"] != 2.0 || line["unit_price_cents"] != 2400.0 || line["currency"] != "USD" {
+		t.Errorf("reserved line = %v", line)
+	}
+	if status, again := send(t, "POST", srv.URL+"/internal/reservations", nil, body); status != 200 || again["status"] != "RESERVED" {
+		t.Errorf("repeat: %d %v", status, again)
+	}
+	if status, c := send(t, "POST", srv.URL+"/internal/reservations/o1/commit", nil, ""); status != 200 || c["status"] != "COMMITTED" || c["order_id"] != "o1" {
+		t.Errorf("commit: %d %v", status, c)
+	}
+	if status, c := send(t, "POST", srv.URL+"/internal/reservations/o1/commit", nil, ""); status != 200 || c["status"] != "COMMITTED" {
+		t.Errorf("commit again: %d %v", status, c)
+	}
+	if status, rel := send(t, "POST", srv.URL+"/internal/reservations/o2/release", nil, ""); status != 200 || rel["status"] != "RELEASED" {
+		t.Errorf("release unknown: %d %v", status, rel)
+	}
+	if status, p := send(t, "GET", srv.URL+"/products/p-espresso", nil, ""); status != 200 || p["stock"] != 98.0 {
+		t.Errorf("espresso after commit: %d %v", status, p)
+	}
+}
+
+func TestHTTPBadInput(t *testing.T) {
+	srv := newTestAPI(t)
+	if status, _ := send(t, "POST", srv.URL+"/internal/reservations", nil, `{"order_id":"done","items":[{"product_id":"p-mug","quantity":1}]}`); status != 201 {
+		t.Fatal("seed reservation")
+	}
+	if status, _ := send(t, "POST", srv.URL+"/internal/reservations/done/commit", nil, ""); status != 200 {
+		t.Fatal("seed commit")
+	}
+	if status, _ := send(t, "POST", srv.URL+"/internal/reservations/gone/release", nil, ""); status != 200 {
+		t.Fatal("seed release")
+	}
+	const res = "/internal/reservations"
+	tests := []struct {
+		name, method, path string
+		header             map[string]string
+		body               string
+		wantStatus         int
+		wantCode           string
+		wantDetails        map[string]any
+	}{
+		{"limit not a number", "GET", "/products?limit=ten", nil, "", 400, "invalid_limit", nil},
+		{"limit zero", "GET", "/products?limit=0", nil, "", 400, "invalid_limit", nil},
+		{"limit too big", "GET", "/products?limit=101", nil, "", 400, "invalid_limit", nil},
+		{"bad cursor", "GET", "/products?cursor=not-ours", nil, "", 400, "invalid_cursor", nil},
+		{"empty cursor", "GET", "/products?cursor=", nil, "", 400, "invalid_cursor", nil},
+		{"unknown product", "GET", "/products/p-unicorn", nil, "", 404, "product_not_found", nil},
+		{"create without token", "POST", "/products", nil, `{"name":"X","price_cents":1}`, 401, "unauthenticated", nil},
+		{"create as customer", "POST", "/products", customer, `{"name":"X","price_cents":1}`, 403, "forbidden", nil},
+		{"create invalid", "POST", "/products", admin, `{"name":"","price_cents":-5}`, 422, "invalid_product", nil},
+		{"create taken id", "POST", "/products", admin, `{"id":"p-mug","name":"Mug"}`, 409, "product_exists", nil},
+		{"create malformed", "POST", "/products", admin, `{"name":`, 400, "malformed_json", nil},
+		{"create unknown field", "POST", "/products", admin, `{"name":"X","sku":"1"}`, 400, "unknown_field", nil},
+		{"create wrong type", "POST", "/products", admin, `{"name":"X","price_cents":"1"}`, 400, "wrong_type", nil},
+		{"create oversized", "POST", "/products", admin, `{"description":"` + strings.Repeat("a", 70_000) + `"}`, 413, "body_too_large", nil},
+		{"reserve malformed", "POST", res, nil, `{"order_id":"o9","items":[`, 400, "malformed_json", nil},
+		{"reserve empty body", "POST", res, nil, ``, 400, "empty_body", nil},
+		{"reserve unknown field", "POST", res, nil, `{"order_id":"o9","items":[],"rush":true}`, 400, "unknown_field", nil},
+		{"reserve wrong type", "POST", res, nil, `{"order_id":"o9","items":[{"product_id":"p-mug","quantity":"1"}]}`, 400, "wrong_type", nil},
+		{"reserve missing fields", "POST", res, nil, `{}`, 422, "invalid_reservation", nil},
+		{"reserve zero quantity", "POST", res, nil, `{"order_id":"o9","items":[{"product_id":"p-mug","quantity":0}]}`, 422, "invalid_reservation", nil},
+		{"reserve negative quantity", "POST", res, nil, `{"order_id":"o9","items":[{"product_id":"p-mug","quantity":-3}]}`, 422, "invalid_reservation", nil},
+		{"reserve unknown product", "POST", res, nil, `{"order_id":"o9","items":[{"product_id":"p-mug","quantity":1},{"product_id":"p-unicorn","quantity":1}]}`,
+			422, "unknown_product", map[string]any{"product_id": "p-unicorn"}},
+		{"reserve more than stock", "POST", res, nil, `{"order_id":"o9","items":[{"product_id":"p-mug","quantity":1},{"product_id":"p-cupping-set","quantity":2}]}`,
+			409, "out_of_stock", map[string]any{"product_id": "p-cupping-set", "requested": 2.0, "available": 1.0}},
+		{"reserve oversized", "POST", res, nil, `{"order_id":"o9","items":[` + strings.Repeat(`{"product_id":"p-mug","quantity":1},`, 3000) + `]}`, 413, "body_too_large", nil},
+		{"reserve other items for order", "POST", res, nil, `{"order_id":"done","items":[{"product_id":"p-mug","quantity":5}]}`, 409, "idempotency_mismatch", nil},
+		{"reserve after release", "POST", res, nil, `{"order_id":"gone","items":[{"product_id":"p-mug","quantity":1}]}`, 409, "reservation_released", nil},
+		{"commit unknown", "POST", res + "/nope/commit", nil, "", 404, "reservation_not_found", nil},
+		{"commit released", "POST", res + "/gone/commit", nil, "", 409, "reservation_released", nil},
+		{"release committed", "POST", res + "/done/release", nil, "", 409, "reservation_committed", nil},
+		{"unknown route", "GET", "/internal/reservations/done", nil, "", 404, "no_route", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body := send(t, tt.method, srv.URL+tt.path, tt.header, tt.body)
+			code, details := errorOf(body)
+			if status != tt.wantStatus || code != tt.wantCode {
+				t.Errorf("got %d %v, want %d %s", status, body, tt.wantStatus, tt.wantCode)
+			}
+			for k, v := range tt.wantDetails {
+				if details[k] != v {
+					t.Errorf("details[%s] = %v, want %v", k, details[k], v)
+				}
+			}
+		})
+	}
+	// None of the refused requests took stock or wrote a reservation.
+	if status, p := send(t, "GET", srv.URL+"/products/p-mug", nil, ""); status != 200 || p["stock"] != 119.0 {
+		t.Errorf("mug after bad input: %d %v", status, p)
+	}
+	if status, _ := send(t, "POST", srv.URL+"/internal/reservations/o9/commit", nil, ""); status != 404 {
+		t.Errorf("o9 was written: commit answered %d", status)
+	}
+}
+
+// TestHTTPBearerTokens drives POST /products through kit/auth's real
+// middleware with tokens from a test issuer.
+func TestHTTPBearerTokens(t *testing.T) {
+	iss := authtest.NewIssuer(t)
+	store, _ := openStore(t, sqliteURL(t))
+	e := NewEndpoints(New(store), slog.New(slog.DiscardHandler), instrument.NewMetrics(prometheus.NewRegistry(), "product"))
+	srv := httptest.NewServer(NewHTTPHandler(e, iss.Verifier().Middleware))
+	t.Cleanup(srv.Close)
+	bearer := func(token string) map[string]string { return map[string]string{"Authorization": "Bearer " + token} }
+	body := `{"name":"Cold Brew Bottle","price_cents":1999,"stock":3}`
+	tests := []struct {
+		name       string
+		header     map[string]string
+		wantStatus int
+	}{
+		{"admin", bearer(iss.Token(t, "u-admin", auth.RoleAdmin)), 201},
+		{"customer", bearer(iss.Token(t, "u1", auth.RoleCustomer)), 403},
+		{"forged", bearer(authtest.NewIssuer(t).Token(t, "u-admin", auth.RoleAdmin)), 401},
+		{"garbage", bearer("not-a-token"), 401},
+		{"none", nil, 401},
+	}
+	for _, tt := range tests {
+		if status, got := send(t, "POST", srv.URL+"/products", tt.header, body); status != tt.wantStatus {
+			t.Errorf("%s: %d %v, want %d", tt.name, status, got, tt.wantStatus)
+		}
+	}
+	// The catalog stays public.
+	if status, _ := send(t, "GET", srv.URL+"/products/p-mug", nil, ""); status != 200 {
+		t.Errorf("GET without token: %d", status)
+	}
+}
