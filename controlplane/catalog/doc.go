@@ -18,4 +18,10 @@
 // consumers keep the last snapshot. Failed queries back off exponentially
 // with jitter and retry without blocking; the outage is logged once when
 // it starts and once when every query has recovered.
+//
+// A Consul agent that restarts reports its checks critical until they run
+// again. For Options.Settle after an outage, instances that were passing
+// before it stay passing (and stay at all) in published snapshots, so a
+// Consul restart never empties every Envoy's endpoints; after Settle,
+// Consul's view is published as it is.
 package catalog

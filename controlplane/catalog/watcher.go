@@ -1,10 +1,13 @@
 package catalog
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"math/rand/v2"
 	"reflect"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -21,6 +24,13 @@ type Options struct {
 	BackoffMin, BackoffMax time.Duration
 	// OnIndex is called with the highest Consul index seen (metrics hook).
 	OnIndex func(uint64)
+	// Settle is how long, after Consul comes back from an outage, health
+	// downgrades and removals of instances that were passing before it
+	// are held back. A restarted Consul agent reports its checks critical
+	// until they run again; without this, every Envoy would be pushed
+	// empty endpoints. Set it to at least the services' check interval
+	// (TTL for TTL checks). 0 disables it.
+	Settle time.Duration
 }
 
 // Status is the watcher's view of its connection to Consul.
@@ -31,6 +41,9 @@ type Status struct {
 	Index     uint64    `json:"index"`
 	// Synced is true once the first complete snapshot was published.
 	Synced bool `json:"synced"`
+	// SettlingUntil is set after an outage: until then, instances that
+	// were passing before it are not downgraded (see Options.Settle).
+	SettlingUntil time.Time `json:"settling_until,omitzero"`
 }
 
 // Watcher keeps one blocking query per data set (the service list, each
@@ -148,6 +161,13 @@ func (w *Watcher) Run(ctx context.Context) error {
 		known:    map[string]context.CancelFunc{},
 		answered: map[string]bool{},
 	}
+	var settleTimer *time.Timer
+	var settleC <-chan time.Time
+	defer func() {
+		if settleTimer != nil {
+			settleTimer.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -155,15 +175,20 @@ func (w *Watcher) Run(ctx context.Context) error {
 				stop()
 			}
 			return ctx.Err()
+		case <-settleC:
+			settleC, settleTimer = nil, nil
+			held := st.held
+			st.baseline, st.held = nil, 0
+			w.setSettling(time.Time{})
+			w.log.Info("settle period over; publishing Consul's view", "downgrades_applied", held)
+			w.maybePublish(&st, time.Now())
 		case u := <-w.updates:
-			changed := false
+			wasReachable := w.Status().Reachable
 			switch u.kind {
 			case updFailed:
 				w.failed(u.query, u.err)
-				continue
 			case updUnchanged:
 				w.succeeded(u.query, u.index, u.asked)
-				continue
 			case updServices:
 				st.servicesAnswered = true
 				want := map[string]bool{}
@@ -180,37 +205,45 @@ func (w *Watcher) Run(ctx context.Context) error {
 						w.forget("instances/" + n)
 						delete(st.known, n)
 						delete(st.answered, n)
-						if _, had := st.services[n]; had {
-							delete(st.services, n)
-							changed = true
-						}
+						delete(st.services, n)
 					}
 				}
+				w.succeeded(u.query, u.index, u.asked)
 			case updInstances:
 				if _, ok := st.known[u.service]; !ok {
 					continue // a late answer for a service already gone
 				}
 				st.answered[u.service] = true
-				if old, had := st.services[u.service]; !had || !reflect.DeepEqual(old, u.insts) {
-					st.services[u.service] = u.insts
-					changed = true
-				}
+				st.services[u.service] = u.insts
+				w.succeeded(u.query, u.index, u.asked)
 			case updPolicies:
 				st.policiesAnswered = true
-				if !reflect.DeepEqual(st.policies, u.policies) {
-					st.policies = u.policies
-					changed = true
-				}
+				st.policies = u.policies
+				w.succeeded(u.query, u.index, u.asked)
 			}
-			w.succeeded(u.query, u.index, u.asked)
 			st.index = max(st.index, u.index)
-			if !st.synced() {
+			reachable := w.Status().Reachable
+			switch {
+			case wasReachable && !reachable && w.opts.Settle > 0:
+				// Remember what Envoys run now: the baseline a restarted
+				// Consul is compared with.
+				if latest, _ := w.peek(); latest != nil && st.baseline == nil {
+					st.baseline = latest.Services
+				}
+			case !wasReachable && reachable && st.baseline != nil:
+				if settleTimer != nil {
+					settleTimer.Stop()
+				}
+				settleTimer = time.NewTimer(w.opts.Settle)
+				settleC = settleTimer.C
+				w.setSettling(time.Now().Add(w.opts.Settle))
+				w.log.Info("consul is back; holding health downgrades and removals of instances that were passing before the outage until its checks have run again",
+					"settle", w.opts.Settle.String())
+			}
+			if u.kind == updFailed || !st.synced() {
 				continue
 			}
-			if changed || !st.published {
-				st.published = true
-				w.publish(&st, u.at)
-			}
+			w.maybePublish(&st, u.at)
 		}
 	}
 }
@@ -222,8 +255,12 @@ type state struct {
 	known                              map[string]context.CancelFunc // services with a running query
 	answered                           map[string]bool
 	servicesAnswered, policiesAnswered bool
-	published                          bool
 	index                              uint64
+	// baseline is what was published when Consul became unreachable;
+	// while settling after it came back, instances that were passing in
+	// it stay passing (held) until Consul's checks had time to run.
+	baseline map[string][]Instance
+	held     int
 }
 
 func (st *state) synced() bool {
@@ -238,20 +275,38 @@ func (st *state) synced() bool {
 	return true
 }
 
-func (w *Watcher) publish(st *state, seen time.Time) {
+// maybePublish publishes the current view when it differs from the last
+// published snapshot.
+func (w *Watcher) maybePublish(st *state, seen time.Time) {
+	services := st.services
+	if st.baseline != nil {
+		var held int
+		services, held = holdDowngrades(st.services, st.baseline)
+		if held != st.held {
+			w.log.Info("holding instance downgrades while Consul settles", "held", held)
+			st.held = held
+		}
+	}
+	latest, _ := w.peek()
+	if latest != nil && reflect.DeepEqual(latest.Services, services) && policiesEqual(latest.Policies, st.policies) {
+		return
+	}
 	snap := &Snapshot{
 		Index:    st.index,
 		SeenAt:   seen,
-		Services: make(map[string][]Instance, len(st.services)),
+		Services: make(map[string][]Instance, len(services)),
 		Policies: make(map[string][]byte, len(st.policies)),
 	}
 	// Maps are copied; the slices and values are never modified after a
 	// query returned them, so they are shared.
-	for k, v := range st.services {
+	for k, v := range services {
 		snap.Services[k] = v
 	}
 	for k, v := range st.policies {
 		snap.Policies[k] = v
+	}
+	if snap.Policies == nil {
+		snap.Policies = map[string][]byte{}
 	}
 	w.mu.Lock()
 	w.latest = snap
@@ -270,6 +325,73 @@ func (w *Watcher) publish(st *state, seen time.Time) {
 	case w.notify <- struct{}{}:
 	default:
 	}
+}
+
+// holdDowngrades returns cur with every instance that was passing in base
+// kept passing (and kept at all, if it disappeared), and how many were
+// held. Slices are new; neither input is modified.
+func holdDowngrades(cur, base map[string][]Instance) (map[string][]Instance, int) {
+	out := make(map[string][]Instance, len(cur))
+	for k, v := range cur {
+		out[k] = v
+	}
+	held := 0
+	for svc, was := range base {
+		now := out[svc]
+		byID := make(map[string]int, len(now))
+		for i, in := range now {
+			byID[in.ID] = i
+		}
+		var merged []Instance
+		for _, b := range was {
+			if !b.Passing() {
+				continue
+			}
+			i, ok := byID[b.ID]
+			if ok && now[i].Passing() {
+				continue
+			}
+			if merged == nil {
+				merged = slices.Clone(now)
+			}
+			if ok {
+				merged[i].Status = b.Status
+			} else {
+				merged = append(merged, b)
+			}
+			held++
+		}
+		if merged != nil {
+			slices.SortFunc(merged, func(a, b Instance) int { return strings.Compare(a.ID, b.ID) })
+			out[svc] = merged
+		}
+	}
+	return out, held
+}
+
+func policiesEqual(a, b map[string][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		w, ok := b[k]
+		if !ok || !bytes.Equal(v, w) {
+			return false
+		}
+	}
+	return true
+}
+
+func (w *Watcher) peek() (*Snapshot, time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.latest, w.firstSeen
+}
+
+func (w *Watcher) setSettling(until time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.status.SettlingUntil = until
 }
 
 // failed and succeeded log state changes only: one line when Consul

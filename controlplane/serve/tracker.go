@@ -76,6 +76,11 @@ type Nack struct {
 	At      time.Time `json:"at"`
 }
 
+type streamKey struct {
+	delta bool
+	id    int64
+}
+
 type stream struct {
 	node  string // node ID, "" until the first request
 	delta bool
@@ -93,8 +98,10 @@ type tracker struct {
 	// the server uses it to apply node metadata before the first watch.
 	seen func(n *corev3.Node)
 
-	mu      sync.Mutex
-	streams map[int64]*stream
+	mu sync.Mutex
+	// streams are keyed by kind and ID: go-control-plane numbers SotW and
+	// delta streams with separate counters, so IDs repeat across kinds.
+	streams map[streamKey]*stream
 	nodes   map[string]*NodeStatus
 	// classify says what a node is (sidecar, edge, unknown) and what is
 	// odd about it; set by the server.
@@ -107,7 +114,7 @@ func newTracker(log *slog.Logger, m *Metrics) *tracker {
 	return &tracker{
 		log:      log,
 		metrics:  m,
-		streams:  map[int64]*stream{},
+		streams:  map[streamKey]*stream{},
 		nodes:    map[string]*NodeStatus{},
 		classify: func(string, string) (string, []string) { return nodeUnknown, nil },
 		seen:     func(*corev3.Node) {},
@@ -118,7 +125,7 @@ func newTracker(log *slog.Logger, m *Metrics) *tracker {
 func (t *tracker) OnStreamOpen(_ context.Context, id int64, _ string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.streams[id] = &stream{sent: map[string]Sent{}}
+	t.streams[streamKey{false, id}] = &stream{sent: map[string]Sent{}}
 	return nil
 }
 
@@ -126,17 +133,17 @@ func (t *tracker) OnStreamOpen(_ context.Context, id int64, _ string) error {
 func (t *tracker) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.streams[id] = &stream{delta: true, sent: map[string]Sent{}}
+	t.streams[streamKey{true, id}] = &stream{delta: true, sent: map[string]Sent{}}
 	return nil
 }
 
 // OnStreamClosed implements serverv3.Callbacks.
-func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+func (t *tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{false, id}) }
 
 // OnDeltaStreamClosed implements serverv3.Callbacks.
-func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+func (t *tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{true, id}) }
 
-func (t *tracker) closed(id int64) {
+func (t *tracker) closed(id streamKey) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := t.streams[id]
@@ -166,25 +173,28 @@ func (t *tracker) closed(id int64) {
 // OnStreamRequest implements serverv3.Callbacks: it binds the stream to
 // its node and records ACKs and NACKs.
 func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
-	if err := t.request(id, req.GetNode(), false); err != nil {
+	k := streamKey{false, id}
+	if err := t.request(k, req.GetNode()); err != nil {
 		return err
 	}
-	t.ackOrNack(id, req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+	t.ackOrNack(k, req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 	return nil
 }
 
 // OnStreamDeltaRequest implements serverv3.Callbacks.
 func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-	if err := t.request(id, req.GetNode(), true); err != nil {
+	k := streamKey{true, id}
+	if err := t.request(k, req.GetNode()); err != nil {
 		return err
 	}
-	t.ackOrNack(id, req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+	t.ackOrNack(k, req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 	return nil
 }
 
 // request handles the node of a request. A node without an ID cannot be
 // given a configuration; its stream is refused with a message Envoy logs.
-func (t *tracker) request(id int64, node *corev3.Node, delta bool) error {
+func (t *tracker) request(id streamKey, node *corev3.Node) error {
+	delta := id.delta
 	t.mu.Lock()
 	s := t.streams[id]
 	if s == nil { // open callback not seen (cannot happen, but be total)
@@ -197,7 +207,7 @@ func (t *tracker) request(id int64, node *corev3.Node, delta bool) error {
 	}
 	if node.GetId() == "" {
 		t.mu.Unlock()
-		t.log.Warn("envoy connected without a node id; stream refused", "stream", id, "cluster", node.GetCluster())
+		t.log.Warn("envoy connected without a node id; stream refused", "stream", id.id, "delta", delta, "cluster", node.GetCluster())
 		return status.Error(codes.InvalidArgument, "meshop control plane: node.id is empty; set it to the Consul instance ID (sidecar) or edge-<n> with node.cluster=edge")
 	}
 	s.node = node.GetId()
@@ -246,7 +256,7 @@ func (t *tracker) addMetadataNoteLocked(n *NodeStatus) {
 	}
 }
 
-func (t *tracker) ackOrNack(id int64, typeURL, nonce, version, msg string, nack bool) {
+func (t *tracker) ackOrNack(id streamKey, typeURL, nonce, version, msg string, nack bool) {
 	if nonce == "" {
 		return // an initial request or a new subscription, not a reply
 	}
@@ -278,15 +288,15 @@ func (t *tracker) ackOrNack(id int64, typeURL, nonce, version, msg string, nack 
 
 // OnStreamResponse implements serverv3.Callbacks.
 func (t *tracker) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
-	t.sent(id, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce(), len(resp.GetResources()))
+	t.sent(streamKey{false, id}, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce(), len(resp.GetResources()))
 }
 
 // OnStreamDeltaResponse implements serverv3.Callbacks.
 func (t *tracker) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
-	t.sent(id, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), len(resp.GetResources()))
+	t.sent(streamKey{true, id}, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), len(resp.GetResources()))
 }
 
-func (t *tracker) sent(id int64, typeURL, version, nonce string, n int) {
+func (t *tracker) sent(id streamKey, typeURL, version, nonce string, n int) {
 	t.metrics.Responses.WithLabelValues(typeURL).Inc()
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -1,0 +1,300 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/meshop/meshop/controlplane/internal/consultest"
+	"github.com/meshop/meshop/controlplane/internal/envoysim"
+	"github.com/meshop/meshop/controlplane/internal/poll"
+	"github.com/meshop/meshop/localenv"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type cp struct {
+	xds, debug string
+	logs       *syncBuffer
+}
+
+// startCP runs the control plane in-process, exactly as main does, on
+// free ports against the given Consul.
+func startCP(t *testing.T, consulAddr string) *cp {
+	t.Helper()
+	ports, err := localenv.FreePorts(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cp{xds: "127.0.0.1:" + strconv.Itoa(ports[0]), debug: "127.0.0.1:" + strconv.Itoa(ports[1]), logs: &syncBuffer{}}
+	env := map[string]string{
+		"CONSUL_HTTP_ADDR": consulAddr,
+		"XDS_ADDR":         c.xds,
+		"DEBUG_ADDR":       c.debug,
+		"CONSUL_WAIT":      "10s",
+		"SHUTDOWN_GRACE":   "2s",
+		"CONSUL_SETTLE":    "3s",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, c.logs, io.Discard) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run() = %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("run() did not return within 10s of cancel")
+		}
+		if t.Failed() {
+			t.Logf("control plane logs:\n%s", c.logs.String())
+		}
+	})
+	poll.Until(t, 20*time.Second, func() (bool, string) {
+		code, body := c.get(t, "/ready")
+		return code == http.StatusOK, fmt.Sprintf("/ready: %d %s", code, body)
+	})
+	return c
+}
+
+func (c *cp) get(t *testing.T, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + c.debug + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func dumpClusters(t *testing.T, body string) []string {
+	t.Helper()
+	var resp struct {
+		ConfigDump struct {
+			Configs []struct {
+				Type     string `json:"@type"`
+				Clusters []struct {
+					Cluster struct {
+						Name string `json:"name"`
+					} `json:"cluster"`
+				} `json:"dynamic_active_clusters"`
+			} `json:"configs"`
+		} `json:"config_dump"`
+	}
+	if err := json.Unmarshal([]byte(body), &resp); err != nil {
+		t.Fatalf("%v\n%s", err, body)
+	}
+	var names []string
+	for _, c := range resp.ConfigDump.Configs {
+		for _, cl := range c.Clusters {
+			names = append(names, cl.Cluster.Name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// registerShop registers the six services of DESIGN §2 as the services do.
+func registerShop(a *consultest.Agent) {
+	port := 21000
+	reg := func(svc, id, upstreams, prefixes string) {
+		port++
+		a.Register(consultest.Instance{Service: svc, ID: id, Port: port, AppPort: strconv.Itoa(port + 1000), Upstreams: upstreams, Prefixes: prefixes})
+	}
+	reg("auth", "auth-1", "user", "/auth")
+	reg("user", "user-1", "", "/users")
+	reg("user", "user-2", "", "/users")
+	reg("product", "product-1", "", "/products")
+	reg("order", "order-1", "user,product,payment", "/orders")
+	reg("payment", "payment-1", "", "/payments")
+	reg("notification", "notification-1", "user", "/notifications")
+}
+
+// TestOrderConfigDump is the issue's "done when": the config dump of an
+// order instance registered with mesh_upstreams=user,product,payment shows
+// exactly those three clusters, local_app and the collector.
+func TestOrderConfigDump(t *testing.T) {
+	agent, consul := consultest.Start(t)
+	registerShop(agent)
+	c := startCP(t, consul.HTTPAddr())
+
+	var body string
+	poll.Until(t, 10*time.Second, func() (bool, string) {
+		var code int
+		code, body = c.get(t, "/debug/config_dump?node=order-1")
+		return code == http.StatusOK, body
+	})
+	want := []string{"local_app", "otel_collector", "svc_payment", "svc_product", "svc_user"}
+	if got := dumpClusters(t, body); !slices.Equal(got, want) {
+		t.Errorf("order-1 clusters = %v, want %v", got, want)
+	}
+	// The edge routes all six public services.
+	_, edge := c.get(t, "/debug/config_dump?node=edge-1")
+	wantEdge := []string{"otel_collector", "svc_auth", "svc_notification", "svc_order", "svc_payment", "svc_product", "svc_user"}
+	if got := dumpClusters(t, edge); !slices.Equal(got, wantEdge) {
+		t.Errorf("edge clusters = %v, want %v", got, wantEdge)
+	}
+	if code, body := c.get(t, "/metrics"); code != 200 || !strings.Contains(body, "meshop_controlplane_consul_last_index") {
+		t.Errorf("/metrics = %d", code)
+	}
+}
+
+// TestConsulToEnvoys drives simulated Envoys through health flips, a bad
+// policy and a Consul restart against the real Consul.
+func TestConsulToEnvoys(t *testing.T) {
+	agent, consul := consultest.Start(t)
+	registerShop(agent)
+	agent.PutPolicy("user", `{"timeout":"2s"}`)
+	c := startCP(t, consul.HTTPAddr())
+
+	// Every sidecar that calls user: order (SotW), auth and notification
+	// (delta); plus one that does not (payment) and the edge.
+	callers := []*envoysim.Envoy{
+		envoysim.StartT(t, c.xds, envoysim.Options{ID: "order-1", Cluster: "order"}),
+		envoysim.StartT(t, c.xds, envoysim.Options{ID: "auth-1", Cluster: "auth", Delta: true}),
+		envoysim.StartT(t, c.xds, envoysim.Options{ID: "notification-1", Cluster: "notification", Delta: true}),
+		envoysim.StartT(t, c.xds, envoysim.Options{ID: "edge-1", Cluster: "edge"}),
+	}
+	payment := envoysim.StartT(t, c.xds, envoysim.Options{ID: "payment-1", Cluster: "payment", Delta: true})
+	both := []string{"user-1", "user-2"}
+	for _, e := range callers {
+		e.Must(t, 10*time.Second, "both user instances", func(s envoysim.State) bool { return slices.Equal(s.Hosts("svc_user"), both) })
+	}
+	payment.Must(t, 10*time.Second, "payment config", func(s envoysim.State) bool { return len(s.Routes) == 2 })
+
+	// A critical check reaches every caller within a second.
+	start := time.Now()
+	agent.Fail("user-2")
+	for _, e := range callers {
+		e.Must(t, 2*time.Second, "user-2 removed", func(s envoysim.State) bool { return slices.Equal(s.Hosts("svc_user"), []string{"user-1"}) })
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("critical check took %s to reach every caller, want under 1s", took)
+	} else {
+		t.Logf("critical check reached every caller in %s", took)
+	}
+	agent.Pass("user-2")
+	for _, e := range callers {
+		e.Must(t, 2*time.Second, "user-2 back", func(s envoysim.State) bool { return slices.Equal(s.Hosts("svc_user"), both) })
+	}
+	for _, r := range payment.History() {
+		if slices.Contains(r.Names, "svc_user") {
+			t.Errorf("payment (does not call user) received svc_user: %+v", r)
+		}
+	}
+
+	// The good policy is in force; a bad one is rejected and the last good
+	// one stays.
+	order := callers[0]
+	userTimeout := func(s envoysim.State) string {
+		for _, vh := range s.Routes["outbound"].GetVirtualHosts() {
+			if vh.GetName() == "user" {
+				return vh.GetRoutes()[0].GetRoute().GetTimeout().AsDuration().String()
+			}
+		}
+		return "no route"
+	}
+	order.Must(t, 5*time.Second, "user timeout 2s", func(s envoysim.State) bool { return userTimeout(s) == "2s" })
+	agent.PutPolicy("user", `{"timeout":"2s","retries":{"attempts":"many"}}`)
+	poll.Until(t, 5*time.Second, func() (bool, string) {
+		_, body := c.get(t, "/debug/model")
+		return strings.Contains(body, `"source": "last_good"`) && strings.Contains(body, "mesh/policy/user"), body
+	})
+	if s := order.State(); userTimeout(s) != "2s" {
+		t.Errorf("user timeout after a bad policy = %s, want the last good 2s", userTimeout(s))
+	}
+	if _, body := c.get(t, "/metrics"); !strings.Contains(body, `meshop_controlplane_validation_failures_total{kind="policy",stage="model"} 1`) {
+		t.Errorf("policy rejection not counted:\n%s", grep(body, "validation_failures"))
+	}
+	if !strings.Contains(c.logs.String(), `"kind":"policy"`) {
+		t.Error("policy rejection not logged")
+	}
+	agent.PutPolicy("user", `{"timeout":"3s"}`)
+	order.Must(t, 5*time.Second, "user timeout 3s", func(s envoysim.State) bool { return userTimeout(s) == "3s" })
+
+	// Consul restarts: no push while it is away (above all no empty one),
+	// and changes flow again once it is back.
+	cut := len(order.History())
+	if err := consul.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, func() (bool, string) {
+		_, body := c.get(t, "/debug/nodes")
+		return strings.Contains(body, `"reachable": false`), "catalog still reachable"
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := consul.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A restarted agent reports every check critical until it runs again
+	// (for TTL checks: until the app's next heartbeat). The control plane
+	// holds those downgrades for CONSUL_SETTLE; the apps heartbeat.
+	for _, id := range []string{"auth-1", "user-1", "user-2", "product-1", "order-1", "payment-1", "notification-1"} {
+		agent.Pass(id)
+	}
+	poll.Until(t, 20*time.Second, func() (bool, string) {
+		_, body := c.get(t, "/debug/nodes")
+		return strings.Contains(body, `"reachable": true`) && !strings.Contains(body, "settling_until"), "catalog not reachable and settled again"
+	})
+	agent.Fail("user-1")
+	for _, e := range callers {
+		e.Must(t, 5*time.Second, "user-1 removed after restart", func(s envoysim.State) bool {
+			return slices.Equal(s.Hosts("svc_user"), []string{"user-2"})
+		})
+	}
+	for _, r := range order.History()[cut:] {
+		if r.TypeURL == resource.EndpointType {
+			for name, n := range r.Endpoints {
+				if n == 0 {
+					t.Errorf("empty load assignment %s pushed around the Consul restart (version %s)", name, r.Version)
+				}
+			}
+		}
+		if r.TypeURL == resource.ClusterType && len(r.Names) != 5 {
+			t.Errorf("cluster push with %v around the Consul restart", r.Names)
+		}
+	}
+	if n := strings.Count(c.logs.String(), "consul unreachable"); n != 1 {
+		t.Errorf("'consul unreachable' logged %d times, want 1", n)
+	}
+}
+
+func grep(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
