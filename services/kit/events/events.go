@@ -2,15 +2,38 @@
 // transactional outbox, so an event is published if and only if the state
 // change that caused it was committed:
 //
-//	service tx: state change + Record(ev) ──commit──▶ outbox table
-//	Relay: outbox (unsent, oldest first) ──publish (Nats-Msg-Id = ev.ID)──▶ stream EVENTS
-//	Consumer: durable, explicit ack ──▶ dedupe by event id (processed_events,
-//	          same tx as the handler's writes) ──▶ handler ──▶ ack
-//	          poison or N failed deliveries ──▶ dead-letter subject
+//	service tx: state change + Record(ev) ──commit──▶ outbox table ──Notify()──┐
+//	Relay (poll every Interval, or on Notify):                                 ◀┘
+//	   outbox (unsent, oldest first; FOR UPDATE SKIP LOCKED on PostgreSQL)
+//	   ──publish, Nats-Msg-Id = ev.ID, traceparent──▶ stream EVENTS ──ack──▶ sent_at set
+//	Consumer (durable pull, explicit ack, filter events.*.<type>):
+//	   parse ──poison──────────────────────────────────────────▶ events.dlq.<consumer>
+//	   span "process <type>" (child of traceparent)
+//	   one tx: processed_events(consumer, ev.ID) + Handler ──commit──▶ ack
+//	            (already there: ack only)       Handler error ──▶ nak with Backoff
+//	            MaxDeliver-th failure ─────────────────────────▶ events.dlq.<consumer>
 //
 // Subjects are events.<source service>.<type>, e.g. events.order.order.created.
+// Delivery is at least once end to end: a relay crash between publish and
+// mark republishes (JetStream drops it as a duplicate within
+// DuplicateWindow), and a consumer commits its processed_events row with
+// the handler's writes, so every event id takes effect once per consumer.
+//
+// Dead letters go to events.dlq.<consumer> (DeadLetterSubject) in the same
+// stream, with the original body and headers plus Meshop-Dead-* headers
+// saying why; no consumer filter matches them. A poison message is
+// dead-lettered on its first delivery and never blocks the stream.
+//
 // The W3C traceparent/tracestate of the producing request travel in message
-// headers, so a consumer's span joins the producer's trace.
+// headers, so a consumer's span joins the producer's trace:
+// request span → "publish <type>" (producer) → "process <type>" (consumer).
+//
+// Wiring in a service's main (names as in package app):
+//
+//	bus, err := events.Connect(ctx, natsURL, a.Logger)       // stream EVENTS in place
+//	relay := events.NewRelay(events.RelayConfig{DB: db, Bus: bus, Telemetry: a.Telemetry, Logger: a.Logger})
+//	cons, err := events.NewConsumer(events.ConsumerConfig{Name: "notification", Types: ..., Handler: ..., DB: db, Bus: bus, ...})
+//	a.Run(ctx, routes, relay.Run, cons.Run)
 package events
 
 import (
@@ -82,15 +105,43 @@ func Migrations() sqldb.MigrationSet {
 	return sqldb.MigrationSet{Name: "events", FS: sub}
 }
 
+// MaxEnvelopeBytes bounds an encoded envelope, well under NATS's default
+// 1 MiB payload limit.
+const MaxEnvelopeBytes = 512 << 10
+
+// check reports why ev cannot be published, or nil.
+func (ev Envelope) check() error {
+	switch {
+	case ev.ID == "":
+		return fmt.Errorf("events: %s event has no id (build it with New)", ev.Type)
+	case !validToken(ev.Source):
+		return fmt.Errorf("events: event %s: source %q: want letters, digits, - or _", ev.ID, ev.Source)
+	}
+	if err := validType(ev.Type); err != nil {
+		return fmt.Errorf("events: event %s: %w", ev.ID, err)
+	}
+	return nil
+}
+
 const insertOutboxSQL = `INSERT INTO outbox (id, subject, envelope, trace_headers, created_at) VALUES (?, ?, ?, ?, ?)`
 
 // Record writes ev to the outbox inside tx, the transaction of the state
 // change it reports. The trace context of ctx is stored with it, so the
 // relay's publish carries it. prop is the process's propagator.
+//
+// An envelope without id, with a source or type that cannot form a subject
+// (see Subject), or larger than MaxEnvelopeBytes is refused here, where the
+// producer can still fail its request, rather than stall the relay.
 func Record(ctx context.Context, tx *sqlx.Tx, prop propagation.TextMapPropagator, ev Envelope) error {
+	if err := ev.check(); err != nil {
+		return err
+	}
 	body, err := json.Marshal(ev)
 	if err != nil {
 		return fmt.Errorf("events: encode %s: %w", ev.Type, err)
+	}
+	if len(body) > MaxEnvelopeBytes {
+		return fmt.Errorf("events: %s %s is %d bytes encoded, over the %d byte limit", ev.Type, ev.ID, len(body), MaxEnvelopeBytes)
 	}
 	carrier := propagation.MapCarrier{}
 	prop.Inject(ctx, carrier)
