@@ -1,0 +1,108 @@
+// Command auth runs the auth service. Settings: see kit/app.Settings and
+// the table in services/auth/README.md (Settings below).
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/meshop/meshop/services/auth"
+	"github.com/meshop/meshop/services/kit/app"
+	kitauth "github.com/meshop/meshop/services/kit/auth"
+	"github.com/meshop/meshop/services/kit/config"
+	"github.com/meshop/meshop/services/kit/events"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "auth:", err)
+		os.Exit(1)
+	}
+}
+
+// Settings are auth's own environment variables (README.md has the table).
+type Settings struct {
+	Issuer           string
+	Audience         string
+	TokenTTL         time.Duration
+	LoginPerEmail    int
+	LoginPerAddr     int
+	LoginPeriod      time.Duration
+	XFFHops          int
+	AdminEmails      []string
+	KeyRotationAge   time.Duration
+	KeyPublishDelay  time.Duration
+	KeyCheckInterval time.Duration
+}
+
+func loadSettings(r *config.Reader) (Settings, error) {
+	s := Settings{
+		Issuer:           r.String("AUTH_ISSUER", kitauth.Issuer),
+		Audience:         r.String("AUTH_AUDIENCE", kitauth.Audience),
+		TokenTTL:         r.Duration("AUTH_TOKEN_TTL", 15*time.Minute),
+		LoginPerEmail:    r.Int("AUTH_LOGIN_LIMIT_PER_EMAIL", 5, 0, 1_000_000),
+		LoginPerAddr:     r.Int("AUTH_LOGIN_LIMIT_PER_ADDR", 20, 0, 1_000_000),
+		LoginPeriod:      r.Duration("AUTH_LOGIN_LIMIT_PERIOD", time.Minute),
+		XFFHops:          r.Int("AUTH_XFF_TRUSTED_HOPS", 0, 0, 10),
+		KeyRotationAge:   r.Duration("AUTH_KEY_ROTATION_AGE", 30*24*time.Hour),
+		KeyPublishDelay:  r.Duration("AUTH_KEY_PUBLISH_DELAY", 15*time.Second),
+		KeyCheckInterval: r.Duration("AUTH_KEY_CHECK_INTERVAL", time.Minute),
+	}
+	for _, e := range strings.Split(r.String("AUTH_ADMIN_EMAILS", ""), ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			s.AdminEmails = append(s.AdminEmails, e)
+		}
+	}
+	if s.TokenTTL < time.Minute || s.TokenTTL > 24*time.Hour {
+		r.Fail("AUTH_TOKEN_TTL", "must be between 1m and 24h")
+	}
+	if s.KeyRotationAge != 0 && s.KeyRotationAge < 2*(s.TokenTTL+s.KeyPublishDelay) {
+		r.Fail("AUTH_KEY_ROTATION_AGE", "must be 0 (never) or at least twice AUTH_TOKEN_TTL + AUTH_KEY_PUBLISH_DELAY")
+	}
+	if s.KeyPublishDelay < 6*time.Second {
+		r.Fail("AUTH_KEY_PUBLISH_DELAY", "must exceed the verifiers' 5s JWKS refresh interval")
+	}
+	if s.KeyCheckInterval <= 0 || s.LoginPeriod <= 0 {
+		r.Fail("AUTH_KEY_CHECK_INTERVAL/AUTH_LOGIN_LIMIT_PERIOD", "must be positive")
+	}
+	return s, r.Err()
+}
+
+func run() error {
+	ctx := context.Background()
+	settings, err := loadSettings(config.FromEnv())
+	if err != nil {
+		return err
+	}
+	a, err := app.New(ctx, app.Spec{Name: "auth", Upstreams: []string{"user"}, PublicPrefixes: []string{"/auth"}})
+	if err != nil {
+		return err
+	}
+	db, err := a.OpenDB(ctx, auth.Migrations(), events.Migrations())
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	store := auth.NewStore(db, a.Telemetry.Propagator)
+
+	keys := auth.NewKeyring(store, auth.KeyPolicy{
+		RotationAge: settings.KeyRotationAge, PublishDelay: settings.KeyPublishDelay,
+		TokenTTL: settings.TokenTTL, Leeway: 30 * time.Second, // kit/auth's default leeway
+	}, nil, a.Logger)
+	if err := keys.Maintain(ctx); err != nil {
+		return fmt.Errorf("signing keys: %w", err)
+	}
+
+	svc := auth.New(store, auth.MeshUsers{Mesh: a.Mesh}, keys, auth.Config{
+		Issuer: settings.Issuer, Audience: settings.Audience, TokenTTL: settings.TokenTTL,
+		LoginPerEmail: auth.Rate{Burst: settings.LoginPerEmail, Per: settings.LoginPeriod},
+		LoginPerAddr:  auth.Rate{Burst: settings.LoginPerAddr, Per: settings.LoginPeriod},
+		AdminEmails:   settings.AdminEmails, Logger: a.Logger,
+	})
+	endpoints := auth.NewEndpoints(svc, a.Logger, a.Requests)
+	handler := auth.NewHTTPHandler(endpoints, auth.ClientAddr(settings.XFFHops))
+	return a.Run(ctx, handler, keys.Run(settings.KeyCheckInterval))
+}

@@ -1,0 +1,155 @@
+package auth
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/propagation"
+
+	kitauth "github.com/meshop/meshop/services/kit/auth"
+	"github.com/meshop/meshop/services/kit/errs"
+	"github.com/meshop/meshop/services/kit/events"
+	"github.com/meshop/meshop/services/kit/sqldb"
+)
+
+// fakeUsers is the user service in memory; createErr and getErr make it fail.
+type fakeUsers struct {
+	mu        sync.Mutex
+	profiles  map[string]Profile
+	createErr error
+	getErr    error
+	deleted   []string
+}
+
+func newFakeUsers() *fakeUsers { return &fakeUsers{profiles: map[string]Profile{}} }
+
+func (f *fakeUsers) Create(_ context.Context, p Profile) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.createErr != nil {
+		return f.createErr
+	}
+	for _, q := range f.profiles {
+		if q.Email == p.Email {
+			return errs.New(errs.Conflict, "email_taken", "a user with this email already exists")
+		}
+	}
+	f.profiles[p.ID] = p
+	return nil
+}
+
+func (f *fakeUsers) Delete(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.profiles, id)
+	f.deleted = append(f.deleted, id)
+	return nil
+}
+
+func (f *fakeUsers) Get(_ context.Context, id string) (Profile, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.getErr != nil {
+		return Profile{}, f.getErr
+	}
+	p, ok := f.profiles[id]
+	if !ok {
+		return Profile{}, errs.New(errs.NotFound, "user_not_found", "no user")
+	}
+	return p, nil
+}
+
+func (f *fakeUsers) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.profiles)
+}
+
+// failingStore fails InsertCredentials after the real store is checked.
+type failingStore struct {
+	*SQLStore
+	err error
+}
+
+func (s failingStore) InsertCredentials(context.Context, Credentials, events.Envelope) error {
+	return s.err
+}
+
+// clock is a settable time.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newClock() *clock { return &clock{now: time.Now().UTC().Truncate(time.Second)} }
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func openDB(t *testing.T, databaseURL string) *sqlx.DB {
+	t.Helper()
+	ctx := context.Background()
+	db, err := sqldb.Open(ctx, databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := sqldb.Migrate(ctx, db, Migrations(), events.Migrations()); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+func openStore(t *testing.T, databaseURL string) *SQLStore {
+	return NewStore(openDB(t, databaseURL), propagation.TraceContext{})
+}
+
+func sqliteURL(t *testing.T) string {
+	return "sqlite:" + filepath.Join(t.TempDir(), "auth.db")
+}
+
+// testHasher is cheap: tests hash many passwords.
+var testHasher = NewHasher(64, 1, 1)
+
+// fixture is a service over a SQLite store, fake users and a real keyring.
+type fixture struct {
+	svc   Service
+	store *SQLStore
+	users *fakeUsers
+	keys  *Keyring
+	clock *clock
+}
+
+func newFixture(t *testing.T, cfg Config) fixture {
+	t.Helper()
+	f := fixture{store: openStore(t, sqliteURL(t)), users: newFakeUsers(), clock: newClock()}
+	f.keys = NewKeyring(f.store, KeyPolicy{RotationAge: 24 * time.Hour, PublishDelay: 15 * time.Second,
+		TokenTTL: 15 * time.Minute, Leeway: 30 * time.Second}, f.clock.Now, slog.New(slog.DiscardHandler))
+	if err := f.keys.Maintain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Hasher == nil {
+		cfg.Hasher = testHasher
+	}
+	cfg.Now = f.clock.Now
+	var store Store = f.store
+	f.svc = New(store, f.users, f.keys, cfg)
+	return f
+}
+
+// verifier checks tokens against the fixture's own JWKS, as other
+// services do through the mesh.
+func (f fixture) verifier() *kitauth.Verifier {
+	return kitauth.NewVerifier(kitauth.KeySourceFunc(func(ctx context.Context) (kitauth.JWKS, error) {
+		return f.keys.JWKS(ctx), nil
+	}), kitauth.VerifierConfig{Now: f.clock.Now})
+}
