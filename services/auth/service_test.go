@@ -34,10 +34,14 @@ func outbox(t *testing.T, s *SQLStore) []events.Envelope {
 
 func TestRegister(t *testing.T) {
 	ctx := context.Background()
-	f := newFixture(t, Config{})
+	notified := 0
+	f := newFixture(t, Config{EventsRecorded: func() { notified++ }})
 	id, err := f.svc.Register(ctx, RegisterRequest{Email: "  Ada@Example.COM ", Password: "correct horse", Name: " Ada "})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if notified != 1 {
+		t.Errorf("relay notified %d times, want 1", notified)
 	}
 	if diff := cmp.Diff(Profile{ID: id, Email: "ada@example.com", Name: "Ada", Role: kitauth.RoleCustomer}, f.users.profiles[id]); diff != "" {
 		t.Errorf("profile (-want +got):\n%s", diff)
@@ -60,7 +64,7 @@ func TestRegister(t *testing.T) {
 	if e := errs.As(err); e.Kind != errs.Conflict || e.Code != "email_taken" {
 		t.Errorf("second registration: %v, want 409 email_taken", err)
 	}
-	if f.users.count() != 1 || len(outbox(t, f.store)) != 1 {
+	if f.users.count() != 1 || len(outbox(t, f.store)) != 1 || notified != 1 {
 		t.Errorf("a refused registration wrote: %d profiles, %d events", f.users.count(), len(outbox(t, f.store)))
 	}
 }

@@ -36,6 +36,8 @@ type Settings struct {
 	KeyRotationAge   time.Duration
 	KeyPublishDelay  time.Duration
 	KeyCheckInterval time.Duration
+	NATSURL          string
+	NATSWait         time.Duration
 }
 
 func loadSettings(r *config.Reader) (Settings, error) {
@@ -50,6 +52,8 @@ func loadSettings(r *config.Reader) (Settings, error) {
 		KeyRotationAge:   r.Duration("AUTH_KEY_ROTATION_AGE", 30*24*time.Hour),
 		KeyPublishDelay:  r.Duration("AUTH_KEY_PUBLISH_DELAY", 15*time.Second),
 		KeyCheckInterval: r.Duration("AUTH_KEY_CHECK_INTERVAL", time.Minute),
+		NATSURL:          r.String("NATS_URL", "nats://127.0.0.1:4222"),
+		NATSWait:         r.Duration("NATS_CONNECT_TIMEOUT", 30*time.Second),
 	}
 	for _, e := range strings.Split(r.String("AUTH_ADMIN_EMAILS", ""), ",") {
 		if e = strings.TrimSpace(e); e != "" {
@@ -88,6 +92,15 @@ func run() error {
 	defer db.Close()
 	store := auth.NewStore(db, a.Telemetry.Propagator)
 
+	connectCtx, cancel := context.WithTimeout(ctx, settings.NATSWait)
+	bus, err := events.Connect(connectCtx, settings.NATSURL, a.Logger)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	relay := events.NewRelay(events.RelayConfig{DB: db, Bus: bus, Telemetry: a.Telemetry, Logger: a.Logger})
+
 	keys := auth.NewKeyring(store, auth.KeyPolicy{
 		RotationAge: settings.KeyRotationAge, PublishDelay: settings.KeyPublishDelay,
 		TokenTTL: settings.TokenTTL, Leeway: 30 * time.Second, // kit/auth's default leeway
@@ -100,9 +113,9 @@ func run() error {
 		Issuer: settings.Issuer, Audience: settings.Audience, TokenTTL: settings.TokenTTL,
 		LoginPerEmail: auth.Rate{Burst: settings.LoginPerEmail, Per: settings.LoginPeriod},
 		LoginPerAddr:  auth.Rate{Burst: settings.LoginPerAddr, Per: settings.LoginPeriod},
-		AdminEmails:   settings.AdminEmails, Logger: a.Logger,
+		AdminEmails:   settings.AdminEmails, EventsRecorded: relay.Notify, Logger: a.Logger,
 	})
 	endpoints := auth.NewEndpoints(svc, a.Logger, a.Requests)
 	handler := auth.NewHTTPHandler(endpoints, auth.ClientAddr(settings.XFFHops))
-	return a.Run(ctx, handler, keys.Run(settings.KeyCheckInterval))
+	return a.Run(ctx, handler, relay.Run, keys.Run(settings.KeyCheckInterval))
 }
