@@ -54,6 +54,10 @@ type ConsumerConfig struct {
 	// AckWait [30s] is the Handler's deadline; an event neither acked nor
 	// nacked within it (the process died) is redelivered.
 	AckWait time.Duration
+	// AfterCommit, when set, runs after each handled event's transaction
+	// commits. Pass the service's relay.Notify when Handler records events
+	// of its own (notification.sent), so they leave at once.
+	AfterCommit func()
 }
 
 // Consumer is a durable JetStream pull consumer that hands each event to a
@@ -305,6 +309,9 @@ func (c *Consumer) process(ctx context.Context, ev Envelope) (duplicate bool, er
 	}
 	if err := tx.Commit(); err != nil {
 		return false, fmt.Errorf("commit: %w", err)
+	}
+	if c.cfg.AfterCommit != nil {
+		c.cfg.AfterCommit()
 	}
 	return false, nil
 }

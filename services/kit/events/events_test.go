@@ -298,6 +298,29 @@ func TestOutboxToConsumer(t *testing.T) {
 	})
 }
 
+func TestHandlerRecordsEventsThatLeaveAtOnce(t *testing.T) {
+	localenv.EachDatabase(t, func(t *testing.T, dbURL string) {
+		f := newFixture(t, dbURL)
+		f.record(f.ctx, mustNew(t, "order", OrderConfirmed, "o-1"))
+		// After its first pass the relay only moves on Notify.
+		relay := f.relay(RelayConfig{Interval: time.Hour})
+		f.run("relay", relay.Run)
+		eventually(t, 10*time.Second, "the first pass", func() bool {
+			return f.count(`SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL`) == 0
+		})
+		f.consumer(ConsumerConfig{Name: "notification", Types: []string{OrderConfirmed}, AfterCommit: relay.Notify,
+			Handler: func(ctx context.Context, tx *sqlx.Tx, ev Envelope) error {
+				sent, err := New("notification", NotificationSent, ev.SubjectID, map[string]string{"about": ev.ID})
+				if err != nil {
+					return err
+				}
+				return Record(ctx, tx, f.tel.Propagator, sent)
+			}})
+		f.consumer(ConsumerConfig{Name: "audit", Types: []string{NotificationSent}})
+		eventually(t, 10*time.Second, "notification.sent handled downstream", func() bool { return f.effects("audit") == 1 })
+	})
+}
+
 func TestRelayRepublishAfterCrashIsHandledOnce(t *testing.T) {
 	localenv.EachDatabase(t, func(t *testing.T, dbURL string) {
 		f := newFixture(t, dbURL)
