@@ -159,10 +159,39 @@ func (s *SQLStore) whyNotTaken(ctx context.Context, tx *sqlx.Tx, it ItemRequest)
 // returns it as it then stands (its status may be another one: the service
 // judges). No reservation is NotFound.
 func (s *SQLStore) Commit(ctx context.Context, orderID string) (Reservation, error) {
-	if _, err := s.db.ExecContext(ctx, s.db.Rebind(setResStatusSQL), StatusCommitted, s.now(), orderID, StatusReserved); err != nil {
-		return Reservation{}, errs.Wrap(errs.Internal, "db", "commit reservation", err)
+	return s.transition(ctx, orderID, func() error {
+		_, err := s.db.ExecContext(ctx, s.db.Rebind(setResStatusSQL), StatusCommitted, s.now(), orderID, StatusReserved)
+		if err != nil {
+			return errs.Wrap(errs.Internal, "db", "commit reservation", err)
+		}
+		return nil
+	})
+}
+
+// transitionAttempts bounds how often a commit or release that raced a
+// reserve of the same order is tried again.
+const transitionAttempts = 5
+
+// transition runs step, which moves a RESERVED reservation on, and returns
+// the reservation as it then stands. A reservation still RESERVED after
+// step was committed by a concurrent reserve after step looked (its insert
+// was not yet visible), so step runs again.
+func (s *SQLStore) transition(ctx context.Context, orderID string, step func() error) (Reservation, error) {
+	for range transitionAttempts {
+		err := step()
+		if errors.Is(err, errReservationExists) {
+			continue
+		}
+		if err != nil {
+			return Reservation{}, err
+		}
+		r, err := s.GetReservation(ctx, orderID)
+		if err != nil || r.Status != StatusReserved {
+			return r, err
+		}
 	}
-	return s.GetReservation(ctx, orderID)
+	return Reservation{}, errs.Newf(errs.Unavailable, "reservation_busy",
+		"the reservation of order %s is changing; retry", orderID)
 }
 
 // Release moves orderID's reservation from RESERVED to RELEASED and gives
@@ -170,18 +199,11 @@ func (s *SQLStore) Commit(ctx context.Context, orderID string) (Reservation, err
 // RELEASED tombstone, so a reserve arriving late (after the order gave up)
 // is refused. It returns the reservation as it then stands.
 func (s *SQLStore) Release(ctx context.Context, orderID string) (Reservation, error) {
-	// A reserve racing the tombstone's insert makes it fail on the key;
-	// the next attempt then finds the reservation and releases it.
-	for attempt := 0; ; attempt++ {
-		err := s.inTx(ctx, "release", func(tx *sqlx.Tx) error { return s.release(ctx, tx, orderID) })
-		if errors.Is(err, errReservationExists) && attempt < 3 {
-			continue
-		}
-		if err != nil {
-			return Reservation{}, err
-		}
-		return s.GetReservation(ctx, orderID)
-	}
+	// A reserve racing the tombstone's insert makes it fail on the key, or
+	// leaves the reservation RESERVED; the next attempt releases it.
+	return s.transition(ctx, orderID, func() error {
+		return s.inTx(ctx, "release", func(tx *sqlx.Tx) error { return s.release(ctx, tx, orderID) })
+	})
 }
 
 func (s *SQLStore) release(ctx context.Context, tx *sqlx.Tx, orderID string) error {
@@ -193,7 +215,8 @@ func (s *SQLStore) release(ctx context.Context, tx *sqlx.Tx, orderID string) err
 	if n, err := r.RowsAffected(); err != nil {
 		return errs.Wrap(errs.Internal, "db", "release reservation", err)
 	} else if n == 0 {
-		// Already released or committed (left as it is), or never reserved.
+		// Already released or committed (left as it is), reserved since the
+		// update looked (transition retries), or never reserved.
 		var status string
 		err := tx.GetContext(ctx, &status, tx.Rebind(`SELECT status FROM reservations WHERE order_id = ?`), orderID)
 		if !errors.Is(err, sql.ErrNoRows) {
