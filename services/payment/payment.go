@@ -1,0 +1,102 @@
+// Package payment charges orders through a card provider, exactly once per
+// order, and keeps the result:
+//
+//	POST /internal/payments ──▶ insert PENDING (order_id unique: the one charge's claim)
+//	      │                         │ lost the insert: the first payment's outcome
+//	      ▼                         ▼
+//	provider.Charge (own timeout) ──▶ SUCCEEDED / DECLINED / FAILED + event, one tx
+//	      │ no answer in time
+//	      ▼
+//	   UNKNOWN ──(next POST for the order, or the Resolver)──▶ provider.Lookup(order_id)
+//	                                                          ──▶ the provider's own answer
+//
+// An outcome is never guessed: only the provider's answer settles a payment,
+// and the provider is idempotent on the order id, so asking again never
+// charges twice.
+//
+//	HTTP ──▶ transport_http.go ──▶ endpoints.go ──▶ service.go ──┬──▶ store.go ──▶ DB (+ outbox)
+//	                              resolver.go ──────────────────┘└──▶ provider.go ──▶ card provider
+package payment
+
+import (
+	"embed"
+	"io/fs"
+	"time"
+
+	"github.com/meshop/meshop/services/kit/sqldb"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrations returns the payment database's schema.
+func Migrations() sqldb.MigrationSet {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // the directory is embedded above; this cannot fail
+	}
+	return sqldb.MigrationSet{Name: "payment", FS: sub}
+}
+
+// Name is the service's name, the source of its events.
+const Name = "payment"
+
+// Statuses. SUCCEEDED, DECLINED and FAILED are final. PENDING is a charge
+// in flight; UNKNOWN is a charge whose answer never came: neither is a
+// success or a failure until the provider says which.
+const (
+	StatusPending   = "PENDING"
+	StatusUnknown   = "UNKNOWN"
+	StatusSucceeded = "SUCCEEDED"
+	StatusDeclined  = "DECLINED"
+	StatusFailed    = "FAILED"
+)
+
+// Reasons a payment did not succeed.
+const (
+	ReasonDeclined     = "card_declined"
+	ReasonProviderErr  = "provider_error"
+	ReasonInvalidToken = "invalid_card_token"
+)
+
+// Payment is one order's payment.
+type Payment struct {
+	ID          string    `json:"id" db:"id"`
+	OrderID     string    `json:"order_id" db:"order_id"`
+	UserID      string    `json:"-" db:"user_id"`
+	Status      string    `json:"status" db:"status"`
+	AmountCents int64     `json:"amount_cents" db:"amount_cents"`
+	Currency    string    `json:"currency" db:"currency"`
+	Reason      string    `json:"reason,omitempty" db:"reason"` // why it did not succeed
+	CreatedAt   time.Time `json:"created_at" db:"created_at"`
+	// CardToken is kept to ask the provider again, idempotently, when the
+	// first charge's answer was lost.
+	CardToken string    `json:"-" db:"card_token"`
+	ChargeID  string    `json:"-" db:"charge_id"` // the provider's id of the charge
+	UpdatedAt time.Time `json:"-" db:"updated_at"`
+}
+
+// Final reports whether p's outcome is known.
+func (p Payment) Final() bool {
+	return p.Status == StatusSucceeded || p.Status == StatusDeclined || p.Status == StatusFailed
+}
+
+// ChargeRequest is the body of POST /internal/payments.
+type ChargeRequest struct {
+	OrderID     string `json:"order_id"`
+	UserID      string `json:"user_id"`
+	AmountCents int64  `json:"amount_cents"`
+	Currency    string `json:"currency"`
+	CardToken   string `json:"card_token"`
+}
+
+// Event is the data of payment.succeeded and payment.failed.
+type Event struct {
+	PaymentID   string `json:"payment_id"`
+	OrderID     string `json:"order_id"`
+	UserID      string `json:"user_id"`
+	AmountCents int64  `json:"amount_cents"`
+	Currency    string `json:"currency"`
+	Status      string `json:"status"`
+	Reason      string `json:"reason"`
+}

@@ -1,0 +1,327 @@
+package payment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/meshop/meshop/services/kit/auth"
+	"github.com/meshop/meshop/services/kit/errs"
+	"github.com/meshop/meshop/services/kit/events"
+)
+
+// Service charges orders and shows payments to their owners.
+type Service interface {
+	// Charge pays for an order, once. The first call charges (created =
+	// true); a repeat with the same request returns the first payment,
+	// settling it first if its outcome is still unknown. While the
+	// provider's answer is unknown it fails with Unavailable
+	// payment_pending, so the caller retries.
+	Charge(ctx context.Context, req ChargeRequest) (p Payment, created bool, err error)
+	// Get returns a payment of the caller's.
+	Get(ctx context.Context, id string) (Payment, error)
+	// SettleUnknown asks the provider about every payment whose outcome is
+	// unknown and records its answers; it returns how many it settled.
+	SettleUnknown(ctx context.Context) (int, error)
+}
+
+// Store keeps payments (see SQLStore for the semantics).
+type Store interface {
+	Insert(ctx context.Context, p Payment) error
+	Get(ctx context.Context, id string) (Payment, error)
+	GetByOrder(ctx context.Context, orderID string) (Payment, error)
+	Settle(ctx context.Context, p Payment, ev events.Envelope) (bool, error)
+	MarkUnknown(ctx context.Context, id string, at time.Time) error
+	Unsettled(ctx context.Context, staleBefore time.Time, limit int) ([]Payment, error)
+}
+
+// Config tunes the service; zero values take the defaults in brackets.
+type Config struct {
+	// ProviderTimeout [1s] bounds each provider call. Keep it under the
+	// callers' deadline (MESH_CALL_TIMEOUT of order), so an answer, even
+	// payment_pending, gets back in time.
+	ProviderTimeout time.Duration
+	// WaitInFlight [ProviderTimeout] is how long a repeat waits for the
+	// first request's charge to finish before answering payment_pending.
+	WaitInFlight time.Duration
+	// StaleAfter [ProviderTimeout + 10s]: a PENDING payment untouched this
+	// long lost its charging request (a crash) and is settled like an
+	// UNKNOWN one.
+	StaleAfter time.Duration
+	Now        func() time.Time // [time.Now]
+}
+
+type service struct {
+	store    Store
+	provider Provider
+	cfg      Config
+}
+
+// New returns the payment service.
+func New(store Store, provider Provider, cfg Config) Service {
+	if cfg.ProviderTimeout <= 0 {
+		cfg.ProviderTimeout = time.Second
+	}
+	if cfg.WaitInFlight <= 0 {
+		cfg.WaitInFlight = cfg.ProviderTimeout
+	}
+	if cfg.StaleAfter <= 0 {
+		cfg.StaleAfter = cfg.ProviderTimeout + 10*time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &service{store: store, provider: provider, cfg: cfg}
+}
+
+// Limits.
+const maxAmountCents = 100_000_000_00 // 100 million in major units
+
+// pollInFlight is how often a repeat looks whether the first charge ended.
+const pollInFlight = 20 * time.Millisecond
+
+var (
+	idPattern       = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	currencyPattern = regexp.MustCompile(`^[A-Z]{3}$`)
+	tokenPattern    = regexp.MustCompile(`^[A-Za-z0-9_]{1,64}$`)
+)
+
+func (s *service) now() time.Time { return s.cfg.Now().UTC().Truncate(time.Microsecond) }
+
+func (s *service) Charge(ctx context.Context, req ChargeRequest) (Payment, bool, error) {
+	if err := validate(req); err != nil {
+		return Payment{}, false, err
+	}
+	now := s.now()
+	p := Payment{
+		ID: uuid.Must(uuid.NewV7()).String(), OrderID: req.OrderID, UserID: req.UserID, Status: StatusPending,
+		AmountCents: req.AmountCents, Currency: req.Currency, CardToken: req.CardToken, CreatedAt: now, UpdatedAt: now,
+	}
+	err := s.store.Insert(ctx, p)
+	if e := errs.As(err); err != nil && e.Code == "payment_exists" {
+		p, err := s.replay(ctx, req)
+		return p, false, err
+	}
+	if err != nil {
+		return Payment{}, false, err
+	}
+	// This request owns the order's one charge. The client going away must
+	// not strand it half-done: the charge and its record run on.
+	detached := context.WithoutCancel(ctx)
+	charge, err := s.call(detached, func(ctx context.Context) (Charge, error) {
+		return s.provider.Charge(ctx, ProviderCharge{OrderID: p.OrderID, AmountCents: p.AmountCents, Currency: p.Currency, CardToken: p.CardToken})
+	})
+	if err != nil {
+		if mErr := s.store.MarkUnknown(detached, p.ID, s.now()); mErr != nil {
+			return Payment{}, false, mErr
+		}
+		return Payment{}, false, pending(p, err)
+	}
+	p, err = s.settle(detached, p, charge)
+	if err != nil {
+		return Payment{}, false, err
+	}
+	return p, true, answer(p)
+}
+
+// replay answers a charge for an order that already has a payment.
+func (s *service) replay(ctx context.Context, req ChargeRequest) (Payment, error) {
+	p, err := s.store.GetByOrder(ctx, req.OrderID)
+	if err != nil {
+		return Payment{}, err
+	}
+	if p.AmountCents != req.AmountCents || p.Currency != req.Currency || p.UserID != req.UserID || p.CardToken != req.CardToken {
+		return Payment{}, errs.Newf(errs.Conflict, "idempotency_mismatch",
+			"order %s was already charged with a different request", req.OrderID).
+			WithDetails(map[string]any{"payment_id": p.ID, "order_id": p.OrderID})
+	}
+	if p.Status == StatusPending {
+		if p, err = s.waitInFlight(ctx, p); err != nil {
+			return Payment{}, err
+		}
+	}
+	if !p.Final() {
+		if p, err = s.resolve(ctx, p); err != nil {
+			return Payment{}, err
+		}
+	}
+	return p, answer(p)
+}
+
+// waitInFlight waits, a bounded time, for the request that charges p to
+// record its outcome, and returns p as it then stands.
+func (s *service) waitInFlight(ctx context.Context, p Payment) (Payment, error) {
+	deadline := time.After(s.cfg.WaitInFlight)
+	for p.Status == StatusPending && s.now().Sub(p.UpdatedAt) < s.cfg.StaleAfter {
+		select {
+		case <-deadline:
+			return Payment{}, pending(p, errors.New("the first charge of this order is still in flight"))
+		case <-ctx.Done():
+			return Payment{}, pending(p, ctx.Err())
+		case <-time.After(pollInFlight):
+		}
+		var err error
+		if p, err = s.store.Get(ctx, p.ID); err != nil {
+			return Payment{}, err
+		}
+	}
+	return p, nil
+}
+
+// resolve settles an UNKNOWN (or stale PENDING) payment with the
+// provider's own answer: the charge it holds for the order, or, if it holds
+// none, the result of charging now. The provider is idempotent on the
+// order id, so neither can charge twice. No answer leaves p unsettled and
+// is payment_pending.
+func (s *service) resolve(ctx context.Context, p Payment) (Payment, error) {
+	detached := context.WithoutCancel(ctx)
+	charge, err := s.call(detached, func(ctx context.Context) (Charge, error) {
+		c, err := s.provider.Lookup(ctx, p.OrderID)
+		if errors.Is(err, ErrNoCharge) {
+			return s.provider.Charge(ctx, ProviderCharge{OrderID: p.OrderID, AmountCents: p.AmountCents, Currency: p.Currency, CardToken: p.CardToken})
+		}
+		return c, err
+	})
+	if err != nil {
+		return Payment{}, pending(p, err)
+	}
+	return s.settle(detached, p, charge)
+}
+
+// call runs one provider exchange within ProviderTimeout. ErrInvalidToken
+// is a definite answer and comes back as a failed charge.
+func (s *service) call(ctx context.Context, f func(context.Context) (Charge, error)) (Charge, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ProviderTimeout)
+	defer cancel()
+	c, err := f(ctx)
+	if errors.Is(err, ErrInvalidToken) {
+		return Charge{Outcome: OutcomeFailed, Reason: ReasonInvalidToken}, nil
+	}
+	return c, err
+}
+
+// settle records charge as p's outcome with its event, and returns the
+// payment as recorded (by this call or by whoever settled it first).
+func (s *service) settle(ctx context.Context, p Payment, c Charge) (Payment, error) {
+	p.ChargeID, p.Reason, p.UpdatedAt = c.ID, c.Reason, s.now()
+	typ := events.PaymentFailed
+	switch c.Outcome {
+	case OutcomeApproved:
+		p.Status, p.Reason, typ = StatusSucceeded, "", events.PaymentSucceeded
+	case OutcomeDeclined:
+		p.Status = StatusDeclined
+	case OutcomeFailed:
+		p.Status = StatusFailed
+	default:
+		return Payment{}, errs.Newf(errs.Internal, "provider", "provider answered outcome %q", c.Outcome)
+	}
+	ev, err := events.New(Name, typ, p.ID, Event{
+		PaymentID: p.ID, OrderID: p.OrderID, UserID: p.UserID, AmountCents: p.AmountCents,
+		Currency: p.Currency, Status: p.Status, Reason: p.Reason,
+	})
+	if err != nil {
+		return Payment{}, errs.Wrap(errs.Internal, "event", "build "+typ, err)
+	}
+	settled, err := s.store.Settle(ctx, p, ev)
+	if err != nil {
+		return Payment{}, err
+	}
+	if !settled {
+		return s.store.Get(ctx, p.ID)
+	}
+	return p, nil
+}
+
+// answer is the error a settled payment is answered with: none, except
+// for a card token the provider does not know (a 422, whose details name
+// the failed payment).
+func answer(p Payment) error {
+	if p.Status == StatusFailed && p.Reason == ReasonInvalidToken {
+		return errs.New(errs.Validation, "invalid_card_token", "the card token is not valid").
+			WithDetails(map[string]any{"payment_id": p.ID, "order_id": p.OrderID})
+	}
+	return nil
+}
+
+// pending is the answer while p's outcome is unknown: retry later.
+func pending(p Payment, cause error) error {
+	return errs.Wrap(errs.Unavailable, "payment_pending",
+		"the payment's outcome is not known yet; retry the same request", cause).
+		WithDetails(map[string]any{"payment_id": p.ID, "order_id": p.OrderID})
+}
+
+func (s *service) Get(ctx context.Context, id string) (Payment, error) {
+	caller, err := auth.Require(ctx)
+	if err != nil {
+		return Payment{}, err
+	}
+	notFound := errs.Newf(errs.NotFound, "payment_not_found", "no payment %q", id)
+	if !idPattern.MatchString(id) {
+		return Payment{}, notFound
+	}
+	p, err := s.store.Get(ctx, id)
+	if errs.Is(err, errs.NotFound) {
+		return Payment{}, notFound
+	}
+	if err != nil {
+		return Payment{}, err
+	}
+	if p.UserID != caller.UserID {
+		return Payment{}, notFound // not "forbidden": do not reveal that it exists
+	}
+	return p, nil
+}
+
+// settleBatch bounds one SettleUnknown pass.
+const settleBatch = 100
+
+func (s *service) SettleUnknown(ctx context.Context) (int, error) {
+	ps, err := s.store.Unsettled(ctx, s.now().Add(-s.cfg.StaleAfter), settleBatch)
+	if err != nil {
+		return 0, err
+	}
+	settled := 0
+	var failures []error
+	for _, p := range ps {
+		if ctx.Err() != nil {
+			break
+		}
+		if _, err := s.resolve(ctx, p); err != nil {
+			failures = append(failures, fmt.Errorf("payment %s: %w", p.ID, err))
+			continue
+		}
+		settled++
+	}
+	return settled, errors.Join(failures...)
+}
+
+// validate returns every problem of req as one 422.
+func validate(req ChargeRequest) error {
+	problems := map[string]any{}
+	if !idPattern.MatchString(req.OrderID) {
+		problems["order_id"] = "must be 1-64 letters, digits, '-' or '_'"
+	}
+	if !idPattern.MatchString(req.UserID) {
+		problems["user_id"] = "must be 1-64 letters, digits, '-' or '_'"
+	}
+	if req.AmountCents < 1 || req.AmountCents > maxAmountCents {
+		problems["amount_cents"] = fmt.Sprintf("must be between 1 and %d", int64(maxAmountCents))
+	}
+	if !currencyPattern.MatchString(req.Currency) {
+		problems["currency"] = "must be a three-letter ISO 4217 code like USD"
+	}
+	if req.CardToken == "" {
+		problems["card_token"] = "is required (e.g. tok_visa)"
+	}
+	if len(problems) > 0 {
+		return errs.New(errs.Validation, "invalid_payment", "the payment has invalid fields").WithDetails(problems)
+	}
+	if !tokenPattern.MatchString(req.CardToken) {
+		return errs.New(errs.Validation, "invalid_card_token", "the card token is not valid")
+	}
+	return nil
+}

@@ -1,0 +1,128 @@
+package payment
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/meshop/meshop/services/kit/errs"
+	"github.com/meshop/meshop/services/kit/events"
+	"github.com/meshop/meshop/services/kit/sqldb"
+)
+
+const (
+	paymentColumns   = `id, order_id, user_id, status, amount_cents, currency, reason, card_token, charge_id, created_at, updated_at`
+	insertPaymentSQL = `INSERT INTO payments (` + paymentColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	getPaymentSQL    = `SELECT ` + paymentColumns + ` FROM payments WHERE id = ?`
+	getByOrderSQL    = `SELECT ` + paymentColumns + ` FROM payments WHERE order_id = ?`
+	// settleSQL changes only an unsettled payment: of two settlers (the
+	// request that charged, a retry, the resolver) exactly one wins, and
+	// only the winner records the event.
+	settleSQL = `UPDATE payments SET status = ?, reason = ?, charge_id = ?, updated_at = ?
+		WHERE id = ? AND status IN ('PENDING', 'UNKNOWN')`
+	markUnknownSQL = `UPDATE payments SET status = 'UNKNOWN', updated_at = ? WHERE id = ? AND status = 'PENDING'`
+	unsettledSQL   = `SELECT ` + paymentColumns + ` FROM payments
+		WHERE status = 'UNKNOWN' OR (status = 'PENDING' AND updated_at < ?) ORDER BY updated_at LIMIT ?`
+)
+
+// SQLStore is the sqlx Store, on PostgreSQL or SQLite.
+type SQLStore struct {
+	db   *sqlx.DB
+	prop propagation.TextMapPropagator
+}
+
+// NewStore returns a store over db (migrated with Migrations and
+// events.Migrations). prop injects the trace context into recorded events.
+func NewStore(db *sqlx.DB, prop propagation.TextMapPropagator) *SQLStore {
+	return &SQLStore{db: db, prop: prop}
+}
+
+// Insert adds p; another payment for the same order is a Conflict with
+// code payment_exists.
+func (s *SQLStore) Insert(ctx context.Context, p Payment) error {
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(insertPaymentSQL), p.ID, p.OrderID, p.UserID, p.Status, p.AmountCents,
+		p.Currency, p.Reason, p.CardToken, p.ChargeID, p.CreatedAt, p.UpdatedAt)
+	if sqldb.IsUniqueViolation(err) {
+		return errs.Newf(errs.Conflict, "payment_exists", "order %s already has a payment", p.OrderID)
+	}
+	if err != nil {
+		return errs.Wrap(errs.Internal, "db", "insert payment", err)
+	}
+	return nil
+}
+
+// Get returns payment id.
+func (s *SQLStore) Get(ctx context.Context, id string) (Payment, error) {
+	return s.get(ctx, getPaymentSQL, id)
+}
+
+// GetByOrder returns the payment of orderID.
+func (s *SQLStore) GetByOrder(ctx context.Context, orderID string) (Payment, error) {
+	return s.get(ctx, getByOrderSQL, orderID)
+}
+
+func (s *SQLStore) get(ctx context.Context, query, arg string) (Payment, error) {
+	var p Payment
+	err := s.db.GetContext(ctx, &p, s.db.Rebind(query), arg)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Payment{}, errs.New(errs.NotFound, "payment_not_found", "no such payment")
+	}
+	if err != nil {
+		return Payment{}, errs.Wrap(errs.Internal, "db", "get payment", err)
+	}
+	p.CreatedAt, p.UpdatedAt = p.CreatedAt.UTC(), p.UpdatedAt.UTC()
+	return p, nil
+}
+
+// Settle records p's outcome (Status, Reason, ChargeID, UpdatedAt) and ev
+// in one transaction, if p is still unsettled. It reports whether it did;
+// false means someone else settled it first, and nothing was written.
+func (s *SQLStore) Settle(ctx context.Context, p Payment, ev events.Envelope) (bool, error) {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return false, errs.Wrap(errs.Internal, "db", "settle: begin", err)
+	}
+	defer tx.Rollback() // after Commit, a no-op
+	r, err := tx.ExecContext(ctx, tx.Rebind(settleSQL), p.Status, p.Reason, p.ChargeID, p.UpdatedAt, p.ID)
+	if err != nil {
+		return false, errs.Wrap(errs.Internal, "db", "settle payment", err)
+	}
+	n, err := r.RowsAffected()
+	if err != nil {
+		return false, errs.Wrap(errs.Internal, "db", "settle payment", err)
+	}
+	if n == 0 {
+		return false, nil
+	}
+	if err := events.Record(ctx, tx, s.prop, ev); err != nil {
+		return false, errs.Wrap(errs.Internal, "event", "record "+ev.Type, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return false, errs.Wrap(errs.Internal, "db", "settle: commit", err)
+	}
+	return true, nil
+}
+
+// MarkUnknown moves a PENDING payment to UNKNOWN: its charge went out and
+// no answer came back.
+func (s *SQLStore) MarkUnknown(ctx context.Context, id string, at time.Time) error {
+	if _, err := s.db.ExecContext(ctx, s.db.Rebind(markUnknownSQL), at, id); err != nil {
+		return errs.Wrap(errs.Internal, "db", "mark payment unknown", err)
+	}
+	return nil
+}
+
+// Unsettled returns up to limit payments whose outcome is to be found:
+// every UNKNOWN one, and PENDING ones not touched since staleBefore (their
+// charging request died with its process).
+func (s *SQLStore) Unsettled(ctx context.Context, staleBefore time.Time, limit int) ([]Payment, error) {
+	var out []Payment
+	if err := s.db.SelectContext(ctx, &out, s.db.Rebind(unsettledSQL), staleBefore, limit); err != nil {
+		return nil, errs.Wrap(errs.Internal, "db", "list unsettled payments", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,186 @@
+package payment
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshop/meshop/services/kit/auth"
+	"github.com/meshop/meshop/services/kit/auth/authtest"
+	"github.com/meshop/meshop/services/kit/instrument"
+)
+
+// withTestIdentity stands in for kit/auth's token middleware: the
+// X-Test-User header becomes the caller's identity.
+func withTestIdentity(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if user := r.Header.Get("X-Test-User"); user != "" {
+			r = r.WithContext(auth.WithIdentity(r.Context(), auth.Identity{UserID: user, Role: auth.RoleCustomer}))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func newTestAPI(t *testing.T, authn func(http.Handler) http.Handler) *httptest.Server {
+	store, _ := openStore(t, sqliteURL(t))
+	svc := New(store, NewSimulator(0), Config{ProviderTimeout: 100 * time.Millisecond})
+	e := NewEndpoints(svc, slog.New(slog.DiscardHandler), instrument.NewMetrics(prometheus.NewRegistry(), "payment"))
+	srv := httptest.NewServer(NewHTTPHandler(e, authn))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func send(t *testing.T, method, url string, header map[string]string, body string) (*http.Response, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var got map[string]any
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatalf("%s %s: body is not JSON: %q", method, url, raw)
+	}
+	return resp, got
+}
+
+func errorOf(body map[string]any) (string, map[string]any) {
+	e, _ := body["error"].(map[string]any)
+	code, _ := e["code"].(string)
+	details, _ := e["details"].(map[string]any)
+	return code, details
+}
+
+func chargeBody(orderID, token string) string {
+	return `{"order_id":"` + orderID + `","user_id":"u1","amount_cents":4800,"currency":"USD","card_token":"` + token + `"}`
+}
+
+func TestHTTPChargeAndGet(t *testing.T) {
+	srv := newTestAPI(t, withTestIdentity)
+	resp, p := send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o1", "tok_visa"))
+	if resp.StatusCode != 201 || p["status"] != "SUCCEEDED" || p["order_id"] != "o1" || p["amount_cents"] != 4800.0 {
+		t.Fatalf("charge: %d %v", resp.StatusCode, p)
+	}
+	for _, key := range []string{"id", "order_id", "status", "amount_cents", "currency", "created_at"} {
+		if _, ok := p[key]; !ok {
+			t.Errorf("payment JSON lacks %q: %v", key, p)
+		}
+	}
+	for _, key := range []string{"card_token", "user_id", "charge_id"} {
+		if _, ok := p[key]; ok {
+			t.Errorf("payment JSON shows %q: %v", key, p)
+		}
+	}
+	resp, again := send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o1", "tok_visa"))
+	if resp.StatusCode != 200 || again["id"] != p["id"] || resp.Header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("repeat: %d %v %v", resp.StatusCode, again, resp.Header)
+	}
+	resp, declined := send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o2", "tok_declined"))
+	if resp.StatusCode != 201 || declined["status"] != "DECLINED" || declined["reason"] != "card_declined" {
+		t.Errorf("declined: %d %v", resp.StatusCode, declined)
+	}
+	resp, failed := send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o3", "tok_error"))
+	if resp.StatusCode != 201 || failed["status"] != "FAILED" || failed["reason"] != "provider_error" {
+		t.Errorf("provider error: %d %v", resp.StatusCode, failed)
+	}
+
+	id := p["id"].(string)
+	resp, got := send(t, "GET", srv.URL+"/payments/"+id, map[string]string{"X-Test-User": "u1"}, "")
+	if resp.StatusCode != 200 || got["id"] != id || got["status"] != "SUCCEEDED" || got["created_at"] != p["created_at"] {
+		t.Errorf("get: %d %v", resp.StatusCode, got)
+	}
+}
+
+func TestHTTPTimeoutPending(t *testing.T) {
+	srv := newTestAPI(t, withTestIdentity)
+	resp, body := send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o1", "tok_timeout"))
+	code, details := errorOf(body)
+	if resp.StatusCode != 503 || code != "payment_pending" || details["payment_id"] == nil {
+		t.Fatalf("timed-out charge: %d %v", resp.StatusCode, body)
+	}
+	resp, p := send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o1", "tok_timeout"))
+	if resp.StatusCode != 200 || p["status"] != "SUCCEEDED" || p["id"] != details["payment_id"] {
+		t.Errorf("retry: %d %v", resp.StatusCode, p)
+	}
+}
+
+func TestHTTPBadInput(t *testing.T) {
+	srv := newTestAPI(t, withTestIdentity)
+	_, paid := send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("paid", "tok_visa"))
+	paidID := paid["id"].(string)
+	const pay = "/internal/payments"
+	u1, u2 := map[string]string{"X-Test-User": "u1"}, map[string]string{"X-Test-User": "u2"}
+	tests := []struct {
+		name, method, path string
+		header             map[string]string
+		body               string
+		wantStatus         int
+		wantCode           string
+	}{
+		{"malformed json", "POST", pay, nil, `{"order_id":`, 400, "malformed_json"},
+		{"empty body", "POST", pay, nil, ``, 400, "empty_body"},
+		{"unknown field", "POST", pay, nil, `{"order_id":"o9","cvv":"123"}`, 400, "unknown_field"},
+		{"wrong type", "POST", pay, nil, `{"order_id":"o9","amount_cents":"48.00"}`, 400, "wrong_type"},
+		{"trailing data", "POST", pay, nil, chargeBody("o9", "tok_visa") + `{}`, 400, "malformed_json"},
+		{"oversized", "POST", pay, nil, `{"card_token":"` + strings.Repeat("a", 70_000) + `"}`, 413, "body_too_large"},
+		{"missing fields", "POST", pay, nil, `{}`, 422, "invalid_payment"},
+		{"zero amount", "POST", pay, nil, strings.Replace(chargeBody("o9", "tok_visa"), "4800", "0", 1), 422, "invalid_payment"},
+		{"unknown card", "POST", pay, nil, chargeBody("o-stolen", "tok_stolen"), 422, "invalid_card_token"},
+		{"unknown card again", "POST", pay, nil, chargeBody("o-stolen", "tok_stolen"), 422, "invalid_card_token"},
+		{"other amount, same order", "POST", pay, nil, strings.Replace(chargeBody("paid", "tok_visa"), "4800", "4900", 1), 409, "idempotency_mismatch"},
+		{"get without token", "GET", "/payments/" + paidID, nil, "", 401, "unauthenticated"},
+		{"get another's payment", "GET", "/payments/" + paidID, u2, "", 404, "payment_not_found"},
+		{"get unknown payment", "GET", "/payments/nope", u1, "", 404, "payment_not_found"},
+		{"no public charge route", "POST", "/payments", u1, chargeBody("o9", "tok_visa"), 404, "no_route"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := send(t, tt.method, srv.URL+tt.path, tt.header, tt.body)
+			if code, _ := errorOf(body); resp.StatusCode != tt.wantStatus || code != tt.wantCode {
+				t.Errorf("got %d %v, want %d %s", resp.StatusCode, body, tt.wantStatus, tt.wantCode)
+			}
+		})
+	}
+	// Nothing was written for o9 by the refused requests.
+	resp, p := send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o9", "tok_visa"))
+	if resp.StatusCode != 201 || resp.Header.Get("Idempotent-Replayed") != "" {
+		t.Errorf("first valid charge of o9: %d %v", resp.StatusCode, p)
+	}
+}
+
+// TestHTTPBearerTokens drives GET /payments/{id} through kit/auth's real
+// middleware.
+func TestHTTPBearerTokens(t *testing.T) {
+	iss := authtest.NewIssuer(t)
+	srv := newTestAPI(t, iss.Verifier().Middleware)
+	_, p := send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o1", "tok_visa"))
+	url := srv.URL + "/payments/" + p["id"].(string)
+	bearer := func(token string) map[string]string { return map[string]string{"Authorization": "Bearer " + token} }
+	tests := []struct {
+		name       string
+		header     map[string]string
+		wantStatus int
+	}{
+		{"owner", bearer(iss.Token(t, "u1", auth.RoleCustomer)), 200},
+		{"other user", bearer(iss.Token(t, "u2", auth.RoleCustomer)), 404},
+		{"forged", bearer(authtest.NewIssuer(t).Token(t, "u1", auth.RoleCustomer)), 401},
+		{"none", nil, 401},
+	}
+	for _, tt := range tests {
+		if resp, body := send(t, "GET", url, tt.header, ""); resp.StatusCode != tt.wantStatus {
+			t.Errorf("%s: %d %v, want %d", tt.name, resp.StatusCode, body, tt.wantStatus)
+		}
+	}
+}
