@@ -7,6 +7,7 @@ import (
 
 	"github.com/go-kit/kit/endpoint"
 
+	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/instrument"
 )
 
@@ -15,6 +16,9 @@ import (
 type Endpoints struct {
 	Create endpoint.Endpoint
 	Get    endpoint.Endpoint
+	Me     endpoint.Endpoint
+	Lookup endpoint.Endpoint
+	Delete endpoint.Endpoint
 }
 
 // NewEndpoints wraps svc.
@@ -22,12 +26,24 @@ func NewEndpoints(svc Service, logger *slog.Logger, metrics *instrument.Metrics)
 	return Endpoints{
 		Create: instrument.Endpoint(logger, metrics, "Create")(makeCreateEndpoint(svc)),
 		Get:    instrument.Endpoint(logger, metrics, "Get")(makeGetEndpoint(svc)),
+		Me:     instrument.Endpoint(logger, metrics, "Me")(makeMeEndpoint(svc)),
+		Lookup: instrument.Endpoint(logger, metrics, "Lookup")(makeLookupEndpoint(svc)),
+		Delete: instrument.Endpoint(logger, metrics, "Delete")(makeDeleteEndpoint(svc)),
 	}
 }
 
 type createRequest struct{ NewUser }
 
-type getRequest struct{ ID string }
+type getRequest struct {
+	Caller auth.Identity
+	ID     string
+}
+
+type meRequest struct{ Caller auth.Identity }
+
+type lookupRequest struct{ ID string }
+
+type deleteRequest struct{ ID string }
 
 // userResponse is a user or the error that took its place.
 type userResponse struct {
@@ -36,15 +52,33 @@ type userResponse struct {
 	created bool
 }
 
-var _ endpoint.Failer = userResponse{}
+// deleteResponse is empty: 204, or the error that took its place.
+type deleteResponse struct {
+	Err error `json:"-"`
+}
 
-func (r userResponse) Failed() error { return r.Err }
+var (
+	_ endpoint.Failer = userResponse{}
+	_ endpoint.Failer = deleteResponse{}
+)
+
+func (r userResponse) Failed() error   { return r.Err }
+func (r deleteResponse) Failed() error { return r.Err }
 
 func (r userResponse) StatusCode() int {
 	if r.created {
 		return http.StatusCreated
 	}
 	return http.StatusOK
+}
+
+func (r deleteResponse) StatusCode() int { return http.StatusNoContent }
+
+func respond(u User, err error) userResponse {
+	if err != nil {
+		return userResponse{Err: err}
+	}
+	return userResponse{User: &u}
 }
 
 func makeCreateEndpoint(svc Service) endpoint.Endpoint {
@@ -59,10 +93,25 @@ func makeCreateEndpoint(svc Service) endpoint.Endpoint {
 
 func makeGetEndpoint(svc Service) endpoint.Endpoint {
 	return func(ctx context.Context, request any) (any, error) {
-		u, err := svc.Get(ctx, request.(getRequest).ID)
-		if err != nil {
-			return userResponse{Err: err}, nil
-		}
-		return userResponse{User: &u}, nil
+		req := request.(getRequest)
+		return respond(svc.Get(ctx, req.Caller, req.ID)), nil
+	}
+}
+
+func makeMeEndpoint(svc Service) endpoint.Endpoint {
+	return func(ctx context.Context, request any) (any, error) {
+		return respond(svc.Me(ctx, request.(meRequest).Caller)), nil
+	}
+}
+
+func makeLookupEndpoint(svc Service) endpoint.Endpoint {
+	return func(ctx context.Context, request any) (any, error) {
+		return respond(svc.Lookup(ctx, request.(lookupRequest).ID)), nil
+	}
+}
+
+func makeDeleteEndpoint(svc Service) endpoint.Endpoint {
+	return func(ctx context.Context, request any) (any, error) {
+		return deleteResponse{Err: svc.Delete(ctx, request.(deleteRequest).ID)}, nil
 	}
 }

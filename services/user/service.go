@@ -10,19 +10,33 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/errs"
 )
 
-// Service manages user profiles.
+// Service manages user profiles. Get and Me are for users (the caller is
+// the verified token's identity); Create, Lookup and Delete are for other
+// services, over /internal routes the edge never exposes.
 type Service interface {
 	Create(ctx context.Context, nu NewUser) (User, error)
-	Get(ctx context.Context, id string) (User, error)
+	// Get returns profile id to its owner or an admin. Anyone else gets
+	// NotFound, as for a missing id, so ids of others do not leak.
+	Get(ctx context.Context, caller auth.Identity, id string) (User, error)
+	// Me returns the caller's own profile.
+	Me(ctx context.Context, caller auth.Identity) (User, error)
+	// Lookup returns profile id to a service (order embeds it, auth reads
+	// the role at login).
+	Lookup(ctx context.Context, id string) (User, error)
+	// Delete removes profile id; deleting a missing profile is not an
+	// error (auth's undo of a failed registration may be retried).
+	Delete(ctx context.Context, id string) error
 }
 
 // Store keeps profiles.
 type Store interface {
 	Insert(ctx context.Context, u User) error
 	Get(ctx context.Context, id string) (User, error)
+	Delete(ctx context.Context, id string) error
 }
 
 type service struct {
@@ -53,11 +67,31 @@ func (s *service) Create(ctx context.Context, nu NewUser) (User, error) {
 	return u, nil
 }
 
-func (s *service) Get(ctx context.Context, id string) (User, error) {
+func notFound(id string) error { return errs.Newf(errs.NotFound, "user_not_found", "no user %q", id) }
+
+func (s *service) Get(ctx context.Context, caller auth.Identity, id string) (User, error) {
+	if caller.UserID != id && caller.Role != auth.RoleAdmin {
+		return User{}, notFound(id) // not 403: whether id exists is not the caller's business
+	}
+	return s.Lookup(ctx, id)
+}
+
+func (s *service) Me(ctx context.Context, caller auth.Identity) (User, error) {
+	return s.Lookup(ctx, caller.UserID)
+}
+
+func (s *service) Lookup(ctx context.Context, id string) (User, error) {
 	if !idPattern.MatchString(id) {
-		return User{}, errs.Newf(errs.NotFound, "user_not_found", "no user %q", id)
+		return User{}, notFound(id)
 	}
 	return s.store.Get(ctx, id)
+}
+
+func (s *service) Delete(ctx context.Context, id string) error {
+	if !idPattern.MatchString(id) {
+		return nil // no such profile can exist
+	}
+	return s.store.Delete(ctx, id)
 }
 
 // validate normalises nu and returns every problem as one 422.

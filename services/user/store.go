@@ -15,6 +15,7 @@ const (
 	insertUserSQL = `INSERT INTO users (id, email, name, role, created_at) VALUES (?, ?, ?, ?, ?)`
 	getUserSQL    = `SELECT id, email, name, role, created_at FROM users WHERE id = ?`
 	emailTakenSQL = `SELECT COUNT(*) FROM users WHERE email = ?`
+	deleteUserSQL = `DELETE FROM users WHERE id = ?`
 )
 
 // SQLStore is the sqlx Store, on PostgreSQL or SQLite.
@@ -51,4 +52,12 @@ func (s *SQLStore) Get(ctx context.Context, id string) (User, error) {
 	}
 	u.CreatedAt = u.CreatedAt.UTC()
 	return u, nil
+}
+
+// Delete removes the user with id, if there is one.
+func (s *SQLStore) Delete(ctx context.Context, id string) error {
+	if _, err := s.db.ExecContext(ctx, s.db.Rebind(deleteUserSQL), id); err != nil {
+		return errs.Wrap(errs.Internal, "db", "delete user", err)
+	}
+	return nil
 }

@@ -60,5 +60,14 @@ func TestStore(t *testing.T) {
 		if _, err := s.Get(ctx, "nobody"); !errs.Is(err, errs.NotFound) {
 			t.Errorf("Get(nobody) = %v, want NotFound", err)
 		}
+
+		for i := range 2 { // deleting is idempotent
+			if err := s.Delete(ctx, "u1"); err != nil {
+				t.Fatalf("Delete %d: %v", i+1, err)
+			}
+		}
+		if _, err := s.Get(ctx, "u1"); !errs.Is(err, errs.NotFound) {
+			t.Errorf("Get after Delete = %v, want NotFound", err)
+		}
 	})
 }

@@ -1,8 +1,13 @@
 // Package user owns user profiles: who a user is (email, name) and what
 // they may do (role). Credentials live in auth; profiles are created by it
-// through POST /users.
+// through POST /internal/users.
 //
-//	HTTP ──▶ transport_http.go ──▶ endpoints.go ──▶ service.go ──▶ store.go ──▶ DB
+//	HTTP ──▶ kit/auth middleware (public routes) ──▶ transport_http.go ──▶ endpoints.go ──▶ service.go ──▶ store.go ──▶ DB
+//
+// Public routes (/users) need a bearer token: a user reads its own profile,
+// an admin any. Internal routes (/internal/users) serve other services
+// without a token; the edge never routes /internal, so only services
+// inside the mesh reach them.
 package user
 
 import (

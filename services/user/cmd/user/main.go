@@ -1,4 +1,5 @@
-// Command user runs the user service. Settings: see kit/app.Settings.
+// Command user runs the user service. Settings: see kit/app.Settings. It
+// verifies bearer tokens against the auth service's JWKS (upstream "auth").
 package main
 
 import (
@@ -7,6 +8,7 @@ import (
 	"os"
 
 	"github.com/meshop/meshop/services/kit/app"
+	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/user"
 )
 
@@ -19,7 +21,7 @@ func main() {
 
 func run() error {
 	ctx := context.Background()
-	a, err := app.New(ctx, app.Spec{Name: "user", PublicPrefixes: []string{"/users"}})
+	a, err := app.New(ctx, app.Spec{Name: "user", Upstreams: []string{"auth"}, PublicPrefixes: []string{"/users"}})
 	if err != nil {
 		return err
 	}
@@ -29,7 +31,8 @@ func run() error {
 	}
 	defer db.Close()
 
+	verifier := auth.NewVerifier(auth.MeshKeys(a.Mesh), auth.VerifierConfig{Logger: a.Logger})
 	svc := user.New(user.NewStore(db))
 	endpoints := user.NewEndpoints(svc, a.Logger, a.Requests)
-	return a.Run(ctx, user.NewHTTPHandler(endpoints))
+	return a.Run(ctx, user.NewHTTPHandler(endpoints, verifier.Middleware))
 }
