@@ -46,7 +46,7 @@ func TestPurchase(t *testing.T) {
 
 	t.Run("every service registered and passing with mesh meta", func(t *testing.T) {
 		upstreams := map[string]string{"user": "auth", "auth": "user", "product": "auth", "payment": "auth",
-			"order": "auth,user,product,payment", "notification": "auth"}
+			"order": "auth,user,product,payment", "notification": "auth,user"}
 		for _, svc := range system.Services {
 			s := waitPassing(t, consul, svc, 1)[0].Service
 			if s.ID != svc+"-local" || s.Port != sys.Instance(svc).Port || s.Address != "127.0.0.1" ||

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/smtp"
+	"net/url"
 	"strings"
 )
 
@@ -52,4 +54,21 @@ func (s SMTPSender) Send(ctx context.Context, n Notification) error {
 		return fmt.Errorf("notification: smtp %s: %w", s.Addr, err)
 	}
 	return nil
+}
+
+// MeshRecipients reads email addresses from the user service's internal
+// profile route, through the mesh.
+type MeshRecipients struct {
+	Mesh interface {
+		Call(ctx context.Context, service, method, path string, header http.Header, body, out any) error
+	}
+}
+
+// Email implements Recipients.
+func (m MeshRecipients) Email(ctx context.Context, userID string) (string, error) {
+	var p struct {
+		Email string `json:"email"`
+	}
+	err := m.Mesh.Call(ctx, "user", http.MethodGet, "/internal/users/"+url.PathEscape(userID), nil, nil, &p)
+	return p.Email, err
 }

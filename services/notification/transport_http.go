@@ -12,13 +12,14 @@ import (
 	"github.com/meshop/meshop/services/kit/httpserver"
 )
 
-// NewHTTPHandler serves the notification API:
+// NewHTTPHandler serves the notification API; authn verifies bearer tokens
+// (kit/auth Verifier.Middleware):
 //
-//	GET /notifications   the caller's notifications (bearer token; limit, cursor)
-func NewHTTPHandler(e Endpoints) *http.ServeMux {
+//	GET /notifications   the caller's notifications (limit, cursor)
+func NewHTTPHandler(e Endpoints, authn func(http.Handler) http.Handler) *http.ServeMux {
 	opts := []httptransport.ServerOption{httptransport.ServerErrorEncoder(httpserver.EncodeError)}
 	mux := http.NewServeMux()
-	mux.Handle("GET /notifications", httptransport.NewServer(e.List, decodeList, httpserver.EncodeJSON, opts...))
+	mux.Handle("GET /notifications", authn(httptransport.NewServer(e.List, decodeList, httpserver.EncodeJSON, opts...)))
 	mux.HandleFunc("/", httpserver.NotFound)
 	return mux
 }

@@ -37,6 +37,9 @@ const (
 type SQLStore struct {
 	db   *sqlx.DB
 	prop propagation.TextMapPropagator
+	// AfterEvents, when set, runs after a commit that recorded events: the
+	// relay's Notify, so they are published at once.
+	AfterEvents func()
 }
 
 // NewStore returns a store over db (migrated with Migrations and
@@ -63,7 +66,7 @@ func (s *SQLStore) Create(ctx context.Context, o Order, key, hash string, create
 			}
 		}
 		return events.Record(ctx, tx, s.prop, created)
-	})
+	}, true)
 }
 
 // SetPriced records the prices the reservation returned and moves the
@@ -80,7 +83,7 @@ func (s *SQLStore) SetPriced(ctx context.Context, id string, items []Item, total
 			return errs.Wrap(errs.Internal, "db", "price order", err)
 		}
 		return nil
-	})
+	}, false)
 }
 
 // SetStep records checkout progress of a PENDING order.
@@ -106,7 +109,7 @@ func (s *SQLStore) Finish(ctx context.Context, id, status string, paymentID, rea
 		}
 		done = true
 		return events.Record(ctx, tx, s.prop, ev)
-	})
+	}, true)
 	return done, err
 }
 
@@ -167,7 +170,9 @@ func (s *SQLStore) withItems(ctx context.Context, o Order) (Order, error) {
 	return o, nil
 }
 
-func (s *SQLStore) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+// inTx runs fn in a transaction; recordsEvents says whether to nudge the
+// relay after the commit.
+func (s *SQLStore) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error, recordsEvents bool) error {
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return errs.Wrap(errs.Internal, "db", "begin", err)
@@ -178,6 +183,9 @@ func (s *SQLStore) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	}
 	if err := tx.Commit(); err != nil {
 		return errs.Wrap(errs.Internal, "db", "commit", err)
+	}
+	if recordsEvents && s.AfterEvents != nil {
+		s.AfterEvents()
 	}
 	return nil
 }

@@ -12,18 +12,18 @@ import (
 	"github.com/meshop/meshop/services/kit/httpserver"
 )
 
-// NewHTTPHandler serves the order API. Every route needs a bearer token
-// (the kit/auth middleware puts the caller in the context):
+// NewHTTPHandler serves the order API. Every route needs a bearer token;
+// authn is the middleware that verifies it (kit/auth Verifier.Middleware):
 //
 //	POST /orders        checkout (header Idempotency-Key required)
 //	GET  /orders        the caller's orders (limit, cursor)
 //	GET  /orders/{id}   one of the caller's orders, its user embedded
-func NewHTTPHandler(e Endpoints) *http.ServeMux {
+func NewHTTPHandler(e Endpoints, authn func(http.Handler) http.Handler) *http.ServeMux {
 	opts := []httptransport.ServerOption{httptransport.ServerErrorEncoder(httpserver.EncodeError)}
 	mux := http.NewServeMux()
-	mux.Handle("POST /orders", httptransport.NewServer(e.Create, decodeCreate, httpserver.EncodeJSON, opts...))
-	mux.Handle("GET /orders", httptransport.NewServer(e.List, decodeList, httpserver.EncodeJSON, opts...))
-	mux.Handle("GET /orders/{id}", httptransport.NewServer(e.Get, decodeGet, httpserver.EncodeJSON, opts...))
+	mux.Handle("POST /orders", authn(httptransport.NewServer(e.Create, decodeCreate, httpserver.EncodeJSON, opts...)))
+	mux.Handle("GET /orders", authn(httptransport.NewServer(e.List, decodeList, httpserver.EncodeJSON, opts...)))
+	mux.Handle("GET /orders/{id}", authn(httptransport.NewServer(e.Get, decodeGet, httpserver.EncodeJSON, opts...)))
 	mux.HandleFunc("/", httpserver.NotFound)
 	return mux
 }

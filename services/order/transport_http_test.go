@@ -29,7 +29,7 @@ func asCaller(next http.Handler) http.Handler {
 func newTestAPI(t *testing.T) *httptest.Server {
 	h := withAda(t)
 	e := NewEndpoints(h.svc, slog.New(slog.DiscardHandler), instrument.NewMetrics(prometheus.NewRegistry(), "order"))
-	srv := httptest.NewServer(asCaller(NewHTTPHandler(e)))
+	srv := httptest.NewServer(NewHTTPHandler(e, asCaller))
 	t.Cleanup(srv.Close)
 	return srv
 }

@@ -32,6 +32,7 @@ import (
 
 	"github.com/meshop/meshop/services/kit/config"
 	"github.com/meshop/meshop/services/kit/consulreg"
+	"github.com/meshop/meshop/services/kit/events"
 	"github.com/meshop/meshop/services/kit/httpserver"
 	"github.com/meshop/meshop/services/kit/instrument"
 	kitlog "github.com/meshop/meshop/services/kit/log"
@@ -60,6 +61,7 @@ type Settings struct {
 	CallTimeout     time.Duration // MESH_CALL_TIMEOUT [2s]: deadline of each call to another service
 	Retries         int           // MESH_RETRIES [2]: direct mode only; Envoy retries in sidecar mode
 	DatabaseURL     string        // DATABASE_URL [sqlite:<service>.db]: postgres://... or sqlite:...
+	NATSURL         string        // NATS_URL [nats://127.0.0.1:4222]: the events bus (JetStream)
 	OTLPEndpoint    string        // OTEL_EXPORTER_OTLP_ENDPOINT [unset: no export], e.g. http://127.0.0.1:4317
 	SampleRate      float64       // OTEL_TRACES_SAMPLER_ARG [1.0]: ratio of new traces sampled
 	CheckInterval   time.Duration // CHECK_INTERVAL [5s]: Consul HTTP check interval
@@ -83,6 +85,7 @@ func LoadSettings(r *config.Reader, svc string) (Settings, error) {
 		CallTimeout:     r.Duration("MESH_CALL_TIMEOUT", 2*time.Second),
 		Retries:         r.Int("MESH_RETRIES", 2, 0, 10),
 		DatabaseURL:     r.String("DATABASE_URL", "sqlite:"+svc+".db"),
+		NATSURL:         r.String("NATS_URL", "nats://127.0.0.1:4222"),
 		OTLPEndpoint:    r.String("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
 		SampleRate:      r.Float("OTEL_TRACES_SAMPLER_ARG", 1, 0, 1),
 		CheckInterval:   r.Duration("CHECK_INTERVAL", 5*time.Second),
@@ -166,6 +169,19 @@ func (a *App) OpenDB(ctx context.Context, migrations ...sqldb.MigrationSet) (*sq
 		return nil, err
 	}
 	return db, nil
+}
+
+// Events connects to the events bus (NATS_URL) and returns it with the
+// outbox relay of db; run the relay as an actor and Close the bus at exit.
+func (a *App) Events(ctx context.Context, db *sqlx.DB) (*events.Bus, *events.Relay, error) {
+	connectCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	bus, err := events.Connect(connectCtx, a.Settings.NATSURL, a.Logger)
+	if err != nil {
+		return nil, nil, fmt.Errorf("events bus at NATS_URL %s: %w", a.Settings.NATSURL, err)
+	}
+	relay := events.NewRelay(events.RelayConfig{DB: db, Bus: bus, Telemetry: a.Telemetry, Logger: a.Logger})
+	return bus, relay, nil
 }
 
 // Actor is a long-running part of the process (an event relay, a consumer):

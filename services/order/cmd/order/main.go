@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meshop/meshop/services/kit/app"
+	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/config"
 	"github.com/meshop/meshop/services/kit/events"
 	"github.com/meshop/meshop/services/order"
@@ -44,9 +45,16 @@ func run() error {
 		return err
 	}
 	defer db.Close()
+	bus, relay, err := a.Events(ctx, db)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
 
+	store := order.NewStore(db, a.Telemetry.Propagator)
+	store.AfterEvents = relay.Notify
 	recoverer.Deps = order.Deps{
-		Store:     order.NewStore(db, a.Telemetry.Propagator),
+		Store:     store,
 		Users:     order.MeshUsers{Mesh: a.Mesh},
 		Inventory: order.MeshInventory{Mesh: a.Mesh},
 		Payments:  order.MeshPayments{Mesh: a.Mesh},
@@ -54,5 +62,6 @@ func run() error {
 	}
 	svc := order.New(recoverer.Deps)
 	endpoints := order.NewEndpoints(svc, a.Logger, a.Requests)
-	return a.Run(ctx, order.NewHTTPHandler(endpoints), recoverer.Run)
+	verifier := auth.NewVerifier(auth.MeshKeys(a.Mesh), auth.VerifierConfig{Logger: a.Logger})
+	return a.Run(ctx, order.NewHTTPHandler(endpoints, verifier.Middleware), relay.Run, recoverer.Run)
 }

@@ -1,0 +1,67 @@
+// Command notification runs the notification service. Settings: see
+// kit/app.Settings, and
+//
+//	SMTP_ADDR [unset]              send mail through this relay (host:port) instead of only logging
+//	SMTP_FROM [shop@meshop.local]  the sender address
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/meshop/meshop/services/kit/app"
+	"github.com/meshop/meshop/services/kit/auth"
+	"github.com/meshop/meshop/services/kit/config"
+	"github.com/meshop/meshop/services/kit/events"
+	"github.com/meshop/meshop/services/notification"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "notification:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	ctx := context.Background()
+	a, err := app.New(ctx, app.Spec{Name: "notification", Upstreams: []string{"auth", "user"}, PublicPrefixes: []string{"/notifications"}})
+	if err != nil {
+		return err
+	}
+	env := config.FromEnv()
+	smtpAddr, smtpFrom := env.String("SMTP_ADDR", ""), env.String("SMTP_FROM", "shop@meshop.local")
+	if err := env.Err(); err != nil {
+		return err
+	}
+	db, err := a.OpenDB(ctx, notification.Migrations(), events.Migrations())
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	bus, relay, err := a.Events(ctx, db)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+
+	var sender notification.Sender = notification.LogSender{Logger: a.Logger}
+	if smtpAddr != "" {
+		sender = notification.SMTPSender{Addr: smtpAddr, From: smtpFrom, Recipients: notification.MeshRecipients{Mesh: a.Mesh}}
+		a.Logger.Info("sending mail through SMTP", "addr", smtpAddr)
+	}
+	store := notification.NewStore(db)
+	handler := notification.Handler{Store: store, Sender: sender, Propagator: a.Telemetry.Propagator, Logger: a.Logger}
+	consumer, err := events.NewConsumer(events.ConsumerConfig{
+		Name: "notification", Types: notification.Consumed, Handler: handler.Handle,
+		DB: db, Bus: bus, Telemetry: a.Telemetry, Logger: a.Logger, AfterCommit: relay.Notify,
+	})
+	if err != nil {
+		return err
+	}
+
+	endpoints := notification.NewEndpoints(notification.New(store), a.Logger, a.Requests)
+	verifier := auth.NewVerifier(auth.MeshKeys(a.Mesh), auth.VerifierConfig{Logger: a.Logger})
+	return a.Run(ctx, notification.NewHTTPHandler(endpoints, verifier.Middleware), relay.Run, consumer.Run)
+}
