@@ -31,14 +31,20 @@ const (
 
 // SQLStore is the sqlx Store, on PostgreSQL or SQLite.
 type SQLStore struct {
-	db   *sqlx.DB
-	prop propagation.TextMapPropagator
+	db       *sqlx.DB
+	prop     propagation.TextMapPropagator
+	recorded func()
 }
 
 // NewStore returns a store over db (migrated with Migrations and
-// events.Migrations). prop injects the trace context into recorded events.
-func NewStore(db *sqlx.DB, prop propagation.TextMapPropagator) *SQLStore {
-	return &SQLStore{db: db, prop: prop}
+// events.Migrations). prop injects the trace context into recorded events;
+// eventsRecorded (the outbox relay's Notify; nil for none) is called after
+// each commit that recorded an event, so it leaves at once.
+func NewStore(db *sqlx.DB, prop propagation.TextMapPropagator, eventsRecorded func()) *SQLStore {
+	if eventsRecorded == nil {
+		eventsRecorded = func() {}
+	}
+	return &SQLStore{db: db, prop: prop, recorded: eventsRecorded}
 }
 
 // Insert adds p; another payment for the same order is a Conflict with
@@ -104,6 +110,7 @@ func (s *SQLStore) Settle(ctx context.Context, p Payment, ev events.Envelope) (b
 	if err := tx.Commit(); err != nil {
 		return false, errs.Wrap(errs.Internal, "db", "settle: commit", err)
 	}
+	s.recorded()
 	return true, nil
 }
 

@@ -28,7 +28,7 @@ func openStore(t *testing.T, databaseURL string) (*SQLStore, *sqlx.DB) {
 	if err := sqldb.Migrate(ctx, db, Migrations(), events.Migrations()); err != nil {
 		t.Fatal(err)
 	}
-	return NewStore(db, propagation.TraceContext{}), db
+	return NewStore(db, propagation.TraceContext{}, nil), db
 }
 
 func sqliteURL(t *testing.T) string {

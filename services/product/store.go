@@ -38,15 +38,22 @@ const (
 // SQLStore is the sqlx Store, on PostgreSQL or SQLite. Every stock change
 // records an inventory.updated event in the same transaction.
 type SQLStore struct {
-	db   *sqlx.DB
-	prop propagation.TextMapPropagator
-	now  func() time.Time
+	db       *sqlx.DB
+	prop     propagation.TextMapPropagator
+	recorded func()
+	now      func() time.Time
 }
 
 // NewStore returns a store over db (migrated with Migrations and
-// events.Migrations). prop injects the trace context into recorded events.
-func NewStore(db *sqlx.DB, prop propagation.TextMapPropagator) *SQLStore {
-	return &SQLStore{db: db, prop: prop, now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
+// events.Migrations). prop injects the trace context into recorded events;
+// eventsRecorded (the outbox relay's Notify; nil for none) is called after
+// each commit that may have recorded events, so they leave at once.
+func NewStore(db *sqlx.DB, prop propagation.TextMapPropagator, eventsRecorded func()) *SQLStore {
+	if eventsRecorded == nil {
+		eventsRecorded = func() {}
+	}
+	return &SQLStore{db: db, prop: prop, recorded: eventsRecorded,
+		now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
 }
 
 // List returns up to limit products with ids after after, by id.
@@ -279,7 +286,8 @@ func (s *SQLStore) recordStock(ctx context.Context, tx *sqlx.Tx, productID strin
 	return nil
 }
 
-// inTx runs fn in a transaction, committed only if fn succeeds.
+// inTx runs fn in a transaction, committed only if fn succeeds; then it
+// wakes the relay (a transaction without events costs it one empty pass).
 func (s *SQLStore) inTx(ctx context.Context, what string, fn func(tx *sqlx.Tx) error) error {
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
@@ -292,5 +300,6 @@ func (s *SQLStore) inTx(ctx context.Context, what string, fn func(tx *sqlx.Tx) e
 	if err := tx.Commit(); err != nil {
 		return errs.Wrap(errs.Internal, "db", fmt.Sprintf("%s: commit", what), err)
 	}
+	s.recorded()
 	return nil
 }

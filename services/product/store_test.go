@@ -33,7 +33,7 @@ func openDB(t *testing.T, databaseURL string) *sqlx.DB {
 func openStore(t *testing.T, databaseURL string) (*SQLStore, *sqlx.DB) {
 	t.Helper()
 	db := openDB(t, databaseURL)
-	return NewStore(db, propagation.TraceContext{}), db
+	return NewStore(db, propagation.TraceContext{}, nil), db
 }
 
 // stockEvents returns the inventory.updated events in the outbox, oldest first.

@@ -58,11 +58,16 @@ func run() error {
 		return err
 	}
 	defer db.Close()
+	bus, relay, err := a.Events(ctx, db)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
 
 	verifier := auth.NewVerifier(auth.MeshKeys(a.Mesh), auth.VerifierConfig{Logger: a.Logger})
 	provider := payment.NewSimulator(settings.ProviderLatency)
-	svc := payment.New(payment.NewStore(db, a.Telemetry.Propagator), provider, payment.Config{ProviderTimeout: settings.ProviderTimeout})
+	svc := payment.New(payment.NewStore(db, a.Telemetry.Propagator, relay.Notify), provider, payment.Config{ProviderTimeout: settings.ProviderTimeout})
 	resolver := payment.Resolver{Service: svc, Interval: settings.ResolveInterval, Logger: a.Logger}
 	endpoints := payment.NewEndpoints(svc, a.Logger, a.Requests)
-	return a.Run(ctx, payment.NewHTTPHandler(endpoints, verifier.Middleware), resolver.Run)
+	return a.Run(ctx, payment.NewHTTPHandler(endpoints, verifier.Middleware), relay.Run, resolver.Run)
 }

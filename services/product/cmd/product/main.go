@@ -30,9 +30,14 @@ func run() error {
 		return err
 	}
 	defer db.Close()
+	bus, relay, err := a.Events(ctx, db)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
 
 	verifier := auth.NewVerifier(auth.MeshKeys(a.Mesh), auth.VerifierConfig{Logger: a.Logger})
-	svc := product.New(product.NewStore(db, a.Telemetry.Propagator))
+	svc := product.New(product.NewStore(db, a.Telemetry.Propagator, relay.Notify))
 	endpoints := product.NewEndpoints(svc, a.Logger, a.Requests)
-	return a.Run(ctx, product.NewHTTPHandler(endpoints, verifier.Middleware))
+	return a.Run(ctx, product.NewHTTPHandler(endpoints, verifier.Middleware), relay.Run)
 }
