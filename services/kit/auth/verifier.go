@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -35,9 +36,9 @@ type VerifierConfig struct {
 	// interval, not one per token. The auth service publishes a new key
 	// longer than this before it signs with it.
 	MinRefreshInterval time.Duration
-	// MaxKeyAge [5m]: keys fetched longer ago are fetched again before use
-	// (the old set is kept if auth cannot answer), so a withdrawn key stops
-	// working everywhere within this time.
+	// MaxKeyAge [5m]: a set fetched longer ago is fetched again, in the
+	// background, when a token uses it (the old set stays if auth cannot
+	// answer), so a withdrawn key stops working everywhere soon after.
 	MaxKeyAge    time.Duration
 	FetchTimeout time.Duration    // [5s]: bound of one JWKS fetch
 	Now          func() time.Time // [time.Now]
@@ -58,6 +59,7 @@ type Verifier struct {
 	fetchMu     sync.Mutex // one fetch at a time; waiters reuse its result
 	lastAttempt time.Time
 	lastErr     error
+	refreshing  atomic.Bool // a background refresh of a stale set is running
 }
 
 // maxKeys bounds what one JWKS may make the verifier hold.
@@ -160,9 +162,17 @@ func invalidToken(msg string) *errs.Error {
 func (v *Verifier) key(ctx context.Context, kid string) (*ecdsa.PublicKey, error) {
 	v.mu.RLock()
 	k, known := v.keys[kid]
-	fresh := !v.fetchedAt.IsZero() && v.cfg.Now().Sub(v.fetchedAt) < v.cfg.MaxKeyAge
+	fresh := v.cfg.Now().Sub(v.fetchedAt) < v.cfg.MaxKeyAge
 	v.mu.RUnlock()
-	if known && fresh {
+	if known {
+		if !fresh && v.refreshing.CompareAndSwap(false, true) {
+			// Refetch in the background: the known key answers now, so a
+			// slow or down auth never delays requests with valid tokens.
+			go func() {
+				defer v.refreshing.Store(false)
+				_ = v.refresh(context.WithoutCancel(ctx))
+			}()
+		}
 		return k, nil
 	}
 	fetchErr := v.refresh(ctx)
@@ -171,7 +181,7 @@ func (v *Verifier) key(ctx context.Context, kid string) (*ecdsa.PublicKey, error
 	v.mu.RUnlock()
 	switch {
 	case ok:
-		return k, nil // fetched now, or stale but auth is down: still trusted
+		return k, nil
 	case fetchErr != nil:
 		return nil, errKeysUnavailable
 	default:

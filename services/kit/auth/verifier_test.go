@@ -257,6 +257,51 @@ func TestKeysUnavailable(t *testing.T) {
 	}
 }
 
+func TestStaleKeysRefreshInBackground(t *testing.T) {
+	c := &clock{now: time.Now()}
+	iss, withdrawn := authtest.NewIssuer(t), authtest.NewIssuer(t)
+	keys := &fakeKeys{issuers: []*authtest.Issuer{iss, withdrawn}}
+	v := newVerifier(keys, c)
+	ctx := context.Background()
+	if _, err := v.Verify(ctx, withdrawn.Token(t, "u1", auth.RoleCustomer)); err != nil {
+		t.Fatal(err)
+	}
+	// auth withdraws a key; after MaxKeyAge the next token triggers a
+	// refetch, after which the withdrawn key no longer verifies.
+	keys.mu.Lock()
+	keys.issuers = []*authtest.Issuer{iss}
+	keys.mu.Unlock()
+	c.Advance(6 * time.Minute)
+	fresh := func(i *authtest.Issuer) string {
+		cl := authtest.Claims("u1", auth.RoleCustomer)
+		cl.IssuedAt = jwt.NewNumericDate(c.Now())
+		cl.ExpiresAt = jwt.NewNumericDate(c.Now().Add(time.Minute))
+		return i.Sign(t, cl)
+	}
+	if _, err := v.Verify(ctx, fresh(iss)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(5 * time.Second)
+	for keys.fetches.Load() < 2 {
+		select {
+		case <-deadline:
+			t.Fatal("no background refetch of the stale key set")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	for {
+		_, err := v.Verify(ctx, fresh(withdrawn))
+		if errs.Is(err, errs.Unauthenticated) {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("withdrawn key still verifies: %v", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
 func TestJWKSIgnoresUnusableKeys(t *testing.T) {
 	iss := authtest.NewIssuer(t)
 	good, _ := auth.NewJWK(iss.Kid, &iss.Key.PublicKey)
