@@ -36,8 +36,6 @@ type Settings struct {
 	KeyRotationAge   time.Duration
 	KeyPublishDelay  time.Duration
 	KeyCheckInterval time.Duration
-	NATSURL          string
-	NATSWait         time.Duration
 }
 
 func loadSettings(r *config.Reader) (Settings, error) {
@@ -52,8 +50,6 @@ func loadSettings(r *config.Reader) (Settings, error) {
 		KeyRotationAge:   r.Duration("AUTH_KEY_ROTATION_AGE", 30*24*time.Hour),
 		KeyPublishDelay:  r.Duration("AUTH_KEY_PUBLISH_DELAY", 15*time.Second),
 		KeyCheckInterval: r.Duration("AUTH_KEY_CHECK_INTERVAL", time.Minute),
-		NATSURL:          r.String("NATS_URL", "nats://127.0.0.1:4222"),
-		NATSWait:         r.Duration("NATS_CONNECT_TIMEOUT", 30*time.Second),
 	}
 	for _, e := range strings.Split(r.String("AUTH_ADMIN_EMAILS", ""), ",") {
 		if e = strings.TrimSpace(e); e != "" {
@@ -92,14 +88,11 @@ func run() error {
 	defer db.Close()
 	store := auth.NewStore(db, a.Telemetry.Propagator)
 
-	connectCtx, cancel := context.WithTimeout(ctx, settings.NATSWait)
-	bus, err := events.Connect(connectCtx, settings.NATSURL, a.Logger)
-	cancel()
+	bus, relay, err := a.Events(ctx, db) // NATS_URL, see kit/app.Settings
 	if err != nil {
 		return err
 	}
 	defer bus.Close()
-	relay := events.NewRelay(events.RelayConfig{DB: db, Bus: bus, Telemetry: a.Telemetry, Logger: a.Logger})
 
 	keys := auth.NewKeyring(store, auth.KeyPolicy{
 		RotationAge: settings.KeyRotationAge, PublishDelay: settings.KeyPublishDelay,
