@@ -211,9 +211,8 @@ func (a *App) Run(ctx context.Context, routes *http.ServeMux, actors ...Actor) e
 	}
 	g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
 	err = g.Run()
-	var sig run.SignalError
-	if errors.As(err, &sig) {
-		a.Logger.Info("stopped", "signal", sig.Signal.String())
+	if errors.Is(err, run.ErrSignal) {
+		a.Logger.Info("stopped", "reason", err.Error())
 		return nil
 	}
 	return err
