@@ -78,6 +78,15 @@ func (p *Process) Stop(grace time.Duration) error {
 	}
 }
 
+// ExitError is how the process ended: nil for exit status 0 (or while it
+// runs), else the error from waiting for it (non-zero status, a signal).
+func (p *Process) ExitError() error {
+	if !p.Exited() {
+		return nil
+	}
+	return p.err
+}
+
 // Signal sends sig to the process.
 func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
 

@@ -196,7 +196,14 @@ func (s *System) StopService(svc string) error {
 	if inst == nil {
 		return nil
 	}
-	return inst.Stop(15 * time.Second)
+	if err := inst.Stop(15 * time.Second); err != nil {
+		return err
+	}
+	// A service stops cleanly on SIGTERM: exit status 0, after draining.
+	if err := inst.ExitError(); err != nil {
+		return fmt.Errorf("system: %s exited with %v after SIGTERM:\n%s", svc, err, inst.Tail(2000))
+	}
+	return nil
 }
 
 // Stop stops everything, services first.
