@@ -1,6 +1,8 @@
 // Command meshop-local runs the local Meshop system (`make run`): Consul,
-// Jaeger and every service in direct mode with SQLite, on the fixed local
-// port plan, until Ctrl-C. State (logs, databases) lives in ./.run.
+// Jaeger, NATS (embedded) and every service in direct mode with SQLite, on
+// the fixed local port plan, until Ctrl-C. State (logs, databases, the
+// JetStream store) lives in ./.run and survives restarts; `make clean`
+// removes it.
 package main
 
 import (
@@ -33,7 +35,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	fmt.Println("starting Consul, Jaeger and the services (direct mode: no Envoy on PATH; services find each other through Consul)")
+	fmt.Println("starting Consul, Jaeger, NATS and the services: direct mode (no Envoy); services find each other through Consul")
 	sys, err := system.Start(ctx, plan, dir)
 	if err != nil {
 		return err
@@ -50,6 +52,7 @@ func printPlan(sys *system.System) {
 	fmt.Fprintf(w, "Consul UI\thttp://%s/ui\n", sys.Consul.HTTPAddr())
 	fmt.Fprintf(w, "Jaeger query API (UI: see README)\t%s/api/services\n", sys.Jaeger.UIURL())
 	fmt.Fprintf(w, "OTLP gRPC\t%s\n", sys.Jaeger.OTLPEndpoint())
+	fmt.Fprintf(w, "NATS JetStream (embedded)\t%s\n", sys.NATS.URL())
 	for _, svc := range system.Services {
 		if inst := sys.Instance(svc); inst != nil {
 			fmt.Fprintf(w, "%s (direct mode)\t%s\n", svc, inst.URL())
