@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,6 +61,23 @@ func TestPurchase(t *testing.T) {
 				t.Errorf("%s mesh_upstreams = %q, want %q", svc, s.Meta["mesh_upstreams"], upstreams[svc])
 			}
 		}
+	})
+
+	t.Run("control plane holds each sidecar's and the edge's config", func(t *testing.T) {
+		upstreams := map[string][]string{"user": {"auth"}, "auth": {"user"}, "product": {"auth"}, "payment": {"auth"},
+			"order": {"auth", "user", "product", "payment"}, "notification": {"auth", "user"}}
+		for _, svc := range system.Services {
+			want := []string{"local_app", "otel_collector"}
+			for _, u := range upstreams[svc] {
+				want = append(want, "svc_"+u)
+			}
+			waitClusters(t, sys.ControlPlaneURL(), svc+"-local", want)
+		}
+		edge := []string{"otel_collector"}
+		for _, svc := range system.Services {
+			edge = append(edge, "svc_"+svc)
+		}
+		waitClusters(t, sys.ControlPlaneURL(), "edge-1", edge)
 	})
 
 	// Register and log in.
@@ -217,4 +237,51 @@ func missingServices(spans []localenv.Span, want []string) []string {
 		}
 	}
 	return missing
+}
+
+// waitClusters polls the control plane until node's config dump has
+// exactly the clusters want (the catalog reaches it after a debounce).
+func waitClusters(t *testing.T, controlPlane, node string, want []string) {
+	t.Helper()
+	slices.Sort(want)
+	deadline := time.Now().Add(20 * time.Second)
+	var got []string
+	for {
+		resp, err := http.Get(controlPlane + "/debug/config_dump?node=" + node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var dump struct {
+			ConfigDump struct {
+				Configs []struct {
+					Type     string `json:"@type"`
+					Clusters []struct {
+						Cluster struct {
+							Name string `json:"name"`
+						} `json:"cluster"`
+					} `json:"dynamic_active_clusters"`
+				} `json:"configs"`
+			} `json:"config_dump"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&dump)
+		resp.Body.Close()
+		got = got[:0]
+		if err == nil && resp.StatusCode == http.StatusOK {
+			for _, c := range dump.ConfigDump.Configs {
+				if strings.HasSuffix(c.Type, "ClustersConfigDump") {
+					for _, cl := range c.Clusters {
+						got = append(got, cl.Cluster.Name)
+					}
+				}
+			}
+		}
+		slices.Sort(got)
+		if slices.Equal(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s: clusters %v, want exactly %v", node, got, want)
+		}
+		<-time.After(200 * time.Millisecond)
+	}
 }

@@ -4,8 +4,12 @@
 // mode with SQLite, each registered in Consul. `make run` starts it on the
 // fixed local port plan; system tests start it on free ports.
 //
-//	Start ──▶ build binaries ──▶ Consul ──▶ Jaeger ──▶ NATS ──▶ services (wait /ready)
-//	Stop  ──▶ services (SIGTERM: drain, deregister) ──▶ NATS ──▶ Jaeger ──▶ Consul
+//	Start ──▶ build binaries ──▶ Consul ──▶ Jaeger ──▶ NATS ──▶ control plane ──▶ services (wait /ready)
+//	Stop  ──▶ services (SIGTERM: drain, deregister) ──▶ control plane ──▶ NATS ──▶ Jaeger ──▶ Consul
+//
+// Without Envoy nothing connects to the control plane, but it watches the
+// same Consul and keeps every instance's (and the edge's) configuration
+// ready: /debug/config_dump shows what each sidecar would get.
 package system
 
 import (
@@ -27,10 +31,13 @@ var Services = []string{"user", "auth", "product", "payment", "order", "notifica
 
 // Plan is the port plan of one local system.
 type Plan struct {
-	Consul   localenv.ConsulOptions
-	Jaeger   localenv.JaegerOptions
-	NATS     localenv.NATSOptions
-	Services map[string]int // app HTTP port per service
+	Consul localenv.ConsulOptions
+	Jaeger localenv.JaegerOptions
+	NATS   localenv.NATSOptions
+	// ControlPlaneXDS and ControlPlaneDebug are the control plane's ADS
+	// (gRPC) and debug HTTP ports.
+	ControlPlaneXDS, ControlPlaneDebug int
+	Services                           map[string]int // app HTTP port per service
 }
 
 // FixedPlan is the port plan of `make run` (DESIGN §7 where it can be kept
@@ -41,14 +48,15 @@ func FixedPlan(dir string) Plan {
 		Jaeger: localenv.JaegerOptions{Dir: filepath.Join(dir, "jaeger"), OTLPGRPCPort: 4317, OTLPHTTPPort: 4318,
 			UIPort: 16686, QueryGRPCPort: 16685, HealthPort: 13133},
 		// 14222, not 4222: a machine may run its own NATS on the default port.
-		NATS:     localenv.NATSOptions{Dir: filepath.Join(dir, "nats"), Port: 14222},
+		NATS:            localenv.NATSOptions{Dir: filepath.Join(dir, "nats"), Port: 14222},
+		ControlPlaneXDS: 18000, ControlPlaneDebug: 18080,
 		Services: map[string]int{"auth": 8101, "user": 8102, "product": 8103, "order": 8104, "payment": 8105, "notification": 8106},
 	}
 }
 
 // FreePlan picks free ports for every part.
 func FreePlan(dir string) (Plan, error) {
-	ports, err := localenv.FreePorts(10 + len(Services))
+	ports, err := localenv.FreePorts(12 + len(Services))
 	if err != nil {
 		return Plan{}, err
 	}
@@ -56,11 +64,12 @@ func FreePlan(dir string) (Plan, error) {
 		Consul: localenv.ConsulOptions{Dir: filepath.Join(dir, "consul"), HTTPPort: ports[0], ServerPort: ports[1], SerfLANPort: ports[2], GRPCPort: ports[3]},
 		Jaeger: localenv.JaegerOptions{Dir: filepath.Join(dir, "jaeger"), OTLPGRPCPort: ports[4], OTLPHTTPPort: ports[5],
 			UIPort: ports[6], QueryGRPCPort: ports[7], HealthPort: ports[8]},
-		NATS:     localenv.NATSOptions{Dir: filepath.Join(dir, "nats"), Port: ports[9]},
+		NATS:            localenv.NATSOptions{Dir: filepath.Join(dir, "nats"), Port: ports[9]},
+		ControlPlaneXDS: ports[10], ControlPlaneDebug: ports[11],
 		Services: map[string]int{},
 	}
 	for i, svc := range Services {
-		p.Services[svc] = ports[10+i]
+		p.Services[svc] = ports[12+i]
 	}
 	return p, nil
 }
@@ -72,6 +81,8 @@ type System struct {
 	Consul *localenv.Consul
 	Jaeger *localenv.Jaeger
 	NATS   *localenv.NATS
+	// ControlPlane is the xDS control plane process.
+	ControlPlane *localenv.Process
 
 	mu        sync.Mutex
 	instances map[string]*Instance
@@ -103,6 +114,10 @@ func Start(ctx context.Context, plan Plan, dir string) (*System, error) {
 		s.Stop()
 		return nil, err
 	}
+	if err := s.startControlPlane(ctx); err != nil {
+		s.Stop()
+		return nil, err
+	}
 	for _, svc := range Services {
 		if _, err := s.StartService(ctx, svc, nil); err != nil {
 			s.Stop()
@@ -118,7 +133,7 @@ func (s *System) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	args := []string{"build", "-o", s.binDir + string(filepath.Separator)}
+	args := []string{"build", "-o", s.binDir + string(filepath.Separator), "./controlplane/cmd/controlplane"}
 	for _, svc := range Services {
 		args = append(args, "./services/"+svc+"/cmd/"+svc)
 	}
@@ -128,6 +143,30 @@ func (s *System) build(ctx context.Context) error {
 		return fmt.Errorf("system: go build: %w\n%s", err, out)
 	}
 	return nil
+}
+
+// ControlPlaneURL is the control plane's debug HTTP base URL.
+func (s *System) ControlPlaneURL() string {
+	return "http://127.0.0.1:" + strconv.Itoa(s.Plan.ControlPlaneDebug)
+}
+
+// startControlPlane runs the control plane against the system's Consul,
+// with Envoys' spans going to the system's Jaeger.
+func (s *System) startControlPlane(ctx context.Context) error {
+	env := []string{
+		"CONSUL_HTTP_ADDR=" + s.Consul.HTTPAddr(),
+		"XDS_ADDR=127.0.0.1:" + strconv.Itoa(s.Plan.ControlPlaneXDS),
+		"DEBUG_ADDR=127.0.0.1:" + strconv.Itoa(s.Plan.ControlPlaneDebug),
+		"MESH_COLLECTOR_ADDR=127.0.0.1:" + strconv.Itoa(s.Plan.Jaeger.OTLPGRPCPort),
+	}
+	p, err := localenv.StartProcess("controlplane", filepath.Join(s.Dir, "logs", "controlplane.log"), env, filepath.Join(s.binDir, "controlplane"))
+	if err != nil {
+		return err
+	}
+	s.ControlPlane = p
+	waitCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	return p.WaitHTTP(waitCtx, s.ControlPlaneURL()+"/ready", 200)
 }
 
 // Instance is one running service instance.
@@ -211,6 +250,9 @@ func (s *System) Stop() error {
 	var errs []error
 	for i := len(Services) - 1; i >= 0; i-- {
 		errs = append(errs, s.StopService(Services[i]))
+	}
+	if s.ControlPlane != nil {
+		errs = append(errs, s.ControlPlane.Stop(10*time.Second))
 	}
 	if s.NATS != nil {
 		s.NATS.Shutdown()

@@ -53,6 +53,7 @@ func printPlan(sys *system.System) {
 	fmt.Fprintf(w, "Jaeger query API (UI: see README)\t%s/api/services\n", sys.Jaeger.UIURL())
 	fmt.Fprintf(w, "OTLP gRPC\t%s\n", sys.Jaeger.OTLPEndpoint())
 	fmt.Fprintf(w, "NATS JetStream (embedded)\t%s\n", sys.NATS.URL())
+	fmt.Fprintf(w, "control plane debug (xDS on :%d)\t%s/debug/nodes\n", sys.Plan.ControlPlaneXDS, sys.ControlPlaneURL())
 	for _, svc := range system.Services {
 		if inst := sys.Instance(svc); inst != nil {
 			fmt.Fprintf(w, "%s (direct mode)\t%s\n", svc, inst.URL())
