@@ -6,7 +6,7 @@ SHELL := /bin/bash
 BIN := $(CURDIR)/bin
 # Workspace modules; the tool modules under consul/tool and observability/jaeger
 # are deliberately outside go.work.
-MODULES := services/kit services/auth services/user services/product services/order services/payment services/notification controlplane localenv e2e
+MODULES := services/kit services/auth services/user services/product services/order services/payment services/notification controlplane localenv e2e deploy
 PKGS := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 GOTESTFLAGS ?= -count=1 -timeout 30m
 
@@ -21,7 +21,7 @@ JAEGER_GOENV := GONOSUMDB=github.com/open-telemetry,go.opentelemetry.io,github.c
 
 .PHONY: help
 help: ## list the targets
-	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## build every service and the control plane into ./bin
@@ -50,3 +50,32 @@ run: tools ## run the local system (Consul, Jaeger, control plane, services in d
 .PHONY: clean
 clean: ## remove built binaries and local run state
 	rm -rf $(BIN) .run
+
+# ---- Docker: the whole mesh with real Envoys (docker-compose.yml) ----------
+COMPOSE ?= docker compose
+
+.PHONY: up
+up: ## build the images, start the mesh in Docker and wait until it answers; prints the URLs
+	$(COMPOSE) build
+	$(COMPOSE) up -d --wait --wait-timeout 600
+	@echo
+	@echo "Meshop is up (docker compose; make down stops it and deletes its data):"
+	@echo "  API (edge Envoy)       http://localhost:8080/api/products"
+	@echo "  edge Envoy admin       http://localhost:9901"
+	@echo "  Consul UI              http://localhost:8500/ui"
+	@echo "  Jaeger UI              http://localhost:16686"
+	@echo "  Grafana                http://localhost:3000  (dashboard Meshop; admin/admin to edit)"
+	@echo "  Prometheus             http://localhost:9090"
+	@echo "  control-plane debug    http://localhost:18080/debug/nodes"
+
+.PHONY: down
+down: ## stop the Docker mesh and delete its volumes
+	$(COMPOSE) --profile order3 down -v --remove-orphans
+
+.PHONY: logs
+logs: ## follow the Docker mesh's logs (one service: make logs S=order)
+	$(COMPOSE) logs -f --tail=100 $(S)
+
+.PHONY: e2e
+e2e: ## the Docker system test: compose up, purchase via the edge, traces, order failover (skips without Docker)
+	go test -tags e2e -count=1 -v -timeout 30m ./e2e/compose/...

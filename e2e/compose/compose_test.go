@@ -3,14 +3,10 @@
 package compose
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -175,8 +171,6 @@ func (s *stack) dumpLogs() {
 	out, _ := s.compose(ctx, "logs", "--no-color", "--tail", "40")
 	s.t.Logf("docker compose logs (last 40 lines per container):\n%s", out)
 }
-
-
 
 // session is what the purchase leaves for the failover test.
 type session struct {

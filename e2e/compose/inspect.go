@@ -66,6 +66,8 @@ type traceSummary struct {
 	clusters map[string]map[string]bool // service → upstream clusters of its Envoy spans
 }
 
+// fetchTrace reads a trace from Jaeger's query API; a trace not (yet)
+// there is an error.
 func fetchTrace(ctx context.Context, jaeger, traceID string) (traceSummary, error) {
 	var resp struct {
 		Data []struct {
@@ -157,4 +159,3 @@ func edgeEndpoints(ctx context.Context, controlPlane, cluster string) ([]string,
 	slices.Sort(out)
 	return out, nil
 }
-

@@ -1,0 +1,251 @@
+package deploy
+
+import (
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meshop/meshop/controlplane/serve"
+	"github.com/meshop/meshop/services/kit/instrument"
+)
+
+// TestJaegerComposeConfig validates the compose Jaeger configuration with
+// the Jaeger that `make tools` builds from the same release as the image.
+func TestJaegerComposeConfig(t *testing.T) {
+	root := repoRoot(t)
+	bin := filepath.Join(root, "bin", "jaeger")
+	if _, err := os.Stat(bin); err != nil {
+		t.Skip("bin/jaeger is not built (make tools builds it; make test does it first)")
+	}
+	cfg := filepath.Join(root, "observability", "jaeger", "config-compose.yaml")
+	if out, err := exec.Command(bin, "validate", "--config", cfg).CombinedOutput(); err != nil {
+		t.Fatalf("jaeger validate %s: %v\n%s", cfg, err, out)
+	}
+	p := loadCompose(t, nil, nil)
+	if host := hostPath(t, p.Services["jaeger"], "/etc/jaeger/config.yaml"); host != "observability/jaeger/config-compose.yaml" {
+		t.Errorf("jaeger mounts %q as its configuration", host)
+	}
+}
+
+// prometheusConfig is the part of prometheus.yml the test reads.
+type prometheusConfig struct {
+	ScrapeConfigs []struct {
+		JobName       string `json:"job_name"`
+		MetricsPath   string `json:"metrics_path"`
+		StaticConfigs []struct {
+			Targets []string `json:"targets"`
+		} `json:"static_configs"`
+		ConsulSDConfigs []struct {
+			Server   string   `json:"server"`
+			Services []string `json:"services"`
+		} `json:"consul_sd_configs"`
+	} `json:"scrape_configs"`
+}
+
+func TestPrometheusScrapesEveryPart(t *testing.T) {
+	root := repoRoot(t)
+	path := filepath.Join(root, "observability", "prometheus", "prometheus.yml")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg prometheusConfig
+	if err := yaml.Unmarshal(raw, &cfg); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	p := loadCompose(t, nil, nil)
+	jobs := map[string]bool{}
+	for _, sc := range cfg.ScrapeConfigs {
+		jobs[sc.JobName] = true
+		for _, st := range sc.StaticConfigs {
+			for _, target := range st.Targets {
+				host, _, err := net.SplitHostPort(target)
+				if _, ok := p.Services[host]; err != nil || !ok {
+					t.Errorf("job %s scrapes %s, which is no compose service", sc.JobName, target)
+				}
+			}
+		}
+		for _, sd := range sc.ConsulSDConfigs {
+			if sd.Server != "consul:8500" {
+				t.Errorf("job %s asks Consul at %s, want consul:8500", sc.JobName, sd.Server)
+			}
+			if !slices.Equal(sd.Services, appNames) {
+				t.Errorf("job %s discovers %v, want every service %v", sc.JobName, sd.Services, appNames)
+			}
+		}
+	}
+	// The control plane, the apps (Consul), the sidecars (Consul) and the
+	// edge, each with the path it serves metrics on.
+	want := map[string]string{"controlplane": "", "services": "/metrics", "envoy-sidecars": "/stats/prometheus", "envoy-edge": "/stats/prometheus"}
+	for _, sc := range cfg.ScrapeConfigs {
+		if path, ok := want[sc.JobName]; ok && path != "" && sc.MetricsPath != path {
+			t.Errorf("job %s scrapes %q, want %q", sc.JobName, sc.MetricsPath, path)
+		}
+	}
+	for job := range want {
+		if !jobs[job] {
+			t.Errorf("no scrape job %s", job)
+		}
+	}
+	if host := hostPath(t, p.Services["prometheus"], "/etc/prometheus/prometheus.yml"); host != "observability/prometheus/prometheus.yml" {
+		t.Errorf("prometheus mounts %q as its configuration", host)
+	}
+	// promtool, where installed, knows the whole format.
+	if promtool, err := exec.LookPath("promtool"); err == nil {
+		if out, err := exec.Command(promtool, "check", "config", "--syntax-only", path).CombinedOutput(); err != nil {
+			t.Errorf("promtool check config: %v\n%s", err, out)
+		}
+	}
+}
+
+// metricNames are the metric families the control plane and the services
+// export, read from the code that registers them.
+func metricNames(t *testing.T) map[string]bool {
+	t.Helper()
+	var reg collecting
+	serve.NewMetrics(&reg)
+	instrument.NewMetrics(&reg, "order")
+	fqName := regexp.MustCompile(`fqName: "([^"]+)"`)
+	names := map[string]bool{}
+	for _, c := range reg {
+		ch := make(chan *prometheus.Desc, 16)
+		go func() { c.Describe(ch); close(ch) }()
+		for d := range ch {
+			m := fqName.FindStringSubmatch(d.String())
+			if m == nil {
+				t.Fatalf("cannot read the metric name of %s", d)
+			}
+			for _, suffix := range []string{"", "_bucket", "_sum", "_count"} {
+				names[m[1]+suffix] = true
+			}
+		}
+	}
+	return names
+}
+
+// collecting is a prometheus.Registerer that keeps what is registered.
+type collecting []prometheus.Collector
+
+func (r *collecting) Register(c prometheus.Collector) error   { *r = append(*r, c); return nil }
+func (r *collecting) MustRegister(cs ...prometheus.Collector) { *r = append(*r, cs...) }
+func (r *collecting) Unregister(prometheus.Collector) bool    { return true }
+
+// dashboard is the part of a Grafana dashboard the test reads.
+type dashboard struct {
+	UID    string  `json:"uid"`
+	Title  string  `json:"title"`
+	Panels []panel `json:"panels"`
+}
+
+type panel struct {
+	Title      string      `json:"title"`
+	Type       string      `json:"type"`
+	Datasource *datasource `json:"datasource"`
+	Targets    []struct {
+		Expr       string      `json:"expr"`
+		Datasource *datasource `json:"datasource"`
+	} `json:"targets"`
+}
+
+type datasource struct {
+	UID string `json:"uid"`
+}
+
+func TestGrafanaDashboardsQueryRealMetrics(t *testing.T) {
+	root := repoRoot(t)
+	var ds struct {
+		Datasources []struct {
+			UID  string `json:"uid"`
+			Type string `json:"type"`
+			URL  string `json:"url"`
+		} `json:"datasources"`
+	}
+	raw, err := os.ReadFile(filepath.Join(root, "observability", "grafana", "provisioning", "datasources", "meshop.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(raw, &ds); err != nil {
+		t.Fatal(err)
+	}
+	p := loadCompose(t, nil, nil)
+	uids := map[string]bool{}
+	for _, d := range ds.Datasources {
+		uids[d.UID] = true
+		host := strings.TrimPrefix(d.URL, "http://")
+		host, _, _ = strings.Cut(host, ":")
+		if _, ok := p.Services[host]; !ok {
+			t.Errorf("datasource %s points at %s, which is no compose service", d.UID, d.URL)
+		}
+	}
+	for _, want := range []string{"prometheus", "jaeger"} {
+		if !uids[want] {
+			t.Errorf("no datasource with uid %q", want)
+		}
+	}
+
+	known := metricNames(t)
+	metric := regexp.MustCompile(`\b(meshop_[a-z0-9_]+|envoy_[a-z0-9_]+)`)
+	files, _ := filepath.Glob(filepath.Join(root, "observability", "grafana", "dashboards", "*.json"))
+	if len(files) == 0 {
+		t.Fatal("no dashboards")
+	}
+	used := map[string]bool{}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d dashboard
+		if err := json.Unmarshal(raw, &d); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if d.UID == "" || d.Title == "" {
+			t.Errorf("%s: dashboard without uid or title", f)
+		}
+		for _, pn := range d.Panels {
+			if pn.Type == "row" {
+				continue
+			}
+			if pn.Datasource == nil || !uids[pn.Datasource.UID] {
+				t.Errorf("%s: panel %q: datasource %v is not provisioned", f, pn.Title, pn.Datasource)
+			}
+			if len(pn.Targets) == 0 {
+				t.Errorf("%s: panel %q has no query", f, pn.Title)
+			}
+			for _, tg := range pn.Targets {
+				for _, m := range metric.FindAllString(tg.Expr, -1) {
+					used[m] = true
+					if strings.HasPrefix(m, "meshop_") && !known[m] {
+						t.Errorf("%s: panel %q queries %s, which neither the control plane nor the services export", f, pn.Title, m)
+					}
+				}
+			}
+		}
+	}
+	// The issue's panels: push latency, connected Envoys, NACKs; request
+	// rate, errors and latency of the services.
+	for _, m := range []string{
+		"meshop_controlplane_push_latency_seconds_bucket", "meshop_controlplane_connected_nodes", "meshop_controlplane_xds_nacks_total",
+		"meshop_requests_total", "meshop_request_duration_seconds_bucket",
+	} {
+		if !used[m] {
+			t.Errorf("no dashboard panel queries %s", m)
+		}
+	}
+	if host := hostPath(t, p.Services["grafana"], "/etc/grafana/provisioning"); host != "observability/grafana/provisioning" {
+		t.Errorf("grafana mounts %q as its provisioning", host)
+	}
+	home := hostPath(t, p.Services["grafana"], env(p.Services["grafana"], "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"))
+	if _, err := os.Stat(filepath.Join(root, home)); home == "" || err != nil {
+		t.Errorf("grafana's home dashboard %q is not a mounted dashboard", home)
+	}
+}
