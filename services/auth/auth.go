@@ -26,7 +26,6 @@ package auth
 
 import (
 	"embed"
-	"io/fs"
 	"time"
 
 	"github.com/meshop/meshop/services/kit/sqldb"
@@ -37,11 +36,7 @@ var migrations embed.FS
 
 // Migrations returns the auth database's schema.
 func Migrations() sqldb.MigrationSet {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the directory is embedded above; this cannot fail
-	}
-	return sqldb.MigrationSet{Name: "auth", FS: sub}
+	return sqldb.Embedded("auth", migrations, "migrations")
 }
 
 // Credentials are what a login is checked against.

@@ -11,7 +11,6 @@ package notification
 
 import (
 	"embed"
-	"io/fs"
 	"time"
 
 	"github.com/meshop/meshop/services/kit/sqldb"
@@ -22,11 +21,7 @@ var migrations embed.FS
 
 // Migrations returns the notification database's schema.
 func Migrations() sqldb.MigrationSet {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the directory is embedded above; this cannot fail
-	}
-	return sqldb.MigrationSet{Name: "notification", FS: sub}
+	return sqldb.Embedded("notification", migrations, "migrations")
 }
 
 // Notification is one message to a user.

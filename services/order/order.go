@@ -10,7 +10,6 @@ package order
 
 import (
 	"embed"
-	"io/fs"
 	"time"
 
 	"github.com/meshop/meshop/services/kit/sqldb"
@@ -21,11 +20,7 @@ var migrations embed.FS
 
 // Migrations returns the order database's schema.
 func Migrations() sqldb.MigrationSet {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the directory is embedded above; this cannot fail
-	}
-	return sqldb.MigrationSet{Name: "order", FS: sub}
+	return sqldb.Embedded("order", migrations, "migrations")
 }
 
 // Statuses.

@@ -20,7 +20,6 @@ package payment
 
 import (
 	"embed"
-	"io/fs"
 	"time"
 
 	"github.com/meshop/meshop/services/kit/sqldb"
@@ -31,11 +30,7 @@ var migrations embed.FS
 
 // Migrations returns the payment database's schema.
 func Migrations() sqldb.MigrationSet {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the directory is embedded above; this cannot fail
-	}
-	return sqldb.MigrationSet{Name: "payment", FS: sub}
+	return sqldb.Embedded("payment", migrations, "migrations")
 }
 
 // Name is the service's name, the source of its events.

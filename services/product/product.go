@@ -18,7 +18,6 @@ package product
 
 import (
 	"embed"
-	"io/fs"
 
 	"github.com/meshop/meshop/services/kit/sqldb"
 )
@@ -28,11 +27,7 @@ var migrations embed.FS
 
 // Migrations returns the product database's schema and seeded catalog.
 func Migrations() sqldb.MigrationSet {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the directory is embedded above; this cannot fail
-	}
-	return sqldb.MigrationSet{Name: "product", FS: sub}
+	return sqldb.Embedded("product", migrations, "migrations")
 }
 
 // Service name, as events' source.

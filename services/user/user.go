@@ -12,7 +12,6 @@ package user
 
 import (
 	"embed"
-	"io/fs"
 	"time"
 
 	"github.com/meshop/meshop/services/kit/sqldb"
@@ -25,11 +24,7 @@ var migrations embed.FS
 
 // Migrations returns the user database's schema.
 func Migrations() sqldb.MigrationSet {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the directory is embedded above; this cannot fail
-	}
-	return sqldb.MigrationSet{Name: "user", FS: sub}
+	return sqldb.Embedded("user", migrations, "migrations")
 }
 
 // Roles.

@@ -41,7 +41,6 @@ import (
 	"embed"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"time"
 
 	"github.com/google/uuid"
@@ -98,11 +97,7 @@ var migrations embed.FS
 // Migrations are the outbox and processed_events tables, applied into each
 // service's own database beside its schema.
 func Migrations() sqldb.MigrationSet {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the directory is embedded above; this cannot fail
-	}
-	return sqldb.MigrationSet{Name: "events", FS: sub}
+	return sqldb.Embedded("events", migrations, "migrations")
 }
 
 // MaxEnvelopeBytes bounds an encoded envelope, well under NATS's default

@@ -115,3 +115,14 @@ func migrationFiles(fsys fs.FS) ([]migration, error) {
 	}
 	return out, nil
 }
+
+// Embedded is the migration set name whose files are in dir of fsys (an
+// embed.FS holding dir/*.sql). A bad dir is a programming error caught by
+// the first test run, so it panics.
+func Embedded(name string, fsys fs.FS, dir string) MigrationSet {
+	sub, err := fs.Sub(fsys, dir)
+	if err != nil {
+		panic(fmt.Sprintf("sqldb: migrations %s: %v", name, err))
+	}
+	return MigrationSet{Name: name, FS: sub}
+}
