@@ -7,6 +7,7 @@ import (
 	"github.com/go-kit/kit/endpoint"
 
 	"github.com/meshop/meshop/services/kit/instrument"
+	"github.com/meshop/meshop/services/kit/paging"
 )
 
 // Endpoints are the notification service's methods as go-kit endpoints,
@@ -22,15 +23,13 @@ func NewEndpoints(svc Service, logger *slog.Logger, metrics *instrument.Metrics)
 
 type listRequest struct {
 	UserID string
-	Limit  int
-	Cursor string
+	Page   paging.Request
 }
 
-// listResponse is a page of notifications (DESIGN §2 list shape).
+// listResponse is a page of notifications or the error that took its place.
 type listResponse struct {
-	Items      []Notification `json:"items"`
-	NextCursor string         `json:"next_cursor,omitempty"`
-	Err        error          `json:"-"`
+	*paging.Page[Notification]
+	Err error `json:"-"`
 }
 
 var _ endpoint.Failer = listResponse{}
@@ -40,13 +39,10 @@ func (r listResponse) Failed() error { return r.Err }
 func makeListEndpoint(svc Service) endpoint.Endpoint {
 	return func(ctx context.Context, request any) (any, error) {
 		req := request.(listRequest)
-		items, next, err := svc.List(ctx, req.UserID, req.Limit, req.Cursor)
+		page, err := svc.List(ctx, req.UserID, req.Page)
 		if err != nil {
 			return listResponse{Err: err}, nil
 		}
-		if items == nil {
-			items = []Notification{}
-		}
-		return listResponse{Items: items, NextCursor: next}, nil
+		return listResponse{Page: &page}, nil
 	}
 }

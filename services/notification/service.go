@@ -3,20 +3,20 @@ package notification
 import (
 	"context"
 	"log/slog"
-	"regexp"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"go.opentelemetry.io/otel/propagation"
 
-	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
+	"github.com/meshop/meshop/services/kit/paging"
 )
 
 // Service answers a user's questions about their notifications.
 type Service interface {
-	List(ctx context.Context, userID string, limit int, cursor string) (items []Notification, next string, err error)
+	// List returns a page of the user's notifications, oldest first.
+	List(ctx context.Context, userID string, req paging.Request) (paging.Page[Notification], error)
 }
 
 // Store keeps notifications.
@@ -30,34 +30,12 @@ type service struct{ store Store }
 // New returns the notification service over store.
 func New(store Store) Service { return &service{store: store} }
 
-var cursorPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
-// Paging limits of List.
-const (
-	defaultPageSize = 20
-	maxPageSize     = 100
-)
-
-func (s *service) List(ctx context.Context, userID string, limit int, cursor string) ([]Notification, string, error) {
-	if limit == 0 {
-		limit = defaultPageSize
-	}
-	if limit < 1 || limit > maxPageSize {
-		return nil, "", errs.Newf(errs.Invalid, "invalid_limit", "limit must be between 1 and %d", maxPageSize)
-	}
-	if cursor != "" && !cursorPattern.MatchString(cursor) {
-		return nil, "", errs.New(errs.Invalid, "invalid_cursor", "cursor is not one this API returned")
-	}
-	items, err := s.store.ListByUser(ctx, userID, limit+1, cursor)
+func (s *service) List(ctx context.Context, userID string, req paging.Request) (paging.Page[Notification], error) {
+	items, err := s.store.ListByUser(ctx, userID, req.Limit+1, req.After)
 	if err != nil {
-		return nil, "", err
+		return paging.Page[Notification]{}, err
 	}
-	next := ""
-	if len(items) > limit {
-		items = items[:limit]
-		next = items[limit-1].ID
-	}
-	return items, next, nil
+	return paging.Build(items, req, func(n Notification) string { return n.ID }), nil
 }
 
 // Handler turns consumed events into notifications.

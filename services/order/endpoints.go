@@ -8,6 +8,7 @@ import (
 	"github.com/go-kit/kit/endpoint"
 
 	"github.com/meshop/meshop/services/kit/instrument"
+	"github.com/meshop/meshop/services/kit/paging"
 )
 
 // Endpoints are the order service's methods as go-kit endpoints, each
@@ -37,15 +38,13 @@ type getRequest struct{ UserID, ID string }
 
 type listRequest struct {
 	UserID string
-	Limit  int
-	Cursor string
+	Page   paging.Request
 }
 
-// listResponse is a page of orders (DESIGN §2 list shape).
+// listResponse is a page of orders or the error that took its place.
 type listResponse struct {
-	Items      []Order `json:"items"`
-	NextCursor string  `json:"next_cursor,omitempty"`
-	Err        error   `json:"-"`
+	*paging.Page[Order]
+	Err error `json:"-"`
 }
 
 var _ endpoint.Failer = listResponse{}
@@ -104,13 +103,10 @@ func makeGetEndpoint(svc Service) endpoint.Endpoint {
 func makeListEndpoint(svc Service) endpoint.Endpoint {
 	return func(ctx context.Context, request any) (any, error) {
 		req := request.(listRequest)
-		orders, next, err := svc.List(ctx, req.UserID, req.Limit, req.Cursor)
+		page, err := svc.List(ctx, req.UserID, req.Page)
 		if err != nil {
 			return listResponse{Err: err}, nil
 		}
-		if orders == nil {
-			orders = []Order{}
-		}
-		return listResponse{Items: orders, NextCursor: next}, nil
+		return listResponse{Page: &page}, nil
 	}
 }

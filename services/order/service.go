@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
+	"github.com/meshop/meshop/services/kit/paging"
 )
 
 // Service manages orders. userID is the caller, who owns what it creates
@@ -26,8 +27,8 @@ type Service interface {
 	// interrupted; with a different request it is a Conflict.
 	Create(ctx context.Context, userID, idempotencyKey string, req CreateRequest) (o Order, replayed bool, err error)
 	Get(ctx context.Context, userID, id string) (Order, error)
-	// List returns the user's orders, oldest first, after cursor.
-	List(ctx context.Context, userID string, limit int, cursor string) (orders []Order, next string, err error)
+	// List returns a page of the user's orders, oldest first.
+	List(ctx context.Context, userID string, req paging.Request) (paging.Page[Order], error)
 }
 
 // Store keeps orders.
@@ -149,40 +150,20 @@ func (s *service) Get(ctx context.Context, userID, id string) (Order, error) {
 	return s.withUser(ctx, o), nil
 }
 
-// Paging limits of List.
-const (
-	defaultPageSize = 20
-	maxPageSize     = 100
-)
-
-func (s *service) List(ctx context.Context, userID string, limit int, cursor string) ([]Order, string, error) {
-	if limit == 0 {
-		limit = defaultPageSize
-	}
-	if limit < 1 || limit > maxPageSize {
-		return nil, "", errs.Newf(errs.Invalid, "invalid_limit", "limit must be between 1 and %d", maxPageSize)
-	}
-	if cursor != "" && !idPattern.MatchString(cursor) {
-		return nil, "", errs.New(errs.Invalid, "invalid_cursor", "cursor is not one this API returned")
-	}
-	// One more than asked tells whether there is a next page.
-	orders, err := s.Store.ListByUser(ctx, userID, limit+1, cursor)
+func (s *service) List(ctx context.Context, userID string, req paging.Request) (paging.Page[Order], error) {
+	orders, err := s.Store.ListByUser(ctx, userID, req.Limit+1, req.After)
 	if err != nil {
-		return nil, "", err
+		return paging.Page[Order]{}, err
 	}
-	next := ""
-	if len(orders) > limit {
-		orders = orders[:limit]
-		next = orders[limit-1].ID
-	}
-	if len(orders) > 0 {
+	page := paging.Build(orders, req, func(o Order) string { return o.ID })
+	if len(page.Items) > 0 {
 		// One profile serves every order of the page: same owner.
-		withUser := s.withUser(ctx, orders[0])
-		for i := range orders {
-			orders[i].User, orders[i].Degraded = withUser.User, withUser.Degraded
+		withUser := s.withUser(ctx, page.Items[0])
+		for i := range page.Items {
+			page.Items[i].User, page.Items[i].Degraded = withUser.User, withUser.Degraded
 		}
 	}
-	return orders, next, nil
+	return page, nil
 }
 
 // withUser embeds the owner's profile. A user service that cannot answer

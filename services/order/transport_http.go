@@ -3,13 +3,13 @@ package order
 import (
 	"context"
 	"net/http"
-	"strconv"
 
 	httptransport "github.com/go-kit/kit/transport/http"
 
 	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/httpserver"
+	"github.com/meshop/meshop/services/kit/paging"
 )
 
 // NewHTTPHandler serves the order API. Every route needs a bearer token;
@@ -57,13 +57,9 @@ func decodeList(ctx context.Context, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	req := listRequest{UserID: caller.UserID, Cursor: r.URL.Query().Get("cursor")}
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return nil, errs.New(errs.Invalid, "invalid_limit", "limit must be a number from 1 to 100")
-		}
-		req.Limit = n
+	page, err := paging.FromQuery(r.URL.Query())
+	if err != nil {
+		return nil, err
 	}
-	return req, nil
+	return listRequest{UserID: caller.UserID, Page: page}, nil
 }

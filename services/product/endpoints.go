@@ -8,6 +8,7 @@ import (
 	"github.com/go-kit/kit/endpoint"
 
 	"github.com/meshop/meshop/services/kit/instrument"
+	"github.com/meshop/meshop/services/kit/paging"
 )
 
 // Endpoints are the product service's methods as go-kit endpoints, each
@@ -36,11 +37,6 @@ func NewEndpoints(svc Service, logger *slog.Logger, metrics *instrument.Metrics)
 	}
 }
 
-type listRequest struct {
-	Limit  int
-	Cursor string
-}
-
 type getRequest struct{ ID string }
 
 type createRequest struct{ NewProduct }
@@ -52,7 +48,7 @@ type orderIDRequest struct{ OrderID string }
 
 // pageResponse is a page of products or the error that took its place.
 type pageResponse struct {
-	*Page
+	*paging.Page[Product]
 	Err error `json:"-"`
 }
 
@@ -92,8 +88,7 @@ func statusCode(created bool) int {
 
 func makeListEndpoint(svc Service) endpoint.Endpoint {
 	return func(ctx context.Context, request any) (any, error) {
-		req := request.(listRequest)
-		p, err := svc.List(ctx, req.Limit, req.Cursor)
+		p, err := svc.List(ctx, request.(paging.Request))
 		if err != nil {
 			return pageResponse{Err: err}, nil
 		}

@@ -61,12 +61,6 @@ type NewProduct struct {
 	Stock       int    `json:"stock"`
 }
 
-// Page is one page of the catalog. NextCursor is empty on the last page.
-type Page struct {
-	Items      []Product `json:"items"`
-	NextCursor string    `json:"next_cursor,omitempty"`
-}
-
 // ReserveRequest is the body of POST /internal/reservations.
 type ReserveRequest struct {
 	OrderID string        `json:"order_id"`

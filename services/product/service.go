@@ -2,7 +2,6 @@ package product
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"regexp"
 	"slices"
@@ -13,13 +12,13 @@ import (
 
 	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/errs"
+	"github.com/meshop/meshop/services/kit/paging"
 )
 
 // Service is the catalog and its stock.
 type Service interface {
-	// List returns a page of at most limit products (1..MaxLimit) after
-	// cursor ("" for the first page), ordered by id.
-	List(ctx context.Context, limit int, cursor string) (Page, error)
+	// List returns a page of the catalog, ordered by id.
+	List(ctx context.Context, req paging.Request) (paging.Page[Product], error)
 	Get(ctx context.Context, id string) (Product, error)
 	// Create adds a product; the caller must have role admin.
 	Create(ctx context.Context, np NewProduct) (Product, error)
@@ -44,12 +43,6 @@ type Store interface {
 	Release(ctx context.Context, orderID string) (Reservation, error)
 }
 
-// Paging limits.
-const (
-	DefaultLimit = 20
-	MaxLimit     = 100
-)
-
 // Limits on one reservation and one product.
 const (
 	maxItems       = 100
@@ -70,49 +63,12 @@ var (
 	currencyPattern = regexp.MustCompile(`^[A-Z]{3}$`)
 )
 
-func (s *service) List(ctx context.Context, limit int, cursor string) (Page, error) {
-	if limit < 1 || limit > MaxLimit {
-		return Page{}, errs.Newf(errs.Invalid, "invalid_limit", "limit must be between 1 and %d", MaxLimit)
-	}
-	after, err := decodeCursor(cursor)
+func (s *service) List(ctx context.Context, req paging.Request) (paging.Page[Product], error) {
+	items, err := s.store.List(ctx, req.After, req.Limit+1)
 	if err != nil {
-		return Page{}, err
+		return paging.Page[Product]{}, err
 	}
-	// One more than asked tells whether another page follows.
-	items, err := s.store.List(ctx, after, limit+1)
-	if err != nil {
-		return Page{}, err
-	}
-	page := Page{Items: items}
-	if len(items) > limit {
-		page.Items = items[:limit]
-		page.NextCursor = encodeCursor(page.Items[limit-1].ID)
-	}
-	return page, nil
-}
-
-// Cursors are opaque to clients: the last id of the page, versioned and
-// base64url-encoded, so the encoding can change without breaking paging.
-const cursorPrefix = "v1:"
-
-func encodeCursor(lastID string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(cursorPrefix + lastID))
-}
-
-func decodeCursor(cursor string) (string, error) {
-	if cursor == "" {
-		return "", nil
-	}
-	bad := errs.New(errs.Invalid, "invalid_cursor", "cursor is not one this API returned")
-	raw, err := base64.RawURLEncoding.DecodeString(cursor)
-	if err != nil {
-		return "", bad
-	}
-	id, ok := strings.CutPrefix(string(raw), cursorPrefix)
-	if !ok || !idPattern.MatchString(id) {
-		return "", bad
-	}
-	return id, nil
+	return paging.Build(items, req, func(p Product) string { return p.ID }), nil
 }
 
 func (s *service) Get(ctx context.Context, id string) (Product, error) {

@@ -3,12 +3,11 @@ package product
 import (
 	"context"
 	"net/http"
-	"strconv"
 
 	httptransport "github.com/go-kit/kit/transport/http"
 
-	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/httpserver"
+	"github.com/meshop/meshop/services/kit/paging"
 )
 
 // NewHTTPHandler serves the product API:
@@ -41,19 +40,7 @@ func NewHTTPHandler(e Endpoints, authn func(http.Handler) http.Handler) *http.Se
 }
 
 func decodeList(_ context.Context, r *http.Request) (any, error) {
-	q := r.URL.Query()
-	req := listRequest{Limit: DefaultLimit, Cursor: q.Get("cursor")}
-	if q.Has("limit") {
-		n, err := strconv.Atoi(q.Get("limit"))
-		if err != nil || n < 1 || n > MaxLimit {
-			return nil, errs.Newf(errs.Invalid, "invalid_limit", "limit must be an integer between 1 and %d", MaxLimit)
-		}
-		req.Limit = n
-	}
-	if q.Has("cursor") && req.Cursor == "" {
-		return nil, errs.New(errs.Invalid, "invalid_cursor", "cursor is empty; omit it for the first page")
-	}
-	return req, nil
+	return paging.FromQuery(r.URL.Query())
 }
 
 func decodeGet(_ context.Context, r *http.Request) (any, error) {
