@@ -56,8 +56,7 @@ COMPOSE ?= docker compose
 
 .PHONY: up
 up: ## build the images, start the mesh in Docker and wait until it answers; prints the URLs
-	$(COMPOSE) build
-	$(COMPOSE) up -d --wait --wait-timeout 600
+	$(COMPOSE) up -d --build --wait --wait-timeout 600
 	@echo
 	@echo "Meshop is up (docker compose; make down stops it and deletes its data):"
 	@echo "  API (edge Envoy)       http://localhost:8080/api/products"

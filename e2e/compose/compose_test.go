@@ -51,8 +51,15 @@ func TestCompose(t *testing.T) {
 	controlPlane := s.url(ctx, "controlplane", 18080)
 	api := &client{base: edge, http: &http.Client{Timeout: 10 * time.Second}}
 
-	// up --wait saw every container healthy; the edge learns of each order
-	// instance once Consul's check through its sidecar passes.
+	consul := s.url(ctx, "consul", 8500)
+
+	// up --wait saw every container healthy; each order instance passes in
+	// Consul once its check through its sidecar does, and then the edge
+	// gets it as an endpoint.
+	poll(ctx, t, 2*time.Minute, "order-1, order-2 and order-3 passing in Consul", func() (bool, string) {
+		ids, err := passing(ctx, consul, "order")
+		return err == nil && slices.Equal(ids, []string{"order-1", "order-2", "order-3"}), fmt.Sprintf("passing %v, err %v", ids, err)
+	})
 	poll(ctx, t, 2*time.Minute, "three order instances in the edge's endpoints", func() (bool, string) {
 		eps, err := edgeEndpoints(ctx, controlPlane, "svc_order")
 		return err == nil && len(eps) == 3, fmt.Sprintf("endpoints %v, err %v", eps, err)

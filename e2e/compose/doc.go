@@ -4,6 +4,8 @@
 //
 //	docker compose up --build --wait (project meshop-e2e-<pid>, random loopback ports)
 //	   │
+//	   ├─ order-1, order-2, order-3 passing in Consul, and all three in svc_order at the edge
+//	   │
 //	   ├─ purchase through the edge on 8080: register → login → products → checkout (tok_visa)
 //	   │     with a traceparent of ours → Jaeger /api/traces/<id> holds the edge Envoy's span,
 //	   │     order-sidecar's inbound and egress spans, the upstream sidecars' spans, the apps'

@@ -159,3 +159,23 @@ func edgeEndpoints(ctx context.Context, controlPlane, cluster string) ([]string,
 	slices.Sort(out)
 	return out, nil
 }
+
+// passing lists the IDs of service's instances whose checks all pass in
+// Consul, sorted.
+func passing(ctx context.Context, consul, service string) ([]string, error) {
+	var entries []struct {
+		Service struct {
+			ID string `json:"ID"`
+		} `json:"Service"`
+	}
+	c := &client{base: consul, http: &http.Client{Timeout: 5 * time.Second}}
+	if _, err := c.do(ctx, http.MethodGet, "/v1/health/service/"+service+"?passing=true", nil, nil, &entries); err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, e := range entries {
+		ids = append(ids, e.Service.ID)
+	}
+	slices.Sort(ids)
+	return ids, nil
+}

@@ -62,3 +62,11 @@ func TestFetchTrace(t *testing.T) {
 		t.Error("a missing trace is no error")
 	}
 }
+
+func TestPassing(t *testing.T) {
+	base := serveFile(t, "/v1/health/service/order", "testdata/health_order.json")
+	got, err := passing(context.Background(), base, "order")
+	if want := []string{"order-1", "order-2", "order-3"}; err != nil || !slices.Equal(got, want) {
+		t.Errorf("passing = %v, %v; want %v", got, err, want)
+	}
+}
