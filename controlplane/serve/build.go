@@ -63,6 +63,9 @@ type nodeState struct {
 	endpoints []*entry
 	snapshot  *cachev3.Snapshot
 	versions  map[resource.Type]string
+	// consistentKey identifies the reference structure of the snapshot
+	// set last (config fingerprint + load assignment names).
+	consistentKey string
 	setAt     time.Time
 	builds    int
 	// lastErr is why the last build was not set (the previous snapshot,
@@ -226,7 +229,13 @@ func configFP(cfg translate.Config) string {
 // whose content did not change keeps its version and is not pushed again;
 // the delta version map is filled from the same hashes, so the cache never
 // marshals a resource again to compute it.
-func assemble(config map[resource.Type][]*entry, endpoints []*entry) (*cachev3.Snapshot, map[resource.Type]string, error) {
+//
+// Consistent() is a pure function of the resource names that reference
+// each other (clusters→load assignments, listeners→route configs); when
+// consistentKey equals the key of the node's last consistent snapshot the
+// verdict is known and the check (which unpacks every listener) is not
+// repeated. Every snapshot set has passed it.
+func assemble(config map[resource.Type][]*entry, endpoints []*entry, consistentKey, lastConsistent string) (*cachev3.Snapshot, map[resource.Type]string, error) {
 	byType := map[resource.Type][]*entry{
 		resource.ClusterType:  config[resource.ClusterType],
 		resource.EndpointType: endpoints,
@@ -260,8 +269,10 @@ func assemble(config map[resource.Type][]*entry, endpoints []*entry) (*cachev3.S
 	if err := errors.Join(errs...); err != nil {
 		return nil, nil, fmt.Errorf("validation: %w", err)
 	}
-	if err := snap.Consistent(); err != nil {
-		return nil, nil, fmt.Errorf("consistency: %w", err)
+	if consistentKey == "" || consistentKey != lastConsistent {
+		if err := snap.Consistent(); err != nil {
+			return nil, nil, fmt.Errorf("consistency: %w", err)
+		}
 	}
 	return snap, versions, nil
 }
@@ -281,6 +292,18 @@ func entriesOf(u *upstreamMemo, r *translate.Resources) map[resource.Type][]*ent
 		}
 	}
 	return out
+}
+
+// consistencyKey is what Consistent() depends on: the configuration
+// (which fixes cluster, listener and route names) and the load
+// assignment names.
+func consistencyKey(configFP string, endpoints []*entry) string {
+	f := newFP()
+	f.add(configFP)
+	for _, e := range endpoints {
+		f.add(e.name)
+	}
+	return f.sum()
 }
 
 func endpointEntries(u *upstreamMemo, cla []*endpointv3.ClusterLoadAssignment) []*entry {

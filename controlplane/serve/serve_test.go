@@ -384,6 +384,9 @@ func TestFailingSnapshotIsNeverSet(t *testing.T) {
 	edge := envoysim.StartT(t, h.addr, envoysim.Options{ID: "edge-1", Cluster: "edge"})
 	order := envoysim.StartT(t, h.addr, envoysim.Options{ID: "order-1", Cluster: "order"})
 	order.Must(t, wait, "order config (unaffected)", func(s envoysim.State) bool { return len(s.Routes) == 2 })
+	poll.Until(t, wait, func() (bool, string) {
+		return h.node("edge-1").Connected, "edge-1 not connected"
+	})
 	n := h.node("edge-1")
 	if n.Snapshot == nil || !strings.Contains(n.Snapshot.Error, "validate") || !strings.Contains(n.Snapshot.Error, "FillInterval") {
 		t.Errorf("edge snapshot status = %+v", n.Snapshot)
@@ -471,6 +474,7 @@ func TestEdgesShareOneSnapshot(t *testing.T) {
 			for _, e := range []*envoysim.Envoy{e1, e2} {
 				e.Must(t, wait, "edge config", func(s envoysim.State) bool {
 					return slices.Equal(envoysim.Names(s.Clusters), []string{"otel_collector", "svc_order", "svc_product"}) &&
+						slices.Equal(envoysim.Names(s.Endpoints), []string{"svc_order", "svc_product"}) &&
 						slices.Equal(envoysim.Names(s.Routes), []string{"edge"})
 				})
 			}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -279,13 +280,16 @@ func (s *Server) buildLocked(key string, seen time.Time) (set bool, err error) {
 		}
 		config = entriesOf(s.memo, res)
 	}
-	var cla = translate.EdgeEndpoints(m, s.memo)
-	if !st.edge {
+	var cla []*endpointv3.ClusterLoadAssignment
+	if st.edge {
+		cla = translate.EdgeEndpoints(m, s.memo)
+	} else {
 		cla = translate.SidecarEndpoints(m, opts, s.memo)
 	}
 	endpoints := endpointEntries(s.memo, cla)
 
-	snap, versions, err := assemble(config, endpoints)
+	ckey := consistencyKey(cfgFP, endpoints)
+	snap, versions, err := assemble(config, endpoints, ckey, st.consistentKey)
 	if err != nil {
 		s.fail(st, cfgFP, epFP, "validate", err)
 		return false, err
@@ -301,6 +305,7 @@ func (s *Server) buildLocked(key string, seen time.Time) (set bool, err error) {
 	st.configFP, st.epFP = cfgFP, epFP
 	st.config, st.endpoints = config, endpoints
 	st.snapshot, st.versions = snap, versions
+	st.consistentKey = ckey
 	st.setAt = time.Now()
 	st.builds++
 	st.lastErr = ""
@@ -329,6 +334,7 @@ func (s *Server) fail(st *nodeState, cfgFP, epFP, kind string, err error) {
 		s.metrics.ValidationFailures.WithLabelValues("snapshot", kind).Inc()
 	}
 	st.lastErr = msg
+	st.consistentKey = ""
 	// Remember the inputs so an unchanged failure is not rebuilt on
 	// every pass; any change retries.
 	st.configFP, st.epFP = cfgFP, epFP
@@ -541,6 +547,11 @@ func (s *Server) Serve(lis net.Listener) error {
 		s.mu.Unlock()
 		return errors.New("serve: already serving")
 	}
+	if s.ctx.Err() != nil { // stopped before it started
+		s.mu.Unlock()
+		lis.Close()
+		return nil
+	}
 	s.grpc = grpc.NewServer(
 		grpc.MaxConcurrentStreams(math.MaxUint32),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: s.opts.Keepalive, Timeout: 10 * time.Second}),
@@ -552,15 +563,18 @@ func (s *Server) Serve(lis net.Listener) error {
 	g := s.grpc
 	s.mu.Unlock()
 	s.log.Info("xDS server listening", "addr", lis.Addr().String())
-	return g.Serve(lis)
+	if err := g.Serve(lis); !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	return nil
 }
 
 // Stop ends every stream (Envoys keep their config and reconnect to
 // another instance or to this one after a restart), then stops the gRPC
 // server, waiting up to grace for in-flight responses.
 func (s *Server) Stop(grace time.Duration) {
-	s.cancel()
 	s.mu.Lock()
+	s.cancel()
 	g := s.grpc
 	s.mu.Unlock()
 	if g == nil {

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"testing"
@@ -211,6 +212,17 @@ func (e *Envoy) Close() {
 	e.conn.Close()
 }
 
+// streamErr turns a Send's io.EOF (the server ended the stream) into the
+// status the server ended it with, which only Recv reports.
+func streamErr(err error, recv func() error) error {
+	if errors.Is(err, io.EOF) {
+		if rerr := recv(); rerr != nil {
+			return rerr
+		}
+	}
+	return err
+}
+
 func (e *Envoy) setErr(err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -241,7 +253,7 @@ func (e *Envoy) runSotW(st discoveryv3.AggregatedDiscoveryService_StreamAggregat
 		req := &discoveryv3.DiscoveryRequest{Node: e.node, TypeUrl: typeURL, VersionInfo: ts.version,
 			ResponseNonce: ts.nonce, ResourceNames: slices.Clone(ts.subscribed), ErrorDetail: nack}
 		e.mu.Unlock()
-		return st.Send(req)
+		return streamErr(st.Send(req), func() error { _, err := st.Recv(); return err })
 	}
 	// Like Envoy: clusters and listeners first; endpoints and routes once
 	// they are named (or at once on a reconnect that already knows them).
@@ -462,7 +474,7 @@ func (e *Envoy) runDelta(st discoveryv3.AggregatedDiscoveryService_DeltaAggregat
 			continue
 		}
 		if err := st.Send(req); err != nil {
-			e.setErr(err)
+			e.setErr(streamErr(err, func() error { _, err := st.Recv(); return err }))
 			return
 		}
 		first = false

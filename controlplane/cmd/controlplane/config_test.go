@@ -1,0 +1,81 @@
+package main
+
+import (
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestLoadConfig(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		check   func(t *testing.T, c config)
+		wantErr []string
+	}{
+		{name: "defaults", check: func(t *testing.T, c config) {
+			if c.XDSAddr != ":18000" || c.DebugAddr != ":18080" || c.Quiet != 100*time.Millisecond || c.MaxDelay != time.Second ||
+				c.Translate.InboundPort != 15006 || c.Translate.OutboundPort != 15001 || c.Translate.EdgePort != 8080 ||
+				c.ConsulAddr != "127.0.0.1:8500" || c.ConsulSettle != 15*time.Second {
+				t.Errorf("defaults = %+v", c)
+			}
+		}},
+		{name: "env, then flags override", args: []string{"-debounce-quiet", "50ms", "-cors-origins", "https://a.example, https://b.example"},
+			env: map[string]string{"DEBOUNCE_QUIET": "20ms", "DEBOUNCE_MAX": "2s", "MESH_COLLECTOR_ADDR": "jaeger:4317"},
+			check: func(t *testing.T, c config) {
+				if c.Quiet != 50*time.Millisecond || c.MaxDelay != 2*time.Second || c.Translate.CollectorAddress != "jaeger:4317" {
+					t.Errorf("config = %+v", c)
+				}
+				if diff := cmp.Diff([]string{"https://a.example", "https://b.example"}, c.Translate.CORSOrigins); diff != "" {
+					t.Errorf("origins (-want +got):\n%s", diff)
+				}
+			}},
+		{name: "every bad value reported at once",
+			env:     map[string]string{"MESH_INBOUND_PORT": "x", "DEBOUNCE_MAX": "1ms", "MESH_EDGE_RATE_LIMIT_INTERVAL": "10ms", "CONSUL_HTTP_ADDR": "consul"},
+			wantErr: []string{"MESH_INBOUND_PORT", "DEBOUNCE_MAX", "MESH_EDGE_RATE_LIMIT_INTERVAL", "CONSUL_HTTP_ADDR"}},
+		{name: "same port twice", env: map[string]string{"MESH_OUTBOUND_PORT": "15006"}, wantErr: []string{"both 15006"}},
+		{name: "stray argument", args: []string{"serve"}, wantErr: []string{"unexpected arguments"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := loadConfig(tt.args, env(tt.env), io.Discard)
+			if tt.wantErr != nil {
+				if err == nil {
+					t.Fatal("want an error")
+				}
+				for _, w := range tt.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not mention %s", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+// TestREADMEDocumentsEverySetting keeps the configuration table in
+// controlplane/README.md in step with the code.
+func TestREADMEDocumentsEverySetting(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	for _, s := range settings() {
+		row := "| `" + s.env + "` | `-" + s.flag + "` | `" + s.def + "` |"
+		if !strings.Contains(readme, row) {
+			t.Errorf("README.md has no row starting %s", row)
+		}
+	}
+}
