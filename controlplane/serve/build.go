@@ -66,8 +66,8 @@ type nodeState struct {
 	// consistentKey identifies the reference structure of the snapshot
 	// set last (config fingerprint + load assignment names).
 	consistentKey string
-	setAt     time.Time
-	builds    int
+	setAt         time.Time
+	builds        int
 	// lastErr is why the last build was not set (the previous snapshot,
 	// if any, stays in force).
 	lastErr string
