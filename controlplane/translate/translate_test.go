@@ -7,14 +7,19 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshop/meshop/controlplane/catalog"
@@ -166,6 +171,17 @@ func checkValidAndConsistent(t *testing.T, byType map[resource.Type][]types.Reso
 			}
 		}
 	}
+	// Envoy compiles safe_regex patterns with RE2 at load time, past what
+	// proto validation checks; Go's regexp speaks the same syntax.
+	for _, rs := range byType {
+		for _, r := range rs {
+			forEachRegex(r.ProtoReflect(), func(re string) {
+				if _, err := regexp.Compile(re); err != nil {
+					t.Errorf("%s: regex %q does not compile: %v", cachev3.GetResourceName(r), re, err)
+				}
+			})
+		}
+	}
 	snap, err := cachev3.NewSnapshot("1", byType)
 	if err != nil {
 		t.Fatal(err)
@@ -173,6 +189,39 @@ func checkValidAndConsistent(t *testing.T, byType map[resource.Type][]types.Reso
 	if err := snap.Consistent(); err != nil {
 		t.Errorf("snapshot not consistent: %v", err)
 	}
+}
+
+// forEachRegex calls f with every RegexMatcher pattern in m, including
+// inside packed Any messages.
+func forEachRegex(m protoreflect.Message, f func(string)) {
+	if rm, ok := m.Interface().(*matcherv3.RegexMatcher); ok {
+		f(rm.GetRegex())
+	}
+	if a, ok := m.Interface().(*anypb.Any); ok {
+		if inner, err := a.UnmarshalNew(); err == nil {
+			forEachRegex(inner.ProtoReflect(), f)
+		}
+		return
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.Message() == nil:
+		case fd.IsList():
+			for i := range v.List().Len() {
+				forEachRegex(v.List().Get(i).Message(), f)
+			}
+		case fd.IsMap():
+			if fd.MapValue().Message() != nil {
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+					forEachRegex(mv.Message(), f)
+					return true
+				})
+			}
+		default:
+			forEachRegex(v.Message(), f)
+		}
+		return true
+	})
 }
 
 // render writes resources as YAML, one list per type, in name order.
@@ -198,6 +247,32 @@ func render(t *testing.T, rs []types.Resource) []byte {
 		t.Fatal(err)
 	}
 	return y
+}
+
+// TestRegexWalkerFindsPatterns keeps forEachRegex honest: the edge
+// configuration has method and rewrite patterns in its routes and the
+// CORS origin pattern inside a packed Any.
+func TestRegexWalkerFindsPatterns(t *testing.T) {
+	s := &catalog.Snapshot{Services: map[string][]catalog.Instance{
+		"user": {{ID: "user-1", Service: "user", Address: "10.0.0.1", Port: 1, Status: "passing",
+			Meta: map[string]string{"mesh_protocol": "http", "mesh_app_port": "8080", "mesh_public_prefixes": "/users"}}},
+	}}
+	m := model.NewBuilder(model.BuilderOptions{}).Build(s)
+	res, err := translate.Edge(m, translate.DefaultConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	forEachRegex(res.Routes[0].ProtoReflect(), func(re string) {
+		if !slices.Contains(got, re) {
+			got = append(got, re)
+		}
+	})
+	slices.Sort(got)
+	want := []string{".*", "^(GET|HEAD|OPTIONS|PUT|DELETE)$", "^/api"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("patterns (-want +got):\n%s", diff)
+	}
 }
 
 func TestSidecarErrors(t *testing.T) {
