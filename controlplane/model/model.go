@@ -181,6 +181,7 @@ func (p Problem) Key() string {
 	return string(p.Severity) + "|" + p.Kind + "|" + p.Service + "|" + p.Instance + "|" + p.Field + "|" + p.Message
 }
 
+// String renders the problem on one line, for logs and errors.
 func (p Problem) String() string {
 	var b strings.Builder
 	b.WriteString(string(p.Severity))
@@ -203,6 +204,7 @@ func (p Problem) String() string {
 // Problems is a list of problems that is also an error.
 type Problems []Problem
 
+// Error lists every problem, one per line.
 func (ps Problems) Error() string {
 	lines := make([]string, len(ps))
 	for i, p := range ps {
