@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # One image per Meshop binary, built from the repository root (the Go
 # workspace needs every module of go.work in the context):
 #
@@ -10,6 +8,8 @@
 # the final image is scratch: the binary, launch (resolves ADVERTISE_ADDR,
 # then execs it), probe (the health check), CA certificates, an empty /tmp,
 # and a non-root user. docker-compose.yml builds it for each service.
+# BuildKit (Docker's default builder) is needed for the cache mounts; no
+# "# syntax=" line, so no unpinned frontend image is pulled.
 
 ARG GO_VERSION=1.26.8
 

@@ -80,6 +80,13 @@ func TestDockerfile(t *testing.T) {
 		}
 		names[st.name] = true
 	}
+	raw, err := os.ReadFile(filepath.Join(root, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := regexp.MustCompile(`(?m)^#\s*syntax=(\S+)`).FindStringSubmatch(string(raw)); m != nil && !pinned.MatchString(m[1]) {
+		t.Errorf("# syntax=%s pulls an unpinned frontend image", m[1])
+	}
 	all := func(st dockerfileStage) string { return strings.Join(st.lines, "\n") }
 	build := stages[0]
 	if !strings.Contains(all(build), "CGO_ENABLED=0") {
