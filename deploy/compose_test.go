@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/loader"
 	"github.com/compose-spec/compose-go/v2/types"
@@ -198,6 +199,11 @@ func TestEveryAppSitsBehindItsOwnSidecar(t *testing.T) {
 				if got := env(a.svc, k); got != v {
 					t.Errorf("%s=%q, want %q", k, got, v)
 				}
+			}
+
+			// Graceful stop: drain and deregister before Docker kills it.
+			if g := a.svc.StopGracePeriod; g == nil || time.Duration(*g) <= 10*time.Second {
+				t.Errorf("stop_grace_period %v: the app needs more than its 10s drain to deregister", g)
 			}
 
 			// The app restarts with its sidecar (it would be left in a
