@@ -38,6 +38,13 @@ type Plan struct {
 	// (gRPC) and debug HTTP ports.
 	ControlPlaneXDS, ControlPlaneDebug int
 	Services                           map[string]int // app HTTP port per service
+
+	// Envoy, when set, is the envoy binary: every service then runs in
+	// sidecar mode behind its own Envoy (ports in Sidecars) and an edge
+	// Envoy serves the API on Edge. Empty means direct mode.
+	Envoy           string
+	Sidecars        map[string]SidecarPorts
+	Edge, EdgeAdmin int
 }
 
 // FixedPlan is the port plan of `make run` (DESIGN §7 where it can be kept
@@ -51,12 +58,18 @@ func FixedPlan(dir string) Plan {
 		NATS:            localenv.NATSOptions{Dir: filepath.Join(dir, "nats"), Port: 14222},
 		ControlPlaneXDS: 18000, ControlPlaneDebug: 18080,
 		Services: map[string]int{"auth": 8101, "user": 8102, "product": 8103, "order": 8104, "payment": 8105, "notification": 8106},
+		// Sidecars: inbound 151xx, egress 152xx, admin 153xx, xx as the app's 81xx.
+		Sidecars: map[string]SidecarPorts{
+			"auth": {15101, 15201, 15301}, "user": {15102, 15202, 15302}, "product": {15103, 15203, 15303},
+			"order": {15104, 15204, 15304}, "payment": {15105, 15205, 15305}, "notification": {15106, 15206, 15306},
+		},
+		Edge: 8080, EdgeAdmin: 9901,
 	}
 }
 
 // FreePlan picks free ports for every part.
 func FreePlan(dir string) (Plan, error) {
-	ports, err := localenv.FreePorts(12 + len(Services))
+	ports, err := localenv.FreePorts(14 + 4*len(Services))
 	if err != nil {
 		return Plan{}, err
 	}
@@ -83,6 +96,7 @@ type System struct {
 	NATS   *localenv.NATS
 	// ControlPlane is the xDS control plane process.
 	ControlPlane *localenv.Process
+	edge         *localenv.Process // sidecar mode only
 
 	mu        sync.Mutex
 	instances map[string]*Instance
@@ -124,6 +138,13 @@ func Start(ctx context.Context, plan Plan, dir string) (*System, error) {
 			return nil, err
 		}
 	}
+	if plan.Envoy != "" {
+		edge := SidecarPorts{Admin: plan.EdgeAdmin}
+		if s.edge, err = s.startEnvoy(ctx, "edge", "edge-1", "edge", edge); err != nil {
+			s.Stop()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -158,6 +179,7 @@ func (s *System) startControlPlane(ctx context.Context) error {
 		"XDS_ADDR=127.0.0.1:" + strconv.Itoa(s.Plan.ControlPlaneXDS),
 		"DEBUG_ADDR=127.0.0.1:" + strconv.Itoa(s.Plan.ControlPlaneDebug),
 		"MESH_COLLECTOR_ADDR=127.0.0.1:" + strconv.Itoa(s.Plan.Jaeger.OTLPGRPCPort),
+		"MESH_EDGE_PORT=" + strconv.Itoa(s.Plan.Edge),
 	}
 	p, err := localenv.StartProcess("controlplane", filepath.Join(s.Dir, "logs", "controlplane.log"), env, filepath.Join(s.binDir, "controlplane"))
 	if err != nil {
@@ -175,6 +197,7 @@ type Instance struct {
 	ID      string // Consul instance ID
 	Port    int
 	*localenv.Process
+	sidecar *localenv.Process // sidecar mode only
 }
 
 // URL is the instance's base URL.
@@ -182,17 +205,22 @@ func (i *Instance) URL() string { return "http://127.0.0.1:" + strconv.Itoa(i.Po
 
 // Env returns the environment of service svc's instance on port.
 func (s *System) Env(svc, id string, port int) []string {
-	return []string{
-		"HTTP_ADDR=127.0.0.1:" + strconv.Itoa(port),
-		"INSTANCE_ID=" + id,
-		"MESH_MODE=direct",
-		"CONSUL_HTTP_ADDR=" + s.Consul.HTTPAddr(),
-		"DATABASE_URL=sqlite:" + filepath.Join(s.Dir, "data", svc+".db"),
-		"OTEL_EXPORTER_OTLP_ENDPOINT=" + s.Jaeger.OTLPEndpoint(),
-		"NATS_URL=" + s.NATS.URL(),
+	mode := []string{"MESH_MODE=direct"}
+	if s.Plan.Envoy != "" {
+		sc := s.Plan.Sidecars[svc]
+		mode = []string{"MESH_MODE=sidecar", "MESH_EGRESS_URL=http://127.0.0.1:" + strconv.Itoa(sc.Outbound),
+			"ADVERTISE_ADDR=127.0.0.1", "ADVERTISE_PORT=" + strconv.Itoa(sc.Inbound)}
+	}
+	return append(mode,
+		"HTTP_ADDR=127.0.0.1:"+strconv.Itoa(port),
+		"INSTANCE_ID="+id,
+		"CONSUL_HTTP_ADDR="+s.Consul.HTTPAddr(),
+		"DATABASE_URL=sqlite:"+filepath.Join(s.Dir, "data", svc+".db"),
+		"OTEL_EXPORTER_OTLP_ENDPOINT="+s.Jaeger.OTLPEndpoint(),
+		"NATS_URL="+s.NATS.URL(),
 		"CHECK_INTERVAL=1s", "CHECK_TIMEOUT=1s", "DEREGISTER_AFTER=1m",
 		"DRAIN_TIMEOUT=5s",
-	}
+	)
 }
 
 // StartService starts an instance of svc on its planned port (or the
@@ -212,6 +240,14 @@ func (s *System) StartService(ctx context.Context, svc string, extraEnv []string
 	if err := p.WaitHTTP(waitCtx, inst.URL()+"/ready", 200); err != nil {
 		p.Stop(5 * time.Second)
 		return nil, err
+	}
+	if s.Plan.Envoy != "" {
+		// After registration: the control plane then has this node's
+		// config for the sidecar's first request.
+		if inst.sidecar, err = s.startEnvoy(ctx, "sidecar", id, svc, s.Plan.Sidecars[svc]); err != nil {
+			p.Stop(5 * time.Second)
+			return nil, err
+		}
 	}
 	s.mu.Lock()
 	s.instances[svc] = inst
@@ -238,6 +274,11 @@ func (s *System) StopService(svc string) error {
 	if err := inst.Stop(15 * time.Second); err != nil {
 		return err
 	}
+	if inst.sidecar != nil {
+		if err := inst.sidecar.Stop(10 * time.Second); err != nil {
+			return err
+		}
+	}
 	// A service stops cleanly on SIGTERM: exit status 0, after draining.
 	if err := inst.ExitError(); err != nil {
 		return fmt.Errorf("system: %s exited with %v after SIGTERM:\n%s", svc, err, inst.Tail(2000))
@@ -248,6 +289,9 @@ func (s *System) StopService(svc string) error {
 // Stop stops everything, services first.
 func (s *System) Stop() error {
 	var errs []error
+	if s.edge != nil {
+		errs = append(errs, s.edge.Stop(10*time.Second))
+	}
 	for i := len(Services) - 1; i >= 0; i-- {
 		errs = append(errs, s.StopService(Services[i]))
 	}

@@ -32,10 +32,18 @@ func run() error {
 	}
 	dir := filepath.Join(root, ".run")
 	plan := system.FixedPlan(dir)
+	if os.Getenv("MESH_MODE") != "direct" {
+		plan.Envoy = system.LookupEnvoy()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	fmt.Println("starting Consul, Jaeger, NATS and the services: direct mode (no Envoy); services find each other through Consul")
+	if plan.Envoy != "" {
+		fmt.Printf("sidecar mode: %s runs a sidecar per service and the edge on :%d (MESH_MODE=direct make run to skip Envoy)\n", plan.Envoy, plan.Edge)
+	} else {
+		fmt.Println("direct mode: no envoy on PATH, so services find each other through Consul (go-kit sd/consul)")
+	}
+	fmt.Println("starting Consul, Jaeger, NATS, the control plane and the services")
 	sys, err := system.Start(ctx, plan, dir)
 	if err != nil {
 		return err
@@ -54,9 +62,12 @@ func printPlan(sys *system.System) {
 	fmt.Fprintf(w, "OTLP gRPC\t%s\n", sys.Jaeger.OTLPEndpoint())
 	fmt.Fprintf(w, "NATS JetStream (embedded)\t%s\n", sys.NATS.URL())
 	fmt.Fprintf(w, "control plane debug (xDS on :%d)\t%s/debug/nodes\n", sys.Plan.ControlPlaneXDS, sys.ControlPlaneURL())
+	if sys.Plan.Envoy != "" {
+		fmt.Fprintf(w, "API through the edge Envoy\thttp://127.0.0.1:%d/api/products\n", sys.Plan.Edge)
+	}
 	for _, svc := range system.Services {
 		if inst := sys.Instance(svc); inst != nil {
-			fmt.Fprintf(w, "%s (direct mode)\t%s\n", svc, inst.URL())
+			fmt.Fprintf(w, "%s app\t%s\n", svc, inst.URL())
 		}
 	}
 	fmt.Fprintf(w, "logs and databases\t%s\n", sys.Dir)
