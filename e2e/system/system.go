@@ -14,8 +14,10 @@ package system
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -79,10 +81,13 @@ func FreePlan(dir string) (Plan, error) {
 			UIPort: ports[6], QueryGRPCPort: ports[7], HealthPort: ports[8]},
 		NATS:            localenv.NATSOptions{Dir: filepath.Join(dir, "nats"), Port: ports[9]},
 		ControlPlaneXDS: ports[10], ControlPlaneDebug: ports[11],
-		Services: map[string]int{},
+		Edge: ports[12], EdgeAdmin: ports[13],
+		Services: map[string]int{}, Sidecars: map[string]SidecarPorts{},
 	}
 	for i, svc := range Services {
-		p.Services[svc] = ports[12+i]
+		at := 14 + 4*i
+		p.Services[svc] = ports[at]
+		p.Sidecars[svc] = SidecarPorts{Inbound: ports[at+1], Outbound: ports[at+2], Admin: ports[at+3]}
 	}
 	return p, nil
 }
@@ -249,10 +254,42 @@ func (s *System) StartService(ctx context.Context, svc string, extraEnv []string
 			return nil, err
 		}
 	}
+	if err := s.waitPassing(waitCtx, svc, id); err != nil {
+		p.Stop(5 * time.Second)
+		if inst.sidecar != nil {
+			inst.sidecar.Stop(5 * time.Second)
+		}
+		return nil, err
+	}
 	s.mu.Lock()
 	s.instances[svc] = inst
 	s.mu.Unlock()
 	return inst, nil
+}
+
+// waitPassing waits until Consul's health check of instance id passes:
+// only then do other services (and Envoys) route to it, so a system
+// reported as started answers at once.
+func (s *System) waitPassing(ctx context.Context, svc, id string) error {
+	url := "http://" + s.Consul.HTTPAddr() + "/v1/health/checks/" + svc
+	for {
+		var checks []struct{ ServiceID, Status string }
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			_ = json.NewDecoder(resp.Body).Decode(&checks)
+			resp.Body.Close()
+		}
+		for _, c := range checks {
+			if c.ServiceID == id && c.Status == "passing" {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("system: %s never passed its Consul health check: %v", id, checks)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Instance returns the running instance of svc, or nil.
