@@ -179,6 +179,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			settleC, settleTimer = nil, nil
 			held := st.held
 			st.baseline, st.held = nil, 0
+			st.settled = true
 			w.setSettling(time.Time{})
 			w.log.Info("settle period over; publishing Consul's view", "downgrades_applied", held)
 			w.maybePublish(&st, time.Now())
@@ -206,6 +207,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 						delete(st.known, n)
 						delete(st.answered, n)
 						delete(st.services, n)
+						st.changed = true
 					}
 				}
 				w.succeeded(u.query, u.index, u.asked)
@@ -214,10 +216,16 @@ func (w *Watcher) Run(ctx context.Context) error {
 					continue // a late answer for a service already gone
 				}
 				st.answered[u.service] = true
+				if old, ok := st.services[u.service]; !ok || !reflect.DeepEqual(old, u.insts) {
+					st.changed = true
+				}
 				st.services[u.service] = u.insts
 				w.succeeded(u.query, u.index, u.asked)
 			case updPolicies:
 				st.policiesAnswered = true
+				if !policiesEqual(st.policies, u.policies) {
+					st.changed = true
+				}
 				st.policies = u.policies
 				w.succeeded(u.query, u.index, u.asked)
 			}
@@ -261,6 +269,13 @@ type state struct {
 	// it stay passing (held) until Consul's checks had time to run.
 	baseline map[string][]Instance
 	held     int
+	// changed is set when an answer changed the view since the last
+	// publish: comparing only what an answer touched keeps the cost of a
+	// change independent of the catalog's size.
+	changed bool
+	// settled is set when a settle period ended: what was held back may
+	// differ from what Consul says.
+	settled bool
 }
 
 func (st *state) synced() bool {
@@ -288,9 +303,14 @@ func (w *Watcher) maybePublish(st *state, seen time.Time) {
 		}
 	}
 	latest, _ := w.peek()
-	if latest != nil && reflect.DeepEqual(latest.Services, services) && policiesEqual(latest.Policies, st.policies) {
+	if st.baseline == nil && latest != nil && !st.changed && !st.settled {
 		return
 	}
+	if (st.baseline != nil || st.settled) && latest != nil && reflect.DeepEqual(latest.Services, services) && policiesEqual(latest.Policies, st.policies) {
+		st.settled = false
+		return
+	}
+	st.changed, st.settled = false, false
 	snap := &Snapshot{
 		Index:    st.index,
 		SeenAt:   seen,

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -56,6 +57,11 @@ type Builder struct {
 	mu       sync.Mutex
 	lastGood map[string]parsedPolicy // service → last accepted KV policy
 	prev     map[string]Problem      // problem key → problem, previous build
+	// memo is what the previous build made of each catalog service;
+	// meshedNames the meshed services it found, in order.
+	memo        map[string]*svcMemo
+	meshedNames []string
+	instances   map[string]*Instance // the previous mesh's (never modified)
 }
 
 type parsedPolicy struct {
@@ -92,9 +98,45 @@ func NewBuilder(o BuilderOptions) *Builder {
 // Build turns a snapshot into a mesh. It never fails: every problem in the
 // input is recorded in Mesh.Problems and drops only the piece of input it
 // concerns.
+//
+// A service whose instances are the same slice as in the previous build
+// (the catalog shares unchanged slices between snapshots), while the set
+// of meshed services stayed the same, is not parsed again: its instances,
+// their problems and its hashes are reused (they are never modified after
+// a build), so the cost of a change does not grow with the catalog.
 func (b *Builder) Build(snap *catalog.Snapshot) *Mesh {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if m := b.build(snap, true); m != nil {
+		return m
+	}
+	return b.build(snap, false)
+}
+
+// svcMemo is what one service's last build produced.
+type svcMemo struct {
+	raw []catalog.Instance // the catalog slice it was built from
+	// skip: not meshed or not a valid name (problems say which).
+	skip     bool
+	unmeshed bool
+	svc      Service // Name, Protocol, Instances, Upstreams
+	problems Problems
+	// policyKey identifies the policy the hashes were computed with.
+	policyKey             string
+	configHash, endpoints string
+}
+
+func sameSlice(a, b []catalog.Instance) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
+// build builds the mesh; with reuse it takes unchanged services from the
+// memo and returns nil when it cannot (the set of meshed services changed,
+// or an instance ID appears twice), so the caller builds everything anew.
+func (b *Builder) build(snap *catalog.Snapshot, reuse bool) *Mesh {
+	if reuse && b.memo == nil {
+		return nil
+	}
 	m := &Mesh{
 		Index:     snap.Index,
 		SeenAt:    snap.SeenAt,
@@ -103,31 +145,77 @@ func (b *Builder) Build(snap *catalog.Snapshot) *Mesh {
 		Policies:  map[string]PolicyStatus{},
 	}
 	bd := &build{m: m}
+	names := snap.ServiceNames()
+	memo := make(map[string]*svcMemo, len(snap.Services))
+	if reuse {
+		// Start from the previous build's instances (a map copy is far
+		// cheaper than re-inserting each), minus those of services that
+		// are parsed again below.
+		m.Instances = maps.Clone(b.instances)
+		for _, name := range names {
+			if old := b.memo[name]; old != nil && !sameSlice(old.raw, snap.Services[name]) {
+				for _, in := range old.svc.Instances {
+					delete(m.Instances, in.ID)
+				}
+			}
+		}
+		for name, old := range b.memo {
+			if _, ok := snap.Services[name]; !ok {
+				for _, in := range old.svc.Instances {
+					delete(m.Instances, in.ID)
+				}
+			}
+		}
+	}
+	var meshedNames []string
+	fresh := map[string]*build{}        // services parsed in this build
+	rawUpstreams := map[string]string{} // instance ID → raw mesh_upstreams (fresh services)
 
 	// Pass 1: instances and services, without the upstream graph (which
 	// needs the full set of service names).
-	rawUpstreams := map[string]string{} // instance ID → raw mesh_upstreams
-	for _, name := range snap.ServiceNames() {
+	for _, name := range names {
 		insts := snap.Services[name]
+		if old := b.memo[name]; reuse && old != nil && sameSlice(old.raw, insts) {
+			memo[name] = old
+			if old.unmeshed {
+				m.Unmeshed = append(m.Unmeshed, name)
+			}
+			if old.skip {
+				continue
+			}
+			svc := old.svc // a copy: routes and policies are set per build
+			m.Services[name] = &svc
+			meshedNames = append(meshedNames, name)
+			continue
+		}
+		sb := &build{m: m}
+		mm := &svcMemo{raw: insts}
+		memo[name] = mm
+		fresh[name] = sb
 		if !meshed(insts) {
 			m.Unmeshed = append(m.Unmeshed, name)
+			mm.skip, mm.unmeshed = true, true
 			continue
 		}
 		if !serviceNameRE.MatchString(name) {
-			bd.problem(SeverityError, KindMeta, name, "", "Name",
+			sb.problem(SeverityError, KindMeta, name, "", "Name",
 				"service name %q is not a DNS label (lowercase letters, digits, '-'); it cannot be a cluster or host name, so it is left out of the mesh", truncate(name, 80))
+			mm.skip = true
 			continue
 		}
 		svc := &Service{Name: name}
 		for _, ci := range insts {
 			if !hasMeshMeta(ci.Meta) {
-				bd.problem(SeverityWarning, KindMeta, name, ci.ID, "Meta",
+				sb.problem(SeverityWarning, KindMeta, name, ci.ID, "Meta",
 					"instance has no mesh_* meta while other instances of %s do; it is left out of the mesh", name)
 				continue
 			}
-			in, meta := bd.instance(ci)
+			in, meta := sb.instance(ci)
 			if _, dup := m.Instances[in.ID]; dup {
-				bd.problem(SeverityError, KindMeta, name, in.ID, "ID",
+				if reuse {
+					return nil
+				}
+				sb.problem(SeverityError, KindMeta, name, in.ID, "ID",
 					"instance ID is registered twice (on two Consul nodes); the second registration is ignored")
 				continue
 			}
@@ -136,41 +224,71 @@ func (b *Builder) Build(snap *catalog.Snapshot) *Mesh {
 			rawUpstreams[in.ID] = meta[MetaUpstreams]
 		}
 		if len(svc.Instances) == 0 {
+			mm.skip = true
 			continue
 		}
-		svc.Protocol = bd.serviceProtocol(svc)
+		svc.Protocol = sb.serviceProtocol(svc)
 		m.Services[name] = svc
+		meshedNames = append(meshedNames, name)
+	}
+	if reuse && !slices.Equal(meshedNames, b.meshedNames) {
+		return nil // upstream validity depends on the set of services
 	}
 
-	// Pass 2: upstream graph and public routes.
-	for _, svc := range m.Services {
+	// Pass 2: upstream graph (fresh services) and public routes.
+	for name, sb := range fresh {
+		svc := m.Services[name]
+		if svc == nil {
+			continue
+		}
 		up := map[string]bool{}
 		for _, in := range svc.Instances {
-			in.Upstreams = bd.upstreams(in, rawUpstreams[in.ID])
+			in.Upstreams = sb.upstreams(in, rawUpstreams[in.ID])
 			for _, u := range in.Upstreams {
 				up[u] = true
 			}
 		}
 		svc.Upstreams = sortedKeys(up)
 	}
+	for name, sb := range fresh {
+		mm := memo[name]
+		mm.problems = sb.problems
+		if svc := m.Services[name]; svc != nil {
+			mm.svc = *svc
+		}
+	}
+	for _, name := range names {
+		m.Problems = append(m.Problems, memo[name].problems...)
+	}
 	bd.routes()
 
 	// Pass 3: policies.
-	b.policies(bd, snap.Policies)
+	policyKeys := b.policies(bd, snap.Policies)
 
-	for _, svc := range m.Services {
-		svc.ConfigHash, svc.EndpointsHash = hashes(svc)
+	for name, svc := range m.Services {
+		mm := memo[name]
+		key := policyKeys[name]
+		if _, isFresh := fresh[name]; isFresh || mm.policyKey != key || mm.configHash == "" {
+			mm.configHash, mm.endpoints = hashes(svc)
+			mm.policyKey = key
+		}
+		svc.ConfigHash, svc.EndpointsHash = mm.configHash, mm.endpoints
 	}
+	m.Problems = append(m.Problems, bd.problems...)
 	slices.SortFunc(m.Problems, func(a, b Problem) int { return strings.Compare(a.Key(), b.Key()) })
+	b.memo, b.meshedNames, b.instances = memo, meshedNames, m.Instances
 	b.report(m.Problems)
 	return m
 }
 
-// build holds one Build's working state.
-type build struct{ m *Mesh }
+// build holds one Build's (or one service's) working state.
+type build struct {
+	m        *Mesh
+	problems Problems
+}
 
 func (bd *build) problem(sev Severity, kind, svc, inst, field, format string, args ...any) {
-	bd.m.Problems = append(bd.m.Problems, Problem{
+	bd.problems = append(bd.problems, Problem{
 		Severity: sev, Kind: kind, Service: svc, Instance: inst, Field: field,
 		Message: fmt.Sprintf(format, args...),
 	})
@@ -431,7 +549,11 @@ func (bd *build) routes() {
 
 // policies applies KV policies, keeping each service's last good policy
 // when its current value is rejected.
-func (b *Builder) policies(bd *build, kv map[string][]byte) {
+//
+// It returns, per service with a KV key, what identifies the policy in
+// force (the raw document it was parsed from); "" means the default.
+func (b *Builder) policies(bd *build, kv map[string][]byte) map[string]string {
+	keysInForce := map[string]string{}
 	seen := map[string]bool{}
 	keys := make([]string, 0, len(kv))
 	for k := range kv {
@@ -452,12 +574,14 @@ func (b *Builder) policies(bd *build, kv map[string][]byte) {
 		last, hadLast := b.lastGood[key]
 		if hadLast && bytes.Equal(last.raw, raw) {
 			b.apply(bd, key, PolicyStatus{Source: PolicyKV}, last.policy)
+			keysInForce[key] = "kv:" + string(raw)
 			continue
 		}
 		p, err := ParsePolicy(raw, b.maxPolicyBytes)
 		if err == nil {
 			b.lastGood[key] = parsedPolicy{raw: bytes.Clone(raw), policy: p}
 			b.apply(bd, key, PolicyStatus{Source: PolicyKV}, p)
+			keysInForce[key] = "kv:" + string(raw)
 			continue
 		}
 		reason := strings.ReplaceAll(err.Error(), "\n", "; ")
@@ -467,6 +591,7 @@ func (b *Builder) policies(bd *build, kv map[string][]byte) {
 		if hadLast {
 			st.Source, pol = PolicyLastGood, last.policy
 			keep = "the last good policy stays in force"
+			keysInForce[key] = "kv:" + string(last.raw)
 		}
 		bd.problem(SeverityError, KindPolicy, key, "", catalog.PolicyPrefix+key, "rejected: %s; %s", reason, keep)
 		b.apply(bd, key, st, pol)
@@ -490,6 +615,7 @@ func (b *Builder) policies(bd *build, kv map[string][]byte) {
 			}
 		}
 	}
+	return keysInForce
 }
 
 func (b *Builder) apply(bd *build, svc string, st PolicyStatus, p Policy) {

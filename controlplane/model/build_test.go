@@ -2,7 +2,9 @@ package model
 
 import (
 	"bytes"
+	"encoding/json"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -279,5 +281,73 @@ func TestVersionFromTag(t *testing.T) {
 	m := NewBuilder(BuilderOptions{}).Build(s)
 	if got := m.Instances["user-1"].Version; got != "v3" {
 		t.Errorf("version = %q, want v3 from the tag", got)
+	}
+}
+
+// TestBuildReusesUnchangedServices: a service whose catalog slice is the
+// same as in the previous build is not parsed again, and the mesh equals
+// what a fresh builder makes of the same snapshot.
+func TestBuildReusesUnchangedServices(t *testing.T) {
+	base := snap(
+		inst("order", "order-1", meta(MetaUpstreams, "user,product,nope"), meta(MetaPublicPrefixes, "/orders")),
+		inst("user", "user-1", meta(MetaPublicPrefixes, "/users")),
+		inst("user", "user-2"),
+		inst("product", "product-1", meta(MetaPublicPrefixes, "/products")),
+		catalog.Instance{ID: "consul", Service: "consul", Address: "127.0.0.1", Port: 8300, Status: catalog.StatusPassing},
+	)
+	base.Policies["user"] = []byte(`{"timeout":"2s"}`)
+	next := func(s *catalog.Snapshot, change func(*catalog.Snapshot)) *catalog.Snapshot {
+		out := &catalog.Snapshot{Index: s.Index + 1, Services: map[string][]catalog.Instance{}, Policies: map[string][]byte{}}
+		for k, v := range s.Services {
+			out.Services[k] = v
+		}
+		for k, v := range s.Policies {
+			out.Policies[k] = v
+		}
+		change(out)
+		return out
+	}
+	asJSON := func(m *Mesh) string {
+		b, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	b := NewBuilder(BuilderOptions{})
+	m1 := b.Build(base)
+
+	tests := []struct {
+		name   string
+		change func(*catalog.Snapshot)
+		reused []string // services whose instances are the previous build's
+	}{
+		{"health flip", func(s *catalog.Snapshot) {
+			users := slices.Clone(s.Services["user"])
+			users[1].Status = catalog.StatusCritical
+			s.Services["user"] = users
+		}, []string{"order", "product"}},
+		{"policy change", func(s *catalog.Snapshot) { s.Policies["product"] = []byte(`{"timeout":"3s"}`) }, []string{"order", "product", "user"}},
+		{"new service: everything rebuilt", func(s *catalog.Snapshot) {
+			s.Services["nope"] = []catalog.Instance{inst("nope", "nope-1")}
+		}, nil},
+	}
+	prev, prevSnap := m1, base
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := next(prevSnap, tt.change)
+			got := b.Build(s)
+			want := NewBuilder(BuilderOptions{}).Build(s)
+			if diff := cmp.Diff(asJSON(want), asJSON(got)); diff != "" {
+				t.Errorf("incremental build differs from a fresh one (-want +got):\n%s", diff)
+			}
+			for name, svc := range got.Services {
+				same := prev.Services[name] != nil && svc.Instances[0] == prev.Services[name].Instances[0]
+				if same != slices.Contains(tt.reused, name) {
+					t.Errorf("%s reused = %v, want %v", name, same, !same)
+				}
+			}
+			prev, prevSnap = got, s
+		})
 	}
 }

@@ -50,27 +50,42 @@ func newEntry(r cachetypes.Resource) *entry {
 	return e
 }
 
-// nodeState is the last snapshot built for one cache key.
+// nodeState is what was last built for one cache key.
 type nodeState struct {
 	key      string
 	edge     bool
 	opts     translate.Node
 	configFP string
 	epFP     string
+	// group is the snapshot set last, shared with every node built from
+	// the same inputs.
+	group *group
+	setAt time.Time
+	// builds counts snapshots set for this key.
+	builds int
+	// lastErr is why the last build was not set (the previous snapshot,
+	// if any, stays in force).
+	lastErr string
+}
+
+// group is one built snapshot and what it was built from. Every node whose
+// configuration and endpoint fingerprints are the same shares it: the
+// instances of a service differ only in their ID, which nothing in a
+// sidecar's resources depends on. A group is immutable; refs counts the
+// nodes using it.
+type group struct {
+	key      string
+	configFP string
 	// config holds clusters, listeners, routes; endpoints the load
-	// assignments. Reused across builds when their inputs did not change.
+	// assignments.
 	config    map[resource.Type][]*entry
 	endpoints []*entry
 	snapshot  *cachev3.Snapshot
 	versions  map[resource.Type]string
 	// consistentKey identifies the reference structure of the snapshot
-	// set last (config fingerprint + load assignment names).
+	// (config fingerprint + load assignment names).
 	consistentKey string
-	setAt         time.Time
-	builds        int
-	// lastErr is why the last build was not set (the previous snapshot,
-	// if any, stays in force).
-	lastErr string
+	refs          int
 }
 
 // SnapshotStatus is the debug view of a node's snapshot.
@@ -86,35 +101,60 @@ type SnapshotStatus struct {
 // upstreamMemo implements translate.Upstreams, sharing one set of
 // clusters and load assignments per service (and config/endpoint hash)
 // between every node that calls it. Each resource is validated and
-// hashed once, here, not once per node.
+// hashed once, here, not once per node. It keeps the latest version per
+// service: a new hash replaces the old entries (nodes keep their own
+// references to what they serve).
 type upstreamMemo struct {
-	clusters  map[string][]*entry // name + ConfigHash
-	endpoints map[string][]*entry // name + ConfigHash + EndpointsHash
+	clusters  map[string]memoEntry // by service name
+	endpoints map[string]memoEntry
 	byRes     map[cachetypes.Resource]*entry
-	used      map[string]bool
+}
+
+type memoEntry struct {
+	key     string // the hashes the entries were built from
+	entries []*entry
 }
 
 func newUpstreamMemo() *upstreamMemo {
 	return &upstreamMemo{
-		clusters:  map[string][]*entry{},
-		endpoints: map[string][]*entry{},
+		clusters:  map[string]memoEntry{},
+		endpoints: map[string]memoEntry{},
 		byRes:     map[cachetypes.Resource]*entry{},
-		used:      map[string]bool{},
+	}
+}
+
+// get returns the entries of svc in memo m for key, building them with
+// build when the memo holds another version.
+func (u *upstreamMemo) get(m map[string]memoEntry, name, key string, build func() []cachetypes.Resource) []*entry {
+	if me, ok := m[name]; ok && me.key == key {
+		return me.entries
+	} else if ok {
+		u.forget(me)
+	}
+	var es []*entry
+	for _, r := range build() {
+		e := newEntry(r)
+		es = append(es, e)
+		u.byRes[r] = e
+	}
+	m[name] = memoEntry{key: key, entries: es}
+	return es
+}
+
+func (u *upstreamMemo) forget(me memoEntry) {
+	for _, e := range me.entries {
+		delete(u.byRes, e.res)
 	}
 }
 
 func (u *upstreamMemo) Clusters(svc *model.Service) []*clusterv3.Cluster {
-	key := "c|" + svc.Name + "|" + svc.ConfigHash
-	es, ok := u.clusters[key]
-	if !ok {
+	es := u.get(u.clusters, svc.Name, svc.ConfigHash, func() []cachetypes.Resource {
+		var out []cachetypes.Resource
 		for _, c := range translate.UpstreamClusters(svc) {
-			e := newEntry(c)
-			es = append(es, e)
-			u.byRes[c] = e
+			out = append(out, c)
 		}
-		u.clusters[key] = es
-	}
-	u.used[key] = true
+		return out
+	})
 	out := make([]*clusterv3.Cluster, len(es))
 	for i, e := range es {
 		out[i] = e.res.(*clusterv3.Cluster)
@@ -123,17 +163,13 @@ func (u *upstreamMemo) Clusters(svc *model.Service) []*clusterv3.Cluster {
 }
 
 func (u *upstreamMemo) Endpoints(svc *model.Service) []*endpointv3.ClusterLoadAssignment {
-	key := "e|" + svc.Name + "|" + svc.ConfigHash + "|" + svc.EndpointsHash
-	es, ok := u.endpoints[key]
-	if !ok {
+	es := u.get(u.endpoints, svc.Name, svc.ConfigHash+"|"+svc.EndpointsHash, func() []cachetypes.Resource {
+		var out []cachetypes.Resource
 		for _, c := range translate.UpstreamEndpoints(svc) {
-			e := newEntry(c)
-			es = append(es, e)
-			u.byRes[c] = e
+			out = append(out, c)
 		}
-		u.endpoints[key] = es
-	}
-	u.used[key] = true
+		return out
+	})
 	out := make([]*endpointv3.ClusterLoadAssignment, len(es))
 	for i, e := range es {
 		out[i] = e.res.(*endpointv3.ClusterLoadAssignment)
@@ -150,27 +186,16 @@ func (u *upstreamMemo) entry(r cachetypes.Resource) *entry {
 	return newEntry(r)
 }
 
-// sweep forgets what the last pass did not use. Nodes keep their own
-// references, so nothing they serve is lost; it is only re-hashed if a
-// node needs it again.
-func (u *upstreamMemo) sweep() {
-	for k, es := range u.clusters {
-		if !u.used[k] {
-			for _, e := range es {
-				delete(u.byRes, e.res)
+// sweep forgets the services that are no longer in the mesh.
+func (u *upstreamMemo) sweep(m *model.Mesh) {
+	for _, memo := range []map[string]memoEntry{u.clusters, u.endpoints} {
+		for name, me := range memo {
+			if m.Services[name] == nil {
+				u.forget(me)
+				delete(memo, name)
 			}
-			delete(u.clusters, k)
 		}
 	}
-	for k, es := range u.endpoints {
-		if !u.used[k] {
-			for _, e := range es {
-				delete(u.byRes, e.res)
-			}
-			delete(u.endpoints, k)
-		}
-	}
-	u.used = map[string]bool{}
 }
 
 // fingerprint hashes the inputs of a node's configuration.

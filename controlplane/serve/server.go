@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
@@ -67,9 +69,15 @@ type Server struct {
 	cancel context.CancelFunc
 	grpc   *grpc.Server
 
-	mu       sync.Mutex
-	mesh     *model.Mesh
-	memo     *upstreamMemo
+	mu   sync.Mutex
+	mesh *model.Mesh
+	memo *upstreamMemo
+	// groups are the snapshots built this far, by the fingerprints of
+	// their inputs: every node with the same inputs (the instances of one
+	// service, as a rule) shares one snapshot and its resources.
+	groups map[string]*group
+	// failing are the keys whose last build failed; every pass retries them.
+	failing  map[string]bool
 	nodes    map[string]*nodeState     // by cache key
 	nodeOpts map[string]translate.Node // node metadata overrides, by node ID
 	metaErr  map[string]string         // node ID → metadata problem
@@ -104,6 +112,8 @@ func New(o Options) *Server {
 		opts:     o,
 		cfgFP:    configFP(o.Translate),
 		memo:     newUpstreamMemo(),
+		groups:   map[string]*group{},
+		failing:  map[string]bool{},
 		nodes:    map[string]*nodeState{},
 		nodeOpts: map[string]translate.Node{},
 		metaErr:  map[string]string{},
@@ -186,23 +196,37 @@ func (s *Server) Apply(snap *catalog.Snapshot, seen time.Time) {
 func (s *Server) apply(m *model.Mesh, seen time.Time, connected map[string]bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	prev := s.mesh
 	s.mesh = m
 	start := time.Now()
 	var set, failed int
 
-	want := map[string]bool{edgeKey: true}
-	if ok, err := s.buildLocked(edgeKey, seen); ok {
-		set++
-	} else if err != nil {
-		failed++
+	keys, removed, full := changedKeys(prev, m)
+	if full {
+		// Every key: the set of services changed (or this is the first
+		// pass), so anything may depend on anything.
+		keys = make([]string, 0, len(m.Instances)+1)
+		keys = append(keys, edgeKey)
+		for id := range m.Instances {
+			keys = append(keys, id)
+		}
 	}
-	for id := range m.Instances {
-		if id == edgeKey {
-			s.log.Error("instance ID collides with the edge snapshot key; its sidecar gets no configuration", "node", id)
+	for key := range s.failing {
+		keys = append(keys, key)
+	}
+	visited := make(map[string]bool, len(keys))
+	for _, key := range keys {
+		if visited[key] {
 			continue
 		}
-		want[id] = true
-		if ok, err := s.buildLocked(id, seen); ok {
+		visited[key] = true
+		if key != edgeKey && m.Instances[key] == nil {
+			continue
+		}
+		if key == edgeKey && m.Instances[key] != nil {
+			s.log.Error("instance ID collides with the edge snapshot key; its sidecar gets no configuration", "node", key)
+		}
+		if ok, err := s.buildLocked(key, seen); ok {
 			set++
 		} else if err != nil {
 			failed++
@@ -210,22 +234,94 @@ func (s *Server) apply(m *model.Mesh, seen time.Time, connected map[string]bool)
 	}
 	// Instances that left the catalog: drop their snapshot once their
 	// Envoy is gone (while it is connected it keeps its last config).
-	for key := range s.nodes {
-		if !want[key] && !connected[key] {
+	if full {
+		removed = removed[:0]
+		for key := range s.nodes {
+			if key != edgeKey && m.Instances[key] == nil {
+				removed = append(removed, key)
+			}
+		}
+		for id := range s.nodeOpts {
+			if m.Instances[id] == nil && s.nodes[id] == nil {
+				removed = append(removed, id)
+			}
+		}
+	}
+	for _, key := range removed {
+		if m.Instances[key] != nil || connected[key] {
+			continue
+		}
+		if st := s.nodes[key]; st != nil {
+			s.release(st)
 			delete(s.nodes, key)
+			delete(s.failing, key)
 			s.cache.ClearSnapshot(key)
 		}
+		delete(s.nodeOpts, key)
+		delete(s.metaErr, key)
 	}
-	for id := range s.nodeOpts {
-		if m.Instances[id] == nil && !connected[id] {
-			delete(s.nodeOpts, id)
-			delete(s.metaErr, id)
-		}
+	if full {
+		s.memo.sweep(m)
 	}
-	s.memo.sweep()
 	s.ready = true
 	s.lastPass = time.Now()
-	s.log.Debug("pass done", "index", m.Index, "nodes", len(want), "set", set, "failed", failed, "took", time.Since(start).String())
+	s.log.Debug("pass done", "index", m.Index, "full", full, "visited", len(visited), "set", set, "failed", failed, "took", time.Since(start).String())
+}
+
+// changedKeys returns the cache keys whose inputs may have changed from
+// prev to m, and the instances that left: a service's own instances when
+// its config or its instances changed, and the instances of every service
+// calling it (and the edge) when its config or endpoints changed. It
+// reports full when the set of services changed: then every key is
+// visited. Its cost grows with the number of services, not instances.
+func changedKeys(prev, m *model.Mesh) (keys, removed []string, full bool) {
+	if prev == nil || len(prev.Services) != len(m.Services) {
+		return nil, nil, true
+	}
+	var callersOf map[string][]string
+	for name, svc := range m.Services {
+		old := prev.Services[name]
+		if old == nil {
+			return nil, nil, true
+		}
+		sameInsts := len(old.Instances) == len(svc.Instances) && (len(svc.Instances) == 0 || &old.Instances[0] == &svc.Instances[0])
+		own := old.ConfigHash != svc.ConfigHash || !sameInsts
+		callers := old.ConfigHash != svc.ConfigHash || old.EndpointsHash != svc.EndpointsHash
+		if own {
+			for _, in := range svc.Instances {
+				keys = append(keys, in.ID)
+			}
+			if !sameInsts {
+				for _, in := range old.Instances {
+					if m.Instances[in.ID] == nil {
+						removed = append(removed, in.ID)
+					}
+				}
+			}
+		}
+		if callers || !slices.Equal(old.PublicPrefixes, svc.PublicPrefixes) {
+			keys = append(keys, edgeKey)
+		}
+		if callers {
+			if callersOf == nil {
+				callersOf = map[string][]string{}
+				for cname, c := range m.Services {
+					for _, u := range c.Upstreams {
+						callersOf[u] = append(callersOf[u], cname)
+					}
+				}
+			}
+			for _, cname := range callersOf[name] {
+				for _, in := range m.Services[cname].Instances {
+					keys = append(keys, in.ID)
+				}
+			}
+		}
+	}
+	if !slices.Equal(prev.Routes, m.Routes) {
+		keys = append(keys, edgeKey)
+	}
+	return keys, removed, false
 }
 
 // buildLocked rebuilds the snapshot of one key if its inputs changed. It
@@ -252,7 +348,7 @@ func (s *Server) buildLocked(key string, seen time.Time) (set bool, err error) {
 	} else {
 		cfgFP, epFP = sidecarFP(m, in, opts, s.cfgFP)
 	}
-	if cfgFP == st.configFP && epFP == st.epFP && st.lastErr == "" {
+	if cfgFP == st.configFP && epFP == st.epFP && st.lastErr == "" && st.group != nil {
 		return false, nil // nothing this node depends on changed
 	}
 
@@ -266,49 +362,64 @@ func (s *Server) buildLocked(key string, seen time.Time) (set bool, err error) {
 		}
 	}()
 
-	config := st.config
-	if cfgFP != st.configFP || st.config == nil {
-		var res *translate.Resources
-		if st.edge {
-			res, err = translate.EdgeConfig(m, s.opts.Translate, s.memo)
+	gkey := cfgFP + "|" + epFP
+	g := s.groups[gkey]
+	if g == nil {
+		var config map[resource.Type][]*entry
+		lastConsistent := ""
+		if old := st.group; old != nil && old.configFP == cfgFP {
+			config, lastConsistent = old.config, old.consistentKey
 		} else {
-			res, err = translate.SidecarConfig(m, opts, s.opts.Translate, s.memo)
+			var res *translate.Resources
+			if st.edge {
+				res, err = translate.EdgeConfig(m, s.opts.Translate, s.memo)
+			} else {
+				res, err = translate.SidecarConfig(m, opts, s.opts.Translate, s.memo)
+			}
+			if err != nil {
+				s.fail(st, cfgFP, epFP, "translate", err)
+				return false, err
+			}
+			config = entriesOf(s.memo, res)
 		}
+		var cla []*endpointv3.ClusterLoadAssignment
+		if st.edge {
+			cla = translate.EdgeEndpoints(m, s.memo)
+		} else {
+			cla = translate.SidecarEndpoints(m, opts, s.memo)
+		}
+		endpoints := endpointEntries(s.memo, cla)
+		ckey := consistencyKey(cfgFP, endpoints)
+		snap, versions, err := assemble(config, endpoints, ckey, lastConsistent)
 		if err != nil {
-			s.fail(st, cfgFP, epFP, "translate", err)
+			s.fail(st, cfgFP, epFP, "validate", err)
 			return false, err
 		}
-		config = entriesOf(s.memo, res)
+		g = &group{key: gkey, configFP: cfgFP, config: config, endpoints: endpoints,
+			snapshot: snap, versions: versions, consistentKey: ckey}
+		s.groups[gkey] = g
 	}
-	var cla []*endpointv3.ClusterLoadAssignment
-	if st.edge {
-		cla = translate.EdgeEndpoints(m, s.memo)
-	} else {
-		cla = translate.SidecarEndpoints(m, opts, s.memo)
-	}
-	endpoints := endpointEntries(s.memo, cla)
-
-	ckey := consistencyKey(cfgFP, endpoints)
-	snap, versions, err := assemble(config, endpoints, ckey, st.consistentKey)
-	if err != nil {
-		s.fail(st, cfgFP, epFP, "validate", err)
-		return false, err
-	}
-	if err := s.cache.SetSnapshot(context.Background(), key, snap); err != nil {
+	if err := s.cache.SetSnapshot(context.Background(), key, g.snapshot); err != nil {
+		if g.refs == 0 {
+			delete(s.groups, gkey)
+		}
 		s.fail(st, cfgFP, epFP, "set", err)
 		return false, err
 	}
 	if st.lastErr != "" {
 		s.log.Info("node configuration builds again", "node", key, "was", st.lastErr)
 	}
+	if st.group != g {
+		s.release(st)
+		g.refs++
+		st.group = g
+	}
 	st.opts = opts
 	st.configFP, st.epFP = cfgFP, epFP
-	st.config, st.endpoints = config, endpoints
-	st.snapshot, st.versions = snap, versions
-	st.consistentKey = ckey
 	st.setAt = time.Now()
 	st.builds++
 	st.lastErr = ""
+	delete(s.failing, key)
 	typ := nodeSidecar
 	if st.edge {
 		typ = nodeEdge
@@ -320,8 +431,22 @@ func (s *Server) buildLocked(key string, seen time.Time) (set bool, err error) {
 	return true, nil
 }
 
+// release drops a node's reference to its snapshot group; the last
+// reference frees it.
+func (s *Server) release(st *nodeState) {
+	if st.group == nil {
+		return
+	}
+	st.group.refs--
+	if st.group.refs <= 0 {
+		delete(s.groups, st.group.key)
+	}
+	st.group = nil
+}
+
 // fail records why a node's snapshot was not set. The node keeps its
-// previous snapshot; the failure is logged when it first appears.
+// previous snapshot; the failure is logged when it first appears, and
+// every pass tries the node again.
 func (s *Server) fail(st *nodeState, cfgFP, epFP, kind string, err error) {
 	msg := kind + ": " + err.Error()
 	if msg != st.lastErr {
@@ -334,11 +459,8 @@ func (s *Server) fail(st *nodeState, cfgFP, epFP, kind string, err error) {
 		s.metrics.ValidationFailures.WithLabelValues("snapshot", kind).Inc()
 	}
 	st.lastErr = msg
-	st.consistentKey = ""
-	// Remember the inputs so an unchanged failure is not rebuilt on
-	// every pass; any change retries.
+	s.failing[st.key] = true
 	st.configFP, st.epFP = cfgFP, epFP
-	st.config = nil
 }
 
 // nodeSeen applies a sidecar's metadata on its first request, before the
@@ -367,7 +489,7 @@ func (s *Server) nodeSeen(n *corev3.Node) {
 	if s.mesh == nil {
 		return
 	}
-	if st := s.nodes[n.GetId()]; st != nil && st.opts == opts && st.lastErr == "" {
+	if st := s.nodes[n.GetId()]; st != nil && st.opts == opts && st.lastErr == "" && st.group != nil {
 		return
 	}
 	s.buildLocked(n.GetId(), time.Time{})
@@ -483,7 +605,10 @@ func (s *Server) snapshotStatusLocked(key, id string) *SnapshotStatus {
 	if st == nil {
 		return nil
 	}
-	out := &SnapshotStatus{Key: key, Builds: st.builds, Error: st.lastErr, Versions: versionsJSON(st.versions)}
+	out := &SnapshotStatus{Key: key, Builds: st.builds, Error: st.lastErr}
+	if st.group != nil {
+		out.Versions = versionsJSON(st.group.versions)
+	}
 	if !st.setAt.IsZero() {
 		t := st.setAt
 		out.SetAt = &t
@@ -513,7 +638,7 @@ func (s *Server) Resources(nodeID string) (key string, res map[string][]cachetyp
 	}
 	st := s.nodes[key]
 	s.mu.Unlock()
-	if st == nil || st.snapshot == nil {
+	if st == nil || st.group == nil {
 		return key, nil, nil, fmt.Errorf("%w %q", ErrNoSnapshot, nodeID)
 	}
 	snap, err := s.cache.GetSnapshot(key)
