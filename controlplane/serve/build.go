@@ -12,6 +12,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -107,7 +108,22 @@ type SnapshotStatus struct {
 type upstreamMemo struct {
 	clusters  map[string]memoEntry // by service name
 	endpoints map[string]memoEntry
+	vhosts    map[string]vhostEntry
 	byRes     map[cachetypes.Resource]*entry
+}
+
+type vhostEntry struct {
+	key string
+	vh  *routev3.VirtualHost
+}
+
+func (u *upstreamMemo) VirtualHost(svc *model.Service) *routev3.VirtualHost {
+	if e, ok := u.vhosts[svc.Name]; ok && e.key == svc.ConfigHash {
+		return e.vh
+	}
+	vh := translate.UpstreamVirtualHost(svc)
+	u.vhosts[svc.Name] = vhostEntry{svc.ConfigHash, vh}
+	return vh
 }
 
 type memoEntry struct {
@@ -119,6 +135,7 @@ func newUpstreamMemo() *upstreamMemo {
 	return &upstreamMemo{
 		clusters:  map[string]memoEntry{},
 		endpoints: map[string]memoEntry{},
+		vhosts:    map[string]vhostEntry{},
 		byRes:     map[cachetypes.Resource]*entry{},
 	}
 }
@@ -194,6 +211,11 @@ func (u *upstreamMemo) sweep(m *model.Mesh) {
 				u.forget(me)
 				delete(memo, name)
 			}
+		}
+	}
+	for name := range u.vhosts {
+		if m.Services[name] == nil {
+			delete(u.vhosts, name)
 		}
 	}
 }

@@ -56,8 +56,10 @@ func inboundRoute(svc *model.Service) *routev3.RouteConfiguration {
 	}
 }
 
-// upstreamVirtualHost routes Host <svc> or <svc>:<port> to the service.
-func upstreamVirtualHost(u *model.Service) *routev3.VirtualHost {
+// UpstreamVirtualHost is the outbound virtual host of u: it routes Host
+// <u> or <u>:<port> to the service with u's policy. It depends only on u (its config
+// hash), so every caller of u can share it.
+func UpstreamVirtualHost(u *model.Service) *routev3.VirtualHost {
 	return &routev3.VirtualHost{
 		Name:    u.Name,
 		Domains: []string{u.Name, u.Name + ":*"},

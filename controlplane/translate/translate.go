@@ -135,6 +135,10 @@ func (r *Resources) sort() {
 type Upstreams interface {
 	Clusters(svc *model.Service) []*clusterv3.Cluster
 	Endpoints(svc *model.Service) []*endpointv3.ClusterLoadAssignment
+	// VirtualHost is the outbound virtual host of svc (what
+	// UpstreamVirtualHost returns); callers' route configurations may
+	// share it, as nothing modifies a built resource.
+	VirtualHost(svc *model.Service) *routev3.VirtualHost
 }
 
 // Direct is the Upstreams that builds everything afresh.
@@ -148,6 +152,11 @@ func (d Direct) Clusters(svc *model.Service) []*clusterv3.Cluster {
 // Endpoints implements Upstreams.
 func (d Direct) Endpoints(svc *model.Service) []*endpointv3.ClusterLoadAssignment {
 	return UpstreamEndpoints(svc)
+}
+
+// VirtualHost implements Upstreams.
+func (d Direct) VirtualHost(svc *model.Service) *routev3.VirtualHost {
+	return UpstreamVirtualHost(svc)
 }
 
 // Errors a node's translation can fail with.
@@ -204,7 +213,7 @@ func SidecarConfig(m *model.Mesh, n Node, cfg Config, up Upstreams) (*Resources,
 	for _, name := range in.Upstreams {
 		u := m.Services[name]
 		r.Clusters = append(r.Clusters, up.Clusters(u)...)
-		vhosts = append(vhosts, upstreamVirtualHost(u))
+		vhosts = append(vhosts, up.VirtualHost(u))
 	}
 	vhosts = append(vhosts, undeclaredVirtualHost(in.Service))
 	r.Routes = append(r.Routes, &routev3.RouteConfiguration{

@@ -471,7 +471,7 @@ func (r *runner) catalog(ctx context.Context, services int) error {
 	topo := Ring(services, 10, 3, r.o.CatalogSims)
 	res := Catalog{Server: MeshopDelta, Services: services, Endpoints: topo.Endpoints(), Sims: len(topo.Sims())}
 	r.logf("catalog %d services: registering %d apps", services, topo.Endpoints())
-	if err := r.cc.RegisterApps(ctx, topo); err != nil {
+	if err := r.cc.RegisterAppsCatalog(ctx, topo); err != nil {
 		return err
 	}
 	s, stop, err := r.meshop(ctx)
@@ -498,6 +498,12 @@ func (r *runner) catalog(ctx context.Context, services int) error {
 	if res.Connected, err = s.memory(ctx); err != nil {
 		return err
 	}
+	if b, ok := s.(binaryServer); ok && r.o.Profile {
+		path := filepath.Join(r.o.Dir, fmt.Sprintf("catalog-%d.heap.pprof", services))
+		if err := fetch(ctx, b.cp.DebugURL+"/debug/pprof/heap?gc=1", path); err == nil {
+			r.report.Profiles[fmt.Sprintf("catalog-%d-heap", services)] = path
+		}
+	}
 
 	// One change: svc-3's first instance flips; its callers (svc-0..2,
 	// connected) must see it. CPU is read around each flip, with the
@@ -518,7 +524,7 @@ func (r *runner) catalog(ctx context.Context, services int) error {
 		var t0 time.Time
 		l, m, err := callers.waitGoal(ctx, r.o.Timeout, endpointsOf("svc-3", victim.IP, passing, map[bool]int{true: 10, false: 9}[passing]), func() (time.Time, error) {
 			t0 = time.Now()
-			return t0, r.cc.SetHealth(victim.ID, passing)
+			return t0, r.cc.SetHealthCatalog(victim.ID, passing)
 		})
 		if m > 0 {
 			res.Errors = append(res.Errors, fmt.Sprintf("change %d: %d callers missed (%v)", i, m, err))
@@ -536,7 +542,7 @@ func (r *runner) catalog(ctx context.Context, services int) error {
 	stop()
 	stop = nil
 	r.logf("catalog %d services: deregistering", services)
-	return r.cc.DeregisterApps(ctx, topo)
+	return r.cc.DeregisterCatalog(ctx)
 }
 
 func machine() Machine {

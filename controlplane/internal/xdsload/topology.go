@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -335,4 +336,51 @@ func (c *consulClient) HTTPProtocol() error {
 		err = errors.New("proxy-defaults not written")
 	}
 	return err
+}
+
+// externalNode is the Consul node the catalog scenario registers its
+// instances on through the catalog API (as an external health checker
+// such as consul-esm does): registering ten thousand services through one
+// agent makes its anti-entropy sync quadratic, which would measure
+// Consul's agent, not the xDS servers.
+const externalNode = "xdsload-external"
+
+// RegisterAppsCatalog registers every instance as a Meshop app on
+// externalNode with a passing check, and waits for the catalog.
+func (c *consulClient) RegisterAppsCatalog(ctx context.Context, t Topology) error {
+	err := parallel(t.regs(), 16, func(r reg) error {
+		ups := strings.Join(r.svc.Upstreams, ",")
+		_, err := c.c.Catalog().Register(&api.CatalogRegistration{
+			Node: externalNode, Address: "127.0.0.1",
+			Service: &api.AgentService{ID: r.in.ID, Service: r.svc.Name, Address: r.in.IP, Port: appPort, Tags: []string{"v1"},
+				Meta: map[string]string{"mesh_protocol": "http", "mesh_upstreams": ups,
+					"mesh_app_port": strconv.Itoa(appPort), "version": "v1"}},
+			Check: &api.AgentCheck{Node: externalNode, CheckID: CheckID(r.in.ID), Name: "xdsload", Status: api.HealthPassing, ServiceID: r.in.ID},
+		}, nil)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("register apps in the catalog: %w", err)
+	}
+	return c.waitPassing(ctx, t.Endpoints(), 0)
+}
+
+// SetHealthCatalog sets the status of an instance registered by
+// RegisterAppsCatalog.
+func (c *consulClient) SetHealthCatalog(id string, passing bool) error {
+	status := api.HealthPassing
+	if !passing {
+		status = api.HealthCritical
+	}
+	_, err := c.c.Catalog().Register(&api.CatalogRegistration{Node: externalNode, Address: "127.0.0.1", SkipNodeUpdate: true,
+		Check: &api.AgentCheck{Node: externalNode, CheckID: CheckID(id), Name: "xdsload", Status: status, ServiceID: id}}, nil)
+	return err
+}
+
+// DeregisterCatalog removes externalNode and everything on it.
+func (c *consulClient) DeregisterCatalog(ctx context.Context) error {
+	if _, err := c.c.Catalog().Deregister(&api.CatalogDeregistration{Node: externalNode}, nil); err != nil {
+		return err
+	}
+	return c.waitPassing(ctx, 0, 0)
 }
