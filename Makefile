@@ -78,3 +78,12 @@ logs: ## follow the Docker mesh's logs (one service: make logs S=order)
 .PHONY: e2e
 e2e: ## the Docker system test: compose up, purchase via the edge, traces, order failover (skips without Docker)
 	go test -tags e2e -count=1 -v -timeout 30m ./e2e/compose/...
+
+# ---- Benchmarks: BENCHMARKS.md ----------------------------------------------
+# benchstat is pinned here (golang.org/x/perf has no tags).
+BENCHSTAT_VERSION := v0.0.0-20260908200009-22c9c6c9d4da
+
+.PHONY: bench
+bench: tools ## run the benchmark suite and write BENCHMARKS.md (about 40 min; QUICK=1: under 5 min)
+	@test -x $(BIN)/benchstat || GOBIN=$(BIN) go install golang.org/x/perf/cmd/benchstat@$(BENCHSTAT_VERSION)
+	go run ./bench/cmd/benchsuite $(if $(QUICK),-quick)

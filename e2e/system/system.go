@@ -47,6 +47,10 @@ type Plan struct {
 	Envoy           string
 	Sidecars        map[string]SidecarPorts
 	Edge, EdgeAdmin int
+
+	// Env is added to every service's environment (after the plan's own
+	// settings, so it may override them), e.g. OTEL_TRACES_SAMPLER_ARG.
+	Env []string
 }
 
 // FixedPlan is the port plan of `make run` (DESIGN §7 where it can be kept
@@ -228,13 +232,18 @@ func (s *System) Env(svc, id string, port int) []string {
 	)
 }
 
+// serviceEnv is Env plus the plan's extra environment.
+func (s *System) serviceEnv(svc, id string, port int) []string {
+	return append(s.Env(svc, id, port), s.Plan.Env...)
+}
+
 // StartService starts an instance of svc on its planned port (or the
 // environment's HTTP_ADDR in extraEnv) and waits until it is ready, that
 // is registered in Consul.
 func (s *System) StartService(ctx context.Context, svc string, extraEnv []string) (*Instance, error) {
 	id := svc + "-local"
 	port := s.Plan.Services[svc]
-	env := append(s.Env(svc, id, port), extraEnv...)
+	env := append(s.serviceEnv(svc, id, port), extraEnv...)
 	p, err := localenv.StartProcess(svc, filepath.Join(s.Dir, "logs", svc+".log"), env, filepath.Join(s.binDir, svc))
 	if err != nil {
 		return nil, err

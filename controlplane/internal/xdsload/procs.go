@@ -309,9 +309,36 @@ func procMemory(ctx context.Context, pid int, base string) (Memory, error) {
 	return m, nil
 }
 
-// procCPU reads utime + stime of a process from /proc (clock ticks of
-// 10ms on Linux).
+// procCPU returns the CPU time a process has used: the sum of its
+// threads' run time from /proc/<pid>/task/*/schedstat (nanoseconds), or
+// utime + stime from /proc/<pid>/stat (10ms ticks) where schedstat is
+// missing.
 func procCPU(pid int) (time.Duration, error) {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var total int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue // a thread that just exited
+		}
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			continue
+		}
+		ns, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			total = 0
+			break
+		}
+		total += ns
+	}
+	if total > 0 {
+		return time.Duration(total), nil
+	}
+	return procStatCPU(pid)
+}
+
+func procStatCPU(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err

@@ -1,0 +1,263 @@
+// Command benchsuite runs Meshop's benchmark suite (make bench) and writes
+// BENCHMARKS.md from what it measured:
+//
+//	go build controlplane, xdsload ──▶ xdsload (ours vs Consul's xDS)  ──▶ results/xdsload.json
+//	go test -bench (translate, serve, kithttp) ──▶ results/*.txt ──▶ benchstat
+//	servicepath (whole local system, 1% and 100% sampling) ──▶ results/servicepath.json
+//	──▶ BENCHMARKS.md (the generated section) + results/convergence.png
+//
+// -quick runs a reduced suite (N=100, small catalog, short runs) in under
+// five minutes. Every number in the generated section comes from a file in
+// the results directory and the command that wrote it is listed there.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/meshop/meshop/bench/servicepath"
+	"github.com/meshop/meshop/localenv"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "benchsuite:", err)
+		os.Exit(1)
+	}
+}
+
+// suite is the size of a run.
+type suite struct {
+	Quick       bool
+	Nodes       string
+	Rounds      int
+	Catalog     string
+	CatalogSims int
+	CostFlips   int
+	BenchCount  int
+	BenchTime   string
+	Rate        float64
+	Duration    time.Duration
+}
+
+var (
+	full  = suite{Nodes: "100,1000,2000", Rounds: 3, Catalog: "100,1000", CatalogSims: 1000, CostFlips: 10, BenchCount: 6, BenchTime: "2s", Rate: 40, Duration: 30 * time.Second}
+	quick = suite{Quick: true, Nodes: "100", Rounds: 2, Catalog: "20,100", CatalogSims: 100, CostFlips: 6, BenchCount: 3, BenchTime: "1s", Rate: 20, Duration: 10 * time.Second}
+)
+
+func run() error {
+	var (
+		q       bool
+		out     string
+		results string
+		skip    string
+	)
+	flag.BoolVar(&q, "quick", false, "the reduced suite (under five minutes)")
+	flag.StringVar(&out, "out", "BENCHMARKS.md", "report to write (its generated section is replaced)")
+	flag.StringVar(&results, "results", "", "directory for raw results (default bench/results, or .bench/results with -quick)")
+	flag.StringVar(&skip, "skip", "", "parts to skip: xds, micro, service (comma separated)")
+	flag.Parse()
+	root, err := localenv.RepoRoot()
+	if err != nil {
+		return err
+	}
+	s := full
+	if q {
+		s = quick
+	}
+	if results == "" {
+		results = filepath.Join(root, "bench", "results")
+		if q {
+			results = filepath.Join(root, ".bench", "results")
+		}
+	}
+	if !filepath.IsAbs(out) {
+		out = filepath.Join(root, out)
+	}
+	if err := os.MkdirAll(filepath.Join(results, "bin"), 0o755); err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "benchsuite-")
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	b := &runner{root: root, results: results, work: work, s: s}
+	skipped := func(part string) bool { return strings.Contains(","+skip+",", ","+part+",") }
+
+	start := time.Now()
+	for _, part := range []struct {
+		name string
+		f    func(context.Context) error
+	}{{"xds", b.xds}, {"micro", b.micro}, {"service", b.service}} {
+		if skipped(part.name) {
+			continue
+		}
+		if err := part.f(ctx); err != nil {
+			return err
+		}
+		if err := b.saveCommands(part.name); err != nil {
+			return err
+		}
+	}
+	if err := writeReport(out, root, results, s); err != nil {
+		return err
+	}
+	b.logf("done in %s; wrote %s", time.Since(start).Round(time.Second), out)
+	os.RemoveAll(work)
+	return nil
+}
+
+type runner struct {
+	root, results, work string
+	s                   suite
+	commands            []string
+}
+
+func (b *runner) logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s benchsuite: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// sh runs a command from the repository root, its stdout to outFile (or
+// stderr), and records it.
+func (b *runner) sh(ctx context.Context, outFile string, name string, args ...string) error {
+	line := name + " " + strings.Join(args, " ")
+	if outFile != "" {
+		line += " > " + rel(b.root, outFile)
+	}
+	b.commands = append(b.commands, line)
+	b.logf("$ %s", line)
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = b.root
+	cmd.Stderr = os.Stderr
+	cmd.Stdout = os.Stderr
+	if outFile != "" {
+		f, err := os.Create(outFile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		cmd.Stdout = io.MultiWriter(f, os.Stderr)
+	}
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s: %w", line, err)
+	}
+	return nil
+}
+
+func rel(root, p string) string {
+	if r, err := filepath.Rel(root, p); err == nil {
+		return r
+	}
+	return p
+}
+
+func (b *runner) xds(ctx context.Context) error {
+	bin := filepath.Join(b.results, "bin")
+	if err := b.sh(ctx, "", "go", "build", "-o", bin+"/", "./controlplane/cmd/controlplane", "./controlplane/cmd/xdsload"); err != nil {
+		return err
+	}
+	dir := filepath.Join(b.work, "xdsload")
+	if err := b.sh(ctx, "", filepath.Join(bin, "xdsload"),
+		"-controlplane", filepath.Join(bin, "controlplane"),
+		"-nodes", b.s.Nodes, "-rounds", fmt.Sprint(b.s.Rounds), "-settle", "1s",
+		"-catalog", b.s.Catalog, "-catalog-sims", fmt.Sprint(b.s.CatalogSims), "-cost-flips", fmt.Sprint(b.s.CostFlips),
+		"-profile", "-dir", dir, "-out", filepath.Join(b.results, "xdsload.json")); err != nil {
+		return err
+	}
+	// Keep the profiles (Consul's data directory and logs stay behind).
+	profiles := filepath.Join(b.results, "profiles")
+	if err := os.MkdirAll(profiles, 0o755); err != nil {
+		return err
+	}
+	matches, _ := filepath.Glob(filepath.Join(dir, "*.pprof"))
+	for _, m := range matches {
+		data, err := os.ReadFile(m)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(profiles, filepath.Base(m)), data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *runner) micro(ctx context.Context) error {
+	count, bt := fmt.Sprint(b.s.BenchCount), b.s.BenchTime
+	runs := []struct{ file, pkg, bench, benchtime string }{
+		{"translate.txt", "./controlplane/translate", "Endpoints10k", "20x"},
+		{"serve.txt", "./controlplane/serve", "SingleChange", "200x"},
+		{"kithttp.txt", "./bench/kithttp", "HTTP", bt},
+	}
+	for _, r := range runs {
+		if err := b.sh(ctx, filepath.Join(b.results, r.file), "go", "test", "-run", "^$", "-bench", r.bench,
+			"-benchtime", r.benchtime, "-count", count, r.pkg); err != nil {
+			return err
+		}
+	}
+	benchstat := filepath.Join(b.root, "bin", "benchstat")
+	if _, err := os.Stat(benchstat); err != nil {
+		b.logf("no %s (make bench installs it): benchstat tables skipped", rel(b.root, benchstat))
+		return nil
+	}
+	for _, r := range []struct{ file, col string }{{"translate.txt", ""}, {"serve.txt", "/services"}, {"kithttp.txt", "/stack"}} {
+		args := []string{}
+		if r.col != "" {
+			args = append(args, "-col", r.col)
+		}
+		args = append(args, filepath.Join(b.results, r.file))
+		if err := b.sh(ctx, filepath.Join(b.results, strings.TrimSuffix(r.file, ".txt")+".benchstat"), benchstat, args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *runner) service(ctx context.Context) error {
+	var res []servicepath.Result
+	for _, sampling := range []float64{0.01, 1} {
+		dir := filepath.Join(b.work, fmt.Sprintf("system-%g", sampling))
+		b.logf("service path: starting the local system (sampling %g), %g checkouts/s for %s", sampling, b.s.Rate, b.s.Duration)
+		r, err := servicepath.Run(ctx, servicepath.Options{Dir: dir, Rate: b.s.Rate, Duration: b.s.Duration, Sampling: sampling})
+		if err != nil {
+			return fmt.Errorf("service path (sampling %g): %w", sampling, err)
+		}
+		b.logf("service path: %d/%d ok, %.1f/s, p50 %.1fms p99 %.1fms", r.OK, r.Sent, r.Throughput, r.P50Ms, r.P99Ms)
+		res = append(res, r)
+	}
+	b.commands = append(b.commands, fmt.Sprintf("servicepath.Run (from this command): rate %g/s, duration %s, sampling 0.01 and 1 > %s",
+		b.s.Rate, b.s.Duration, rel(b.root, filepath.Join(b.results, "servicepath.json"))))
+	return writeJSON(filepath.Join(b.results, "servicepath.json"), res)
+}
+
+// saveCommands writes the commands a part ran, so the report can list
+// what produced each file.
+func (b *runner) saveCommands(part string) error {
+	if len(b.commands) == 0 {
+		return nil
+	}
+	path := filepath.Join(b.results, "commands-"+part+".txt")
+	err := os.WriteFile(path, []byte(strings.Join(b.commands, "\n")+"\n"), 0o644)
+	b.commands = nil
+	return err
+}
+
+func writeJSON(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o644)
+}
