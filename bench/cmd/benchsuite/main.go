@@ -63,9 +63,9 @@ func run() error {
 		skip    string
 	)
 	flag.BoolVar(&q, "quick", false, "the reduced suite (under five minutes)")
-	flag.StringVar(&out, "out", "BENCHMARKS.md", "report to write (its generated section is replaced)")
+	flag.StringVar(&out, "out", "", "report to write, its generated section replaced (default BENCHMARKS.md, or .bench/BENCHMARKS.md with -quick)")
 	flag.StringVar(&results, "results", "", "directory for raw results (default bench/results, or .bench/results with -quick)")
-	flag.StringVar(&skip, "skip", "", "parts to skip: xds, micro, service (comma separated)")
+	flag.StringVar(&skip, "skip", "", "parts to skip: xds, micro, stat, service (comma separated)")
 	flag.Parse()
 	root, err := localenv.RepoRoot()
 	if err != nil {
@@ -79,6 +79,12 @@ func run() error {
 		results = filepath.Join(root, "bench", "results")
 		if q {
 			results = filepath.Join(root, ".bench", "results")
+		}
+	}
+	if out == "" {
+		out = "BENCHMARKS.md"
+		if q {
+			out = filepath.Join(".bench", "BENCHMARKS.md")
 		}
 	}
 	if !filepath.IsAbs(out) {
@@ -100,7 +106,7 @@ func run() error {
 	for _, part := range []struct {
 		name string
 		f    func(context.Context) error
-	}{{"xds", b.xds}, {"micro", b.micro}, {"service", b.service}} {
+	}{{"xds", b.xds}, {"micro", b.micro}, {"stat", b.stat}, {"service", b.service}} {
 		if skipped(part.name) {
 			continue
 		}
@@ -165,15 +171,15 @@ func rel(root, p string) string {
 
 func (b *runner) xds(ctx context.Context) error {
 	bin := filepath.Join(b.results, "bin")
-	if err := b.sh(ctx, "", "go", "build", "-o", bin+"/", "./controlplane/cmd/controlplane", "./controlplane/cmd/xdsload"); err != nil {
+	if err := b.sh(ctx, "", "go", "build", "-o", rel(b.root, bin)+"/", "./controlplane/cmd/controlplane", "./controlplane/cmd/xdsload"); err != nil {
 		return err
 	}
 	dir := filepath.Join(b.work, "xdsload")
-	if err := b.sh(ctx, "", filepath.Join(bin, "xdsload"),
-		"-controlplane", filepath.Join(bin, "controlplane"),
+	if err := b.sh(ctx, "", "./"+rel(b.root, filepath.Join(bin, "xdsload")),
+		"-controlplane", rel(b.root, filepath.Join(bin, "controlplane")),
 		"-nodes", b.s.Nodes, "-rounds", fmt.Sprint(b.s.Rounds), "-settle", "1s",
 		"-catalog", b.s.Catalog, "-catalog-sims", fmt.Sprint(b.s.CatalogSims), "-cost-flips", fmt.Sprint(b.s.CostFlips),
-		"-profile", "-dir", dir, "-out", filepath.Join(b.results, "xdsload.json")); err != nil {
+		"-profile", "-dir", dir, "-out", rel(b.root, filepath.Join(b.results, "xdsload.json"))); err != nil {
 		return err
 	}
 	// Keep the profiles (Consul's data directory and logs stay behind).
@@ -207,6 +213,12 @@ func (b *runner) micro(ctx context.Context) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// stat compares the microbenchmark runs with benchstat (installed into
+// ./bin by make bench).
+func (b *runner) stat(ctx context.Context) error {
 	benchstat := filepath.Join(b.root, "bin", "benchstat")
 	if _, err := os.Stat(benchstat); err != nil {
 		b.logf("no %s (make bench installs it): benchstat tables skipped", rel(b.root, benchstat))
@@ -217,8 +229,8 @@ func (b *runner) micro(ctx context.Context) error {
 		if r.col != "" {
 			args = append(args, "-col", r.col)
 		}
-		args = append(args, filepath.Join(b.results, r.file))
-		if err := b.sh(ctx, filepath.Join(b.results, strings.TrimSuffix(r.file, ".txt")+".benchstat"), benchstat, args...); err != nil {
+		args = append(args, rel(b.root, filepath.Join(b.results, r.file)))
+		if err := b.sh(ctx, filepath.Join(b.results, strings.TrimSuffix(r.file, ".txt")+".benchstat"), rel(b.root, benchstat), args...); err != nil {
 			return err
 		}
 	}

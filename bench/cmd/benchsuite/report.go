@@ -96,7 +96,7 @@ const (
 // and puts it between the markers of out (the rest of the file is kept).
 func writeReport(out, root, results string, s suite) error {
 	var b bytes.Buffer
-	r := &report{w: &b, root: root, results: results, s: s}
+	r := &report{w: &b, root: root, results: results, s: s, outDir: filepath.Dir(out)}
 	if err := r.render(); err != nil {
 		return err
 	}
@@ -108,7 +108,7 @@ func writeReport(out, root, results string, s suite) error {
 	i, j := strings.Index(doc, beginMarker), strings.Index(doc, endMarker)
 	section := beginMarker + "\n" + b.String() + endMarker
 	if i < 0 || j < i {
-		doc = "# Benchmarks\n\nRun `make bench` (about 40 minutes) or `make bench QUICK=1` (under five minutes).\n\n" + section + "\n"
+		doc = "# Benchmarks\n\nRun `make bench` (about 25 minutes) or `make bench QUICK=1` (under five minutes, into .bench/).\n\n" + section + "\n"
 	} else {
 		doc = doc[:i] + section + doc[j+len(endMarker):]
 	}
@@ -116,14 +116,17 @@ func writeReport(out, root, results string, s suite) error {
 }
 
 type report struct {
-	w             *bytes.Buffer
-	root, results string
-	s             suite
+	w                     *bytes.Buffer
+	root, results, outDir string
+	s                     suite
 }
 
 func (r *report) p(format string, args ...any) { fmt.Fprintf(r.w, format+"\n", args...) }
 
-func (r *report) rel(name string) string { return rel(r.root, filepath.Join(r.results, name)) }
+// rel names a results file relative to the repository root (commands run
+// there); link relative to the report (for Markdown links).
+func (r *report) rel(name string) string  { return rel(r.root, filepath.Join(r.results, name)) }
+func (r *report) link(name string) string { return rel(r.outDir, filepath.Join(r.results, name)) }
 
 func (r *report) render() error {
 	var x xdsReport
@@ -247,7 +250,7 @@ func (r *report) xds(x *xdsReport) {
 	}
 	r.p("")
 	if err := r.plot(x); err == nil {
-		r.p("![EDS convergence time distributions](%s)\n", r.rel("convergence.png"))
+		r.p("![EDS convergence time distributions](%s)\n", r.link("convergence.png"))
 	} else {
 		r.p("(plot not drawn: %v)\n", err)
 	}
@@ -288,7 +291,7 @@ func (r *report) xds(x *xdsReport) {
 		for _, p := range profiles {
 			names = append(names, filepath.Base(p))
 		}
-		r.p("Profiles (CPU: an extra, unmeasured storm and EDS round at the largest N; heap: the catalog scenario) in `%s/`: %s. Read with `go tool pprof -top <profile>` (Meshop's need the binary built from this commit; Consul's `./bin/consul`).\n",
+		r.p("Profiles (CPU: an extra, unmeasured storm and EDS round at the largest N; heap: the catalog scenario) in `%s/`: %s. Read with `go tool pprof -top <profile>` (the profiles carry their symbols).\n",
 			r.rel("profiles"), "`"+strings.Join(names, "`, `")+"`")
 	}
 }
@@ -453,7 +456,7 @@ func (r *report) service() {
 func (r *report) commands() {
 	r.p("## Commands\n")
 	r.p("```")
-	for _, part := range []string{"xds", "micro", "service"} {
+	for _, part := range []string{"xds", "micro", "stat", "service"} {
 		data, err := os.ReadFile(filepath.Join(r.results, "commands-"+part+".txt"))
 		if err == nil {
 			r.w.Write(data)
