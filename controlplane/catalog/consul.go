@@ -30,6 +30,11 @@ type ConsulSource struct{ client *api.Client }
 func NewConsulSource(addr string) (*ConsulSource, error) {
 	cfg := api.DefaultConfig()
 	cfg.Address = addr
+	// One connection per blocking query, so one per service: small
+	// buffers (the requests are short GETs) keep that at a few KiB each
+	// instead of 8 KiB.
+	cfg.Transport.WriteBufferSize = 512
+	cfg.Transport.ReadBufferSize = 2048
 	// No client timeout: blocking queries are bounded by their wait time
 	// and their context.
 	c, err := api.NewClient(cfg)

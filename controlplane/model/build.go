@@ -510,8 +510,8 @@ func (bd *build) routes() {
 		index uint64
 	}
 	claims := map[string][]claim{}
-	for _, name := range bd.m.ServiceNames() {
-		svc := bd.m.Services[name]
+	// Map order is fine: each prefix's claims are sorted below.
+	for name, svc := range bd.m.Services {
 		first := map[string]uint64{}
 		for _, in := range svc.Instances {
 			for _, p := range in.PublicPrefixes {

@@ -254,11 +254,15 @@ func edgeFP(m *model.Mesh, cfgFP string) (config, endpoints string) {
 	for _, r := range m.Routes {
 		c.add(r.Prefix, r.Service)
 	}
-	for _, name := range m.ServiceNames() {
-		s := m.Services[name]
-		if len(s.PublicPrefixes) == 0 {
-			continue
+	var public []string // only these, sorted: not every service's name
+	for name, s := range m.Services {
+		if len(s.PublicPrefixes) > 0 {
+			public = append(public, name)
 		}
+	}
+	slices.Sort(public)
+	for _, name := range public {
+		s := m.Services[name]
 		c.add(name, s.ConfigHash)
 		e.add(name, s.ConfigHash, s.EndpointsHash)
 	}

@@ -188,20 +188,43 @@ func (s *Server) Run(ctx context.Context, src Source) error {
 func (s *Server) Apply(snap *catalog.Snapshot, seen time.Time) {
 	m := s.opts.Model.Build(snap)
 	s.metrics.setProblems(m.Problems)
-	// Lock order is tracker, then server: ask the tracker first.
-	s.apply(m, seen, s.tracker.connectedKeys())
-	s.tracker.reclassify() // an unknown node's instance may have registered
+	// Only Run (or a test) calls Apply, so the mesh read here is the one
+	// apply replaces.
+	ch := changedKeys(s.Mesh(), m)
+	// Lock order is tracker, then server: ask the tracker first, and only
+	// when a snapshot may have to be dropped.
+	var connected map[string]bool
+	if ch.full || len(ch.removed) > 0 {
+		connected = s.tracker.connectedKeys()
+	}
+	if failing := s.apply(m, seen, ch, connected); failing || ch.full || ch.membership {
+		// An unknown node's instance may have registered, or a node's
+		// build error changed its notes.
+		s.tracker.reclassify()
+	}
 }
 
-func (s *Server) apply(m *model.Mesh, seen time.Time, connected map[string]bool) {
+// changes is what changedKeys found.
+type changes struct {
+	keys, removed []string
+	// full: the set of services changed (or there was no mesh): visit
+	// every key.
+	full bool
+	// membership: some service's set of instance IDs changed.
+	membership bool
+}
+
+// apply sets m and rebuilds the keys ch names; it reports whether any
+// node's build is failing (before or after).
+func (s *Server) apply(m *model.Mesh, seen time.Time, ch changes, connected map[string]bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	prev := s.mesh
 	s.mesh = m
 	start := time.Now()
 	var set, failed int
+	hadFailing := len(s.failing) > 0
 
-	keys, removed, full := changedKeys(prev, m)
+	keys, removed, full := ch.keys, ch.removed, ch.full
 	if full {
 		// Every key: the set of services changed (or this is the first
 		// pass), so anything may depend on anything.
@@ -266,6 +289,7 @@ func (s *Server) apply(m *model.Mesh, seen time.Time, connected map[string]bool)
 	s.ready = true
 	s.lastPass = time.Now()
 	s.log.Debug("pass done", "index", m.Index, "full", full, "visited", len(visited), "set", set, "failed", failed, "took", time.Since(start).String())
+	return hadFailing || len(s.failing) > 0
 }
 
 // changedKeys returns the cache keys whose inputs may have changed from
@@ -274,54 +298,62 @@ func (s *Server) apply(m *model.Mesh, seen time.Time, connected map[string]bool)
 // calling it (and the edge) when its config or endpoints changed. It
 // reports full when the set of services changed: then every key is
 // visited. Its cost grows with the number of services, not instances.
-func changedKeys(prev, m *model.Mesh) (keys, removed []string, full bool) {
+func changedKeys(prev, m *model.Mesh) (ch changes) {
 	if prev == nil || len(prev.Services) != len(m.Services) {
-		return nil, nil, true
+		return changes{full: true}
 	}
-	var callersOf map[string][]string
 	for name, svc := range m.Services {
 		old := prev.Services[name]
 		if old == nil {
-			return nil, nil, true
+			return changes{full: true}
 		}
 		sameInsts := len(old.Instances) == len(svc.Instances) && (len(svc.Instances) == 0 || &old.Instances[0] == &svc.Instances[0])
 		own := old.ConfigHash != svc.ConfigHash || !sameInsts
 		callers := old.ConfigHash != svc.ConfigHash || old.EndpointsHash != svc.EndpointsHash
 		if own {
 			for _, in := range svc.Instances {
-				keys = append(keys, in.ID)
+				ch.keys = append(ch.keys, in.ID)
 			}
-			if !sameInsts {
-				for _, in := range old.Instances {
-					if m.Instances[in.ID] == nil {
-						removed = append(removed, in.ID)
-					}
+		}
+		if !sameInsts && !sameIDs(old.Instances, svc.Instances) {
+			ch.membership = true
+			for _, in := range old.Instances {
+				if m.Instances[in.ID] == nil {
+					ch.removed = append(ch.removed, in.ID)
 				}
 			}
 		}
 		if callers || !slices.Equal(old.PublicPrefixes, svc.PublicPrefixes) {
-			keys = append(keys, edgeKey)
+			ch.keys = append(ch.keys, edgeKey)
 		}
 		if callers {
-			if callersOf == nil {
-				callersOf = map[string][]string{}
-				for cname, c := range m.Services {
-					for _, u := range c.Upstreams {
-						callersOf[u] = append(callersOf[u], cname)
+			// Its callers: a scan of the services' upstream lists, which
+			// allocates nothing (an index would be rebuilt every pass).
+			for cname, c := range m.Services {
+				if slices.Contains(c.Upstreams, name) {
+					for _, in := range m.Services[cname].Instances {
+						ch.keys = append(ch.keys, in.ID)
 					}
-				}
-			}
-			for _, cname := range callersOf[name] {
-				for _, in := range m.Services[cname].Instances {
-					keys = append(keys, in.ID)
 				}
 			}
 		}
 	}
 	if !slices.Equal(prev.Routes, m.Routes) {
-		keys = append(keys, edgeKey)
+		ch.keys = append(ch.keys, edgeKey)
 	}
-	return keys, removed, false
+	return ch
+}
+
+func sameIDs(a, b []*model.Instance) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].ID != b[i].ID {
+			return false
+		}
+	}
+	return true
 }
 
 // buildLocked rebuilds the snapshot of one key if its inputs changed. It

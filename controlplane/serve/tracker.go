@@ -103,6 +103,8 @@ type tracker struct {
 	// delta streams with separate counters, so IDs repeat across kinds.
 	streams map[streamKey]*stream
 	nodes   map[string]*NodeStatus
+	// counts are the connected nodes by type (the Connected gauge).
+	counts map[string]int
 	// classify says what a node is (sidecar, edge, unknown) and what is
 	// odd about it; set by the server.
 	classify func(id, cluster string) (typ string, notes []string)
@@ -116,6 +118,7 @@ func newTracker(log *slog.Logger, m *Metrics) *tracker {
 		metrics:  m,
 		streams:  map[streamKey]*stream{},
 		nodes:    map[string]*NodeStatus{},
+		counts:   map[string]int{},
 		classify: func(string, string) (string, []string) { return nodeUnknown, nil },
 		seen:     func(*corev3.Node) {},
 	}
@@ -158,7 +161,7 @@ func (t *tracker) closed(id streamKey) {
 	n.Streams--
 	if n.Streams <= 0 {
 		n.Streams = 0
-		n.Connected = false
+		t.setLocked(n, false, n.Type)
 		n.ConnectedSince = nil
 		t.log.Info("envoy disconnected", "node", n.ID, "cluster", n.Cluster)
 		if n.Type == nodeUnknown {
@@ -167,7 +170,6 @@ func (t *tracker) closed(id streamKey) {
 			delete(t.nodes, s.node)
 		}
 	}
-	t.updateConnectedLocked()
 }
 
 // OnStreamRequest implements serverv3.Callbacks: it binds the stream to
@@ -219,7 +221,9 @@ func (t *tracker) request(id streamKey, node *corev3.Node) error {
 	n.Cluster = node.GetCluster()
 	n.Metadata = node.GetMetadata().AsMap()
 	n.UserAgent = strings.TrimSpace(node.GetUserAgentName() + " " + node.GetUserAgentVersion())
-	n.Type, n.Notes = t.classify(n.ID, n.Cluster)
+	typ, notes := t.classify(n.ID, n.Cluster)
+	n.Notes = notes
+	t.setLocked(n, n.Connected, typ)
 	t.addMetadataNoteLocked(n)
 	n.Key = n.ID
 	if translate.IsEdge(n.Cluster) {
@@ -228,7 +232,8 @@ func (t *tracker) request(id streamKey, node *corev3.Node) error {
 	n.Streams++
 	if !n.Connected {
 		now := time.Now()
-		n.Connected, n.ConnectedSince = true, &now
+		n.ConnectedSince = &now
+		t.setLocked(n, true, n.Type)
 		attrs := []any{"node", n.ID, "cluster", n.Cluster, "type", n.Type, "delta", delta}
 		if len(n.Notes) > 0 {
 			attrs = append(attrs, "notes", strings.Join(n.Notes, "; "))
@@ -239,12 +244,13 @@ func (t *tracker) request(id streamKey, node *corev3.Node) error {
 			t.log.Info("envoy connected", attrs...)
 		}
 	}
-	t.updateConnectedLocked()
 	t.mu.Unlock()
 	t.seen(node)
 	// seen may have judged the metadata: refresh the notes.
 	t.mu.Lock()
-	n.Type, n.Notes = t.classify(n.ID, n.Cluster)
+	typ, notes = t.classify(n.ID, n.Cluster)
+	n.Notes = notes
+	t.setLocked(n, n.Connected, typ)
 	t.addMetadataNoteLocked(n)
 	t.mu.Unlock()
 	return nil
@@ -323,15 +329,21 @@ func (t *tracker) OnFetchRequest(context.Context, *discoveryv3.DiscoveryRequest)
 // OnFetchResponse implements serverv3.Callbacks.
 func (t *tracker) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {}
 
-func (t *tracker) updateConnectedLocked() {
-	counts := map[string]int{nodeSidecar: 0, nodeEdge: 0, nodeUnknown: 0}
-	for _, n := range t.nodes {
-		if n.Connected {
-			counts[n.Type]++
-		}
+// setLocked changes a node's connection state and type, keeping the
+// connected-node counts (and gauges) right without recounting every node:
+// a storm of N connections costs O(N), not O(N²).
+func (t *tracker) setLocked(n *NodeStatus, connected bool, typ string) {
+	if n.Connected == connected && n.Type == typ {
+		return
 	}
-	for typ, c := range counts {
-		t.metrics.Connected.WithLabelValues(typ).Set(float64(c))
+	if n.Connected {
+		t.counts[n.Type]--
+		t.metrics.Connected.WithLabelValues(n.Type).Set(float64(t.counts[n.Type]))
+	}
+	n.Connected, n.Type = connected, typ
+	if connected {
+		t.counts[typ]++
+		t.metrics.Connected.WithLabelValues(typ).Set(float64(t.counts[typ]))
 	}
 }
 
@@ -345,10 +357,10 @@ func (t *tracker) reclassify() {
 		if typ != n.Type && n.Connected {
 			t.log.Info("envoy node reclassified", "node", n.ID, "from", n.Type, "to", typ)
 		}
-		n.Type, n.Notes = typ, notes
+		n.Notes = notes
+		t.setLocked(n, n.Connected, typ)
 		t.addMetadataNoteLocked(n)
 	}
-	t.updateConnectedLocked()
 }
 
 // connectedKeys returns the cache keys and node IDs with an open stream.

@@ -275,12 +275,16 @@ func (r *runner) fleets(ctx context.Context, n int, profile bool) error {
 		)
 		switch name {
 		case MeshopDelta, MeshopSotW:
-			if cp == nil {
-				var err error
-				r.logf("N=%d: starting meshop control plane", n)
-				if cp, stopCP, err = r.meshop(ctx); err != nil {
-					return err
-				}
+			// A fresh process per mode, so each one's memory is its own
+			// (go-control-plane keeps a status entry per node after its
+			// stream ends).
+			if stopCP != nil {
+				stopCP()
+			}
+			var err error
+			r.logf("N=%d: starting meshop control plane", n)
+			if cp, stopCP, err = r.meshop(ctx); err != nil {
+				return err
 			}
 			s, fl, delta = cp, flavorMeshop, name == MeshopDelta
 		case ConsulDelta:
