@@ -108,7 +108,7 @@ func writeReport(out, root, results string, s suite) error {
 	i, j := strings.Index(doc, beginMarker), strings.Index(doc, endMarker)
 	section := beginMarker + "\n" + b.String() + endMarker
 	if i < 0 || j < i {
-		doc = "# Benchmarks\n\nRun `make bench` (about 25 minutes) or `make bench QUICK=1` (under five minutes, into .bench/).\n\n" + section + "\n"
+		doc = "# Benchmarks\n\nRun `make bench` (about 15 minutes) or `make bench QUICK=1` (under five minutes, into .bench/).\n\n" + section + "\n"
 	} else {
 		doc = doc[:i] + section + doc[j+len(endMarker):]
 	}
