@@ -6,7 +6,7 @@ SHELL := /bin/bash
 BIN := $(CURDIR)/bin
 # Workspace modules; the tool modules under consul/tool and observability/jaeger
 # are deliberately outside go.work.
-MODULES := services/kit services/auth services/user services/product services/order services/payment services/notification controlplane localenv e2e deploy
+MODULES := services/kit services/auth services/user services/product services/order services/payment services/notification controlplane localenv e2e deploy bench
 PKGS := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 GOTESTFLAGS ?= -count=1 -timeout 30m
 
