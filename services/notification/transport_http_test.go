@@ -11,21 +11,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/propagation"
 
-	"github.com/meshop/meshop/services/kit/auth"
+	"github.com/meshop/meshop/services/kit/auth/authtest"
 	"github.com/meshop/meshop/services/kit/events"
 	"github.com/meshop/meshop/services/kit/instrument"
 )
-
-// asCaller stands in for the kit/auth middleware: X-Test-User becomes the
-// verified identity.
-func asCaller(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if id := r.Header.Get("X-Test-User"); id != "" {
-			r = r.WithContext(auth.WithIdentity(r.Context(), auth.Identity{UserID: id, Role: auth.RoleCustomer}))
-		}
-		next.ServeHTTP(w, r)
-	})
-}
 
 func TestHTTPList(t *testing.T) {
 	s := openStore(t, "sqlite:"+t.TempDir()+"/n.db")
@@ -34,7 +23,7 @@ func TestHTTPList(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := NewEndpoints(New(s), slog.New(slog.DiscardHandler), instrument.NewMetrics(prometheus.NewRegistry(), "notification"))
-	srv := httptest.NewServer(NewHTTPHandler(e, asCaller))
+	srv := httptest.NewServer(NewHTTPHandler(e, authtest.HeaderIdentity))
 	defer srv.Close()
 
 	tests := []struct {

@@ -11,25 +11,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/meshop/meshop/services/kit/auth"
+	"github.com/meshop/meshop/services/kit/auth/authtest"
 	"github.com/meshop/meshop/services/kit/instrument"
 )
-
-// asCaller stands in for the kit/auth middleware: the X-Test-User header
-// becomes the verified identity.
-func asCaller(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if id := r.Header.Get("X-Test-User"); id != "" {
-			r = r.WithContext(auth.WithIdentity(r.Context(), auth.Identity{UserID: id, Role: auth.RoleCustomer}))
-		}
-		next.ServeHTTP(w, r)
-	})
-}
 
 func newTestAPI(t *testing.T) *httptest.Server {
 	h := withAda(t)
 	e := NewEndpoints(h.svc, slog.New(slog.DiscardHandler), instrument.NewMetrics(prometheus.NewRegistry(), "order"))
-	srv := httptest.NewServer(NewHTTPHandler(e, asCaller))
+	srv := httptest.NewServer(NewHTTPHandler(e, authtest.HeaderIdentity))
 	t.Cleanup(srv.Close)
 	return srv
 }

@@ -17,17 +17,6 @@ import (
 	"github.com/meshop/meshop/services/kit/instrument"
 )
 
-// withTestIdentity stands in for kit/auth's token middleware: the
-// X-Test-User header becomes the caller's identity.
-func withTestIdentity(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if user := r.Header.Get("X-Test-User"); user != "" {
-			r = r.WithContext(auth.WithIdentity(r.Context(), auth.Identity{UserID: user, Role: auth.RoleCustomer}))
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
 func newTestAPI(t *testing.T, authn func(http.Handler) http.Handler) *httptest.Server {
 	store, _ := openStore(t, sqliteURL(t))
 	svc := New(store, NewSimulator(0), Config{ProviderTimeout: 100 * time.Millisecond})
@@ -68,7 +57,7 @@ func chargeBody(orderID, token string) string {
 }
 
 func TestHTTPChargeAndGet(t *testing.T) {
-	srv := newTestAPI(t, withTestIdentity)
+	srv := newTestAPI(t, authtest.HeaderIdentity)
 	resp, p := send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o1", "tok_visa"))
 	if resp.StatusCode != 201 || p["status"] != "SUCCEEDED" || p["order_id"] != "o1" || p["amount_cents"] != 4800.0 {
 		t.Fatalf("charge: %d %v", resp.StatusCode, p)
@@ -104,7 +93,7 @@ func TestHTTPChargeAndGet(t *testing.T) {
 }
 
 func TestHTTPTimeoutPending(t *testing.T) {
-	srv := newTestAPI(t, withTestIdentity)
+	srv := newTestAPI(t, authtest.HeaderIdentity)
 	resp, body := send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o1", "tok_timeout"))
 	code, details := errorOf(body)
 	if resp.StatusCode != 503 || code != "payment_pending" || details["payment_id"] == nil {
@@ -117,7 +106,7 @@ func TestHTTPTimeoutPending(t *testing.T) {
 }
 
 func TestHTTPBadInput(t *testing.T) {
-	srv := newTestAPI(t, withTestIdentity)
+	srv := newTestAPI(t, authtest.HeaderIdentity)
 	_, paid := send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("paid", "tok_visa"))
 	paidID := paid["id"].(string)
 	const pay = "/internal/payments"

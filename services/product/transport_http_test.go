@@ -16,21 +16,10 @@ import (
 	"github.com/meshop/meshop/services/kit/instrument"
 )
 
-// withTestIdentity stands in for kit/auth's token middleware: the
-// X-Test-User and X-Test-Role headers become the caller's identity.
-func withTestIdentity(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if user := r.Header.Get("X-Test-User"); user != "" {
-			r = r.WithContext(auth.WithIdentity(r.Context(), auth.Identity{UserID: user, Role: r.Header.Get("X-Test-Role")}))
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
 func newTestAPI(t *testing.T) *httptest.Server {
 	store, _ := openStore(t, sqliteURL(t))
 	e := NewEndpoints(New(store), slog.New(slog.DiscardHandler), instrument.NewMetrics(prometheus.NewRegistry(), "product"))
-	srv := httptest.NewServer(NewHTTPHandler(e, withTestIdentity))
+	srv := httptest.NewServer(NewHTTPHandler(e, authtest.HeaderIdentity))
 	t.Cleanup(srv.Close)
 	return srv
 }

@@ -12,6 +12,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"net/http"
 	"testing"
 	"time"
 
@@ -78,4 +79,20 @@ func (i *Issuer) Sign(t testing.TB, claims jwt.Claims) string {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// HeaderIdentity stands in for the token middleware in handler tests: the
+// X-Test-User header becomes the caller's identity, with the role from
+// X-Test-Role (customer when absent). Requests without it have no identity.
+func HeaderIdentity(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if user := r.Header.Get("X-Test-User"); user != "" {
+			role := r.Header.Get("X-Test-Role")
+			if role == "" {
+				role = auth.RoleCustomer
+			}
+			r = r.WithContext(auth.WithIdentity(r.Context(), auth.Identity{UserID: user, Role: role}))
+		}
+		next.ServeHTTP(w, r)
+	})
 }
