@@ -2,17 +2,17 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/meshop/meshop/controlplane/debug"
 	"github.com/meshop/meshop/e2e/system"
 	"github.com/meshop/meshop/localenv"
 )
@@ -251,31 +251,12 @@ func waitClusters(t *testing.T, controlPlane, node string, want []string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var dump struct {
-			ConfigDump struct {
-				Configs []struct {
-					Type     string `json:"@type"`
-					Clusters []struct {
-						Cluster struct {
-							Name string `json:"name"`
-						} `json:"cluster"`
-					} `json:"dynamic_active_clusters"`
-				} `json:"configs"`
-			} `json:"config_dump"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&dump)
+		body, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		got = got[:0]
+		got = nil
 		if err == nil && resp.StatusCode == http.StatusOK {
-			for _, c := range dump.ConfigDump.Configs {
-				if strings.HasSuffix(c.Type, "ClustersConfigDump") {
-					for _, cl := range c.Clusters {
-						got = append(got, cl.Cluster.Name)
-					}
-				}
-			}
+			got, _ = debug.ClusterNames(body)
 		}
-		slices.Sort(got)
 		if slices.Equal(got, want) {
 			return
 		}

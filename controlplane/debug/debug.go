@@ -17,9 +17,12 @@ package debug
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"slices"
+	"strings"
 	"time"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
@@ -225,4 +228,35 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, code int, errCode, msg string) {
 	writeJSON(w, code, map[string]any{"error": map[string]string{"code": errCode, "message": msg}})
+}
+
+// ClusterNames reads the cluster names, sorted, out of a
+// /debug/config_dump response body: what a node's Envoy gets (or would
+// get) as clusters. Tests and tools use it to check a node's config.
+func ClusterNames(configDump []byte) ([]string, error) {
+	var resp struct {
+		ConfigDump struct {
+			Configs []struct {
+				Type     string `json:"@type"`
+				Clusters []struct {
+					Cluster struct {
+						Name string `json:"name"`
+					} `json:"cluster"`
+				} `json:"dynamic_active_clusters"`
+			} `json:"configs"`
+		} `json:"config_dump"`
+	}
+	if err := json.Unmarshal(configDump, &resp); err != nil {
+		return nil, fmt.Errorf("debug: not a config dump: %w", err)
+	}
+	names := []string{}
+	for _, c := range resp.ConfigDump.Configs {
+		if strings.HasSuffix(c.Type, "ClustersConfigDump") {
+			for _, cl := range c.Clusters {
+				names = append(names, cl.Cluster.Name)
+			}
+		}
+	}
+	slices.Sort(names)
+	return names, nil
 }

@@ -1,12 +1,10 @@
 package debug_test
 
 import (
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -40,30 +38,10 @@ func get(t *testing.T, h http.Handler, path string) (int, string) {
 // clusterNames digs the cluster names out of a config dump response.
 func clusterNames(t *testing.T, body string) []string {
 	t.Helper()
-	var resp struct {
-		ConfigDump struct {
-			Configs []struct {
-				Type     string `json:"@type"`
-				Clusters []struct {
-					Cluster struct {
-						Name string `json:"name"`
-					} `json:"cluster"`
-				} `json:"dynamic_active_clusters"`
-			} `json:"configs"`
-		} `json:"config_dump"`
-	}
-	if err := json.Unmarshal([]byte(body), &resp); err != nil {
+	names, err := debug.ClusterNames([]byte(body))
+	if err != nil {
 		t.Fatalf("%v\n%s", err, body)
 	}
-	var names []string
-	for _, c := range resp.ConfigDump.Configs {
-		if strings.HasSuffix(c.Type, "ClustersConfigDump") {
-			for _, cl := range c.Clusters {
-				names = append(names, cl.Cluster.Name)
-			}
-		}
-	}
-	slices.Sort(names)
 	return names
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
+	"github.com/meshop/meshop/controlplane/debug"
 	"github.com/meshop/meshop/controlplane/internal/consultest"
 	"github.com/meshop/meshop/controlplane/internal/envoysim"
 	"github.com/meshop/meshop/controlplane/internal/poll"
@@ -98,28 +98,10 @@ func (c *cp) get(t *testing.T, path string) (int, string) {
 
 func dumpClusters(t *testing.T, body string) []string {
 	t.Helper()
-	var resp struct {
-		ConfigDump struct {
-			Configs []struct {
-				Type     string `json:"@type"`
-				Clusters []struct {
-					Cluster struct {
-						Name string `json:"name"`
-					} `json:"cluster"`
-				} `json:"dynamic_active_clusters"`
-			} `json:"configs"`
-		} `json:"config_dump"`
-	}
-	if err := json.Unmarshal([]byte(body), &resp); err != nil {
+	names, err := debug.ClusterNames([]byte(body))
+	if err != nil {
 		t.Fatalf("%v\n%s", err, body)
 	}
-	var names []string
-	for _, c := range resp.ConfigDump.Configs {
-		for _, cl := range c.Clusters {
-			names = append(names, cl.Cluster.Name)
-		}
-	}
-	slices.Sort(names)
 	return names
 }
 
