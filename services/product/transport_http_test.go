@@ -1,16 +1,14 @@
 package product
 
 import (
-	"encoding/json"
-	"io"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshop/meshop/services/kit/apitest"
 	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/auth/authtest"
 	"github.com/meshop/meshop/services/kit/instrument"
@@ -24,30 +22,11 @@ func newTestAPI(t *testing.T) *httptest.Server {
 	return srv
 }
 
+// send is apitest.Send answering the status.
 func send(t *testing.T, method, url string, header map[string]string, body string) (int, map[string]any) {
 	t.Helper()
-	req, _ := http.NewRequest(method, url, strings.NewReader(body))
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var got map[string]any
-	if err := json.Unmarshal(raw, &got); err != nil {
-		t.Fatalf("%s %s: body is not JSON: %q", method, url, raw)
-	}
+	resp, got := apitest.Send(t, method, url, header, body)
 	return resp.StatusCode, got
-}
-
-func errorOf(body map[string]any) (string, map[string]any) {
-	e, _ := body["error"].(map[string]any)
-	code, _ := e["code"].(string)
-	details, _ := e["details"].(map[string]any)
-	return code, details
 }
 
 var (
@@ -182,7 +161,7 @@ func TestHTTPBadInput(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			status, body := send(t, tt.method, srv.URL+tt.path, tt.header, tt.body)
-			code, details := errorOf(body)
+			code, details := apitest.ErrorOf(body)
 			if status != tt.wantStatus || code != tt.wantCode {
 				t.Errorf("got %d %v, want %d %s", status, body, tt.wantStatus, tt.wantCode)
 			}
