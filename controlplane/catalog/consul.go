@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -88,6 +89,10 @@ func (s *ConsulSource) Instances(ctx context.Context, service string, index uint
 		return nil, 0, err
 	}
 	out := make([]Instance, 0, len(entries))
+	// The instances of a service usually carry the same tags and meta:
+	// they share one copy (nothing modifies a snapshot's instances).
+	var tags [][]string
+	var metas []map[string]string
 	for _, e := range entries {
 		if e.Service == nil {
 			continue
@@ -106,8 +111,8 @@ func (s *ConsulSource) Instances(ctx context.Context, service string, index uint
 			Node:        node,
 			Address:     addr,
 			Port:        e.Service.Port,
-			Tags:        slices.Clone(e.Service.Tags),
-			Meta:        cloneMap(e.Service.Meta),
+			Tags:        shared(&tags, e.Service.Tags, slices.Equal),
+			Meta:        shared(&metas, e.Service.Meta, maps.Equal),
 			Status:      e.Checks.AggregatedStatus(),
 			CreateIndex: e.Service.CreateIndex,
 		})
@@ -138,10 +143,21 @@ func (s *ConsulSource) Policies(ctx context.Context, index uint64, wait time.Dur
 	return out, idx, nil
 }
 
-func cloneMap(m map[string]string) map[string]string {
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
+// maxShared bounds the distinct values shared compares with, so that an
+// answer whose instances all differ costs linear time.
+const maxShared = 4
+
+// shared returns the element of *seen equal to v, or v (remembered in
+// *seen while it holds fewer than maxShared values). The decoded answer
+// is not kept, so v is then the only reference to its value.
+func shared[T any](seen *[]T, v T, equal func(a, b T) bool) T {
+	for _, x := range *seen {
+		if equal(x, v) {
+			return x
+		}
 	}
-	return out
+	if len(*seen) < maxShared {
+		*seen = append(*seen, v)
+	}
+	return v
 }

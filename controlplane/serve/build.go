@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"weak"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -28,17 +29,21 @@ const edgeKey = "edge"
 var snapshotTypes = []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType}
 
 // entry is one resource with what serve computed about it once: its
-// content hash (its delta version and part of its type's version) and
-// whether it passed validation.
+// content hash (its delta version and part of its type's version),
+// whether it passed validation, and the names it references (a cluster's
+// load assignment, a listener's route configurations). res is the
+// compact form of the resource (see compact): the full tree is dropped
+// once these are known.
 type entry struct {
 	name string
 	res  cachetypes.Resource
 	hash string
+	refs []string
 	err  error
 }
 
 func newEntry(r cachetypes.Resource) *entry {
-	e := &entry{name: cachev3.GetResourceName(r), res: r}
+	e := &entry{name: cachev3.GetResourceName(r), res: r, refs: references(r)}
 	if err := translate.Validate(r); err != nil {
 		e.err = err
 	}
@@ -48,7 +53,25 @@ func newEntry(r cachetypes.Resource) *entry {
 		return e
 	}
 	e.hash = cachev3.HashResource(b)[:16]
+	if c, err := compact(r, b); err != nil {
+		e.err = errors.Join(e.err, err)
+	} else {
+		e.res = c
+	}
 	return e
+}
+
+// references are the names of the resources r needs in the same
+// snapshot, as go-control-plane's Snapshot.Consistent finds them.
+func references(r cachetypes.Resource) []string {
+	var out []string
+	for _, names := range cachev3.GetResourceReferences(map[string]cachetypes.ResourceWithTTL{"": {Resource: r}}) {
+		for n := range names {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // nodeState is what was last built for one cache key.
@@ -110,6 +133,13 @@ type upstreamMemo struct {
 	endpoints map[string]memoEntry
 	vhosts    map[string]vhostEntry
 	byRes     map[cachetypes.Resource]*entry
+	// nodeOwn holds the entries of nodes' own resources by type, name
+	// and hash, weakly: identical resources of different services (the
+	// otel_collector cluster every sidecar has, a local_app cluster or an
+	// inbound route with the same port and policy) share one entry.
+	nodeOwn map[string]weak.Pointer[entry]
+	// liveOwn is how many nodeOwn entries were alive at the last sweep.
+	liveOwn int
 }
 
 type vhostEntry struct {
@@ -121,9 +151,28 @@ func (u *upstreamMemo) VirtualHost(svc *model.Service) *routev3.VirtualHost {
 	if e, ok := u.vhosts[svc.Name]; ok && e.key == svc.ConfigHash {
 		return e.vh
 	}
-	vh := translate.UpstreamVirtualHost(svc)
+	vh := compactVirtualHost(translate.UpstreamVirtualHost(svc))
 	u.vhosts[svc.Name] = vhostEntry{svc.ConfigHash, vh}
 	return vh
+}
+
+// compactVirtualHost returns the compact form of a valid virtual host
+// (callers' route configurations embed it and are validated without
+// seeing inside it), or vh itself when it is invalid, so that every
+// route configuration embedding it fails validation as it should.
+func compactVirtualHost(vh *routev3.VirtualHost) *routev3.VirtualHost {
+	if translate.Validate(vh) != nil {
+		return vh
+	}
+	b, err := cachev3.MarshalResource(vh)
+	if err != nil {
+		return vh
+	}
+	c, err := compact(vh, b)
+	if err != nil {
+		return vh
+	}
+	return c.(*routev3.VirtualHost)
 }
 
 type memoEntry struct {
@@ -137,6 +186,7 @@ func newUpstreamMemo() *upstreamMemo {
 		endpoints: map[string]memoEntry{},
 		vhosts:    map[string]vhostEntry{},
 		byRes:     map[cachetypes.Resource]*entry{},
+		nodeOwn:   map[string]weak.Pointer[entry]{},
 	}
 }
 
@@ -152,7 +202,7 @@ func (u *upstreamMemo) get(m map[string]memoEntry, name, key string, build func(
 	for _, r := range build() {
 		e := newEntry(r)
 		es = append(es, e)
-		u.byRes[r] = e
+		u.byRes[e.res] = e
 	}
 	m[name] = memoEntry{key: key, entries: es}
 	return es
@@ -194,13 +244,33 @@ func (u *upstreamMemo) Endpoints(svc *model.Service) []*endpointv3.ClusterLoadAs
 	return out
 }
 
-// entry returns the memoized entry of a shared resource, or a new one for
-// a node's own resource.
+// entry returns the memoized entry of a shared resource, or the entry of
+// a node's own resource (the one already built for an identical resource,
+// if any is still in use).
 func (u *upstreamMemo) entry(r cachetypes.Resource) *entry {
 	if e, ok := u.byRes[r]; ok {
 		return e
 	}
-	return newEntry(r)
+	e := newEntry(r)
+	if e.err != nil {
+		return e
+	}
+	key := string(r.ProtoReflect().Descriptor().FullName()) + "|" + e.name + "|" + e.hash
+	if old := u.nodeOwn[key].Value(); old != nil {
+		return old
+	}
+	u.nodeOwn[key] = weak.Make(e)
+	if len(u.nodeOwn) > 2*u.liveOwn+64 {
+		u.liveOwn = 0
+		for k, w := range u.nodeOwn {
+			if w.Value() == nil {
+				delete(u.nodeOwn, k)
+			} else {
+				u.liveOwn++
+			}
+		}
+	}
+	return e
 }
 
 // sweep forgets the services that are no longer in the mesh.
@@ -281,11 +351,10 @@ func configFP(cfg translate.Config) string {
 // the delta version map is filled from the same hashes, so the cache never
 // marshals a resource again to compute it.
 //
-// Consistent() is a pure function of the resource names that reference
+// Consistency is a pure function of the resource names that reference
 // each other (clusters→load assignments, listeners→route configs); when
 // consistentKey equals the key of the node's last consistent snapshot the
-// verdict is known and the check (which unpacks every listener) is not
-// repeated. Every snapshot set has passed it.
+// verdict is known and the check is not repeated. Every snapshot set has passed it.
 func assemble(config map[resource.Type][]*entry, endpoints []*entry, consistentKey, lastConsistent string) (*cachev3.Snapshot, map[resource.Type]string, error) {
 	byType := map[resource.Type][]*entry{
 		resource.ClusterType:  config[resource.ClusterType],
@@ -321,11 +390,39 @@ func assemble(config map[resource.Type][]*entry, endpoints []*entry, consistentK
 		return nil, nil, fmt.Errorf("validation: %w", err)
 	}
 	if consistentKey == "" || consistentKey != lastConsistent {
-		if err := snap.Consistent(); err != nil {
+		if err := consistent(byType); err != nil {
 			return nil, nil, fmt.Errorf("consistency: %w", err)
 		}
 	}
 	return snap, versions, nil
+}
+
+// consistent is go-control-plane's Snapshot.Consistent on the references
+// the entries recorded (compact resources no longer show them): every
+// load assignment is named by exactly the clusters' references and every
+// route configuration by the listeners'.
+func consistent(byType map[resource.Type][]*entry) error {
+	for _, dep := range [...]struct{ from, to resource.Type }{
+		{resource.ClusterType, resource.EndpointType},
+		{resource.ListenerType, resource.RouteType},
+	} {
+		refs := map[string]bool{}
+		for _, e := range byType[dep.from] {
+			for _, n := range e.refs {
+				refs[n] = true
+			}
+		}
+		have := byType[dep.to]
+		if len(refs) != len(have) {
+			return fmt.Errorf("mismatched %q reference and resource lengths: len(%v) != %d", dep.to, sortedKeys(refs), len(have))
+		}
+		for _, e := range have {
+			if !refs[e.name] {
+				return fmt.Errorf("inconsistent %q reference: %q not listed", dep.to, e.name)
+			}
+		}
+	}
+	return nil
 }
 
 func shortType(t resource.Type) string {

@@ -655,7 +655,8 @@ func (s *Server) snapshotStatusLocked(key, id string) *SnapshotStatus {
 var ErrNoSnapshot = errors.New("no snapshot for this node")
 
 // Resources returns the resources of the snapshot a node receives, by
-// type URL, and its versions. nodeID is resolved like Envoy's node would
+// type URL (full trees, not the compact form the cache holds), and its
+// versions. nodeID is resolved like Envoy's node would
 // be: an edge node (connected, or named edge-<n>) maps to the edge key.
 func (s *Server) Resources(nodeID string) (key string, res map[string][]cachetypes.Resource, versions map[string]string, err error) {
 	key = nodeID
@@ -682,7 +683,11 @@ func (s *Server) Resources(nodeID string) (key string, res map[string][]cachetyp
 	for _, typ := range snapshotTypes {
 		items := snap.GetResources(typ)
 		for _, name := range sortedKeys(items) {
-			res[typ] = append(res[typ], items[name])
+			full, err := expand(items[name])
+			if err != nil {
+				return key, nil, nil, fmt.Errorf("%s %q: %w", shortType(typ), name, err)
+			}
+			res[typ] = append(res[typ], full)
 		}
 		versions[typ] = snap.GetVersion(typ)
 	}
