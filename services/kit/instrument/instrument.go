@@ -9,6 +9,7 @@ package instrument
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/go-kit/kit/endpoint"
@@ -41,21 +42,28 @@ func NewMetrics(reg prometheus.Registerer, svc string) *Metrics {
 }
 
 // Endpoint logs and measures the endpoint it wraps as method.
+//
+// A successful call is logged at debug level, a failed one at info (error
+// for Internal and Unavailable). The method's "ok" counter and its
+// duration histogram are looked up once, on the first call, so a call
+// costs no label hashing; a method's series still appear only once it has
+// been called.
 func Endpoint(logger *slog.Logger, m *Metrics, method string) endpoint.Middleware {
 	logger = logger.With("method", method)
+	ok := sync.OnceValue(func() prometheus.Counter { return m.requests.WithLabelValues(m.svc, method, "ok") })
+	duration := sync.OnceValue(func() prometheus.Observer { return m.duration.WithLabelValues(m.svc, method) })
 	return func(next endpoint.Endpoint) endpoint.Endpoint {
 		return func(ctx context.Context, request any) (response any, err error) {
 			start := time.Now()
 			defer func() {
 				took := time.Since(start)
 				failure := err
-				if f, ok := response.(endpoint.Failer); ok && failure == nil {
+				if f, isFailer := response.(endpoint.Failer); isFailer && failure == nil {
 					failure = f.Failed()
 				}
-				outcome := "ok"
 				if failure != nil {
 					e := errs.As(failure)
-					outcome = e.Code
+					outcome := e.Code
 					if outcome == "" {
 						outcome = e.Kind.String()
 					}
@@ -64,11 +72,14 @@ func Endpoint(logger *slog.Logger, m *Metrics, method string) endpoint.Middlewar
 						level = slog.LevelError
 					}
 					logger.Log(ctx, level, "call failed", "took", took.String(), "err", failure.Error())
+					m.requests.WithLabelValues(m.svc, method, outcome).Inc()
 				} else {
-					logger.DebugContext(ctx, "call", "took", took.String())
+					if logger.Enabled(ctx, slog.LevelDebug) {
+						logger.DebugContext(ctx, "call", "took", took.String())
+					}
+					ok().Inc()
 				}
-				m.requests.WithLabelValues(m.svc, method, outcome).Inc()
-				m.duration.WithLabelValues(m.svc, method).Observe(took.Seconds())
+				duration().Observe(took.Seconds())
 			}()
 			return next(ctx, request)
 		}
