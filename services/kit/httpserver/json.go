@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/go-kit/kit/endpoint"
 
@@ -21,7 +22,9 @@ const MaxBodyBytes = 64 << 10
 // fields, at most MaxBodyBytes. Each failure is an *errs.Error saying what
 // was wrong and where, so the client gets a precise 400 (413 when too big).
 func DecodeJSON(r *http.Request, v any) error {
-	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
+	b := bodyBuffers.Get().(*bodyBuffer)
+	defer b.release()
+	body, err := b.read(r.Body)
 	if err != nil {
 		return errs.Wrap(errs.Invalid, "unreadable_body", "could not read the request body", err)
 	}
@@ -31,7 +34,8 @@ func DecodeJSON(r *http.Request, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return errs.New(errs.Invalid, "empty_body", "request body is empty; a JSON object is required")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
+	b.reader.Reset(body)
+	dec := json.NewDecoder(&b.reader)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return jsonError(err)
@@ -40,6 +44,34 @@ func DecodeJSON(r *http.Request, v any) error {
 		return errs.New(errs.Invalid, "malformed_json", "request body has data after the JSON value")
 	}
 	return nil
+}
+
+// bodyBuffers recycles DecodeJSON's read buffers: a body is read without
+// allocating. Decoded values never alias the buffer (encoding/json copies
+// what it stores), so it is reused as soon as DecodeJSON returns.
+var bodyBuffers = sync.Pool{New: func() any { return new(bodyBuffer) }}
+
+// bodyBuffer is one request body in memory, with the readers around it.
+type bodyBuffer struct {
+	buf    bytes.Buffer
+	limit  io.LimitedReader
+	reader bytes.Reader
+}
+
+// read reads body into the buffer, up to MaxBodyBytes+1 bytes so that an
+// oversized body shows as one.
+func (b *bodyBuffer) read(body io.Reader) ([]byte, error) {
+	b.limit = io.LimitedReader{R: body, N: MaxBodyBytes + 1}
+	_, err := b.buf.ReadFrom(&b.limit)
+	return b.buf.Bytes(), err
+}
+
+// release empties b and returns it to the pool.
+func (b *bodyBuffer) release() {
+	b.limit.R = nil
+	b.reader.Reset(nil)
+	b.buf.Reset()
+	bodyBuffers.Put(b)
 }
 
 func jsonError(err error) error {

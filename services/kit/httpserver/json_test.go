@@ -46,3 +46,29 @@ func TestDecodeJSON(t *testing.T) {
 		})
 	}
 }
+
+// TestDecodeJSONBuffersAreNotShared decodes bodies one after another, as a
+// busy server does with its recycled read buffers: no value decoded earlier
+// changes, and no body sees bytes of the one before.
+func TestDecodeJSONBuffersAreNotShared(t *testing.T) {
+	var first item
+	if err := DecodeJSON(httptest.NewRequest("POST", "/", strings.NewReader(`{"product_id":"aaaa","quantity":1}`)), &first); err != nil {
+		t.Fatal(err)
+	}
+	long := `{"product_id":"` + strings.Repeat("x", 3000) + `"}`
+	for i, body := range []string{`{"product_id":"bbbb","quantity":2}`, long, `{"product_id":"p1"}`, `  `} {
+		var got item
+		err := DecodeJSON(httptest.NewRequest("POST", "/", strings.NewReader(body)), &got)
+		switch {
+		case body == `  `:
+			if errs.As(err).Code != "empty_body" {
+				t.Errorf("body %d: err %v, want empty_body", i, err)
+			}
+		case err != nil:
+			t.Errorf("body %d: %v", i, err)
+		}
+	}
+	if first.ProductID != "aaaa" || first.Quantity != 1 {
+		t.Errorf("first value changed to %+v", first)
+	}
+}
