@@ -74,12 +74,27 @@ func New(cfg Config) *Server {
 			return r.Method + " unmatched"
 		}),
 	)
-	root := http.NewServeMux()
-	root.HandleFunc("GET /health", s.health)
-	root.HandleFunc("GET /ready", s.readiness)
-	root.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{Registry: cfg.Metrics}))
-	root.Handle("/", traced)
-	s.handler = root
+	metrics := promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{Registry: cfg.Metrics})
+	// GET (and HEAD) /health, /ready and /metrics are answered here,
+	// untraced; everything else goes to the traced app routes. A plain
+	// switch rather than a second ServeMux: an app request is routed once,
+	// by the app's own mux.
+	s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			switch r.URL.Path {
+			case "/health":
+				s.health(w, r)
+				return
+			case "/ready":
+				s.readiness(w, r)
+				return
+			case "/metrics":
+				metrics.ServeHTTP(w, r)
+				return
+			}
+		}
+		traced.ServeHTTP(w, r)
+	})
 	return s
 }
 

@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/meshop/meshop/services/kit/telemetry"
 )
@@ -140,5 +143,64 @@ func TestJSONErrorForUnknownRoute(t *testing.T) {
 	}
 	if code, body := get(t, "http://"+ln.Addr().String()+"/metrics"); code != 200 {
 		t.Errorf("/metrics = %d %s", code, body)
+	}
+}
+
+// TestTracingAndRouting checks what the server traces and how: app
+// requests get one span each, named after the route pattern they matched
+// and joined to the caller's trace (W3C traceparent); /health, /ready and
+// /metrics answer GET and HEAD untraced, other methods on them go to the
+// app.
+func TestTracingAndRouting(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	// Ratio 0: only the spans of sampled callers are recorded.
+	tel, err := telemetry.New(context.Background(), telemetry.Config{Service: "order", SampleRate: 0, Exporter: exp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := http.NewServeMux()
+	ok := func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.PathValue("id")) }
+	routes.HandleFunc("POST /echo", ok)
+	routes.HandleFunc("GET /orders/{id}", ok)
+	handler := New(Config{Service: "order", Routes: routes, Metrics: prometheus.NewRegistry(),
+		Telemetry: tel, Logger: slog.New(slog.DiscardHandler)}).Handler()
+
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	for _, tt := range []struct {
+		method, path string
+		wantCode     int
+		wantBody     string
+		wantSpan     string // "" for untraced
+	}{
+		{"POST", "/echo", 200, "", "POST /echo"},
+		{"GET", "/orders/42", 200, "42", "GET /orders/{id}"},
+		{"DELETE", "/nowhere", 404, "", "DELETE unmatched"},
+		{"GET", "/health", 200, `"status":"ok"`, ""},
+		{"HEAD", "/health", 200, "", ""},
+		{"GET", "/ready", 503, `"status":"starting"`, ""},
+		{"GET", "/metrics", 200, "", ""},
+		{"POST", "/health", 404, "", "POST unmatched"},
+	} {
+		exp.Reset()
+		r := httptest.NewRequest(tt.method, tt.path, nil)
+		r.Header.Set("traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+		w := httptest.NewRecorder()
+		handler.ServeHTTP(w, r)
+		if w.Code != tt.wantCode || !strings.Contains(w.Body.String(), tt.wantBody) {
+			t.Errorf("%s %s = %d %q, want %d with %q", tt.method, tt.path, w.Code, w.Body.String(), tt.wantCode, tt.wantBody)
+		}
+		if err := tel.TracerProvider.ForceFlush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, s := range exp.GetSpans() {
+			names = append(names, s.Name)
+			if s.SpanContext.TraceID().String() != traceID {
+				t.Errorf("%s %s: span in trace %s, not the caller's", tt.method, tt.path, s.SpanContext.TraceID())
+			}
+		}
+		if want := []string{tt.wantSpan}; tt.wantSpan == "" && len(names) != 0 || tt.wantSpan != "" && !slices.Equal(names, want) {
+			t.Errorf("%s %s: spans %q, want %q", tt.method, tt.path, names, tt.wantSpan)
+		}
 	}
 }
