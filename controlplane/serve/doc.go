@@ -13,13 +13,19 @@
 //	      translate (shared svc_<x> clusters and load assignments come from
 //	      upstreamMemo: built, validated and hashed once per change)
 //	                                      │
-//	      Validate every resource, Consistent() ──fail──▶ not set; logged,
+//	      Validate every resource, consistent ──fail──▶ not set; logged,
 //	                                      │               counted, /debug/nodes
 //	                                      ▼
 //	                          SnapshotCache.SetSnapshot ──▶ ADS streams
 //	                                                          │
 //	      tracker (callbacks): connected since, last sent, ◀──┘
 //	      last ACK, last NACK with Envoy's message, per node
+//
+// Once validated and hashed, each resource is kept compact: its name as a
+// Go field, everything else as its encoded bytes (compact.go). The cache
+// marshals it by copying those bytes, and identical resources of different
+// nodes share one entry. Consistency is checked on the references each
+// entry recorded when it was built.
 //
 // Each type's version is a hash of its resources, so a push that changes
 // only endpoints sends only EDS, and an unchanged node gets nothing. The

@@ -51,8 +51,8 @@ type suite struct {
 }
 
 var (
-	full  = suite{Nodes: "100,1000,2000", Rounds: 3, Catalog: "100,1000", CatalogSims: 1000, CostFlips: 10, BenchCount: 6, BenchTime: "2s", Rate: 40, Duration: 30 * time.Second}
-	quick = suite{Quick: true, Nodes: "100", Rounds: 2, Catalog: "20,100", CatalogSims: 100, CostFlips: 6, BenchCount: 3, BenchTime: "1s", Rate: 20, Duration: 10 * time.Second}
+	full  = suite{Nodes: "100,1000,2000", Rounds: 3, Catalog: "100x10,1000x10,100x100", CatalogSims: 1000, CostFlips: 10, BenchCount: 6, BenchTime: "2s", Rate: 40, Duration: 30 * time.Second}
+	quick = suite{Quick: true, Nodes: "100", Rounds: 2, Catalog: "20x10,100x10,20x50", CatalogSims: 100, CostFlips: 6, BenchCount: 3, BenchTime: "1s", Rate: 20, Duration: 10 * time.Second}
 )
 
 func run() error {
@@ -182,8 +182,12 @@ func (b *runner) xds(ctx context.Context) error {
 		"-profile", "-dir", dir, "-out", rel(b.root, filepath.Join(b.results, "xdsload.json"))); err != nil {
 		return err
 	}
-	// Keep the profiles (Consul's data directory and logs stay behind).
+	// Keep this run's profiles, only (Consul's data directory and logs
+	// stay behind).
 	profiles := filepath.Join(b.results, "profiles")
+	if err := os.RemoveAll(profiles); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(profiles, 0o755); err != nil {
 		return err
 	}

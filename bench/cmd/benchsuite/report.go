@@ -51,6 +51,7 @@ type (
 	}
 	catalogRun struct {
 		Services    int      `json:"services"`
+		Instances   int      `json:"instances"`
 		Endpoints   int      `json:"endpoints"`
 		Sims        int      `json:"sims"`
 		Idle        memory   `json:"idle"`
@@ -208,7 +209,7 @@ func (r *report) xds(x *xdsReport) {
 	r.p("- **Fan-out**: a config change every node depends on: `up-0`'s connect timeout (Meshop: KV `mesh/policy/up-0`; Consul: a `service-resolver`). Node-updates/s = nodes ÷ time until the last ACKed the new cluster; median of rounds.")
 	r.p("- **Reconnect storm**: all N streams closed, then opened at once; time until every node ACKed its whole configuration (clusters, listeners, every load assignment with K endpoints, every route configuration).")
 	r.p("- **Memory**: server heap right after a forced GC (`/debug/pprof/heap?gc=1`, both servers) and RSS (`/proc`), with the topology registered and no Envoy connected (idle) and with all N connected; per connected node = (connected − idle) ÷ N. Consul's figures are the whole Consul server (catalog included).")
-	r.p("- **Catalog** (Meshop only): S services × 10 instances (each calling the next 3), registered through the catalog API; %d Envoys connected. Per endpoint = heap slope between the two sizes. Cost of one change = control-plane CPU time (`/proc`, idle rate subtracted) per health flip of one instance, averaged over %d flips.\n", m.CatalogSims, m.CostFlips)
+	r.p("- **Catalog** (Meshop only): S services × K instances (each service calling the next 3), registered through the catalog API; %d Envoys connected. Per endpoint = idle heap slope between two sizes with the same services (more instances each); per service = idle heap slope between two sizes with the same K (more services, each with its own sidecar configuration). Cost of one change = control-plane CPU time (`/proc`, idle rate subtracted) per health flip of one instance, averaged over %d flips.\n", m.CatalogSims, m.CostFlips)
 
 	r.p("## Convergence, fan-out, storm, memory: Meshop vs Consul\n")
 	r.p("| N | server | EDS p50 | EDS p99 | EDS max | fan-out (node-updates/s) | storm (all ACKed) | connect (first time) | heap idle → connected | RSS connected | per connected node (heap / RSS) |")
@@ -276,11 +277,11 @@ func (r *report) xds(x *xdsReport) {
 	}
 	r.p("")
 	if len(x.Catalog) > 0 {
-		r.p("## Catalog size: memory per endpoint, cost of one change (Meshop)\n")
-		r.p("| services × 10 | endpoints | Envoys | heap idle | heap connected | RSS connected | CPU per change | change → callers ACKed p50 / p99 |")
+		r.p("## Catalog size: memory per endpoint and per service, cost of one change (Meshop)\n")
+		r.p("| services × instances | endpoints | Envoys | heap idle | heap connected | RSS connected | CPU per change | change → callers ACKed p50 / p99 |")
 		r.p("|---|---|---|---|---|---|---|---|")
 		for _, c := range x.Catalog {
-			r.p("| %d | %d | %d | %s | %s | %s | %.1f ms | %s / %s |", c.Services, c.Endpoints, c.Sims, mib(float64(c.Idle.Heap)), mib(float64(c.Connected.Heap)),
+			r.p("| %d × %d | %d | %d | %s | %s | %s | %.1f ms | %s / %s |", c.Services, c.Instances, c.Endpoints, c.Sims, mib(float64(c.Idle.Heap)), mib(float64(c.Connected.Heap)),
 				mib(float64(c.Connected.RSS)), c.ChangeCPUMs, ms(c.Change.P50), ms(c.Change.P99))
 		}
 		r.p("")
@@ -338,11 +339,16 @@ func (r *report) targets(x *xdsReport) {
 			r.p("| ≤ 100 KiB per connected node at N = %d (%s, heap) | %s | %s |", n, s, kib(hn), yes(hn <= 100*1024))
 		}
 	}
-	if len(x.Catalog) >= 2 {
-		a, b := x.Catalog[0], x.Catalog[len(x.Catalog)-1]
+	if a, b, ok := catalogPair(x.Catalog, func(a, b catalogRun) bool { return a.Services == b.Services }); ok {
 		per := float64(b.Idle.Heap-a.Idle.Heap) / float64(b.Endpoints-a.Endpoints)
 		perRSS := float64(b.Idle.RSS-a.Idle.RSS) / float64(b.Endpoints-a.Endpoints)
-		r.p("| ≤ 2 KiB per endpoint (heap slope %d → %d endpoints) | %s (RSS slope %s) | %s |", a.Endpoints, b.Endpoints, kib(per), kib(perRSS), yes(per <= 2048))
+		r.p("| ≤ 2 KiB per endpoint (heap slope %d × %d → %d × %d) | %s (RSS slope %s) | %s |", a.Services, a.Instances, b.Services, b.Instances,
+			kib(per), kib(perRSS), yes(per <= 2048))
+	}
+	if a, b, ok := catalogPair(x.Catalog, func(a, b catalogRun) bool { return a.Instances == b.Instances }); ok {
+		perSvc := float64(b.Idle.Heap-a.Idle.Heap) / float64(b.Services-a.Services)
+		r.p("| memory per service with its %d instances (heap slope %d → %d services; no target) | %s (%s per endpoint) | |", a.Instances, a.Services, b.Services,
+			kib(perSvc), kib(perSvc/float64(a.Instances)))
 		r.p("| cost of one change flat in mesh size (%d vs %d services, process CPU) | %.1f ms vs %.1f ms | %s |", a.Services, b.Services, a.ChangeCPUMs, b.ChangeCPUMs,
 			yes(b.ChangeCPUMs <= 1.5*a.ChangeCPUMs+2))
 	}
@@ -471,4 +477,20 @@ func readJSON(path string, v any) error {
 		return err
 	}
 	return json.Unmarshal(data, v)
+}
+
+// catalogPair returns the first two catalog runs (smaller first) that
+// same says differ in one dimension only.
+func catalogPair(runs []catalogRun, same func(a, b catalogRun) bool) (a, b catalogRun, ok bool) {
+	for i, x := range runs {
+		for _, y := range runs[i+1:] {
+			if same(x, y) && x.Endpoints != y.Endpoints {
+				if x.Endpoints > y.Endpoints {
+					x, y = y, x
+				}
+				return x, y, true
+			}
+		}
+	}
+	return a, b, false
 }

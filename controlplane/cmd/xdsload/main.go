@@ -52,7 +52,7 @@ func run(args []string, stderr io.Writer) error {
 	fs.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "longest wait for a fleet to converge")
 	fs.StringVar(&servers, "servers", strings.Join([]string{xdsload.MeshopDelta, xdsload.MeshopSotW, xdsload.ConsulDelta}, ","), "servers to measure")
 	fs.StringVar(&o.ControlPlaneBin, "controlplane", "", "Meshop control plane binary (empty: run its stages in-process, without memory figures)")
-	fs.StringVar(&cat, "catalog", "100,1000", "service counts (x10 instances) of the catalog scenario; empty skips it")
+	fs.StringVar(&cat, "catalog", "100x10,1000x10,100x100", "sizes of the catalog scenario, <services>x<instances per service>, comma separated; empty skips it")
 	fs.IntVar(&o.CatalogSims, "catalog-sims", 100, "connected Envoys in the catalog scenario")
 	fs.IntVar(&o.CostFlips, "cost-flips", 10, "health flips the cost-of-one-change figure averages over")
 	fs.BoolVar(&o.Profile, "profile", false, "take CPU profiles of each server at the largest N")
@@ -64,7 +64,7 @@ func run(args []string, stderr io.Writer) error {
 	if o.Nodes, err = ints(nodes); err != nil {
 		return fmt.Errorf("-nodes: %w", err)
 	}
-	if o.Catalog, err = ints(cat); err != nil {
+	if o.Catalog, err = catalogSizes(cat); err != nil {
 		return fmt.Errorf("-catalog: %w", err)
 	}
 	o.Servers = strings.Split(servers, ",")
@@ -102,6 +102,25 @@ func ints(s string) ([]int, error) {
 			return nil, fmt.Errorf("%q is not a positive number", f)
 		}
 		out = append(out, n)
+	}
+	return out, nil
+}
+
+// catalogSizes parses "100x10,1000x10".
+func catalogSizes(s string) ([]xdsload.CatalogSize, error) {
+	var out []xdsload.CatalogSize
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		svcs, inst, ok := strings.Cut(f, "x")
+		n, err1 := strconv.Atoi(svcs)
+		k, err2 := strconv.Atoi(inst)
+		if !ok || err1 != nil || err2 != nil || n <= 0 || k <= 0 {
+			return nil, fmt.Errorf("%q is not <services>x<instances> (for example 100x10)", f)
+		}
+		out = append(out, xdsload.CatalogSize{Services: n, Instances: k})
 	}
 	return out, nil
 }

@@ -57,9 +57,11 @@ type Options struct {
 	// ControlPlaneBin is Meshop's control plane binary; empty runs its
 	// stages in this process (no memory figures then).
 	ControlPlaneBin string
-	// Catalog are the service counts of the catalog scenario (10
-	// instances each, each service calling 3 others); empty skips it.
-	Catalog []int
+	// Catalog are the sizes of the catalog scenario (each service calling
+	// 3 others); empty skips it. Two sizes with the same services give
+	// the memory per endpoint, two with the same instances per service
+	// the memory per service.
+	Catalog []CatalogSize
 	// CatalogSims is how many of the catalog's instances get an Envoy.
 	CatalogSims int
 	// CostFlips is how many health flips the cost-of-one-change figure
@@ -96,16 +98,16 @@ type Machine struct {
 
 // Method records the parameters of the run.
 type Method struct {
-	Nodes        []int    `json:"nodes"`
-	Upstreams    int      `json:"upstreams"`
-	Instances    int      `json:"instances"`
-	Rounds       int      `json:"rounds"`
-	SettleMs     int64    `json:"settle_ms"`
-	Servers      []string `json:"servers"`
-	ControlPlane string   `json:"control_plane"` // "binary" or "in-process"
-	Catalog      []int    `json:"catalog,omitempty"`
-	CatalogSims  int      `json:"catalog_sims,omitempty"`
-	CostFlips    int      `json:"cost_flips,omitempty"`
+	Nodes        []int         `json:"nodes"`
+	Upstreams    int           `json:"upstreams"`
+	Instances    int           `json:"instances"`
+	Rounds       int           `json:"rounds"`
+	SettleMs     int64         `json:"settle_ms"`
+	Servers      []string      `json:"servers"`
+	ControlPlane string        `json:"control_plane"` // "binary" or "in-process"
+	Catalog      []CatalogSize `json:"catalog,omitempty"`
+	CatalogSims  int           `json:"catalog_sims,omitempty"`
+	CostFlips    int           `json:"cost_flips,omitempty"`
 }
 
 // Fleet is one server measured with N simulated Envoys.
@@ -141,10 +143,19 @@ type FanOutRound struct {
 	P50Ms         float64 `json:"p50_ms"`
 }
 
+// CatalogSize is one size of the catalog scenario.
+type CatalogSize struct {
+	Services  int `json:"services"`
+	Instances int `json:"instances"` // per service
+}
+
+func (c CatalogSize) String() string { return fmt.Sprintf("%dx%d", c.Services, c.Instances) }
+
 // Catalog is the catalog scenario at one size (Meshop only).
 type Catalog struct {
 	Server    string `json:"server"`
 	Services  int    `json:"services"`
+	Instances int    `json:"instances"` // per service
 	Endpoints int    `json:"endpoints"`
 	Sims      int    `json:"sims"`
 	Idle      Memory `json:"idle"`
@@ -224,9 +235,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return r.report, fmt.Errorf("N=%d: %w", n, err)
 		}
 	}
-	for _, s := range o.Catalog {
-		if err := r.catalog(ctx, s); err != nil {
-			return r.report, fmt.Errorf("catalog %d services: %w", s, err)
+	for _, size := range o.Catalog {
+		if err := r.catalog(ctx, size); err != nil {
+			return r.report, fmt.Errorf("catalog %s: %w", size, err)
 		}
 	}
 	r.report.Finished = time.Now()
@@ -471,10 +482,11 @@ func fetch(ctx context.Context, url, path string) error {
 
 // catalog measures Meshop's control plane with a large catalog: memory
 // with and without connected Envoys, and the CPU cost of one change.
-func (r *runner) catalog(ctx context.Context, services int) error {
-	topo := Ring(services, 10, 3, r.o.CatalogSims)
-	res := Catalog{Server: MeshopDelta, Services: services, Endpoints: topo.Endpoints(), Sims: len(topo.Sims())}
-	r.logf("catalog %d services: registering %d apps", services, topo.Endpoints())
+func (r *runner) catalog(ctx context.Context, size CatalogSize) error {
+	k := size.Instances
+	topo := Ring(size.Services, k, 3, r.o.CatalogSims)
+	res := Catalog{Server: MeshopDelta, Services: size.Services, Instances: k, Endpoints: topo.Endpoints(), Sims: len(topo.Sims())}
+	r.logf("catalog %s: registering %d apps", size, topo.Endpoints())
 	if err := r.cc.RegisterAppsCatalog(ctx, topo); err != nil {
 		return err
 	}
@@ -493,8 +505,8 @@ func (r *runner) catalog(ctx context.Context, services int) error {
 	}
 	f := newFleet(topo, s.xdsAddr(), flavorMeshop, true)
 	defer f.close()
-	r.logf("catalog %d services: connecting %d envoys", services, len(f.nodes))
-	_, missed, err := f.waitGoal(ctx, r.o.Timeout, complete(10), f.connect)
+	r.logf("catalog %s: connecting %d envoys", size, len(f.nodes))
+	_, missed, err := f.waitGoal(ctx, r.o.Timeout, complete(k), f.connect)
 	if missed > 0 {
 		res.Errors = append(res.Errors, fmt.Sprintf("connect: %d nodes missed (%v)", missed, err))
 	}
@@ -503,9 +515,9 @@ func (r *runner) catalog(ctx context.Context, services int) error {
 		return err
 	}
 	if b, ok := s.(binaryServer); ok && r.o.Profile {
-		path := filepath.Join(r.o.Dir, fmt.Sprintf("catalog-%d.heap.pprof", services))
+		path := filepath.Join(r.o.Dir, fmt.Sprintf("catalog-%s.heap.pprof", size))
 		if err := fetch(ctx, b.cp.DebugURL+"/debug/pprof/heap?gc=1", path); err == nil {
-			r.report.Profiles[fmt.Sprintf("catalog-%d-heap", services)] = path
+			r.report.Profiles["catalog-"+size.String()+"-heap"] = path
 		}
 	}
 
@@ -526,7 +538,7 @@ func (r *runner) catalog(ctx context.Context, services int) error {
 		passing := i%2 == 1
 		c0, _ := s.cpu()
 		var t0 time.Time
-		l, m, err := callers.waitGoal(ctx, r.o.Timeout, endpointsOf("svc-3", victim.IP, passing, map[bool]int{true: 10, false: 9}[passing]), func() (time.Time, error) {
+		l, m, err := callers.waitGoal(ctx, r.o.Timeout, endpointsOf("svc-3", victim.IP, passing, map[bool]int{true: k, false: k - 1}[passing]), func() (time.Time, error) {
 			t0 = time.Now()
 			return t0, r.cc.SetHealthCatalog(victim.ID, passing)
 		})
@@ -545,7 +557,7 @@ func (r *runner) catalog(ctx context.Context, services int) error {
 	f.close()
 	stop()
 	stop = nil
-	r.logf("catalog %d services: deregistering", services)
+	r.logf("catalog %s: deregistering", size)
 	return r.cc.DeregisterCatalog(ctx)
 }
 

@@ -19,7 +19,7 @@ func TestSmoke(t *testing.T) {
 	const n, m, k, rounds = 20, 2, 3, 2
 	rep, err := Run(context.Background(), Options{
 		Dir: t.TempDir(), Nodes: []int{n}, Upstreams: m, Instances: k, Rounds: rounds,
-		Timeout: 60 * time.Second, Catalog: []int{4, 8}, CatalogSims: 20, CostFlips: 2,
+		Timeout: 60 * time.Second, Catalog: []CatalogSize{{4, 10}, {8, 5}}, CatalogSims: 20, CostFlips: 2,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -66,13 +66,14 @@ func TestSmoke(t *testing.T) {
 	}
 	for _, c := range rep.Catalog {
 		if len(c.Errors) > 0 {
-			t.Errorf("catalog %d: %v", c.Services, c.Errors)
+			t.Errorf("catalog %dx%d: %v", c.Services, c.Instances, c.Errors)
 		}
-		if c.Endpoints != c.Services*10 || c.Sims != min(20, c.Endpoints) || c.Flips != 2 {
+		if c.Endpoints != c.Services*c.Instances || c.Sims != min(20, c.Endpoints) || c.Flips != 2 {
 			t.Errorf("catalog run %+v", c)
 		}
-		// svc-3's callers are svc-0..2: 30 instances, of which 20 connected.
-		saneDist(t, "change", c.Change, 2*20)
+		// svc-3's callers are svc-0..2, the first 3k instances; the
+		// first 20 are connected.
+		saneDist(t, "change", c.Change, 2*min(3*c.Instances, 20))
 		if c.ChangeCPUMs < 0 {
 			t.Errorf("change CPU %.1fms < 0 (idle rate subtracted wrongly)", c.ChangeCPUMs)
 		}
