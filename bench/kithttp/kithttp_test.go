@@ -27,6 +27,7 @@ import (
 
 	"github.com/meshop/meshop/services/kit/httpserver"
 	"github.com/meshop/meshop/services/kit/instrument"
+	kitlog "github.com/meshop/meshop/services/kit/log"
 	"github.com/meshop/meshop/services/kit/telemetry"
 )
 
@@ -71,7 +72,7 @@ func (discard) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { ret
 func (discard) Shutdown(context.Context) error                             { return nil }
 
 // kit is the same handler built the way every Meshop service builds its
-// transport: go-kit endpoint + instrument middleware (slog JSON logger,
+// transport: go-kit endpoint + instrument middleware (the kit's slog JSON logger,
 // Prometheus metrics) + httptransport with the kit's JSON codec, served by
 // httpserver (otelhttp outermost, /health, /ready, /metrics beside).
 func kit(tb testing.TB, sample float64) http.Handler {
@@ -82,7 +83,7 @@ func kit(tb testing.TB, sample float64) http.Handler {
 	}
 	tb.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
 	reg := prometheus.NewRegistry()
-	logger := slog.New(slog.NewJSONHandler(io.Discard, nil)).With("svc", "bench")
+	logger := kitlog.New(io.Discard, "bench", slog.LevelInfo)
 	var ep endpoint.Endpoint = func(_ context.Context, request any) (any, error) {
 		return greet(request.(echoRequest)), nil
 	}
