@@ -12,6 +12,7 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/url"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
@@ -72,8 +73,28 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 	}
 	return &Telemetry{
 		TracerProvider: sdktrace.NewTracerProvider(opts...),
-		Propagator:     propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
+		Propagator:     w3c{propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})},
 	}, nil
+}
+
+// The headers w3c reads, in the canonical form net/http stores them in.
+var (
+	traceparentHeader = http.CanonicalHeaderKey("traceparent")
+	baggageHeader     = http.CanonicalHeaderKey("baggage")
+)
+
+// w3c is W3C TraceContext + Baggage. Extracting from HTTP headers that
+// carry neither traceparent nor baggage (every request that starts a
+// trace) returns ctx at once, as the composite would after looking both
+// up: the lookups canonicalize their keys, which costs two allocations a
+// request.
+type w3c struct{ propagation.TextMapPropagator }
+
+func (p w3c) Extract(ctx context.Context, carrier propagation.TextMapCarrier) context.Context {
+	if h, ok := carrier.(propagation.HeaderCarrier); ok && len(h[traceparentHeader]) == 0 && len(h[baggageHeader]) == 0 {
+		return ctx
+	}
+	return p.TextMapPropagator.Extract(ctx, carrier)
 }
 
 // otlpExporter dials endpoint, a URL whose scheme says whether to use TLS

@@ -6,8 +6,10 @@ import (
 	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 func TestSpansReachTheExporter(t *testing.T) {
@@ -65,4 +67,42 @@ func hasAttr(attrs []attribute.KeyValue, key, value string) bool {
 		}
 	}
 	return false
+}
+
+// TestPropagatorExtractsLikeW3C compares the propagator with plain W3C
+// TraceContext + Baggage on headers with and without trace context.
+func TestPropagatorExtractsLikeW3C(t *testing.T) {
+	tel, err := New(context.Background(), Config{Service: "order"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w3c := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	for name, h := range map[string]http.Header{
+		"none":                 {"Content-Type": {"application/json"}},
+		"traceparent":          {"Traceparent": {parent}},
+		"traceparent and more": {"Traceparent": {parent}, "Tracestate": {"k=v"}, "Baggage": {"user=42"}},
+		"baggage only":         {"Baggage": {"user=42,tier=gold"}},
+		"not canonical":        {"traceparent": {parent}, "baggage": {"user=42"}},
+		"empty values":         {"Traceparent": {""}, "Baggage": {""}},
+	} {
+		want := w3c.Extract(context.Background(), propagation.HeaderCarrier(h))
+		got := tel.Propagator.Extract(context.Background(), propagation.HeaderCarrier(h))
+		if !trace.SpanContextFromContext(got).Equal(trace.SpanContextFromContext(want)) ||
+			baggage.FromContext(got).String() != baggage.FromContext(want).String() {
+			t.Errorf("%s: extracted %v %q, want %v %q", name, trace.SpanContextFromContext(got), baggage.FromContext(got),
+				trace.SpanContextFromContext(want), baggage.FromContext(want))
+		}
+	}
+	// The same through a carrier that is not HTTP headers.
+	m := propagation.MapCarrier{"traceparent": parent, "baggage": "user=42"}
+	got := tel.Propagator.Extract(context.Background(), m)
+	if trace.SpanContextFromContext(got).TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" || baggage.FromContext(got).Member("user").Value() != "42" {
+		t.Errorf("map carrier: extracted %v %q", trace.SpanContextFromContext(got), baggage.FromContext(got))
+	}
+	out := propagation.MapCarrier{}
+	tel.Propagator.Inject(got, out)
+	if out["traceparent"] != parent || out["baggage"] != "user=42" {
+		t.Errorf("injected %v", out)
+	}
 }
