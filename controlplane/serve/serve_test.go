@@ -23,6 +23,7 @@ import (
 
 	"github.com/meshop/meshop/controlplane/catalog"
 	"github.com/meshop/meshop/controlplane/internal/envoysim"
+	"github.com/meshop/meshop/controlplane/internal/pmap"
 	"github.com/meshop/meshop/controlplane/internal/poll"
 	"github.com/meshop/meshop/controlplane/serve"
 	"github.com/meshop/meshop/controlplane/translate"
@@ -81,7 +82,7 @@ func (s *shop) snapshot() *catalog.Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.index++
-	snap := &catalog.Snapshot{Index: s.index, SeenAt: time.Now(), Services: map[string][]catalog.Instance{}, Policies: map[string][]byte{}}
+	services := map[string][]catalog.Instance{}
 	ids := make([]string, 0, len(s.insts))
 	for id := range s.insts {
 		ids = append(ids, id)
@@ -89,9 +90,9 @@ func (s *shop) snapshot() *catalog.Snapshot {
 	slices.Sort(ids)
 	for _, id := range ids {
 		in := s.insts[id]
-		snap.Services[in.Service] = append(snap.Services[in.Service], in)
+		services[in.Service] = append(services[in.Service], in)
 	}
-	return snap
+	return &catalog.Snapshot{Index: s.index, SeenAt: time.Now(), Services: pmap.FromMap(services)}
 }
 
 type harness struct {
@@ -555,7 +556,7 @@ func TestDebounce(t *testing.T) {
 		<-tick.C
 	}
 	poll.Until(t, 2*time.Second, func() (bool, string) { return builds() == 1, fmt.Sprintf("builds %d", builds()) })
-	if got := srv.Mesh().Instances["user-1"].Port; got != 20009 {
+	if got := srv.Mesh().Instance("user-1").Port; got != 20009 {
 		t.Errorf("pushed port %d, want the last one 20009", got)
 	}
 

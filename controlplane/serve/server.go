@@ -228,9 +228,9 @@ func (s *Server) apply(m *model.Mesh, seen time.Time, ch changes, connected map[
 	if full {
 		// Every key: the set of services changed (or this is the first
 		// pass), so anything may depend on anything.
-		keys = make([]string, 0, len(m.Instances)+1)
+		keys = make([]string, 0, m.Instances.Len()+1)
 		keys = append(keys, edgeKey)
-		for id := range m.Instances {
+		for id := range m.Instances.Keys() {
 			keys = append(keys, id)
 		}
 	}
@@ -243,10 +243,10 @@ func (s *Server) apply(m *model.Mesh, seen time.Time, ch changes, connected map[
 			continue
 		}
 		visited[key] = true
-		if key != edgeKey && m.Instances[key] == nil {
+		if key != edgeKey && m.Instance(key) == nil {
 			continue
 		}
-		if key == edgeKey && m.Instances[key] != nil {
+		if key == edgeKey && m.Instance(key) != nil {
 			s.log.Error("instance ID collides with the edge snapshot key; its sidecar gets no configuration", "node", key)
 		}
 		if ok, err := s.buildLocked(key, seen); ok {
@@ -260,18 +260,18 @@ func (s *Server) apply(m *model.Mesh, seen time.Time, ch changes, connected map[
 	if full {
 		removed = removed[:0]
 		for key := range s.nodes {
-			if key != edgeKey && m.Instances[key] == nil {
+			if key != edgeKey && m.Instance(key) == nil {
 				removed = append(removed, key)
 			}
 		}
 		for id := range s.nodeOpts {
-			if m.Instances[id] == nil && s.nodes[id] == nil {
+			if m.Instance(id) == nil && s.nodes[id] == nil {
 				removed = append(removed, id)
 			}
 		}
 	}
 	for _, key := range removed {
-		if m.Instances[key] != nil || connected[key] {
+		if m.Instance(key) != nil || connected[key] {
 			continue
 		}
 		if st := s.nodes[key]; st != nil {
@@ -299,11 +299,11 @@ func (s *Server) apply(m *model.Mesh, seen time.Time, ch changes, connected map[
 // reports full when the set of services changed: then every key is
 // visited. Its cost grows with the number of services, not instances.
 func changedKeys(prev, m *model.Mesh) (ch changes) {
-	if prev == nil || len(prev.Services) != len(m.Services) {
+	if prev == nil || prev.Services.Len() != m.Services.Len() {
 		return changes{full: true}
 	}
-	for name, svc := range m.Services {
-		old := prev.Services[name]
+	for name, svc := range m.Services.All() {
+		old := prev.Service(name)
 		if old == nil {
 			return changes{full: true}
 		}
@@ -318,7 +318,7 @@ func changedKeys(prev, m *model.Mesh) (ch changes) {
 		if !sameInsts && !sameIDs(old.Instances, svc.Instances) {
 			ch.membership = true
 			for _, in := range old.Instances {
-				if m.Instances[in.ID] == nil {
+				if m.Instance(in.ID) == nil {
 					ch.removed = append(ch.removed, in.ID)
 				}
 			}
@@ -329,9 +329,9 @@ func changedKeys(prev, m *model.Mesh) (ch changes) {
 		if callers {
 			// Its callers: a scan of the services' upstream lists, which
 			// allocates nothing (an index would be rebuilt every pass).
-			for cname, c := range m.Services {
+			for cname, c := range m.Services.All() {
 				if slices.Contains(c.Upstreams, name) {
-					for _, in := range m.Services[cname].Instances {
+					for _, in := range m.Service(cname).Instances {
 						ch.keys = append(ch.keys, in.ID)
 					}
 				}
@@ -361,7 +361,7 @@ func sameIDs(a, b []*model.Instance) bool {
 func (s *Server) buildLocked(key string, seen time.Time) (set bool, err error) {
 	m := s.mesh
 	edge := key == edgeKey
-	in := m.Instances[key]
+	in := m.Instance(key)
 	if !edge && in == nil {
 		return false, nil // unknown node: nothing to build until it registers
 	}
@@ -579,7 +579,7 @@ func (s *Server) classify(id, cluster string) (string, []string) {
 	if s.mesh == nil {
 		return nodeUnknown, append(notes, "no catalog snapshot yet")
 	}
-	in := s.mesh.Instances[id]
+	in := s.mesh.Instance(id)
 	if in == nil {
 		return nodeUnknown, append(notes, "node id is no instance of a meshed service in the catalog; no configuration until one registers")
 	}

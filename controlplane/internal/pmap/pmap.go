@@ -254,6 +254,15 @@ func Diff[V any](old, new Map[V], same func(a, b V) bool) iter.Seq[string] {
 	}
 }
 
+// Equal reports whether a and b hold the same keys with values that same
+// holds equal; like Diff, it skips what they share.
+func Equal[V any](a, b Map[V], same func(x, y V) bool) bool {
+	for range Diff(a, b, same) {
+		return false
+	}
+	return true
+}
+
 type differ[V any] struct {
 	same  func(a, b V) bool
 	yield func(string) bool

@@ -225,3 +225,23 @@ func TestMarshalJSON(t *testing.T) {
 		}
 	}
 }
+
+func TestEqual(t *testing.T) {
+	eq := func(x, y int) bool { return x == y }
+	a := FromMap(map[string]int{"x": 1, "y": 2})
+	for _, tt := range []struct {
+		b    Map[int]
+		want bool
+	}{
+		{a, true},
+		{a.Set("x", 1), true},
+		{FromMap(map[string]int{"y": 2, "x": 1}), true},
+		{a.Set("x", 3), false},
+		{a.Delete("y"), false},
+		{a.Set("z", 0), false},
+	} {
+		if got := Equal(a, tt.b, eq); got != tt.want {
+			t.Errorf("Equal(%v, %v) = %v", maps.Collect(a.All()), maps.Collect(tt.b.All()), got)
+		}
+	}
+}
