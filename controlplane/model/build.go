@@ -235,23 +235,22 @@ func (p *pass) setProblems(owner string, ps Problems) {
 // parse checks the services that changed, in order (the first to
 // register an instance ID keeps it). It reports false when the previous
 // mesh cannot be built on: a service's class changed, or an instance ID
-// is taken twice.
+// is taken twice (also when it moves between two services that changed:
+// rare enough).
 func (p *pass) parse(names []string) bool {
 	m := p.st.mesh
-	// Their old instances go first, so an instance moving from one
-	// changed service to another is no duplicate.
 	for _, name := range names {
-		if old := p.prevService(name); old != nil {
+		old := p.prevService(name)
+		own := map[string]bool{} // the IDs it had: not taken by another
+		if old != nil {
 			for _, in := range old.Instances {
-				m.Instances = m.Instances.Delete(in.ID)
+				own[in.ID] = true
 			}
 		}
-	}
-	taken := func(id string) bool {
-		_, ok := m.Instances.Get(id)
-		return ok
-	}
-	for _, name := range names {
+		taken := func(id string) bool {
+			_, ok := m.Instances.Get(id)
+			return ok && !own[id]
+		}
 		r := &parsed{class: classAbsent}
 		if insts, ok := p.snap.Services.Get(name); ok {
 			r = parseService(name, insts, taken)
@@ -261,16 +260,30 @@ func (p *pass) parse(names []string) bool {
 		}
 		p.parsed[name] = r
 		p.st.dups = p.st.dups || r.dups
-		if r.class == classMeshed {
-			for _, in := range r.svc.Instances {
-				m.Instances = m.Instances.Set(in.ID, in)
-			}
-		}
+		p.replaceInstances(old, r)
 		if p.prev == nil && r.class == classUnmeshed {
 			m.Unmeshed = append(m.Unmeshed, name)
 		}
 	}
 	return true
+}
+
+// replaceInstances replaces a service's old instances with those of r in
+// Mesh.Instances.
+func (p *pass) replaceInstances(old *Service, r *parsed) {
+	m := p.st.mesh
+	if old != nil {
+		for _, in := range old.Instances {
+			if _, still := r.raw[in.ID]; !still {
+				m.Instances = m.Instances.Delete(in.ID)
+			}
+		}
+	}
+	if r.svc != nil {
+		for _, in := range r.svc.Instances {
+			m.Instances = m.Instances.Set(in.ID, in)
+		}
+	}
 }
 
 // upstreams checks the upstreams of the services that changed against

@@ -251,17 +251,14 @@ func sidecarFP(m *model.Mesh, in *model.Instance, opts translate.Node, cfgFP str
 func edgeFP(m *model.Mesh, cfgFP string) (config, endpoints string) {
 	c, e := newFP(), newFP()
 	c.add(cfgFP)
+	// Only the services owning a route, sorted: not every service.
+	public := make([]string, 0, len(m.Routes))
 	for _, r := range m.Routes {
 		c.add(r.Prefix, r.Service)
-	}
-	var public []string // only these, sorted: not every service's name
-	for name, s := range m.Services.All() {
-		if len(s.PublicPrefixes) > 0 {
-			public = append(public, name)
-		}
+		public = append(public, r.Service)
 	}
 	slices.Sort(public)
-	for _, name := range public {
+	for _, name := range slices.Compact(public) {
 		s := m.Service(name)
 		c.add(name, s.ConfigHash)
 		e.add(name, s.ConfigHash, s.EndpointsHash)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -37,6 +38,7 @@ type shop struct {
 	mu    sync.Mutex
 	insts map[string]catalog.Instance
 	index uint64
+	last  pmap.Map[[]catalog.Instance] // the services of the last snapshot
 }
 
 func newShop() *shop {
@@ -78,6 +80,8 @@ func cloneMeta(m map[string]string) map[string]string {
 	return out
 }
 
+// snapshot makes a snapshot the way the catalog watcher does: from the
+// last one, with the services whose instances changed set.
 func (s *shop) snapshot() *catalog.Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -92,7 +96,17 @@ func (s *shop) snapshot() *catalog.Snapshot {
 		in := s.insts[id]
 		services[in.Service] = append(services[in.Service], in)
 	}
-	return &catalog.Snapshot{Index: s.index, SeenAt: time.Now(), Services: pmap.FromMap(services)}
+	for name, insts := range services {
+		if old, ok := s.last.Get(name); !ok || !reflect.DeepEqual(old, insts) {
+			s.last = s.last.Set(name, insts)
+		}
+	}
+	for name := range s.last.Keys() {
+		if _, ok := services[name]; !ok {
+			s.last = s.last.Delete(name)
+		}
+	}
+	return &catalog.Snapshot{Index: s.index, SeenAt: time.Now(), Services: s.last}
 }
 
 type harness struct {

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/meshop/meshop/controlplane/catalog"
+	"github.com/meshop/meshop/controlplane/internal/pmap"
 	"github.com/meshop/meshop/controlplane/model"
 	"github.com/meshop/meshop/controlplane/translate"
 )
@@ -187,10 +188,13 @@ func (s *Server) Run(ctx context.Context, src Source) error {
 // metric; zero skips it). Run calls it; tests may call it directly.
 func (s *Server) Apply(snap *catalog.Snapshot, seen time.Time) {
 	m := s.opts.Model.Build(snap)
-	s.metrics.setProblems(m.Problems)
 	// Only Run (or a test) calls Apply, so the mesh read here is the one
 	// apply replaces.
-	ch := changedKeys(s.Mesh(), m)
+	prev := s.Mesh()
+	if prev == nil || !sameSlice(prev.Problems, m.Problems) {
+		s.metrics.setProblems(m.Problems)
+	}
+	ch := changedKeys(prev, m)
 	// Lock order is tracker, then server: ask the tracker first, and only
 	// when a snapshot may have to be dropped.
 	var connected map[string]bool
@@ -295,19 +299,21 @@ func (s *Server) apply(m *model.Mesh, seen time.Time, ch changes, connected map[
 // changedKeys returns the cache keys whose inputs may have changed from
 // prev to m, and the instances that left: a service's own instances when
 // its config or its instances changed, and the instances of every service
-// calling it (and the edge) when its config or endpoints changed. It
-// reports full when the set of services changed: then every key is
-// visited. Its cost grows with the number of services, not instances.
+// calling it (and the edge, if it is public) when its config or endpoints
+// changed. It reports full when the set of services changed: then every
+// key is visited. The model shares every unchanged Service between
+// meshes, so pmap.Diff finds the changed ones and Mesh.Callers their
+// callers: the cost is that of the change, whatever the size of the mesh.
 func changedKeys(prev, m *model.Mesh) (ch changes) {
 	if prev == nil || prev.Services.Len() != m.Services.Len() {
 		return changes{full: true}
 	}
-	for name, svc := range m.Services.All() {
-		old := prev.Service(name)
-		if old == nil {
+	for name := range pmap.Diff(prev.Services, m.Services, func(a, b *model.Service) bool { return a == b }) {
+		old, svc := prev.Service(name), m.Service(name)
+		if old == nil || svc == nil {
 			return changes{full: true}
 		}
-		sameInsts := len(old.Instances) == len(svc.Instances) && (len(svc.Instances) == 0 || &old.Instances[0] == &svc.Instances[0])
+		sameInsts := sameSlice(old.Instances, svc.Instances)
 		own := old.ConfigHash != svc.ConfigHash || !sameInsts
 		callers := old.ConfigHash != svc.ConfigHash || old.EndpointsHash != svc.EndpointsHash
 		if own {
@@ -323,25 +329,27 @@ func changedKeys(prev, m *model.Mesh) (ch changes) {
 				}
 			}
 		}
-		if callers || !slices.Equal(old.PublicPrefixes, svc.PublicPrefixes) {
+		if (callers && len(svc.PublicPrefixes) > 0) || !slices.Equal(old.PublicPrefixes, svc.PublicPrefixes) {
 			ch.keys = append(ch.keys, edgeKey)
 		}
 		if callers {
-			// Its callers: a scan of the services' upstream lists, which
-			// allocates nothing (an index would be rebuilt every pass).
-			for cname, c := range m.Services.All() {
-				if slices.Contains(c.Upstreams, name) {
-					for _, in := range m.Service(cname).Instances {
-						ch.keys = append(ch.keys, in.ID)
-					}
+			for _, caller := range m.Callers(name) {
+				for _, in := range m.Service(caller).Instances {
+					ch.keys = append(ch.keys, in.ID)
 				}
 			}
 		}
 	}
-	if !slices.Equal(prev.Routes, m.Routes) {
+	if !sameSlice(prev.Routes, m.Routes) && !slices.Equal(prev.Routes, m.Routes) {
 		ch.keys = append(ch.keys, edgeKey)
 	}
 	return ch
+}
+
+// sameSlice reports whether a and b are the same slice, not merely equal:
+// what the model keeps for what did not change.
+func sameSlice[T any](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 func sameIDs(a, b []*model.Instance) bool {

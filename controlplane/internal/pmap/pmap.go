@@ -35,10 +35,17 @@ type node[V any] struct {
 	slots  []slot[V] // the used slots in bit order, or the collision list
 }
 
-// slot is a subtree (sub != nil) or one entry. An entry keeps its key's
-// hash, to move down a level without hashing again.
+// slot is a subtree or one entry: exactly one of the two is set. A slot is
+// two pointers, so copying a node on the way to a change is cheap, and
+// every copy shares the entries.
 type slot[V any] struct {
-	sub  *node[V]
+	sub   *node[V]
+	entry *entry[V]
+}
+
+// entry is one key and its value. It keeps the key's hash, to move down a
+// level without hashing again.
+type entry[V any] struct {
 	key  string
 	hash uint64
 	val  V
@@ -74,38 +81,49 @@ func FromMap[V any](m map[string]V) Map[V] {
 func (m Map[V]) Len() int { return m.len }
 
 // Get returns the value of k and whether k is in the map.
-func (m Map[V]) Get(k string) (V, bool) { return get(m.root, hash(k), k) }
-
-func get[V any](n *node[V], h uint64, k string) (V, bool) {
-	for shift := uint(0); n != nil; shift += bitsPerLevel {
-		if shift >= hashBits {
-			for _, s := range n.slots {
-				if s.key == k {
-					return s.val, true
-				}
-			}
-			break
-		}
-		b := bit(h, shift)
-		if n.bitmap&b == 0 {
-			break
-		}
-		s := n.slots[n.index(b)]
-		if s.sub == nil {
-			if s.key == k {
-				return s.val, true
-			}
-			break
-		}
-		n = s.sub
+func (m Map[V]) Get(k string) (V, bool) {
+	if e := get(m.root, hash(k), k); e != nil {
+		return e.val, true
 	}
 	var zero V
 	return zero, false
 }
 
+// get returns the entry of k, or nil.
+func get[V any](n *node[V], h uint64, k string) *entry[V] {
+	for shift := uint(0); n != nil; shift += bitsPerLevel {
+		if shift >= hashBits {
+			return find(n.slots, k)
+		}
+		b := bit(h, shift)
+		if n.bitmap&b == 0 {
+			return nil
+		}
+		s := n.slots[n.index(b)]
+		if s.entry != nil {
+			if s.entry.key == k {
+				return s.entry
+			}
+			return nil
+		}
+		n = s.sub
+	}
+	return nil
+}
+
+// find returns the entry of k in a collision list, or nil.
+func find[V any](list []slot[V], k string) *entry[V] {
+	for _, s := range list {
+		if s.entry.key == k {
+			return s.entry
+		}
+	}
+	return nil
+}
+
 // Set returns a map in which k has the value v.
 func (m Map[V]) Set(k string, v V) Map[V] {
-	root, added := set(m.root, 0, slot[V]{key: k, hash: hash(k), val: v})
+	root, added := set(m.root, 0, &entry[V]{key: k, hash: hash(k), val: v})
 	if added {
 		m.len++
 	}
@@ -113,33 +131,32 @@ func (m Map[V]) Set(k string, v V) Map[V] {
 	return m
 }
 
-// set returns a copy of n (nil: empty) with the entry e, and whether its
-// key is new.
-func set[V any](n *node[V], shift uint, e slot[V]) (*node[V], bool) {
+// set returns a copy of n (nil: empty) with e, and whether its key is new.
+func set[V any](n *node[V], shift uint, e *entry[V]) (*node[V], bool) {
 	if n == nil {
 		n = &node[V]{}
 	}
 	if shift >= hashBits {
 		for i, s := range n.slots {
-			if s.key == e.key {
-				return n.with(i, e), false
+			if s.entry.key == e.key {
+				return n.with(i, slot[V]{entry: e}), false
 			}
 		}
-		return &node[V]{slots: append(slices.Clip(n.slots), e)}, true
+		return &node[V]{slots: append(slices.Clip(n.slots), slot[V]{entry: e})}, true
 	}
 	b := bit(e.hash, shift)
 	i := n.index(b)
 	if n.bitmap&b == 0 {
-		return &node[V]{bitmap: n.bitmap | b, slots: slices.Insert(slices.Clip(n.slots), i, e)}, true
+		return &node[V]{bitmap: n.bitmap | b, slots: slices.Insert(slices.Clip(n.slots), i, slot[V]{entry: e})}, true
 	}
 	switch s := n.slots[i]; {
 	case s.sub != nil:
 		sub, added := set(s.sub, shift+bitsPerLevel, e)
 		return n.with(i, slot[V]{sub: sub}), added
-	case s.key == e.key:
-		return n.with(i, e), false
+	case s.entry.key == e.key:
+		return n.with(i, slot[V]{entry: e}), false
 	default: // two keys in one slot: push both one level down
-		sub, _ := set(nil, shift+bitsPerLevel, s)
+		sub, _ := set(nil, shift+bitsPerLevel, s.entry)
 		sub, _ = set(sub, shift+bitsPerLevel, e)
 		return n.with(i, slot[V]{sub: sub}), true
 	}
@@ -169,7 +186,7 @@ func del[V any](n *node[V], shift uint, h uint64, k string) (*node[V], bool) {
 		return nil, false
 	}
 	if shift >= hashBits {
-		i := slices.IndexFunc(n.slots, func(s slot[V]) bool { return s.key == k })
+		i := slices.IndexFunc(n.slots, func(s slot[V]) bool { return s.entry.key == k })
 		if i < 0 {
 			return n, false
 		}
@@ -181,8 +198,8 @@ func del[V any](n *node[V], shift uint, h uint64, k string) (*node[V], bool) {
 	}
 	i := n.index(b)
 	s := n.slots[i]
-	if s.sub == nil {
-		if s.key != k {
+	if s.entry != nil {
+		if s.entry.key != k {
 			return n, false
 		}
 		return n.without(i, b), true
@@ -193,7 +210,7 @@ func del[V any](n *node[V], shift uint, h uint64, k string) (*node[V], bool) {
 		return n, false
 	case sub == nil:
 		return n.without(i, b), true
-	case len(sub.slots) == 1 && sub.slots[0].sub == nil:
+	case len(sub.slots) == 1 && sub.slots[0].entry != nil:
 		return n.with(i, sub.slots[0]), true // a lone entry moves up
 	default:
 		return n.with(i, slot[V]{sub: sub}), true
@@ -212,41 +229,41 @@ func (n *node[V]) without(i int, b uint32) *node[V] {
 // All returns every entry, in no particular order (the same for equal
 // maps within one process).
 func (m Map[V]) All() iter.Seq2[string, V] {
-	return func(yield func(string, V) bool) { each(m.root, yield) }
+	return func(yield func(string, V) bool) {
+		walk(slot[V]{sub: m.root}, func(e *entry[V]) bool { return yield(e.key, e.val) })
+	}
 }
 
 // Keys returns every key, in the order of All; slices.Sorted(m.Keys())
 // sorts them.
 func (m Map[V]) Keys() iter.Seq[string] {
 	return func(yield func(string) bool) {
-		each(m.root, func(k string, _ V) bool { return yield(k) })
+		walk(slot[V]{sub: m.root}, func(e *entry[V]) bool { return yield(e.key) })
 	}
 }
 
-func each[V any](n *node[V], yield func(string, V) bool) bool {
-	if n == nil {
+// walk calls f for every entry in a slot until f returns false; it
+// returns false if f did.
+func walk[V any](s slot[V], f func(*entry[V]) bool) bool {
+	if s.entry != nil {
+		return f(s.entry)
+	}
+	if s.sub == nil {
 		return true
 	}
-	for _, s := range n.slots {
-		if !eachIn(s, yield) {
+	for _, c := range s.sub.slots {
+		if !walk(c, f) {
 			return false
 		}
 	}
 	return true
 }
 
-func eachIn[V any](s slot[V], yield func(string, V) bool) bool {
-	if s.sub != nil {
-		return each(s.sub, yield)
-	}
-	return yield(s.key, s.val)
-}
-
 // Diff returns the keys whose entries differ between old and new: added,
 // removed, or with values that same (which must be symmetric) does not
-// hold equal. Subtrees the two maps share are skipped, so when new was
-// made from old by a few Sets and Deletes, Diff costs about as much as
-// they did. Each key is returned once, in no particular order.
+// hold equal. Subtrees and entries the two maps share are skipped, so
+// when new was made from old by a few Sets and Deletes, Diff costs about
+// as much as they did. Each key is returned once, in no particular order.
 func Diff[V any](old, new Map[V], same func(a, b V) bool) iter.Seq[string] {
 	return func(yield func(string) bool) {
 		d := differ[V]{same: same, yield: yield}
@@ -279,7 +296,7 @@ func (d differ[V]) nodes(a, b *node[V], shift uint) bool {
 	case b == nil:
 		return d.keys(slot[V]{sub: a})
 	case shift >= hashBits:
-		return d.lists(a.slots, b.slots)
+		return d.lists(entries(slot[V]{sub: a}), entries(slot[V]{sub: b}))
 	}
 	for used := a.bitmap | b.bitmap; used != 0; used &= used - 1 {
 		bt := used & -used
@@ -306,11 +323,13 @@ func (d differ[V]) slots(a, b *slot[V], shift uint) bool {
 		return d.keys(*a)
 	case a.sub != nil && b.sub != nil:
 		return d.nodes(a.sub, b.sub, shift+bitsPerLevel)
-	case a.sub == nil && b.sub == nil:
-		if a.key != b.key {
-			return d.yield(a.key) && d.yield(b.key)
+	case a.entry == b.entry:
+		return true
+	case a.entry != nil && b.entry != nil:
+		if a.entry.key != b.entry.key {
+			return d.yield(a.entry.key) && d.yield(b.entry.key)
 		}
-		return d.same(a.val, b.val) || d.yield(a.key)
+		return d.same(a.entry.val, b.entry.val) || d.yield(a.entry.key)
 	}
 	// One entry against a subtree: keys were added next to it, or all
 	// but one of the subtree's were deleted. One side has one entry, so
@@ -319,19 +338,19 @@ func (d differ[V]) slots(a, b *slot[V], shift uint) bool {
 }
 
 func (d differ[V]) keys(s slot[V]) bool {
-	return eachIn(s, func(k string, _ V) bool { return d.yield(k) })
+	return walk(s, func(e *entry[V]) bool { return d.yield(e.key) })
 }
 
 // lists compares two lists of entries by key.
-func (d differ[V]) lists(a, b []slot[V]) bool {
+func (d differ[V]) lists(a, b []*entry[V]) bool {
 	for _, x := range a {
-		i := slices.IndexFunc(b, func(y slot[V]) bool { return y.key == x.key })
+		i := slices.IndexFunc(b, func(y *entry[V]) bool { return y.key == x.key })
 		if (i < 0 || !d.same(x.val, b[i].val)) && !d.yield(x.key) {
 			return false
 		}
 	}
 	for _, y := range b {
-		if !slices.ContainsFunc(a, func(x slot[V]) bool { return x.key == y.key }) && !d.yield(y.key) {
+		if !slices.ContainsFunc(a, func(x *entry[V]) bool { return x.key == y.key }) && !d.yield(y.key) {
 			return false
 		}
 	}
@@ -339,10 +358,10 @@ func (d differ[V]) lists(a, b []slot[V]) bool {
 }
 
 // entries lists the entries in a slot.
-func entries[V any](s slot[V]) []slot[V] {
-	var out []slot[V]
-	eachIn(s, func(k string, v V) bool {
-		out = append(out, slot[V]{key: k, val: v})
+func entries[V any](s slot[V]) []*entry[V] {
+	var out []*entry[V]
+	walk(s, func(e *entry[V]) bool {
+		out = append(out, e)
 		return true
 	})
 	return out

@@ -126,14 +126,19 @@ func TestDiffSkipsSharedSubtrees(t *testing.T) {
 func TestCollisions(t *testing.T) {
 	const h = 0x0123456789abcdef
 	put := func(m Map[int], k string, v int) Map[int] {
-		root, added := set(m.root, 0, slot[int]{key: k, hash: h, val: v})
+		root, added := set(m.root, 0, &entry[int]{key: k, hash: h, val: v})
 		if added {
 			m.len++
 		}
 		m.root = root
 		return m
 	}
-	lookup := func(m Map[int], k string) (int, bool) { return get(m.root, h, k) }
+	lookup := func(m Map[int], k string) (int, bool) {
+		if e := get(m.root, h, k); e != nil {
+			return e.val, true
+		}
+		return 0, false
+	}
 	remove := func(m Map[int], k string) Map[int] {
 		root, removed := del(m.root, 0, h, k)
 		if removed {
@@ -202,7 +207,7 @@ func shape(n *node[int]) any {
 		if s.sub != nil {
 			out = append(out, shape(s.sub))
 		} else {
-			out = append(out, s.key)
+			out = append(out, s.entry.key)
 		}
 	}
 	return []any{n.bitmap, out}
