@@ -31,6 +31,14 @@ type Snapshot struct {
 	Policies pmap.Map[[]byte]
 }
 
+// SameInstances reports whether a and b are the same slice, not merely
+// equal ones: what a snapshot keeps for a service whose instances did not
+// change, so pmap.Diff(old.Services, new.Services, SameInstances) names
+// the services that changed.
+func SameInstances(a, b []Instance) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
 // Instance is one registration of a service, as the health endpoint
 // returns it.
 type Instance struct {

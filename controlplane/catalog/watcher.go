@@ -345,7 +345,7 @@ func (w *Watcher) maybePublish(st *state, seen time.Time) {
 func holdDowngrades(cur, base pmap.Map[[]Instance]) (pmap.Map[[]Instance], int) {
 	out := cur
 	held := 0
-	for svc := range pmap.Diff(base, cur, sameSlice) {
+	for svc := range pmap.Diff(base, cur, SameInstances) {
 		was, _ := base.Get(svc)
 		now, _ := cur.Get(svc)
 		byID := make(map[string]int, len(now))
@@ -377,12 +377,6 @@ func holdDowngrades(cur, base pmap.Map[[]Instance]) (pmap.Map[[]Instance], int) 
 		}
 	}
 	return out, held
-}
-
-// sameSlice reports whether two slices are the same one (not merely
-// equal): what a service that did not change keeps.
-func sameSlice(a, b []Instance) bool {
-	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // sameView reports whether snap holds these services and policies.

@@ -145,7 +145,7 @@ func (b *Builder) build(last state, snap *catalog.Snapshot, fromNothing bool) (s
 		return state{}, false
 	}
 	p := newPass(b, last, snap)
-	if !p.parse(slices.Sorted(pmap.Diff(last.services, snap.Services, sameSlice))) {
+	if !p.parse(slices.Sorted(pmap.Diff(last.services, snap.Services, catalog.SameInstances))) {
 		return state{}, false
 	}
 	p.upstreams()
@@ -153,10 +153,6 @@ func (b *Builder) build(last state, snap *catalog.Snapshot, fromNothing bool) (s
 	p.policies()
 	p.finish()
 	return p.st, true
-}
-
-func sameSlice(a, b []catalog.Instance) bool {
-	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // pass is one build.

@@ -36,10 +36,11 @@
 // key), the claims on each public prefix, the policy in force per key,
 // and Mesh.Callers, the reverse of the upstream graph.
 //
-// Two kinds of change still cost O(mesh). A service that appears, goes, or
-// joins or leaves the mesh changes which upstreams are valid everywhere,
-// so that build (and every build while an instance ID is registered
-// twice) starts from nothing. A policy change makes Mesh.Policies anew,
-// O(policies). Every build makes the same mesh as one from nothing would
-// (TestIncrementalEqualsFromNothing).
+// Some changes still cost more than themselves. A service that appears,
+// goes, or joins or leaves the mesh changes which upstreams are valid
+// everywhere, so that build (and every build while an instance ID is
+// registered twice) starts from nothing, O(mesh). A policy change makes
+// Mesh.Policies anew, O(policies); a problem that appears or goes, the
+// sorted Mesh.Problems, O(problems). Every build makes the same mesh as
+// one from nothing would (TestIncrementalEqualsFromNothing).
 package model
