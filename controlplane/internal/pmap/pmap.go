@@ -25,6 +25,9 @@ import (
 )
 
 // Map is a persistent map. The zero value is an empty map ready to use.
+// Maps are small values: a == b reports whether they are the same version
+// (Delete of an absent key returns the map itself, every Set makes a new
+// version); Equal compares contents.
 type Map[V any] struct {
 	root *node[V]
 	len  int
