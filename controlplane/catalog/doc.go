@@ -19,6 +19,12 @@
 // with jitter and retry without blocking; the outage is logged once when
 // it starts and once when every query has recovered.
 //
+// Snapshots are persistent maps (internal/pmap): each is the previous one
+// with the services and policies that changed set, sharing everything
+// else, including the instance slice of every unchanged service. A change
+// costs O(log services) to publish, and consumers find what changed with
+// pmap.Diff at the same cost instead of comparing every service.
+//
 // A Consul agent that restarts reports its checks critical until they run
 // again. For Options.Settle after an outage, instances that were passing
 // before it stay passing (and stay at all) in published snapshots, so a

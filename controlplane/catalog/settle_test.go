@@ -3,31 +3,50 @@ package catalog
 import (
 	"context"
 	"errors"
+	"maps"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/meshop/meshop/controlplane/internal/pmap"
 )
 
 func TestHoldDowngrades(t *testing.T) {
 	pass := func(id string) Instance { return Instance{ID: id, Service: "user", Status: StatusPassing} }
 	crit := func(id string) Instance { return Instance{ID: id, Service: "user", Status: StatusCritical} }
-	base := map[string][]Instance{"user": {pass("u1"), pass("u2"), crit("u3"), pass("u4")}, "gone": {pass("g1")}}
-	cur := map[string][]Instance{"user": {crit("u1"), pass("u2"), crit("u3"), pass("u5")}}
+	same := []Instance{pass("s1")} // unchanged since base: the same slice
+	base := pmap.FromMap(map[string][]Instance{"user": {pass("u1"), pass("u2"), crit("u3"), pass("u4")}, "gone": {pass("g1")}, "same": same})
+	cur := pmap.FromMap(map[string][]Instance{"user": {crit("u1"), pass("u2"), crit("u3"), pass("u5")}, "same": same})
 	got, held := holdDowngrades(cur, base)
 	want := map[string][]Instance{
 		"user": {pass("u1"), pass("u2"), crit("u3"), pass("u4"), pass("u5")},
 		"gone": {pass("g1")},
+		"same": same,
 	}
-	if diff := cmp.Diff(want, got); diff != "" {
+	if diff := cmp.Diff(want, maps.Collect(got.All())); diff != "" {
 		t.Errorf("holdDowngrades (-want +got):\n%s", diff)
 	}
 	if held != 3 { // u1 downgraded, u4 and g1 missing
 		t.Errorf("held = %d, want 3", held)
 	}
-	if cur["user"][0].Status != StatusCritical {
+	if users, _ := cur.Get("user"); users[0].Status != StatusCritical || cur.Len() != 2 {
 		t.Error("input modified")
+	}
+}
+
+// TestSyncPolicies: a KV answer updates the policies it changed, and only
+// a real change makes a new map.
+func TestSyncPolicies(t *testing.T) {
+	cur := pmap.FromMap(map[string][]byte{"user": []byte("1"), "order": []byte("2")})
+	if got, changed := syncPolicies(cur, map[string][]byte{"user": []byte("1"), "order": []byte("2")}); changed || got != cur {
+		t.Errorf("the same answer: changed = %v, new map %v", changed, got != cur)
+	}
+	got, changed := syncPolicies(cur, map[string][]byte{"user": []byte("1"), "product": []byte("3")})
+	want := map[string][]byte{"user": []byte("1"), "product": []byte("3")}
+	if diff := cmp.Diff(want, maps.Collect(got.All())); !changed || diff != "" {
+		t.Errorf("changed = %v, (-want +got):\n%s", changed, diff)
 	}
 }
 
@@ -97,10 +116,14 @@ func TestSettleAfterOutage(t *testing.T) {
 
 	status := func() string {
 		s, _ := w.Take()
-		if s == nil || len(s.Services["user"]) == 0 {
+		if s == nil {
 			return "none"
 		}
-		return s.Services["user"][0].Status
+		users, _ := s.Services.Get("user")
+		if len(users) == 0 {
+			return "none"
+		}
+		return users[0].Status
 	}
 	waitFor := func(want string, within time.Duration) time.Duration {
 		t.Helper()

@@ -1,14 +1,21 @@
 package catalog
 
 import (
-	"slices"
 	"time"
+
+	"github.com/meshop/meshop/controlplane/internal/pmap"
 )
 
 // Snapshot is what Consul said at one moment: every registered service with
 // all of its instances (whatever their health) and the raw mesh policies.
 // A published Snapshot is never modified; readers share it without locks and
 // must not modify it either.
+//
+// Its maps are persistent (pmap): each snapshot is the previous one with
+// the services and policies that changed set, sharing the rest, so
+// publishing costs O(changes), and pmap.Diff tells a consumer which
+// services changed at the same cost. A service whose instances did not
+// change keeps the very same slice.
 type Snapshot struct {
 	// Index is the highest Consul raft index among the answers this
 	// snapshot was built from.
@@ -18,10 +25,18 @@ type Snapshot struct {
 	SeenAt time.Time
 	// Services maps every service name in the catalog to its instances,
 	// sorted by ID. A service with no instances maps to an empty slice.
-	Services map[string][]Instance
+	Services pmap.Map[[]Instance]
 	// Policies maps a KV key below PolicyPrefix (for example "order" for
 	// mesh/policy/order) to its raw value.
-	Policies map[string][]byte
+	Policies pmap.Map[[]byte]
+}
+
+// SameInstances reports whether a and b are the same slice, not merely
+// equal ones: what a snapshot keeps for a service whose instances did not
+// change, so pmap.Diff(old.Services, new.Services, SameInstances) names
+// the services that changed.
+func SameInstances(a, b []Instance) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // Instance is one registration of a service, as the health endpoint
@@ -58,13 +73,3 @@ const (
 
 // PolicyPrefix is the KV folder holding one JSON policy per service.
 const PolicyPrefix = "mesh/policy/"
-
-// ServiceNames returns the service names in order.
-func (s *Snapshot) ServiceNames() []string {
-	names := make([]string, 0, len(s.Services))
-	for n := range s.Services {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/meshop/meshop/controlplane/internal/pmap"
 )
 
 // Options configure a Watcher.
@@ -157,7 +159,6 @@ func (w *Watcher) Run(ctx context.Context) error {
 	start(w.watchPolicies)
 
 	st := state{
-		services: map[string][]Instance{},
 		known:    map[string]context.CancelFunc{},
 		answered: map[string]bool{},
 	}
@@ -206,7 +207,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 						w.forget("instances/" + n)
 						delete(st.known, n)
 						delete(st.answered, n)
-						delete(st.services, n)
+						st.services = st.services.Delete(n)
 						st.changed = true
 					}
 				}
@@ -216,17 +217,19 @@ func (w *Watcher) Run(ctx context.Context) error {
 					continue // a late answer for a service already gone
 				}
 				st.answered[u.service] = true
-				if old, ok := st.services[u.service]; !ok || !reflect.DeepEqual(old, u.insts) {
+				// An unchanged answer keeps the published slice, so
+				// consumers see the service as unchanged.
+				if old, ok := st.services.Get(u.service); !ok || !reflect.DeepEqual(old, u.insts) {
+					st.services = st.services.Set(u.service, u.insts)
 					st.changed = true
 				}
-				st.services[u.service] = u.insts
 				w.succeeded(u.query, u.index, u.asked)
 			case updPolicies:
 				st.policiesAnswered = true
-				if !policiesEqual(st.policies, u.policies) {
+				if pols, changed := syncPolicies(st.policies, u.policies); changed {
+					st.policies = pols
 					st.changed = true
 				}
-				st.policies = u.policies
 				w.succeeded(u.query, u.index, u.asked)
 			}
 			st.index = max(st.index, u.index)
@@ -236,7 +239,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 				// Remember what Envoys run now: the baseline a restarted
 				// Consul is compared with.
 				if latest, _ := w.peek(); latest != nil && st.baseline == nil {
-					st.baseline = latest.Services
+					st.baseline = latest
 				}
 			case !wasReachable && reachable && st.baseline != nil:
 				if settleTimer != nil {
@@ -256,10 +259,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 }
 
-// state is Run's own view of Consul; only Run touches it.
+// state is Run's own view of Consul; only Run touches it. Its maps are
+// the persistent maps snapshots are published with.
 type state struct {
-	services                           map[string][]Instance
-	policies                           map[string][]byte
+	services                           pmap.Map[[]Instance]
+	policies                           pmap.Map[[]byte]
 	known                              map[string]context.CancelFunc // services with a running query
 	answered                           map[string]bool
 	servicesAnswered, policiesAnswered bool
@@ -267,7 +271,7 @@ type state struct {
 	// baseline is what was published when Consul became unreachable;
 	// while settling after it came back, instances that were passing in
 	// it stay passing (held) until Consul's checks had time to run.
-	baseline map[string][]Instance
+	baseline *Snapshot
 	held     int
 	// changed is set when an answer changed the view since the last
 	// publish: comparing only what an answer touched keeps the cost of a
@@ -296,7 +300,7 @@ func (w *Watcher) maybePublish(st *state, seen time.Time) {
 	services := st.services
 	if st.baseline != nil {
 		var held int
-		services, held = holdDowngrades(st.services, st.baseline)
+		services, held = holdDowngrades(st.services, st.baseline.Services)
 		if held != st.held {
 			w.log.Info("holding instance downgrades while Consul settles", "held", held)
 			st.held = held
@@ -306,28 +310,14 @@ func (w *Watcher) maybePublish(st *state, seen time.Time) {
 	if st.baseline == nil && latest != nil && !st.changed && !st.settled {
 		return
 	}
-	if (st.baseline != nil || st.settled) && latest != nil && reflect.DeepEqual(latest.Services, services) && policiesEqual(latest.Policies, st.policies) {
+	if (st.baseline != nil || st.settled) && latest != nil && sameView(latest, services, st.policies) {
 		st.settled = false
 		return
 	}
 	st.changed, st.settled = false, false
-	snap := &Snapshot{
-		Index:    st.index,
-		SeenAt:   seen,
-		Services: make(map[string][]Instance, len(services)),
-		Policies: make(map[string][]byte, len(st.policies)),
-	}
-	// Maps are copied; the slices and values are never modified after a
-	// query returned them, so they are shared.
-	for k, v := range services {
-		snap.Services[k] = v
-	}
-	for k, v := range st.policies {
-		snap.Policies[k] = v
-	}
-	if snap.Policies == nil {
-		snap.Policies = map[string][]byte{}
-	}
+	// The maps are persistent and the slices and values are never
+	// modified after a query returned them: the snapshot shares them.
+	snap := &Snapshot{Index: st.index, SeenAt: seen, Services: services, Policies: st.policies}
 	w.mu.Lock()
 	w.latest = snap
 	if w.firstSeen.IsZero() || seen.Before(w.firstSeen) {
@@ -335,7 +325,7 @@ func (w *Watcher) maybePublish(st *state, seen time.Time) {
 	}
 	if !w.status.Synced {
 		w.status.Synced = true
-		w.log.Info("catalog synced", "index", st.index, "services", len(snap.Services), "policies", len(snap.Policies))
+		w.log.Info("catalog synced", "index", st.index, "services", snap.Services.Len(), "policies", snap.Policies.Len())
 	}
 	w.mu.Unlock()
 	if w.opts.OnIndex != nil {
@@ -349,15 +339,15 @@ func (w *Watcher) maybePublish(st *state, seen time.Time) {
 
 // holdDowngrades returns cur with every instance that was passing in base
 // kept passing (and kept at all, if it disappeared), and how many were
-// held. Slices are new; neither input is modified.
-func holdDowngrades(cur, base map[string][]Instance) (map[string][]Instance, int) {
-	out := make(map[string][]Instance, len(cur))
-	for k, v := range cur {
-		out[k] = v
-	}
+// held. Only services whose slices differ between the two can hold
+// anything, so it costs what changed since base. Slices are new; neither
+// input is modified.
+func holdDowngrades(cur, base pmap.Map[[]Instance]) (pmap.Map[[]Instance], int) {
+	out := cur
 	held := 0
-	for svc, was := range base {
-		now := out[svc]
+	for svc := range pmap.Diff(base, cur, SameInstances) {
+		was, _ := base.Get(svc)
+		now, _ := cur.Get(svc)
 		byID := make(map[string]int, len(now))
 		for i, in := range now {
 			byID[in.ID] = i
@@ -383,23 +373,34 @@ func holdDowngrades(cur, base map[string][]Instance) (map[string][]Instance, int
 		}
 		if merged != nil {
 			slices.SortFunc(merged, func(a, b Instance) int { return strings.Compare(a.ID, b.ID) })
-			out[svc] = merged
+			out = out.Set(svc, merged)
 		}
 	}
 	return out, held
 }
 
-func policiesEqual(a, b map[string][]byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		w, ok := b[k]
-		if !ok || !bytes.Equal(v, w) {
-			return false
+// sameView reports whether snap holds these services and policies.
+func sameView(snap *Snapshot, services pmap.Map[[]Instance], policies pmap.Map[[]byte]) bool {
+	return pmap.Equal(snap.Services, services, func(a, b []Instance) bool { return reflect.DeepEqual(a, b) }) &&
+		pmap.Equal(snap.Policies, policies, bytes.Equal)
+}
+
+// syncPolicies returns cur updated to the KV answer next, and whether
+// anything changed. A policy answer is the whole KV folder, so this costs
+// O(policies): policy changes are rare, unlike instance changes.
+func syncPolicies(cur pmap.Map[[]byte], next map[string][]byte) (pmap.Map[[]byte], bool) {
+	out := cur
+	for k, v := range next {
+		if old, ok := out.Get(k); !ok || !bytes.Equal(old, v) {
+			out = out.Set(k, v)
 		}
 	}
-	return true
+	for k := range cur.Keys() {
+		if _, ok := next[k]; !ok {
+			out = out.Delete(k)
+		}
+	}
+	return out, out != cur
 }
 
 func (w *Watcher) peek() (*Snapshot, time.Time) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/meshop/meshop/controlplane/catalog"
 	"github.com/meshop/meshop/controlplane/internal/consultest"
+	"github.com/meshop/meshop/controlplane/internal/pmap"
 )
 
 // syncBuffer is a bytes.Buffer safe for a logger and a test to share.
@@ -58,11 +60,16 @@ func latest(w *catalog.Watcher) *catalog.Snapshot {
 	return s
 }
 
+func has[V any](m pmap.Map[V], key string) bool {
+	_, ok := m.Get(key)
+	return ok
+}
+
 func statusOf(s *catalog.Snapshot, id string) string {
 	if s == nil {
 		return "no snapshot"
 	}
-	for _, insts := range s.Services {
+	for _, insts := range s.Services.All() {
 		for _, in := range insts {
 			if in.ID == id {
 				return in.Status
@@ -87,14 +94,15 @@ func TestWatcherFollowsConsul(t *testing.T) {
 
 	consultest.Eventually(t, 10*time.Second, func() (bool, string) {
 		s := latest(w)
-		return statusOf(s, "user-1") == "passing" && statusOf(s, "user-2") == "passing" && s.Policies["user"] != nil,
+		return statusOf(s, "user-1") == "passing" && statusOf(s, "user-2") == "passing" && has(s.Policies, "user"),
 			fmt.Sprintf("snapshot %+v", s)
 	})
 	first := latest(w)
 	if first.Index == 0 {
 		t.Error("snapshot index is 0")
 	}
-	in := first.Services["user"][0]
+	users, _ := first.Services.Get("user")
+	in := users[0]
 	if in.Address != "127.0.0.1" || in.Port != 20001 || in.Meta["mesh_app_port"] != "8080" {
 		t.Errorf("instance = %+v", in)
 	}
@@ -118,13 +126,12 @@ func TestWatcherFollowsConsul(t *testing.T) {
 	agent.PutPolicy("order", `{}`)
 	consultest.Eventually(t, 2*time.Second, func() (bool, string) {
 		s := latest(w)
-		return statusOf(s, "order-1") == "passing" && s.Policies["order"] != nil, fmt.Sprintf("%+v", s)
+		return statusOf(s, "order-1") == "passing" && has(s.Policies, "order"), fmt.Sprintf("%+v", s)
 	})
 	agent.Deregister("order-1")
 	consultest.Eventually(t, 2*time.Second, func() (bool, string) {
 		s := latest(w)
-		_, has := s.Services["order"]
-		return !has, fmt.Sprintf("%+v", s.Services)
+		return !has(s.Services, "order"), fmt.Sprint(slices.Collect(s.Services.Keys()))
 	})
 
 	// Consul crashes and restarts: the last snapshot stays, one line says

@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshop/meshop/controlplane/catalog"
 	"github.com/meshop/meshop/controlplane/debug"
+	"github.com/meshop/meshop/controlplane/internal/pmap"
 	"github.com/meshop/meshop/controlplane/serve"
 	"github.com/meshop/meshop/controlplane/translate"
 )
@@ -58,12 +59,12 @@ func TestHandler(t *testing.T) {
 		t.Errorf("/debug/model before sync = %d", code)
 	}
 
-	snap := &catalog.Snapshot{Index: 7, Services: map[string][]catalog.Instance{
+	snap := &catalog.Snapshot{Index: 7, Services: pmap.FromMap(map[string][]catalog.Instance{
 		"order":   {instance("order", "order-1", "user,product,payment,ghost")},
 		"user":    {instance("user", "user-1", "")},
 		"product": {instance("product", "product-1", "")},
 		"payment": {instance("payment", "payment-1", "")},
-	}, Policies: map[string][]byte{"user": []byte(`{"timeout":"soon"}`)}}
+	}), Policies: pmap.FromMap(map[string][]byte{"user": []byte(`{"timeout":"soon"}`)})}
 	srv.Apply(snap, time.Now())
 	cat.st = catalog.Status{Synced: true, Reachable: true, Index: 7}
 

@@ -9,59 +9,33 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"maps"
-	"net/netip"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/meshop/meshop/controlplane/catalog"
+	"github.com/meshop/meshop/controlplane/internal/pmap"
 )
 
-// Consul meta keys the services write (DESIGN §5).
-const (
-	MetaProtocol       = "mesh_protocol"
-	MetaUpstreams      = "mesh_upstreams"
-	MetaPublicPrefixes = "mesh_public_prefixes"
-	MetaAppPort        = "mesh_app_port"
-	MetaVersion        = "version"
-)
-
-var (
-	serviceNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	versionTagRE  = regexp.MustCompile(`^v[0-9]+$`)
-	// A prefix is one or more path segments of RFC 3986 pchars, no
-	// trailing slash, no dot segments (checked separately).
-	prefixRE = regexp.MustCompile(`^(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+$`)
-)
-
-const (
-	maxPrefixLen      = 128
-	maxPrefixes       = 32
-	maxUpstreams      = 64
-	maxMetaValueBytes = 4 << 10
-)
-
-// Builder turns catalog snapshots into meshes. It remembers, per service,
-// the last good policy (so a rejected KV value leaves the previous policy
-// in force) and the problems of the previous build (so each problem is
-// logged and counted when it appears and when it is resolved, not on every
-// build). Build is safe to call from one goroutine at a time.
+// Builder turns catalog snapshots into meshes, each from the previous
+// one: only the services and policy keys that changed since the previous
+// snapshot (pmap.Diff of the two) are checked again, and everything else
+// (Service and Instance structs, problems, routes) is the previous mesh's,
+// so the cost of a change does not grow with the mesh.
+//
+// It remembers, per policy key, the last good policy (so a rejected KV
+// value leaves the previous policy in force) and the problems of the
+// previous build (so each problem is logged and counted when it appears
+// and when it is resolved, not on every build). Build is safe to call
+// from one goroutine at a time.
 type Builder struct {
 	log            *slog.Logger
 	maxPolicyBytes int
 	onProblem      func(Problem)
 
 	mu       sync.Mutex
-	lastGood map[string]parsedPolicy // service → last accepted KV policy
-	prev     map[string]Problem      // problem key → problem, previous build
-	// memo is what the previous build made of each catalog service;
-	// meshedNames the meshed services it found, in order.
-	memo        map[string]*svcMemo
-	meshedNames []string
-	instances   map[string]*Instance // the previous mesh's (never modified)
+	lastGood map[string]parsedPolicy // policy key → last accepted KV policy
+	last     state                   // what the previous build left
 }
 
 type parsedPolicy struct {
@@ -91,7 +65,6 @@ func NewBuilder(o BuilderOptions) *Builder {
 		maxPolicyBytes: o.MaxPolicyBytes,
 		onProblem:      o.OnProblem,
 		lastGood:       map[string]parsedPolicy{},
-		prev:           map[string]Problem{},
 	}
 }
 
@@ -99,543 +72,507 @@ func NewBuilder(o BuilderOptions) *Builder {
 // input is recorded in Mesh.Problems and drops only the piece of input it
 // concerns.
 //
-// A service whose instances are the same slice as in the previous build
-// (the catalog shares unchanged slices between snapshots), while the set
-// of meshed services stayed the same, is not parsed again: its instances,
-// their problems and its hashes are reused (they are never modified after
-// a build), so the cost of a change does not grow with the catalog.
+// It builds on the previous mesh when it can: a service whose instances
+// are the same slice as in the previous snapshot (the catalog shares
+// unchanged slices between snapshots) is not looked at. When a service
+// appears, goes, or joins or leaves the mesh (which services are valid
+// upstreams depends on the set), or while an instance ID is registered
+// twice, it builds from nothing, at a cost that grows with the mesh.
 func (b *Builder) Build(snap *catalog.Snapshot) *Mesh {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if m := b.build(snap, true); m != nil {
-		return m
+	next, ok := b.build(b.last, snap, false)
+	if !ok {
+		next, _ = b.build(b.last, snap, true)
 	}
-	return b.build(snap, false)
+	b.report(b.last.problems, next.problems)
+	b.last = next
+	return next.mesh
 }
 
-// svcMemo is what one service's last build produced.
-type svcMemo struct {
-	raw []catalog.Instance // the catalog slice it was built from
-	// skip: not meshed or not a valid name (problems say which).
-	skip     bool
-	unmeshed bool
-	svc      Service // Name, Protocol, Instances, Upstreams
-	problems Problems
-	// policyKey identifies the policy the hashes were computed with.
-	policyKey             string
-	configHash, endpoints string
+// state is what a build leaves for the next one. Its maps are persistent,
+// so a build that gives up half-way leaves it as it was.
+type state struct {
+	mesh *Mesh // nil before the first build
+	// services and policies are those of the snapshot mesh was built
+	// from.
+	services pmap.Map[[]catalog.Instance]
+	policies pmap.Map[[]byte]
+	// inForce is, per valid policy key, the policy in force and why.
+	inForce pmap.Map[policyInForce]
+	// claims are, per public prefix, the services claiming it, its owner
+	// first.
+	claims pmap.Map[[]claim]
+	// problems are the problems found, by the piece of input they were
+	// found in (see owner).
+	problems pmap.Map[Problems]
+	// dups: an instance ID is registered by two services. Which one keeps
+	// it depends on every service, so the next build starts from nothing.
+	dups bool
 }
 
-func sameSlice(a, b []catalog.Instance) bool {
-	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+type policyInForce struct {
+	status PolicyStatus
+	policy Policy
 }
 
-// build builds the mesh; with reuse it takes unchanged services from the
-// memo and returns nil when it cannot (the set of meshed services changed,
-// or an instance ID appears twice), so the caller builds everything anew.
-func (b *Builder) build(snap *catalog.Snapshot, reuse bool) *Mesh {
-	if reuse && b.memo == nil {
-		return nil
-	}
-	m := &Mesh{
-		Index:     snap.Index,
-		SeenAt:    snap.SeenAt,
-		Services:  map[string]*Service{},
-		Instances: map[string]*Instance{},
-		Policies:  map[string]PolicyStatus{},
-	}
-	bd := &build{m: m}
-	names := snap.ServiceNames()
-	memo := make(map[string]*svcMemo, len(snap.Services))
-	if reuse {
-		// Start from the previous build's instances (a map copy is far
-		// cheaper than re-inserting each), minus those of services that
-		// are parsed again below.
-		m.Instances = maps.Clone(b.instances)
-		for _, name := range names {
-			if old := b.memo[name]; old != nil && !sameSlice(old.raw, snap.Services[name]) {
-				for _, in := range old.svc.Instances {
-					delete(m.Instances, in.ID)
-				}
-			}
-		}
-		for name, old := range b.memo {
-			if _, ok := snap.Services[name]; !ok {
-				for _, in := range old.svc.Instances {
-					delete(m.Instances, in.ID)
-				}
-			}
-		}
-	}
-	var meshedNames []string
-	fresh := map[string]*build{}        // services parsed in this build
-	rawUpstreams := map[string]string{} // instance ID → raw mesh_upstreams (fresh services)
-
-	// Pass 1: instances and services, without the upstream graph (which
-	// needs the full set of service names).
-	for _, name := range names {
-		insts := snap.Services[name]
-		if old := b.memo[name]; reuse && old != nil && sameSlice(old.raw, insts) {
-			memo[name] = old
-			if old.unmeshed {
-				m.Unmeshed = append(m.Unmeshed, name)
-			}
-			if old.skip {
-				continue
-			}
-			svc := old.svc // a copy: routes and policies are set per build
-			m.Services[name] = &svc
-			meshedNames = append(meshedNames, name)
-			continue
-		}
-		sb := &build{m: m}
-		mm := &svcMemo{raw: insts}
-		memo[name] = mm
-		fresh[name] = sb
-		if !meshed(insts) {
-			m.Unmeshed = append(m.Unmeshed, name)
-			mm.skip, mm.unmeshed = true, true
-			continue
-		}
-		if !serviceNameRE.MatchString(name) {
-			sb.problem(SeverityError, KindMeta, name, "", "Name",
-				"service name %q is not a DNS label (lowercase letters, digits, '-'); it cannot be a cluster or host name, so it is left out of the mesh", truncate(name, 80))
-			mm.skip = true
-			continue
-		}
-		svc := &Service{Name: name}
-		for _, ci := range insts {
-			if !hasMeshMeta(ci.Meta) {
-				sb.problem(SeverityWarning, KindMeta, name, ci.ID, "Meta",
-					"instance has no mesh_* meta while other instances of %s do; it is left out of the mesh", name)
-				continue
-			}
-			in, meta := sb.instance(ci)
-			if _, dup := m.Instances[in.ID]; dup {
-				if reuse {
-					return nil
-				}
-				sb.problem(SeverityError, KindMeta, name, in.ID, "ID",
-					"instance ID is registered twice (on two Consul nodes); the second registration is ignored")
-				continue
-			}
-			svc.Instances = append(svc.Instances, in)
-			m.Instances[in.ID] = in
-			rawUpstreams[in.ID] = meta[MetaUpstreams]
-		}
-		if len(svc.Instances) == 0 {
-			mm.skip = true
-			continue
-		}
-		svc.Protocol = sb.serviceProtocol(svc)
-		m.Services[name] = svc
-		meshedNames = append(meshedNames, name)
-	}
-	if reuse && !slices.Equal(meshedNames, b.meshedNames) {
-		return nil // upstream validity depends on the set of services
-	}
-
-	// Pass 2: upstream graph (fresh services) and public routes.
-	for name, sb := range fresh {
-		svc := m.Services[name]
-		if svc == nil {
-			continue
-		}
-		up := map[string]bool{}
-		for _, in := range svc.Instances {
-			in.Upstreams = sb.upstreams(in, rawUpstreams[in.ID])
-			for _, u := range in.Upstreams {
-				up[u] = true
-			}
-		}
-		svc.Upstreams = sortedKeys(up)
-	}
-	for name, sb := range fresh {
-		mm := memo[name]
-		mm.problems = sb.problems
-		if svc := m.Services[name]; svc != nil {
-			mm.svc = *svc
-		}
-	}
-	for _, name := range names {
-		m.Problems = append(m.Problems, memo[name].problems...)
-	}
-	bd.routes()
-
-	// Pass 3: policies.
-	policyKeys := b.policies(bd, snap.Policies)
-
-	for name, svc := range m.Services {
-		mm := memo[name]
-		key := policyKeys[name]
-		if _, isFresh := fresh[name]; isFresh || mm.policyKey != key || mm.configHash == "" {
-			mm.configHash, mm.endpoints = hashes(svc)
-			mm.policyKey = key
-		}
-		svc.ConfigHash, svc.EndpointsHash = mm.configHash, mm.endpoints
-	}
-	m.Problems = append(m.Problems, bd.problems...)
-	slices.SortFunc(m.Problems, func(a, b Problem) int { return strings.Compare(a.Key(), b.Key()) })
-	b.memo, b.meshedNames, b.instances = memo, meshedNames, m.Instances
-	b.report(m.Problems)
-	return m
+// claim is a service's claim on a public prefix: the lowest CreateIndex
+// among its instances declaring it.
+type claim struct {
+	svc   string
+	index uint64
 }
 
-// build holds one Build's (or one service's) working state.
-type build struct {
-	m        *Mesh
-	problems Problems
-}
+// Problem owners: the kinds of input a problem is found in.
+const (
+	ownerService = "service" // a service's registrations
+	ownerSplit   = "split"   // a service's traffic split against its versions
+	ownerPrefix  = "prefix"  // the claims on a public prefix
+	ownerPolicy  = "policy"  // a policy key
+)
 
-func (bd *build) problem(sev Severity, kind, svc, inst, field, format string, args ...any) {
-	bd.problems = append(bd.problems, Problem{
-		Severity: sev, Kind: kind, Service: svc, Instance: inst, Field: field,
-		Message: fmt.Sprintf(format, args...),
-	})
-}
+func owner(kind, name string) string { return kind + "/" + name }
 
-func meshed(insts []catalog.Instance) bool {
-	return slices.ContainsFunc(insts, func(i catalog.Instance) bool { return hasMeshMeta(i.Meta) })
-}
-
-func hasMeshMeta(meta map[string]string) bool {
-	for k := range meta {
-		if strings.HasPrefix(k, "mesh_") {
-			return true
-		}
-	}
-	return false
-}
-
-// instance checks one registration; it returns the meta it accepted
-// (oversized values removed).
-func (bd *build) instance(ci catalog.Instance) (*Instance, map[string]string) {
-	in := &Instance{
-		ID: ci.ID, Service: ci.Service, Address: ci.Address, Port: ci.Port,
-		Status: ci.Status, CreateIndex: ci.CreateIndex, AddressOK: true,
-	}
-	for k, v := range ci.Meta {
-		if strings.HasPrefix(k, "mesh_") && len(v) > maxMetaValueBytes {
-			bd.problem(SeverityError, KindMeta, ci.Service, ci.ID, k, "value is %d bytes, the limit is %d; ignored", len(v), maxMetaValueBytes)
-			ci.Meta = withoutKey(ci.Meta, k)
-		}
-	}
-	if ci.Address == "" {
-		bd.problem(SeverityError, KindMeta, ci.Service, ci.ID, "Address",
-			"registration has no address (neither service nor node address); the instance receives no traffic")
-		in.AddressOK = false
-	} else if _, err := netip.ParseAddr(ci.Address); err != nil {
-		bd.problem(SeverityError, KindMeta, ci.Service, ci.ID, "Address",
-			"%q is not an IP address; Envoy load assignments need one, so the instance receives no traffic (register the IP)", truncate(ci.Address, 80))
-		in.AddressOK = false
-	}
-	if ci.Port <= 0 || ci.Port > 65535 {
-		bd.problem(SeverityError, KindPort, ci.Service, ci.ID, "Port",
-			"port %d is not a TCP port; the instance receives no traffic", ci.Port)
-		in.AddressOK = false
-	}
-
-	switch raw, ok := ci.Meta[MetaAppPort]; {
-	case !ok:
-		bd.problem(SeverityError, KindPort, ci.Service, ci.ID, MetaAppPort,
-			"missing; the sidecar of this instance gets no configuration (inbound needs the app port)")
-	default:
-		p, err := strconv.Atoi(strings.TrimSpace(raw))
-		if err != nil || p <= 0 || p > 65535 {
-			bd.problem(SeverityError, KindPort, ci.Service, ci.ID, MetaAppPort,
-				"%q is not a TCP port (1-65535); the sidecar of this instance gets no configuration", truncate(raw, 40))
-		} else {
-			in.AppPort = p
-		}
-	}
-
-	in.Protocol = HTTP1
-	switch raw, ok := ci.Meta[MetaProtocol]; {
-	case !ok:
-		bd.problem(SeverityWarning, KindMeta, ci.Service, ci.ID, MetaProtocol, "missing; assuming %q", HTTP1)
-	default:
-		switch strings.ToLower(strings.TrimSpace(raw)) {
-		case "http", "http1", "http/1.1":
-			in.Protocol = HTTP1
-		case "http2", "h2", "grpc":
-			in.Protocol = HTTP2
-		default:
-			bd.problem(SeverityError, KindMeta, ci.Service, ci.ID, MetaProtocol,
-				"%q is not a protocol (http, http2, grpc); assuming %q", truncate(raw, 40), HTTP1)
-		}
-	}
-
-	in.Version = bd.version(ci)
-	in.PublicPrefixes = bd.prefixes(ci)
-	return in, ci.Meta
-}
-
-func withoutKey(m map[string]string, key string) map[string]string {
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		if k != key {
-			out[k] = v
-		}
-	}
-	return out
-}
-
-// version takes meta "version", else a "v<N>" tag.
-func (bd *build) version(ci catalog.Instance) string {
-	if v, ok := ci.Meta[MetaVersion]; ok {
-		v = strings.TrimSpace(v)
-		if versionRE.MatchString(v) {
-			return v
-		}
-		bd.problem(SeverityWarning, KindMeta, ci.Service, ci.ID, MetaVersion,
-			"%q is not a version name (letters, digits, '.', '_', '-'); the instance is treated as unversioned", truncate(v, 40))
-		return ""
-	}
-	for _, t := range ci.Tags {
-		if versionTagRE.MatchString(t) {
-			return t
-		}
-	}
-	return ""
-}
-
-func (bd *build) prefixes(ci catalog.Instance) []string {
-	raw, ok := ci.Meta[MetaPublicPrefixes]
-	if !ok || strings.TrimSpace(raw) == "" {
-		return nil
-	}
-	var out []string
-	parts := strings.Split(raw, ",")
-	if len(parts) > maxPrefixes {
-		bd.problem(SeverityError, KindPrefix, ci.Service, ci.ID, MetaPublicPrefixes,
-			"%d prefixes, at most %d; only the first %d are used", len(parts), maxPrefixes, maxPrefixes)
-		parts = parts[:maxPrefixes]
-	}
-	for _, p := range parts {
-		p = strings.TrimSpace(p)
-		if p == "" {
-			continue
-		}
-		if why := badPrefix(p); why != "" {
-			bd.problem(SeverityError, KindPrefix, ci.Service, ci.ID, MetaPublicPrefixes,
-				"prefix %q %s; it is not routed", truncate(p, 60), why)
-			continue
-		}
-		if !slices.Contains(out, p) {
-			out = append(out, p)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
-// badPrefix says what is wrong with a public prefix, or "" when nothing is.
-func badPrefix(p string) string {
+// build makes the next state from last and snap. It reports false, having
+// changed nothing, when last cannot be built on (see Build). fromNothing
+// ignores last but for the policies it saw (which tell the keys deleted
+// since); it always succeeds.
+func (b *Builder) build(last state, snap *catalog.Snapshot, fromNothing bool) (state, bool) {
 	switch {
-	case len(p) > maxPrefixLen:
-		return fmt.Sprintf("is longer than %d bytes", maxPrefixLen)
-	case !strings.HasPrefix(p, "/"):
-		return "does not start with '/'"
-	case p == "/":
-		return "is the root; a service cannot own every path"
-	case strings.HasSuffix(p, "/"):
-		return "ends with '/'; write it without the trailing slash"
-	case strings.Contains(p, "//"):
-		return "has an empty path segment"
+	case fromNothing:
+		last = state{policies: last.policies}
+	case last.mesh == nil || last.dups:
+		return state{}, false
 	}
-	for _, seg := range strings.Split(p[1:], "/") {
-		if seg == "." || seg == ".." {
-			return "has a dot segment"
-		}
+	p := newPass(b, last, snap)
+	if !p.parse(slices.Sorted(pmap.Diff(last.services, snap.Services, catalog.SameInstances))) {
+		return state{}, false
 	}
-	if !prefixRE.MatchString(p) {
-		return "has characters that are not allowed in a path (spaces, '?', '#', '%', quotes, non-ASCII)"
-	}
-	return ""
+	p.upstreams()
+	p.routes()
+	p.policies()
+	p.finish()
+	return p.st, true
 }
 
-// serviceProtocol is the protocol all instances agree on. Disagreement is
-// an error; the service then falls back to HTTP/1.1, the protocol every
-// Meshop app serves.
-func (bd *build) serviceProtocol(svc *Service) Protocol {
-	p := svc.Instances[0].Protocol
-	for _, in := range svc.Instances[1:] {
-		if in.Protocol != p {
-			bd.problem(SeverityError, KindMeta, svc.Name, "", MetaProtocol,
-				"instances disagree on mesh_protocol (%s says %q, %s says %q); using %q",
-				svc.Instances[0].ID, p, in.ID, in.Protocol, HTTP1)
-			return HTTP1
-		}
-	}
-	return p
+// pass is one build.
+type pass struct {
+	b    *Builder
+	snap *catalog.Snapshot
+	prev *Mesh // the previous mesh; nil when building from nothing
+	last state
+	st   state // the next state; st.mesh starts as a copy of prev
+	// parsed are the services that changed (every service when building
+	// from nothing).
+	parsed map[string]*parsed
+	// touched are the meshed services whose Service is made anew.
+	touched map[string]bool
+	// routesChanged: a public prefix appeared, went, or changed owner.
+	routesChanged bool
 }
 
-func (bd *build) upstreams(in *Instance, raw string) []string {
-	if strings.TrimSpace(raw) == "" {
+func newPass(b *Builder, last state, snap *catalog.Snapshot) *pass {
+	m := &Mesh{Index: snap.Index, SeenAt: snap.SeenAt, Policies: map[string]PolicyStatus{}}
+	if prev := last.mesh; prev != nil {
+		m.Services, m.Instances, m.callers = prev.Services, prev.Instances, prev.callers
+		m.Routes, m.Unmeshed, m.Policies, m.Problems = prev.Routes, prev.Unmeshed, prev.Policies, prev.Problems
+	}
+	st := last
+	st.mesh, st.services, st.policies = m, snap.Services, snap.Policies
+	return &pass{b: b, snap: snap, prev: last.mesh, last: last, st: st,
+		parsed: map[string]*parsed{}, touched: map[string]bool{}}
+}
+
+// prevService is the previous mesh's service of that name, or nil.
+func (p *pass) prevService(name string) *Service {
+	if p.prev == nil {
 		return nil
 	}
-	parts := strings.Split(raw, ",")
-	if len(parts) > maxUpstreams {
-		bd.problem(SeverityError, KindUpstream, in.Service, in.ID, MetaUpstreams,
-			"%d upstreams, at most %d; only the first %d are used", len(parts), maxUpstreams, maxUpstreams)
-		parts = parts[:maxUpstreams]
-	}
-	var out []string
-	for _, u := range parts {
-		u = strings.TrimSpace(u)
-		switch {
-		case u == "":
-			continue
-		case !serviceNameRE.MatchString(u):
-			bd.problem(SeverityError, KindUpstream, in.Service, in.ID, MetaUpstreams,
-				"%q is not a service name; ignored", truncate(u, 60))
-		case bd.m.Services[u] == nil:
-			bd.problem(SeverityError, KindUpstream, in.Service, in.ID, MetaUpstreams,
-				"upstream %q is not a meshed service in the catalog; no route to it until it registers", u)
-		case !slices.Contains(out, u):
-			out = append(out, u)
-		}
-	}
-	slices.Sort(out)
-	return out
+	return p.prev.Service(name)
 }
 
-// routes resolves public prefixes. A prefix claimed by two services
-// belongs to the one that registered it first (lowest Consul CreateIndex
-// of a claiming instance, then name): a newcomer cannot take a route away
-// from a running service.
-func (bd *build) routes() {
-	type claim struct {
-		svc   string
-		index uint64
+// prevClass is what the previous build made of a service.
+func (p *pass) prevClass(name string) class {
+	if p.prevService(name) != nil {
+		return classMeshed
 	}
-	claims := map[string][]claim{}
-	// Map order is fine: each prefix's claims are sorted below.
-	for name, svc := range bd.m.Services {
-		first := map[string]uint64{}
-		for _, in := range svc.Instances {
-			for _, p := range in.PublicPrefixes {
-				if idx, ok := first[p]; !ok || in.CreateIndex < idx {
-					first[p] = in.CreateIndex
-				}
+	if _, ok := slices.BinarySearch(p.prev.Unmeshed, name); ok {
+		return classUnmeshed
+	}
+	if _, ok := p.last.services.Get(name); ok {
+		return classSkipped
+	}
+	return classAbsent
+}
+
+// isMeshed reports whether a service is in the new mesh.
+func (p *pass) isMeshed(name string) bool {
+	if r, ok := p.parsed[name]; ok {
+		return r.class == classMeshed
+	}
+	return p.prevService(name) != nil
+}
+
+// touch marks a meshed service's Service to be made anew.
+func (p *pass) touch(name string) {
+	if p.isMeshed(name) {
+		p.touched[name] = true
+	}
+}
+
+func (p *pass) setProblems(owner string, ps Problems) {
+	if len(ps) == 0 {
+		p.st.problems = p.st.problems.Delete(owner)
+		return
+	}
+	p.st.problems = p.st.problems.Set(owner, ps)
+}
+
+// parse checks the services that changed, in order (the first to
+// register an instance ID keeps it). It reports false when the previous
+// mesh cannot be built on: a service's class changed, or an instance ID
+// is taken twice (also when it moves between two services that changed:
+// rare enough).
+func (p *pass) parse(names []string) bool {
+	m := p.st.mesh
+	for _, name := range names {
+		old := p.prevService(name)
+		own := map[string]bool{} // the IDs it had: not taken by another
+		if old != nil {
+			for _, in := range old.Instances {
+				own[in.ID] = true
 			}
 		}
-		for p, idx := range first {
-			claims[p] = append(claims[p], claim{name, idx})
+		taken := func(id string) bool {
+			_, ok := m.Instances.Get(id)
+			return ok && !own[id]
+		}
+		r := &parsed{class: classAbsent}
+		if insts, ok := p.snap.Services.Get(name); ok {
+			r = parseService(name, insts, taken)
+		}
+		if p.prev != nil && (r.dups || r.class != p.prevClass(name)) {
+			return false
+		}
+		p.parsed[name] = r
+		p.st.dups = p.st.dups || r.dups
+		p.replaceInstances(old, r)
+		if p.prev == nil && r.class == classUnmeshed {
+			m.Unmeshed = append(m.Unmeshed, name)
 		}
 	}
-	for p, cs := range claims {
+	return true
+}
+
+// replaceInstances replaces a service's old instances with those of r in
+// Mesh.Instances.
+func (p *pass) replaceInstances(old *Service, r *parsed) {
+	m := p.st.mesh
+	if old != nil {
+		for _, in := range old.Instances {
+			if _, still := r.raw[in.ID]; !still {
+				m.Instances = m.Instances.Delete(in.ID)
+			}
+		}
+	}
+	if r.svc != nil {
+		for _, in := range r.svc.Instances {
+			m.Instances = m.Instances.Set(in.ID, in)
+		}
+	}
+}
+
+// upstreams checks the upstreams of the services that changed against
+// the meshed services, and keeps Mesh.Callers up to date.
+func (p *pass) upstreams() {
+	for name, r := range p.parsed {
+		if r.class == classMeshed {
+			up := map[string]bool{}
+			for _, in := range r.svc.Instances {
+				in.Upstreams = r.upstreams(in, r.raw[in.ID], p.isMeshed)
+				for _, u := range in.Upstreams {
+					up[u] = true
+				}
+			}
+			r.svc.Upstreams = sortedKeys(up)
+			var old []string
+			if s := p.prevService(name); s != nil {
+				old = s.Upstreams
+			}
+			p.updateCallers(name, old, r.svc.Upstreams)
+		}
+		p.setProblems(owner(ownerService, name), r.problems)
+	}
+}
+
+// updateCallers records that caller's upstreams went from old to cur.
+func (p *pass) updateCallers(caller string, old, cur []string) {
+	m := p.st.mesh
+	for _, u := range old {
+		if !slices.Contains(cur, u) {
+			cs, _ := m.callers.Get(u)
+			cs = slices.DeleteFunc(slices.Clone(cs), func(c string) bool { return c == caller })
+			if len(cs) == 0 {
+				m.callers = m.callers.Delete(u)
+			} else {
+				m.callers = m.callers.Set(u, cs)
+			}
+		}
+	}
+	for _, u := range cur {
+		if !slices.Contains(old, u) {
+			cs, _ := m.callers.Get(u)
+			i, _ := slices.BinarySearch(cs, caller)
+			m.callers = m.callers.Set(u, slices.Insert(slices.Clip(cs), i, caller))
+		}
+	}
+}
+
+// routes resolves the public prefixes of the services that changed. A
+// prefix claimed by two services belongs to the one that registered it
+// first (lowest Consul CreateIndex of a claiming instance, then name): a
+// newcomer cannot take a route away from a running service.
+func (p *pass) routes() {
+	for name, r := range p.parsed {
+		var old, cur map[string]uint64
+		if s := p.prevService(name); s != nil {
+			old = claimsOf(s)
+		}
+		if r.svc != nil {
+			cur = claimsOf(r.svc)
+		}
+		for prefix := range old {
+			if _, still := cur[prefix]; !still {
+				p.claim(prefix, name, cur)
+			}
+		}
+		for prefix := range cur {
+			p.claim(prefix, name, cur)
+		}
+	}
+	if p.prev == nil || p.routesChanged {
+		p.st.mesh.Routes = p.routeList()
+	}
+}
+
+// claimsOf is, per public prefix a service's instances declare, the
+// lowest CreateIndex among them.
+func claimsOf(s *Service) map[string]uint64 {
+	first := map[string]uint64{}
+	for _, in := range s.Instances {
+		for _, prefix := range in.PublicPrefixes {
+			if idx, ok := first[prefix]; !ok || in.CreateIndex < idx {
+				first[prefix] = in.CreateIndex
+			}
+		}
+	}
+	return first
+}
+
+// claim replaces svc's claim on prefix with the one in cur (none when cur
+// has no such prefix).
+func (p *pass) claim(prefix, svc string, cur map[string]uint64) {
+	cs, _ := p.st.claims.Get(prefix)
+	before := ownerOf(cs)
+	cs = slices.DeleteFunc(slices.Clone(cs), func(c claim) bool { return c.svc == svc })
+	if idx, ok := cur[prefix]; ok {
+		cs = append(cs, claim{svc, idx})
 		slices.SortFunc(cs, func(a, b claim) int {
 			return cmp.Or(cmp.Compare(a.index, b.index), strings.Compare(a.svc, b.svc))
 		})
-		owner := cs[0].svc
-		for _, c := range cs[1:] {
-			bd.problem(SeverityError, KindPrefix, c.svc, "", MetaPublicPrefixes,
-				"prefix %q is also claimed by %s, which registered it first; it stays with %s and is not routed to %s", p, owner, owner, c.svc)
-		}
-		bd.m.Routes = append(bd.m.Routes, PublicRoute{Prefix: p, Service: owner})
-		s := bd.m.Services[owner]
-		s.PublicPrefixes = append(s.PublicPrefixes, p)
 	}
-	for _, s := range bd.m.Services {
-		slices.Sort(s.PublicPrefixes)
+	if len(cs) == 0 {
+		p.st.claims = p.st.claims.Delete(prefix)
+	} else {
+		p.st.claims = p.st.claims.Set(prefix, cs)
 	}
-	// Longest prefix first so that /orders/export wins over /orders
-	// whatever the route matcher; ties by name for stable output.
-	slices.SortFunc(bd.m.Routes, func(a, b PublicRoute) int {
+	if after := ownerOf(cs); after != before {
+		p.routesChanged = true
+		p.touch(before)
+		p.touch(after)
+	}
+	c := checker{}
+	for _, x := range cs[min(1, len(cs)):] {
+		c.problem(SeverityError, KindPrefix, x.svc, "", MetaPublicPrefixes,
+			"prefix %q is also claimed by %s, which registered it first; it stays with %s and is not routed to %s", prefix, cs[0].svc, cs[0].svc, x.svc)
+	}
+	p.setProblems(owner(ownerPrefix, prefix), c.problems)
+}
+
+func ownerOf(cs []claim) string {
+	if len(cs) == 0 {
+		return ""
+	}
+	return cs[0].svc
+}
+
+// routeList is every public route, longest prefix first so that
+// /orders/export wins over /orders whatever the route matcher; ties by
+// prefix for stable output.
+func (p *pass) routeList() []PublicRoute {
+	var out []PublicRoute
+	for prefix, cs := range p.st.claims.All() {
+		out = append(out, PublicRoute{Prefix: prefix, Service: cs[0].svc})
+	}
+	slices.SortFunc(out, func(a, b PublicRoute) int {
 		return cmp.Or(cmp.Compare(len(b.Prefix), len(a.Prefix)), strings.Compare(a.Prefix, b.Prefix))
 	})
+	return out
 }
 
-// policies applies KV policies, keeping each service's last good policy
-// when its current value is rejected.
-//
-// It returns, per service with a KV key, what identifies the policy in
-// force (the raw document it was parsed from); "" means the default.
-func (b *Builder) policies(bd *build, kv map[string][]byte) map[string]string {
-	keysInForce := map[string]string{}
-	seen := map[string]bool{}
-	keys := make([]string, 0, len(kv))
-	for k := range kv {
-		keys = append(keys, k)
+// owned is the prefixes a service owns, sorted.
+func (p *pass) owned(s *Service) []string {
+	var out []string
+	for prefix := range claimsOf(s) {
+		if cs, _ := p.st.claims.Get(prefix); ownerOf(cs) == s.Name {
+			out = append(out, prefix)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// policies evaluates the policy keys whose value changed; when building
+// from nothing, every key (whether a key names a meshed service may have
+// changed). A policy change costs O(policies): Mesh.Policies is made
+// anew.
+func (p *pass) policies() {
+	keys := slices.Collect(pmap.Diff(p.last.policies, p.snap.Policies, bytes.Equal))
+	if p.prev == nil {
+		keys = append(keys, slices.Collect(p.snap.Policies.Keys())...)
+	}
+	if len(keys) == 0 {
+		return
 	}
 	slices.Sort(keys)
-	for _, key := range keys {
-		raw := kv[key]
-		if key == "" {
-			continue // the folder itself, as the Consul UI creates it
-		}
-		if !serviceNameRE.MatchString(key) {
-			bd.problem(SeverityError, KindPolicy, "", "", catalog.PolicyPrefix+truncate(key, 80),
-				"policy key does not name a service (want %s<service>); ignored", catalog.PolicyPrefix)
-			continue
-		}
-		seen[key] = true
-		last, hadLast := b.lastGood[key]
-		if hadLast && bytes.Equal(last.raw, raw) {
-			b.apply(bd, key, PolicyStatus{Source: PolicyKV}, last.policy)
-			keysInForce[key] = "kv:" + string(raw)
-			continue
-		}
-		p, err := ParsePolicy(raw, b.maxPolicyBytes)
-		if err == nil {
-			b.lastGood[key] = parsedPolicy{raw: bytes.Clone(raw), policy: p}
-			b.apply(bd, key, PolicyStatus{Source: PolicyKV}, p)
-			keysInForce[key] = "kv:" + string(raw)
-			continue
-		}
-		reason := strings.ReplaceAll(err.Error(), "\n", "; ")
-		st := PolicyStatus{Source: PolicyDefault, Rejected: reason}
-		keep := "the default policy stays in force"
-		pol := DefaultPolicy()
-		if hadLast {
-			st.Source, pol = PolicyLastGood, last.policy
-			keep = "the last good policy stays in force"
-			keysInForce[key] = "kv:" + string(last.raw)
-		}
-		bd.problem(SeverityError, KindPolicy, key, "", catalog.PolicyPrefix+key, "rejected: %s; %s", reason, keep)
-		b.apply(bd, key, st, pol)
+	for _, key := range slices.Compact(keys) {
+		p.policy(key)
 	}
-	// A deleted key means "back to defaults", deliberately.
-	for svc := range b.lastGood {
-		if !seen[svc] {
-			delete(b.lastGood, svc)
-		}
-	}
-	for _, svc := range bd.m.Services {
-		if _, ok := bd.m.Policies[svc.Name]; !ok {
-			svc.Policy = DefaultPolicy()
-		}
-	}
-	for _, svc := range bd.m.Services {
-		for i, s := range svc.Policy.Split {
-			if !slices.Contains(svc.Versions(), s.Version) {
-				bd.problem(SeverityWarning, KindPolicy, svc.Name, "", fmt.Sprintf("traffic_split[%d]", i),
-					"version %q has no registered instance; its %d%% of the traffic fails until one registers", s.Version, s.Weight)
-			}
-		}
-	}
-	return keysInForce
-}
-
-func (b *Builder) apply(bd *build, svc string, st PolicyStatus, p Policy) {
-	bd.m.Policies[svc] = st
-	if s := bd.m.Services[svc]; s != nil {
-		s.Policy = p
-	} else if st.Rejected == "" {
-		bd.problem(SeverityWarning, KindPolicy, svc, "", catalog.PolicyPrefix+svc,
-			"policy for a service that is not in the mesh (yet); it applies when the service registers")
+	m := p.st.mesh
+	m.Policies = make(map[string]PolicyStatus, p.st.inForce.Len())
+	for key, f := range p.st.inForce.All() {
+		m.Policies[key] = f.status
 	}
 }
 
-// report logs problems that appeared or went away since the last build.
-func (b *Builder) report(ps Problems) {
-	cur := make(map[string]Problem, len(ps))
-	for _, p := range ps {
-		cur[p.Key()] = p
-		if _, ok := b.prev[p.Key()]; ok {
-			continue
+// policy evaluates one policy key, keeping the last good policy when the
+// current value is rejected.
+func (p *pass) policy(key string) {
+	b := p.b
+	p.touch(key)
+	p.st.inForce = p.st.inForce.Delete(key)
+	raw, present := p.snap.Policies.Get(key)
+	c := checker{}
+	switch {
+	case !present:
+		delete(b.lastGood, key) // a deleted key means "back to defaults", deliberately
+	case key == "":
+		// the folder itself, as the Consul UI creates it
+	case !serviceNameRE.MatchString(key):
+		c.problem(SeverityError, KindPolicy, "", "", catalog.PolicyPrefix+truncate(key, 80),
+			"policy key does not name a service (want %s<service>); ignored", catalog.PolicyPrefix)
+	default:
+		f := b.evaluate(&c, key, raw)
+		p.st.inForce = p.st.inForce.Set(key, f)
+		if !p.isMeshed(key) && f.status.Rejected == "" {
+			c.problem(SeverityWarning, KindPolicy, key, "", catalog.PolicyPrefix+key,
+				"policy for a service that is not in the mesh (yet); it applies when the service registers")
 		}
+	}
+	p.setProblems(owner(ownerPolicy, key), c.problems)
+}
+
+// evaluate decides which policy a key's value puts in force.
+func (b *Builder) evaluate(c *checker, key string, raw []byte) policyInForce {
+	last, hadLast := b.lastGood[key]
+	if hadLast && bytes.Equal(last.raw, raw) {
+		return policyInForce{PolicyStatus{Source: PolicyKV}, last.policy}
+	}
+	pol, err := ParsePolicy(raw, b.maxPolicyBytes)
+	if err == nil {
+		b.lastGood[key] = parsedPolicy{raw: bytes.Clone(raw), policy: pol}
+		return policyInForce{PolicyStatus{Source: PolicyKV}, pol}
+	}
+	reason := strings.ReplaceAll(err.Error(), "\n", "; ")
+	f := policyInForce{PolicyStatus{Source: PolicyDefault, Rejected: reason}, DefaultPolicy()}
+	keep := "the default policy stays in force"
+	if hadLast {
+		f.status.Source, f.policy = PolicyLastGood, last.policy
+		keep = "the last good policy stays in force"
+	}
+	c.problem(SeverityError, KindPolicy, key, "", catalog.PolicyPrefix+key, "rejected: %s; %s", reason, keep)
+	return f
+}
+
+// policyFor is the policy in force for a service.
+func (p *pass) policyFor(name string) Policy {
+	if f, ok := p.st.inForce.Get(name); ok {
+		return f.policy
+	}
+	return DefaultPolicy()
+}
+
+// finish makes anew the Service of every meshed service that changed, or
+// whose public prefixes or policy did, and the problem list when a
+// problem appeared or went.
+func (p *pass) finish() {
+	m := p.st.mesh
+	for name, r := range p.parsed {
+		if r.class == classMeshed {
+			p.touched[name] = true
+		}
+	}
+	for name := range p.touched {
+		base := p.prevService(name)
+		if r, ok := p.parsed[name]; ok {
+			base = r.svc
+		}
+		svc := *base // the previous mesh's Service is never modified
+		svc.PublicPrefixes = p.owned(&svc)
+		svc.Policy = p.policyFor(name)
+		p.setProblems(owner(ownerSplit, name), splitProblems(&svc))
+		svc.ConfigHash, svc.EndpointsHash = hashes(&svc)
+		m.Services = m.Services.Set(name, &svc)
+	}
+	if p.prev == nil || !pmap.Equal(p.last.problems, p.st.problems, slices.Equal) {
+		m.Problems = nil
+		for _, ps := range p.st.problems.All() {
+			m.Problems = append(m.Problems, ps...)
+		}
+		sortProblems(m.Problems)
+	}
+}
+
+// splitProblems warns about split versions without an instance.
+func splitProblems(svc *Service) Problems {
+	c := checker{}
+	versions := svc.Versions()
+	for i, s := range svc.Policy.Split {
+		if !slices.Contains(versions, s.Version) {
+			c.problem(SeverityWarning, KindPolicy, svc.Name, "", fmt.Sprintf("traffic_split[%d]", i),
+				"version %q has no registered instance; its %d%% of the traffic fails until one registers", s.Version, s.Weight)
+		}
+	}
+	return c.problems
+}
+
+func sortProblems(ps Problems) {
+	slices.SortFunc(ps, func(a, b Problem) int { return strings.Compare(a.Key(), b.Key()) })
+}
+
+// report logs the problems that appeared or went away since the previous
+// build: only those of the owners whose problems changed are compared.
+func (b *Builder) report(old, cur pmap.Map[Problems]) {
+	var appeared, resolved Problems
+	for o := range pmap.Diff(old, cur, slices.Equal) {
+		was, _ := old.Get(o)
+		now, _ := cur.Get(o)
+		appeared = append(appeared, missing(now, was)...)
+		resolved = append(resolved, missing(was, now)...)
+	}
+	sortProblems(appeared)
+	sortProblems(resolved)
+	for _, p := range appeared {
 		level := slog.LevelWarn
 		if p.Severity == SeverityError {
 			level = slog.LevelError
@@ -646,13 +583,27 @@ func (b *Builder) report(ps Problems) {
 			b.onProblem(p)
 		}
 	}
-	for k, p := range b.prev {
-		if _, ok := cur[k]; !ok {
-			b.log.Info("mesh input problem resolved", "kind", p.Kind, "service", p.Service,
-				"instance", p.Instance, "field", p.Field, "was", p.Message)
+	for _, p := range resolved {
+		b.log.Info("mesh input problem resolved", "kind", p.Kind, "service", p.Service,
+			"instance", p.Instance, "field", p.Field, "was", p.Message)
+	}
+}
+
+// missing returns the problems of ps whose key is not in others, each
+// key once.
+func missing(ps, others Problems) Problems {
+	seen := make(map[string]bool, len(others))
+	for _, p := range others {
+		seen[p.Key()] = true
+	}
+	var out Problems
+	for _, p := range ps {
+		if !seen[p.Key()] {
+			seen[p.Key()] = true
+			out = append(out, p)
 		}
 	}
-	b.prev = cur
+	return out
 }
 
 // hashes fingerprints what callers' resources are built from.

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/meshop/meshop/controlplane/catalog"
+	"github.com/meshop/meshop/controlplane/internal/pmap"
 )
 
 // inst is a well-formed meshed instance; options tweak it.
@@ -32,11 +33,11 @@ func meta(k, v string) func(*catalog.Instance) {
 }
 
 func snap(insts ...catalog.Instance) *catalog.Snapshot {
-	s := &catalog.Snapshot{Index: 42, Services: map[string][]catalog.Instance{}, Policies: map[string][]byte{}}
+	services := map[string][]catalog.Instance{}
 	for _, in := range insts {
-		s.Services[in.Service] = append(s.Services[in.Service], in)
+		services[in.Service] = append(services[in.Service], in)
 	}
-	return s
+	return &catalog.Snapshot{Index: 42, Services: pmap.FromMap(services)}
 }
 
 func problemKinds(ps Problems) []string {
@@ -66,23 +67,23 @@ func TestBuildShop(t *testing.T) {
 	if diff := cmp.Diff([]string{"consul"}, m.Unmeshed); diff != "" {
 		t.Errorf("unmeshed (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{"payment", "product", "user"}, m.Instances["order-1"].Upstreams); diff != "" {
+	if diff := cmp.Diff([]string{"payment", "product", "user"}, m.Instance("order-1").Upstreams); diff != "" {
 		t.Errorf("order upstreams (-want +got):\n%s", diff)
 	}
 	wantRoutes := []PublicRoute{{"/products/admin", "product"}, {"/products", "product"}, {"/orders", "order"}, {"/users", "user"}}
 	if diff := cmp.Diff(wantRoutes, m.Routes); diff != "" {
 		t.Errorf("routes (-want +got):\n%s", diff)
 	}
-	if got := len(m.Services["user"].Endpoints()); got != 1 {
+	if got := len(m.Service("user").Endpoints()); got != 1 {
 		t.Errorf("user endpoints = %d, want 1 (user-2 is critical)", got)
 	}
-	if m.Instances["user-2"] == nil {
+	if m.Instance("user-2") == nil {
 		t.Error("critical instance user-2 missing from Instances; its sidecar would lose its config")
 	}
-	if got := m.Services["payment"].Protocol; got != HTTP2 {
+	if got := m.Service("payment").Protocol; got != HTTP2 {
 		t.Errorf("payment protocol = %q, want %q", got, HTTP2)
 	}
-	if got := m.Services["order"].Policy; !cmp.Equal(got, DefaultPolicy()) {
+	if got := m.Service("order").Policy; !cmp.Equal(got, DefaultPolicy()) {
 		t.Errorf("order policy = %+v, want default", got)
 	}
 }
@@ -99,7 +100,7 @@ func TestBuildBadInput(t *testing.T) {
 			snap: snap(inst("order", "order-1", meta(MetaUpstreams, "user,prodcut,Bad_Name")), inst("user", "user-1")),
 			want: []string{"error upstream order/order-1 mesh_upstreams", "error upstream order/order-1 mesh_upstreams"},
 			check: func(t *testing.T, m *Mesh) {
-				if diff := cmp.Diff([]string{"user"}, m.Instances["order-1"].Upstreams); diff != "" {
+				if diff := cmp.Diff([]string{"user"}, m.Instance("order-1").Upstreams); diff != "" {
 					t.Errorf("upstreams (-want +got):\n%s", diff)
 				}
 			},
@@ -138,10 +139,10 @@ func TestBuildBadInput(t *testing.T) {
 			),
 			want: []string{"error port order/order-1 mesh_app_port", "error port order/order-2 mesh_app_port", "error port order/order-3 Port", "error port order/order-3 mesh_app_port"},
 			check: func(t *testing.T, m *Mesh) {
-				if got := m.Instances["order-1"].AppPort; got != 0 {
+				if got := m.Instance("order-1").AppPort; got != 0 {
 					t.Errorf("order-1 app port = %d, want 0", got)
 				}
-				if got := len(m.Services["order"].Endpoints()); got != 2 {
+				if got := len(m.Service("order").Endpoints()); got != 2 {
 					t.Errorf("endpoints = %d, want 2 (order-3 has port 0)", got)
 				}
 			},
@@ -151,7 +152,7 @@ func TestBuildBadInput(t *testing.T) {
 			snap: snap(inst("pay", "pay-1", meta(MetaProtocol, "http2")), inst("pay", "pay-2", meta(MetaProtocol, "carrier-pigeon"))),
 			want: []string{"error meta pay/pay-2 mesh_protocol", "error meta pay/ mesh_protocol"},
 			check: func(t *testing.T, m *Mesh) {
-				if got := m.Services["pay"].Protocol; got != HTTP1 {
+				if got := m.Service("pay").Protocol; got != HTTP1 {
 					t.Errorf("protocol = %q, want %q", got, HTTP1)
 				}
 			},
@@ -165,7 +166,7 @@ func TestBuildBadInput(t *testing.T) {
 			name: "split names a version without instances",
 			snap: func() *catalog.Snapshot {
 				s := snap(inst("user", "user-1"))
-				s.Policies["user"] = []byte(`{"traffic_split":[{"version":"v1","weight":90},{"version":"v2","weight":10}]}`)
+				s.Policies = s.Policies.Set("user", []byte(`{"traffic_split":[{"version":"v1","weight":90},{"version":"v2","weight":10}]}`))
 				return s
 			}(),
 			want: []string{"warning policy user/ traffic_split[1]"},
@@ -174,9 +175,9 @@ func TestBuildBadInput(t *testing.T) {
 			name: "bad policy key and policy for an absent service",
 			snap: func() *catalog.Snapshot {
 				s := snap(inst("user", "user-1"))
-				s.Policies["a/b"] = []byte(`{}`)
-				s.Policies["ghost"] = []byte(`{}`)
-				s.Policies[""] = nil
+				s.Policies = s.Policies.Set("a/b", []byte(`{}`))
+				s.Policies = s.Policies.Set("ghost", []byte(`{}`))
+				s.Policies = s.Policies.Set("", nil)
 				return s
 			}(),
 			want: []string{"error policy / mesh/policy/a/b", "warning policy ghost/ mesh/policy/ghost"},
@@ -208,22 +209,22 @@ func TestBuildPolicyLastGood(t *testing.T) {
 	})
 	s := snap(inst("user", "user-1"), inst("order", "order-1"))
 
-	s.Policies["user"] = []byte(`{"timeout":"2s"}`)
+	s.Policies = s.Policies.Set("user", []byte(`{"timeout":"2s"}`))
 	m1 := b.Build(s)
-	if got := m1.Services["user"].Policy.Timeout; got != 2*time.Second {
+	if got := m1.Service("user").Policy.Timeout; got != 2*time.Second {
 		t.Fatalf("timeout = %s, want 2s", got)
 	}
 
-	s.Policies["user"] = []byte(`{"timeout":"forever"}`)
+	s.Policies = s.Policies.Set("user", []byte(`{"timeout":"forever"}`))
 	for range 3 { // rebuilding must not log or count the same problem again
 		m2 := b.Build(s)
-		if got := m2.Services["user"].Policy.Timeout; got != 2*time.Second {
+		if got := m2.Service("user").Policy.Timeout; got != 2*time.Second {
 			t.Fatalf("after bad policy timeout = %s, want last good 2s", got)
 		}
 		if st := m2.Policies["user"]; st.Source != PolicyLastGood || !strings.Contains(st.Rejected, "duration") {
 			t.Fatalf("policy status = %+v, want last_good with reason", st)
 		}
-		if m2.Services["order"].ConfigHash != m1.Services["order"].ConfigHash {
+		if m2.Service("order").ConfigHash != m1.Service("order").ConfigHash {
 			t.Fatal("order's config hash changed although only user's policy was touched")
 		}
 	}
@@ -234,9 +235,9 @@ func TestBuildPolicyLastGood(t *testing.T) {
 		t.Errorf("policy problem logged %d times, want once:\n%s", n, logs.String())
 	}
 
-	delete(s.Policies, "user")
+	s.Policies = s.Policies.Delete("user")
 	m3 := b.Build(s)
-	if got := m3.Services["user"].Policy; !cmp.Equal(got, DefaultPolicy()) {
+	if got := m3.Service("user").Policy; !cmp.Equal(got, DefaultPolicy()) {
 		t.Errorf("after delete policy = %+v, want default", got)
 	}
 	if !strings.Contains(logs.String(), "problem resolved") {
@@ -244,7 +245,7 @@ func TestBuildPolicyLastGood(t *testing.T) {
 	}
 
 	// With no history a bad policy falls back to the default.
-	s.Policies["user"] = []byte(`{"timeout":"forever"}`)
+	s.Policies = s.Policies.Set("user", []byte(`{"timeout":"forever"}`))
 	m4 := NewBuilder(BuilderOptions{}).Build(s)
 	if st := m4.Policies["user"]; st.Source != PolicyDefault || st.Rejected == "" {
 		t.Errorf("policy status = %+v, want default with reason", st)
@@ -258,7 +259,7 @@ func TestHashesTrackOnlyTheirInputs(t *testing.T) {
 
 	flipped := snap(inst("user", "user-1"), inst("user", "user-2", func(i *catalog.Instance) { i.Status = catalog.StatusCritical }))
 	m2 := b.Build(flipped)
-	u1, u2 := m1.Services["user"], m2.Services["user"]
+	u1, u2 := m1.Service("user"), m2.Service("user")
 	if u1.EndpointsHash == u2.EndpointsHash {
 		t.Error("endpoints hash did not change when an instance went critical")
 	}
@@ -266,12 +267,12 @@ func TestHashesTrackOnlyTheirInputs(t *testing.T) {
 		t.Error("config hash changed when only health changed")
 	}
 
-	flipped.Policies["user"] = []byte(`{"timeout":"1s"}`)
+	flipped.Policies = flipped.Policies.Set("user", []byte(`{"timeout":"1s"}`))
 	m3 := b.Build(flipped)
-	if m3.Services["user"].ConfigHash == u2.ConfigHash {
+	if m3.Service("user").ConfigHash == u2.ConfigHash {
 		t.Error("config hash did not change with the policy")
 	}
-	if m3.Services["user"].EndpointsHash != u2.EndpointsHash {
+	if m3.Service("user").EndpointsHash != u2.EndpointsHash {
 		t.Error("endpoints hash changed with the policy")
 	}
 }
@@ -279,7 +280,7 @@ func TestHashesTrackOnlyTheirInputs(t *testing.T) {
 func TestVersionFromTag(t *testing.T) {
 	s := snap(inst("user", "user-1", func(i *catalog.Instance) { delete(i.Meta, MetaVersion); i.Tags = []string{"primary", "v3"} }))
 	m := NewBuilder(BuilderOptions{}).Build(s)
-	if got := m.Instances["user-1"].Version; got != "v3" {
+	if got := m.Instance("user-1").Version; got != "v3" {
 		t.Errorf("version = %q, want v3 from the tag", got)
 	}
 }
@@ -295,17 +296,12 @@ func TestBuildReusesUnchangedServices(t *testing.T) {
 		inst("product", "product-1", meta(MetaPublicPrefixes, "/products")),
 		catalog.Instance{ID: "consul", Service: "consul", Address: "127.0.0.1", Port: 8300, Status: catalog.StatusPassing},
 	)
-	base.Policies["user"] = []byte(`{"timeout":"2s"}`)
+	base.Policies = base.Policies.Set("user", []byte(`{"timeout":"2s"}`))
 	next := func(s *catalog.Snapshot, change func(*catalog.Snapshot)) *catalog.Snapshot {
-		out := &catalog.Snapshot{Index: s.Index + 1, Services: map[string][]catalog.Instance{}, Policies: map[string][]byte{}}
-		for k, v := range s.Services {
-			out.Services[k] = v
-		}
-		for k, v := range s.Policies {
-			out.Policies[k] = v
-		}
-		change(out)
-		return out
+		out := *s // the maps are persistent: changing out leaves s alone
+		out.Index++
+		change(&out)
+		return &out
 	}
 	asJSON := func(m *Mesh) string {
 		b, err := json.Marshal(m)
@@ -321,16 +317,19 @@ func TestBuildReusesUnchangedServices(t *testing.T) {
 		name   string
 		change func(*catalog.Snapshot)
 		reused []string // services whose instances are the previous build's
+		kept   []string // services whose Service is the previous build's
 	}{
 		{"health flip", func(s *catalog.Snapshot) {
-			users := slices.Clone(s.Services["user"])
+			users, _ := s.Services.Get("user")
+			users = slices.Clone(users)
 			users[1].Status = catalog.StatusCritical
-			s.Services["user"] = users
-		}, []string{"order", "product"}},
-		{"policy change", func(s *catalog.Snapshot) { s.Policies["product"] = []byte(`{"timeout":"3s"}`) }, []string{"order", "product", "user"}},
+			s.Services = s.Services.Set("user", users)
+		}, []string{"order", "product"}, []string{"order", "product"}},
+		{"policy change", func(s *catalog.Snapshot) { s.Policies = s.Policies.Set("product", []byte(`{"timeout":"3s"}`)) },
+			[]string{"order", "product", "user"}, []string{"order", "user"}},
 		{"new service: everything rebuilt", func(s *catalog.Snapshot) {
-			s.Services["nope"] = []catalog.Instance{inst("nope", "nope-1")}
-		}, nil},
+			s.Services = s.Services.Set("nope", []catalog.Instance{inst("nope", "nope-1")})
+		}, nil, nil},
 	}
 	prev, prevSnap := m1, base
 	for _, tt := range tests {
@@ -341,10 +340,13 @@ func TestBuildReusesUnchangedServices(t *testing.T) {
 			if diff := cmp.Diff(asJSON(want), asJSON(got)); diff != "" {
 				t.Errorf("incremental build differs from a fresh one (-want +got):\n%s", diff)
 			}
-			for name, svc := range got.Services {
-				same := prev.Services[name] != nil && svc.Instances[0] == prev.Services[name].Instances[0]
+			for name, svc := range got.Services.All() {
+				same := prev.Service(name) != nil && svc.Instances[0] == prev.Service(name).Instances[0]
 				if same != slices.Contains(tt.reused, name) {
 					t.Errorf("%s reused = %v, want %v", name, same, !same)
+				}
+				if kept := svc == prev.Service(name); kept != slices.Contains(tt.kept, name) {
+					t.Errorf("%s Service kept = %v, want %v", name, kept, !kept)
 				}
 			}
 			prev, prevSnap = got, s

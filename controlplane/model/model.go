@@ -5,11 +5,18 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/meshop/meshop/controlplane/internal/pmap"
 )
 
 // Mesh is the validated mesh at one Consul moment. It is built once by a
 // Builder and never modified afterwards, so the translator and the debug
 // endpoints read it concurrently without locks.
+//
+// Its maps are persistent (pmap) and each mesh is the previous one with
+// what changed replaced: a Service or Instance that did not change is the
+// very same pointer in both, so pmap.Diff of two meshes' Services names
+// the services that changed, at the cost of the change.
 type Mesh struct {
 	// Index and SeenAt come from the catalog snapshot the mesh was built
 	// from.
@@ -17,10 +24,10 @@ type Mesh struct {
 	SeenAt time.Time `json:"seen_at"`
 	// Services are the meshed services (at least one instance carries
 	// mesh_* meta), by name.
-	Services map[string]*Service `json:"services"`
+	Services pmap.Map[*Service] `json:"services"`
 	// Instances are every instance of every meshed service, by ID: the
 	// sidecar node IDs the control plane keeps a snapshot for.
-	Instances map[string]*Instance `json:"-"`
+	Instances pmap.Map[*Instance] `json:"-"`
 	// Routes are the public routes the edge serves, longest prefix first.
 	Routes []PublicRoute `json:"routes"`
 	// Unmeshed lists catalog services without mesh meta (Consul itself,
@@ -29,8 +36,34 @@ type Mesh struct {
 	// Policies reports, for every service that has a KV policy key or had
 	// one rejected, which policy is in force and why.
 	Policies map[string]PolicyStatus `json:"policies,omitempty"`
-	// Problems is everything wrong with the input, errors and warnings.
+	// Problems is everything wrong with the input, errors and warnings,
+	// sorted by Key. It is the previous mesh's slice when no problem
+	// appeared or went away.
 	Problems Problems `json:"problems"`
+
+	// callers maps a service to the meshed services that declare it as
+	// an upstream, sorted.
+	callers pmap.Map[[]string]
+}
+
+// Service returns the meshed service of that name, or nil.
+func (m *Mesh) Service(name string) *Service {
+	s, _ := m.Services.Get(name)
+	return s
+}
+
+// Instance returns the instance of a meshed service with that ID, or nil.
+func (m *Mesh) Instance(id string) *Instance {
+	in, _ := m.Instances.Get(id)
+	return in
+}
+
+// Callers returns the meshed services that declare name as an upstream,
+// sorted: the services whose sidecars a change of name's endpoints or
+// config touches.
+func (m *Mesh) Callers(name string) []string {
+	c, _ := m.callers.Get(name)
+	return c
 }
 
 // Service is one meshed service.
@@ -236,19 +269,12 @@ func (m *Mesh) Validate() error {
 }
 
 // ServiceNames returns the meshed service names in order.
-func (m *Mesh) ServiceNames() []string {
-	names := make([]string, 0, len(m.Services))
-	for n := range m.Services {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
+func (m *Mesh) ServiceNames() []string { return slices.Sorted(m.Services.Keys()) }
 
 // ProblemsFor returns the problems about one instance or its service's
 // policy and registration (what a node's debug entry shows).
 func (m *Mesh) ProblemsFor(instanceID string) Problems {
-	in := m.Instances[instanceID]
+	in := m.Instance(instanceID)
 	var out Problems
 	for _, p := range m.Problems {
 		if p.Instance == instanceID || (in != nil && p.Instance == "" && p.Service == in.Service) {

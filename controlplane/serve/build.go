@@ -277,14 +277,14 @@ func (u *upstreamMemo) entry(r cachetypes.Resource) *entry {
 func (u *upstreamMemo) sweep(m *model.Mesh) {
 	for _, memo := range []map[string]memoEntry{u.clusters, u.endpoints} {
 		for name, me := range memo {
-			if m.Services[name] == nil {
+			if m.Service(name) == nil {
 				u.forget(me)
 				delete(memo, name)
 			}
 		}
 	}
 	for name := range u.vhosts {
-		if m.Services[name] == nil {
+		if m.Service(name) == nil {
 			delete(u.vhosts, name)
 		}
 	}
@@ -308,10 +308,10 @@ func (f *fingerprint) sum() string { return hex.EncodeToString(f.h.Sum(nil)[:12]
 // unrelated change leaves the node alone.
 func sidecarFP(m *model.Mesh, in *model.Instance, opts translate.Node, cfgFP string) (config, endpoints string) {
 	c, e := newFP(), newFP()
-	svc := m.Services[in.Service]
+	svc := m.Service(in.Service)
 	c.add(cfgFP, opts.InboundPort, opts.OutboundPort, in.AppPort, svc.ConfigHash, strings.Join(in.Upstreams, ","))
 	for _, u := range in.Upstreams {
-		us := m.Services[u]
+		us := m.Service(u)
 		c.add(u, us.ConfigHash)
 		e.add(u, us.ConfigHash, us.EndpointsHash)
 	}
@@ -321,18 +321,15 @@ func sidecarFP(m *model.Mesh, in *model.Instance, opts translate.Node, cfgFP str
 func edgeFP(m *model.Mesh, cfgFP string) (config, endpoints string) {
 	c, e := newFP(), newFP()
 	c.add(cfgFP)
+	// Only the services owning a route, sorted: not every service.
+	public := make([]string, 0, len(m.Routes))
 	for _, r := range m.Routes {
 		c.add(r.Prefix, r.Service)
-	}
-	var public []string // only these, sorted: not every service's name
-	for name, s := range m.Services {
-		if len(s.PublicPrefixes) > 0 {
-			public = append(public, name)
-		}
+		public = append(public, r.Service)
 	}
 	slices.Sort(public)
-	for _, name := range public {
-		s := m.Services[name]
+	for _, name := range slices.Compact(public) {
+		s := m.Service(name)
 		c.add(name, s.ConfigHash)
 		e.add(name, s.ConfigHash, s.EndpointsHash)
 	}

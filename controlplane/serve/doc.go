@@ -7,6 +7,9 @@
 //	                                      ▼ Apply
 //	                        model.Builder.Build ──▶ *model.Mesh
 //	                                      │
+//	      changedKeys: pmap.Diff(previous mesh, mesh) ─▶ changed services
+//	      ─▶ their own instances, their callers' (Mesh.Callers), the edge
+//	                                      │
 //	      per cache key (instance ID, or "edge" for every edge node):
 //	      fingerprint of the inputs ──unchanged──▶ skip
 //	                                      │ changed
@@ -31,6 +34,11 @@
 // only endpoints sends only EDS, and an unchanged node gets nothing. The
 // delta version map is filled from the same per-resource hashes, so the
 // cache never re-marshals a resource per node to compute it.
+//
+// The model shares every unchanged Service between meshes, so a pass
+// visits only the keys a change can concern and costs the same in a mesh
+// of 100 services or of 1,000. A change to the set of services visits
+// every key (their fingerprints still skip the unchanged ones).
 //
 // A snapshot is kept for every instance in the catalog whether or not its
 // Envoy is connected, so an Envoy gets its config on its first request.

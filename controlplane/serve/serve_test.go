@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/meshop/meshop/controlplane/catalog"
 	"github.com/meshop/meshop/controlplane/internal/envoysim"
+	"github.com/meshop/meshop/controlplane/internal/pmap"
 	"github.com/meshop/meshop/controlplane/internal/poll"
 	"github.com/meshop/meshop/controlplane/serve"
 	"github.com/meshop/meshop/controlplane/translate"
@@ -36,6 +38,7 @@ type shop struct {
 	mu    sync.Mutex
 	insts map[string]catalog.Instance
 	index uint64
+	last  pmap.Map[[]catalog.Instance] // the services of the last snapshot
 }
 
 func newShop() *shop {
@@ -77,11 +80,13 @@ func cloneMeta(m map[string]string) map[string]string {
 	return out
 }
 
+// snapshot makes a snapshot the way the catalog watcher does: from the
+// last one, with the services whose instances changed set.
 func (s *shop) snapshot() *catalog.Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.index++
-	snap := &catalog.Snapshot{Index: s.index, SeenAt: time.Now(), Services: map[string][]catalog.Instance{}, Policies: map[string][]byte{}}
+	services := map[string][]catalog.Instance{}
 	ids := make([]string, 0, len(s.insts))
 	for id := range s.insts {
 		ids = append(ids, id)
@@ -89,9 +94,19 @@ func (s *shop) snapshot() *catalog.Snapshot {
 	slices.Sort(ids)
 	for _, id := range ids {
 		in := s.insts[id]
-		snap.Services[in.Service] = append(snap.Services[in.Service], in)
+		services[in.Service] = append(services[in.Service], in)
 	}
-	return snap
+	for name, insts := range services {
+		if old, ok := s.last.Get(name); !ok || !reflect.DeepEqual(old, insts) {
+			s.last = s.last.Set(name, insts)
+		}
+	}
+	for name := range s.last.Keys() {
+		if _, ok := services[name]; !ok {
+			s.last = s.last.Delete(name)
+		}
+	}
+	return &catalog.Snapshot{Index: s.index, SeenAt: time.Now(), Services: s.last}
 }
 
 type harness struct {
@@ -555,7 +570,7 @@ func TestDebounce(t *testing.T) {
 		<-tick.C
 	}
 	poll.Until(t, 2*time.Second, func() (bool, string) { return builds() == 1, fmt.Sprintf("builds %d", builds()) })
-	if got := srv.Mesh().Instances["user-1"].Port; got != 20009 {
+	if got := srv.Mesh().Instance("user-1").Port; got != 20009 {
 		t.Errorf("pushed port %d, want the last one 20009", got)
 	}
 

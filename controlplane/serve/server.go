@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/meshop/meshop/controlplane/catalog"
+	"github.com/meshop/meshop/controlplane/internal/pmap"
 	"github.com/meshop/meshop/controlplane/model"
 	"github.com/meshop/meshop/controlplane/translate"
 )
@@ -187,10 +188,13 @@ func (s *Server) Run(ctx context.Context, src Source) error {
 // metric; zero skips it). Run calls it; tests may call it directly.
 func (s *Server) Apply(snap *catalog.Snapshot, seen time.Time) {
 	m := s.opts.Model.Build(snap)
-	s.metrics.setProblems(m.Problems)
 	// Only Run (or a test) calls Apply, so the mesh read here is the one
 	// apply replaces.
-	ch := changedKeys(s.Mesh(), m)
+	prev := s.Mesh()
+	if prev == nil || !sameSlice(prev.Problems, m.Problems) {
+		s.metrics.setProblems(m.Problems)
+	}
+	ch := changedKeys(prev, m)
 	// Lock order is tracker, then server: ask the tracker first, and only
 	// when a snapshot may have to be dropped.
 	var connected map[string]bool
@@ -228,9 +232,9 @@ func (s *Server) apply(m *model.Mesh, seen time.Time, ch changes, connected map[
 	if full {
 		// Every key: the set of services changed (or this is the first
 		// pass), so anything may depend on anything.
-		keys = make([]string, 0, len(m.Instances)+1)
+		keys = make([]string, 0, m.Instances.Len()+1)
 		keys = append(keys, edgeKey)
-		for id := range m.Instances {
+		for id := range m.Instances.Keys() {
 			keys = append(keys, id)
 		}
 	}
@@ -243,10 +247,10 @@ func (s *Server) apply(m *model.Mesh, seen time.Time, ch changes, connected map[
 			continue
 		}
 		visited[key] = true
-		if key != edgeKey && m.Instances[key] == nil {
+		if key != edgeKey && m.Instance(key) == nil {
 			continue
 		}
-		if key == edgeKey && m.Instances[key] != nil {
+		if key == edgeKey && m.Instance(key) != nil {
 			s.log.Error("instance ID collides with the edge snapshot key; its sidecar gets no configuration", "node", key)
 		}
 		if ok, err := s.buildLocked(key, seen); ok {
@@ -260,18 +264,18 @@ func (s *Server) apply(m *model.Mesh, seen time.Time, ch changes, connected map[
 	if full {
 		removed = removed[:0]
 		for key := range s.nodes {
-			if key != edgeKey && m.Instances[key] == nil {
+			if key != edgeKey && m.Instance(key) == nil {
 				removed = append(removed, key)
 			}
 		}
 		for id := range s.nodeOpts {
-			if m.Instances[id] == nil && s.nodes[id] == nil {
+			if m.Instance(id) == nil && s.nodes[id] == nil {
 				removed = append(removed, id)
 			}
 		}
 	}
 	for _, key := range removed {
-		if m.Instances[key] != nil || connected[key] {
+		if m.Instance(key) != nil || connected[key] {
 			continue
 		}
 		if st := s.nodes[key]; st != nil {
@@ -295,19 +299,21 @@ func (s *Server) apply(m *model.Mesh, seen time.Time, ch changes, connected map[
 // changedKeys returns the cache keys whose inputs may have changed from
 // prev to m, and the instances that left: a service's own instances when
 // its config or its instances changed, and the instances of every service
-// calling it (and the edge) when its config or endpoints changed. It
-// reports full when the set of services changed: then every key is
-// visited. Its cost grows with the number of services, not instances.
+// calling it (and the edge, if it is public) when its config or endpoints
+// changed. It reports full when the set of services changed: then every
+// key is visited. The model shares every unchanged Service between
+// meshes, so pmap.Diff finds the changed ones and Mesh.Callers their
+// callers: the cost is that of the change, whatever the size of the mesh.
 func changedKeys(prev, m *model.Mesh) (ch changes) {
-	if prev == nil || len(prev.Services) != len(m.Services) {
+	if prev == nil || prev.Services.Len() != m.Services.Len() {
 		return changes{full: true}
 	}
-	for name, svc := range m.Services {
-		old := prev.Services[name]
-		if old == nil {
+	for name := range pmap.Diff(prev.Services, m.Services, func(a, b *model.Service) bool { return a == b }) {
+		old, svc := prev.Service(name), m.Service(name)
+		if old == nil || svc == nil {
 			return changes{full: true}
 		}
-		sameInsts := len(old.Instances) == len(svc.Instances) && (len(svc.Instances) == 0 || &old.Instances[0] == &svc.Instances[0])
+		sameInsts := sameSlice(old.Instances, svc.Instances)
 		own := old.ConfigHash != svc.ConfigHash || !sameInsts
 		callers := old.ConfigHash != svc.ConfigHash || old.EndpointsHash != svc.EndpointsHash
 		if own {
@@ -318,30 +324,32 @@ func changedKeys(prev, m *model.Mesh) (ch changes) {
 		if !sameInsts && !sameIDs(old.Instances, svc.Instances) {
 			ch.membership = true
 			for _, in := range old.Instances {
-				if m.Instances[in.ID] == nil {
+				if m.Instance(in.ID) == nil {
 					ch.removed = append(ch.removed, in.ID)
 				}
 			}
 		}
-		if callers || !slices.Equal(old.PublicPrefixes, svc.PublicPrefixes) {
+		if (callers && len(svc.PublicPrefixes) > 0) || !slices.Equal(old.PublicPrefixes, svc.PublicPrefixes) {
 			ch.keys = append(ch.keys, edgeKey)
 		}
 		if callers {
-			// Its callers: a scan of the services' upstream lists, which
-			// allocates nothing (an index would be rebuilt every pass).
-			for cname, c := range m.Services {
-				if slices.Contains(c.Upstreams, name) {
-					for _, in := range m.Services[cname].Instances {
-						ch.keys = append(ch.keys, in.ID)
-					}
+			for _, caller := range m.Callers(name) {
+				for _, in := range m.Service(caller).Instances {
+					ch.keys = append(ch.keys, in.ID)
 				}
 			}
 		}
 	}
-	if !slices.Equal(prev.Routes, m.Routes) {
+	if !sameSlice(prev.Routes, m.Routes) && !slices.Equal(prev.Routes, m.Routes) {
 		ch.keys = append(ch.keys, edgeKey)
 	}
 	return ch
+}
+
+// sameSlice reports whether a and b are the same slice, not merely equal:
+// what the model keeps for what did not change.
+func sameSlice[T any](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 func sameIDs(a, b []*model.Instance) bool {
@@ -361,7 +369,7 @@ func sameIDs(a, b []*model.Instance) bool {
 func (s *Server) buildLocked(key string, seen time.Time) (set bool, err error) {
 	m := s.mesh
 	edge := key == edgeKey
-	in := m.Instances[key]
+	in := m.Instance(key)
 	if !edge && in == nil {
 		return false, nil // unknown node: nothing to build until it registers
 	}
@@ -579,7 +587,7 @@ func (s *Server) classify(id, cluster string) (string, []string) {
 	if s.mesh == nil {
 		return nodeUnknown, append(notes, "no catalog snapshot yet")
 	}
-	in := s.mesh.Instances[id]
+	in := s.mesh.Instance(id)
 	if in == nil {
 		return nodeUnknown, append(notes, "node id is no instance of a meshed service in the catalog; no configuration until one registers")
 	}

@@ -85,7 +85,7 @@ func edgeRoute(m *model.Mesh, cfg Config) *routev3.RouteConfiguration {
 	var routes []*routev3.Route
 	for _, pr := range m.Routes { // longest prefix first
 		path := "/api" + pr.Prefix
-		routes = append(routes, routesTo(m.Services[pr.Service], pr.Prefix, func() *routev3.RouteMatch {
+		routes = append(routes, routesTo(m.Service(pr.Service), pr.Prefix, func() *routev3.RouteMatch {
 			// Matches /api/orders, /api/orders/1 and /api/orders?x, not
 			// /api/ordersx.
 			return &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: path}}

@@ -184,14 +184,14 @@ func SidecarConfig(m *model.Mesh, n Node, cfg Config, up Upstreams) (*Resources,
 	if up == nil {
 		up = Direct{cfg}
 	}
-	in := m.Instances[n.ID]
+	in := m.Instance(n.ID)
 	if in == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownNode, n.ID)
 	}
 	if in.AppPort == 0 {
 		return nil, fmt.Errorf("%w: %q", ErrNoAppPort, n.ID)
 	}
-	svc := m.Services[in.Service]
+	svc := m.Service(in.Service)
 	inbound := cmp.Or(n.InboundPort, cfg.InboundPort)
 	outbound := cmp.Or(n.OutboundPort, cfg.OutboundPort)
 	if inbound == outbound {
@@ -211,7 +211,7 @@ func SidecarConfig(m *model.Mesh, n Node, cfg Config, up Upstreams) (*Resources,
 
 	vhosts := make([]*routev3.VirtualHost, 0, len(in.Upstreams)+1)
 	for _, name := range in.Upstreams {
-		u := m.Services[name]
+		u := m.Service(name)
 		r.Clusters = append(r.Clusters, up.Clusters(u)...)
 		vhosts = append(vhosts, up.VirtualHost(u))
 	}
@@ -231,13 +231,13 @@ func SidecarEndpoints(m *model.Mesh, n Node, up Upstreams) []*endpointv3.Cluster
 	if up == nil {
 		up = Direct{}
 	}
-	in := m.Instances[n.ID]
+	in := m.Instance(n.ID)
 	if in == nil {
 		return nil
 	}
 	var out []*endpointv3.ClusterLoadAssignment
 	for _, name := range in.Upstreams {
-		out = append(out, up.Endpoints(m.Services[name])...)
+		out = append(out, up.Endpoints(m.Service(name))...)
 	}
 	slices.SortFunc(out, func(a, b *endpointv3.ClusterLoadAssignment) int { return cmp.Compare(a.ClusterName, b.ClusterName) })
 	return out
@@ -264,7 +264,7 @@ func EdgeConfig(m *model.Mesh, cfg Config, up Upstreams) (*Resources, error) {
 	r := &Resources{}
 	r.Clusters = append(r.Clusters, collectorCluster(cfg.CollectorAddress))
 	for _, name := range edgeServices(m) {
-		r.Clusters = append(r.Clusters, up.Clusters(m.Services[name])...)
+		r.Clusters = append(r.Clusters, up.Clusters(m.Service(name))...)
 	}
 	r.Listeners = append(r.Listeners, listener(ListenerEdge, "0.0.0.0", cfg.EdgePort, inboundDirection,
 		hcm(ListenerEdge, RouteEdge, EdgeCluster, edgeFilters(cfg))))
@@ -280,7 +280,7 @@ func EdgeEndpoints(m *model.Mesh, up Upstreams) []*endpointv3.ClusterLoadAssignm
 	}
 	var out []*endpointv3.ClusterLoadAssignment
 	for _, name := range edgeServices(m) {
-		out = append(out, up.Endpoints(m.Services[name])...)
+		out = append(out, up.Endpoints(m.Service(name))...)
 	}
 	slices.SortFunc(out, func(a, b *endpointv3.ClusterLoadAssignment) int { return cmp.Compare(a.ClusterName, b.ClusterName) })
 	return out

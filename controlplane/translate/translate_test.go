@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshop/meshop/controlplane/catalog"
+	"github.com/meshop/meshop/controlplane/internal/pmap"
 	"github.com/meshop/meshop/controlplane/model"
 	"github.com/meshop/meshop/controlplane/translate"
 )
@@ -58,21 +59,21 @@ type goldenCase struct {
 }
 
 func (gc *goldenCase) snapshot() *catalog.Snapshot {
-	s := &catalog.Snapshot{Index: 100, Services: map[string][]catalog.Instance{}, Policies: map[string][]byte{}}
+	services, policies := map[string][]catalog.Instance{}, map[string][]byte{}
 	for i, in := range gc.Instances {
 		st := in.Status
 		if st == "" {
 			st = catalog.StatusPassing
 		}
-		s.Services[in.Service] = append(s.Services[in.Service], catalog.Instance{
+		services[in.Service] = append(services[in.Service], catalog.Instance{
 			ID: in.ID, Service: in.Service, Node: "node-1", Address: in.Address, Port: in.Port,
 			Status: st, Tags: in.Tags, Meta: in.Meta, CreateIndex: uint64(10 + i),
 		})
 	}
 	for k, v := range gc.Policies {
-		s.Policies[k] = []byte(v)
+		policies[k] = []byte(v)
 	}
-	return s
+	return &catalog.Snapshot{Index: 100, Services: pmap.FromMap(services), Policies: pmap.FromMap(policies)}
 }
 
 func (gc *goldenCase) config() translate.Config {
@@ -253,10 +254,10 @@ func render(t *testing.T, rs []types.Resource) []byte {
 // configuration has method and rewrite patterns in its routes and the
 // CORS origin pattern inside a packed Any.
 func TestRegexWalkerFindsPatterns(t *testing.T) {
-	s := &catalog.Snapshot{Services: map[string][]catalog.Instance{
+	s := &catalog.Snapshot{Services: pmap.FromMap(map[string][]catalog.Instance{
 		"user": {{ID: "user-1", Service: "user", Address: "10.0.0.1", Port: 1, Status: "passing",
 			Meta: map[string]string{"mesh_protocol": "http", "mesh_app_port": "8080", "mesh_public_prefixes": "/users"}}},
-	}}
+	})}
 	m := model.NewBuilder(model.BuilderOptions{}).Build(s)
 	res, err := translate.Edge(m, translate.DefaultConfig(), nil)
 	if err != nil {
@@ -276,10 +277,10 @@ func TestRegexWalkerFindsPatterns(t *testing.T) {
 }
 
 func TestSidecarErrors(t *testing.T) {
-	s := &catalog.Snapshot{Services: map[string][]catalog.Instance{
+	s := &catalog.Snapshot{Services: pmap.FromMap(map[string][]catalog.Instance{
 		"user": {{ID: "user-1", Service: "user", Address: "10.0.0.1", Port: 1, Status: "passing",
 			Meta: map[string]string{"mesh_protocol": "http", "mesh_app_port": "x"}}},
-	}}
+	})}
 	m := model.NewBuilder(model.BuilderOptions{}).Build(s)
 	cfg := translate.DefaultConfig()
 	if _, err := translate.Sidecar(m, translate.Node{ID: "ghost-1"}, cfg, nil); !errors.Is(err, translate.ErrUnknownNode) {
@@ -294,10 +295,10 @@ func TestSidecarErrors(t *testing.T) {
 // listener whose connection manager lacks its stat prefix passes the
 // listener's own ValidateAll but must fail here.
 func TestValidateCatchesPackedErrors(t *testing.T) {
-	s := &catalog.Snapshot{Services: map[string][]catalog.Instance{
+	s := &catalog.Snapshot{Services: pmap.FromMap(map[string][]catalog.Instance{
 		"user": {{ID: "user-1", Service: "user", Address: "10.0.0.1", Port: 1, Status: "passing",
 			Meta: map[string]string{"mesh_protocol": "http", "mesh_app_port": "8080"}}},
-	}}
+	})}
 	m := model.NewBuilder(model.BuilderOptions{}).Build(s)
 	cfg := translate.DefaultConfig()
 	cfg.RateLimit.Interval = 0 // Envoy requires a positive fill interval
