@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshop/meshop/controlplane/catalog"
+	"github.com/meshop/meshop/controlplane/internal/pmap"
 	"github.com/meshop/meshop/controlplane/model"
 	"github.com/meshop/meshop/controlplane/translate"
 )
@@ -27,11 +28,11 @@ func testMesh(t *testing.T) *model.Mesh {
 			Meta: map[string]string{"mesh_protocol": "http", "mesh_app_port": "8080", "version": "v1",
 				"mesh_upstreams": ups, "mesh_public_prefixes": prefixes}}
 	}
-	snap := &catalog.Snapshot{Index: 1, SeenAt: time.Now(), Policies: map[string][]byte{}, Services: map[string][]catalog.Instance{
+	snap := &catalog.Snapshot{Index: 1, SeenAt: time.Now(), Services: pmap.FromMap(map[string][]catalog.Instance{
 		"order":   {inst("order", "order-1", "10.0.0.1", "user,product", "/orders")},
 		"user":    {inst("user", "user-1", "10.0.0.2", "", ""), inst("user", "user-2", "10.0.0.3", "", "")},
 		"product": {inst("product", "product-1", "10.0.0.4", "", "/products")},
-	}}
+	})}
 	m := model.NewBuilder(model.BuilderOptions{}).Build(snap)
 	if err := m.Validate(); err != nil {
 		t.Fatalf("test mesh: %v", err)
@@ -109,7 +110,7 @@ func TestCompactKeepsTheWireContent(t *testing.T) {
 
 func TestCompactVirtualHostInsideARouteConfiguration(t *testing.T) {
 	m := testMesh(t)
-	full := translate.UpstreamVirtualHost(m.Services["user"])
+	full := translate.UpstreamVirtualHost(m.Service("user"))
 	vh := compactVirtualHost(full)
 	if vh == full || len(vh.Routes) != 0 {
 		t.Fatalf("virtual host was not compacted: %v", vh)
