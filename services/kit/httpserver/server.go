@@ -5,7 +5,8 @@
 //
 // Every server answers /health (liveness), /ready and /metrics (Prometheus)
 // next to the app's own routes. App routes are traced with otelhttp, the
-// span named after the matched ServeMux pattern ("GET /orders/{id}").
+// span named after the matched ServeMux pattern ("GET /orders/{id}") and,
+// when it is recorded, carrying it as http.route ("/orders/{id}").
 package httpserver
 
 import (
@@ -16,12 +17,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/meshop/meshop/services/kit/telemetry"
 )
@@ -64,7 +68,7 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, logger: cfg.Logger.With("component", "httpserver")}
 	routes := cfg.Routes
-	traced := otelhttp.NewHandler(routes, "http.server",
+	traced := otelhttp.NewHandler(withRoute(routes), "http.server",
 		otelhttp.WithTracerProvider(cfg.Telemetry.TracerProvider),
 		otelhttp.WithPropagators(cfg.Telemetry.Propagator),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
@@ -96,6 +100,22 @@ func New(cfg Config) *Server {
 		traced.ServeHTTP(w, r)
 	})
 	return s
+}
+
+// withRoute serves routes and then puts the matched route on the request's
+// span, if it is recorded: otelhttp reads http.route before the app's mux
+// has matched the request, so it cannot.
+func withRoute(routes *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		routes.ServeHTTP(w, r) // sets r.Pattern
+		if span := trace.SpanFromContext(r.Context()); r.Pattern != "" && span.IsRecording() {
+			_, path, _ := strings.Cut(r.Pattern, " ") // "GET /orders/{id}" → "/orders/{id}"
+			if path == "" {
+				path = r.Pattern
+			}
+			span.SetAttributes(attribute.String("http.route", path))
+		}
+	})
 }
 
 // Handler is the whole server handler (app routes plus /health, /ready,

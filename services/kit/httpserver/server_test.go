@@ -171,15 +171,16 @@ func TestTracingAndRouting(t *testing.T) {
 		wantCode     int
 		wantBody     string
 		wantSpan     string // "" for untraced
+		wantRoute    string // the span's http.route ("" for none)
 	}{
-		{"POST", "/echo", 200, "", "POST /echo"},
-		{"GET", "/orders/42", 200, "42", "GET /orders/{id}"},
-		{"DELETE", "/nowhere", 404, "", "DELETE unmatched"},
-		{"GET", "/health", 200, `"status":"ok"`, ""},
-		{"HEAD", "/health", 200, "", ""},
-		{"GET", "/ready", 503, `"status":"starting"`, ""},
-		{"GET", "/metrics", 200, "", ""},
-		{"POST", "/health", 404, "", "POST unmatched"},
+		{"POST", "/echo", 200, "", "POST /echo", "/echo"},
+		{"GET", "/orders/42", 200, "42", "GET /orders/{id}", "/orders/{id}"},
+		{"DELETE", "/nowhere", 404, "", "DELETE unmatched", ""},
+		{"GET", "/health", 200, `"status":"ok"`, "", ""},
+		{"HEAD", "/health", 200, "", "", ""},
+		{"GET", "/ready", 503, `"status":"starting"`, "", ""},
+		{"GET", "/metrics", 200, "", "", ""},
+		{"POST", "/health", 404, "", "POST unmatched", ""},
 	} {
 		exp.Reset()
 		r := httptest.NewRequest(tt.method, tt.path, nil)
@@ -197,6 +198,15 @@ func TestTracingAndRouting(t *testing.T) {
 			names = append(names, s.Name)
 			if s.SpanContext.TraceID().String() != traceID {
 				t.Errorf("%s %s: span in trace %s, not the caller's", tt.method, tt.path, s.SpanContext.TraceID())
+			}
+			route := ""
+			for _, a := range s.Attributes {
+				if a.Key == "http.route" {
+					route = a.Value.AsString()
+				}
+			}
+			if route != tt.wantRoute {
+				t.Errorf("%s %s: http.route %q, want %q", tt.method, tt.path, route, tt.wantRoute)
 			}
 		}
 		if want := []string{tt.wantSpan}; tt.wantSpan == "" && len(names) != 0 || tt.wantSpan != "" && !slices.Equal(names, want) {
