@@ -106,10 +106,7 @@ type group struct {
 	endpoints []*entry
 	snapshot  *cachev3.Snapshot
 	versions  map[resource.Type]string
-	// consistentKey identifies the reference structure of the snapshot
-	// (config fingerprint + load assignment names).
-	consistentKey string
-	refs          int
+	refs      int
 }
 
 // SnapshotStatus is the debug view of a node's snapshot.
@@ -348,11 +345,8 @@ func configFP(cfg translate.Config) string {
 // the delta version map is filled from the same hashes, so the cache never
 // marshals a resource again to compute it.
 //
-// Consistency is a pure function of the resource names that reference
-// each other (clusters→load assignments, listeners→route configs); when
-// consistentKey equals the key of the node's last consistent snapshot the
-// verdict is known and the check is not repeated. Every snapshot set has passed it.
-func assemble(config map[resource.Type][]*entry, endpoints []*entry, consistentKey, lastConsistent string) (*cachev3.Snapshot, map[resource.Type]string, error) {
+// Every snapshot set has passed validation and the consistency check.
+func assemble(config map[resource.Type][]*entry, endpoints []*entry) (*cachev3.Snapshot, map[resource.Type]string, error) {
 	byType := map[resource.Type][]*entry{
 		resource.ClusterType:  config[resource.ClusterType],
 		resource.EndpointType: endpoints,
@@ -386,10 +380,8 @@ func assemble(config map[resource.Type][]*entry, endpoints []*entry, consistentK
 	if err := errors.Join(errs...); err != nil {
 		return nil, nil, fmt.Errorf("validation: %w", err)
 	}
-	if consistentKey == "" || consistentKey != lastConsistent {
-		if err := consistent(byType); err != nil {
-			return nil, nil, fmt.Errorf("consistency: %w", err)
-		}
+	if err := consistent(byType); err != nil {
+		return nil, nil, fmt.Errorf("consistency: %w", err)
 	}
 	return snap, versions, nil
 }
@@ -437,18 +429,6 @@ func entriesOf(u *upstreamMemo, r *translate.Resources) map[resource.Type][]*ent
 		}
 	}
 	return out
-}
-
-// consistencyKey is what Consistent() depends on: the configuration
-// (which fixes cluster, listener and route names) and the load
-// assignment names.
-func consistencyKey(configFP string, endpoints []*entry) string {
-	f := newFP()
-	f.add(configFP)
-	for _, e := range endpoints {
-		f.add(e.name)
-	}
-	return f.sum()
 }
 
 func endpointEntries(u *upstreamMemo, cla []*endpointv3.ClusterLoadAssignment) []*entry {

@@ -406,9 +406,8 @@ func (s *Server) buildLocked(key string, seen time.Time) (set bool, err error) {
 	g := s.groups[gkey]
 	if g == nil {
 		var config map[resource.Type][]*entry
-		lastConsistent := ""
 		if old := st.group; old != nil && old.configFP == cfgFP {
-			config, lastConsistent = old.config, old.consistentKey
+			config = old.config
 		} else {
 			var res *translate.Resources
 			if st.edge {
@@ -429,14 +428,13 @@ func (s *Server) buildLocked(key string, seen time.Time) (set bool, err error) {
 			cla = translate.SidecarEndpoints(m, opts, s.memo)
 		}
 		endpoints := endpointEntries(s.memo, cla)
-		ckey := consistencyKey(cfgFP, endpoints)
-		snap, versions, err := assemble(config, endpoints, ckey, lastConsistent)
+		snap, versions, err := assemble(config, endpoints)
 		if err != nil {
 			s.fail(st, cfgFP, epFP, "validate", err)
 			return false, err
 		}
 		g = &group{key: gkey, configFP: cfgFP, config: config, endpoints: endpoints,
-			snapshot: snap, versions: versions, consistentKey: ckey}
+			snapshot: snap, versions: versions}
 		s.groups[gkey] = g
 	}
 	if err := s.cache.SetSnapshot(context.Background(), key, g.snapshot); err != nil {
