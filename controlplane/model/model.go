@@ -16,7 +16,9 @@ import (
 // Its maps are persistent (pmap) and each mesh is the previous one with
 // what changed replaced: a Service or Instance that did not change is the
 // very same pointer in both, so pmap.Diff of two meshes' Services names
-// the services that changed, at the cost of the change.
+// the services that were rebuilt, at the cost of the change: every
+// changed service, and possibly some whose content came out equal (a
+// policy or prefix owner set again); compare their hashes to tell.
 type Mesh struct {
 	// Index and SeenAt come from the catalog snapshot the mesh was built
 	// from.

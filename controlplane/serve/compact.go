@@ -2,6 +2,7 @@ package serve
 
 import (
 	"fmt"
+	"slices"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -32,16 +33,24 @@ var keptFields = map[string][]protowire.Number{
 }
 
 // compact returns the compact form of m, whose deterministic encoding is
-// wire. m is not modified; the compact message shares no memory with the
-// wire buffer.
+// wire. The compact message shares no memory with wire, but its kept
+// fields are m's (a list of domains is the same list): m must not be
+// modified afterwards, as no built resource is. Only kept numbers that
+// are fields of m's type are kept; anything else stays in the bytes.
 func compact(m proto.Message, wire []byte) (proto.Message, error) {
 	src := m.ProtoReflect()
 	desc := src.Descriptor()
-	keep := keptFields[string(desc.FullName())]
-	if keep == nil {
-		keep = []protowire.Number{1}
+	wanted := keptFields[string(desc.FullName())]
+	if wanted == nil {
+		wanted = []protowire.Number{1}
 	}
-	rest := make([]byte, 0, len(wire))
+	var keep []protowire.Number
+	for _, num := range wanted {
+		if desc.Fields().ByNumber(num) != nil {
+			keep = append(keep, num)
+		}
+	}
+	rest := make([]byte, 0, len(wire)) // scratch: what is kept is a clone of the right size
 	for b := wire; len(b) > 0; {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -51,19 +60,19 @@ func compact(m proto.Message, wire []byte) (proto.Message, error) {
 		if m < 0 {
 			return nil, fmt.Errorf("compact %s: %w", desc.FullName(), protowire.ParseError(m))
 		}
-		if !containsNumber(keep, num) {
+		if !slices.Contains(keep, num) {
 			rest = append(rest, b[:n+m]...)
 		}
 		b = b[n+m:]
 	}
 	dst := src.New()
 	for _, num := range keep {
-		if fd := desc.Fields().ByNumber(num); fd != nil && src.Has(fd) {
+		if fd := desc.Fields().ByNumber(num); src.Has(fd) {
 			dst.Set(fd, src.Get(fd))
 		}
 	}
 	if len(rest) > 0 {
-		dst.SetUnknown(append([]byte(nil), rest...))
+		dst.SetUnknown(slices.Clone(rest))
 	}
 	return dst.Interface(), nil
 }
@@ -80,13 +89,4 @@ func expand(m proto.Message) (proto.Message, error) {
 		return nil, err
 	}
 	return out, nil
-}
-
-func containsNumber(ns []protowire.Number, n protowire.Number) bool {
-	for _, x := range ns {
-		if x == n {
-			return true
-		}
-	}
-	return false
 }

@@ -480,11 +480,12 @@ func readJSON(path string, v any) error {
 }
 
 // catalogPair returns the first two catalog runs (smaller first) that
-// same says differ in one dimension only.
+// same says differ in one dimension only. Runs without a recorded number
+// of instances (reports older than the sizes) never pair.
 func catalogPair(runs []catalogRun, same func(a, b catalogRun) bool) (a, b catalogRun, ok bool) {
 	for i, x := range runs {
 		for _, y := range runs[i+1:] {
-			if same(x, y) && x.Endpoints != y.Endpoints {
+			if x.Instances > 0 && y.Instances > 0 && same(x, y) && x.Endpoints != y.Endpoints {
 				if x.Endpoints > y.Endpoints {
 					x, y = y, x
 				}

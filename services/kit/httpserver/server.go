@@ -71,9 +71,11 @@ func New(cfg Config) *Server {
 	traced := otelhttp.NewHandler(withRoute(routes), "http.server",
 		otelhttp.WithTracerProvider(cfg.Telemetry.TracerProvider),
 		otelhttp.WithPropagators(cfg.Telemetry.Propagator),
+		// Called before routing and, once the app's mux has set
+		// r.Pattern, again by otelhttp to rename the span.
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
-			if _, pattern := routes.Handler(r); pattern != "" {
-				return pattern
+			if r.Pattern != "" {
+				return r.Pattern
 			}
 			return r.Method + " unmatched"
 		}),
@@ -109,11 +111,11 @@ func withRoute(routes *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		routes.ServeHTTP(w, r) // sets r.Pattern
 		if span := trace.SpanFromContext(r.Context()); r.Pattern != "" && span.IsRecording() {
-			_, path, _ := strings.Cut(r.Pattern, " ") // "GET /orders/{id}" → "/orders/{id}"
-			if path == "" {
-				path = r.Pattern
+			// The path part, as otelhttp's metrics label it:
+			// "GET /orders/{id}" → "/orders/{id}", "GET host/x" → "/x".
+			if i := strings.IndexByte(r.Pattern, '/'); i >= 0 {
+				span.SetAttributes(attribute.String("http.route", r.Pattern[i:]))
 			}
-			span.SetAttributes(attribute.String("http.route", path))
 		}
 	})
 }
