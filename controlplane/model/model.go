@@ -48,6 +48,17 @@ type Mesh struct {
 	callers pmap.Map[[]string]
 }
 
+// PublicServices returns the services owning at least one public route,
+// sorted: the services the edge has clusters for.
+func (m *Mesh) PublicServices() []string {
+	out := make([]string, 0, len(m.Routes))
+	for _, r := range m.Routes {
+		out = append(out, r.Service)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // Service returns the meshed service of that name, or nil.
 func (m *Mesh) Service(name string) *Service {
 	s, _ := m.Services.Get(name)

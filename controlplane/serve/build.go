@@ -318,14 +318,11 @@ func sidecarFP(m *model.Mesh, in *model.Instance, opts translate.Node, cfgFP str
 func edgeFP(m *model.Mesh, cfgFP string) (config, endpoints string) {
 	c, e := newFP(), newFP()
 	c.add(cfgFP)
-	// Only the services owning a route, sorted: not every service.
-	public := make([]string, 0, len(m.Routes))
 	for _, r := range m.Routes {
 		c.add(r.Prefix, r.Service)
-		public = append(public, r.Service)
 	}
-	slices.Sort(public)
-	for _, name := range slices.Compact(public) {
+	// Only the services owning a route: not every service.
+	for _, name := range m.PublicServices() {
 		s := m.Service(name)
 		c.add(name, s.ConfigHash)
 		e.add(name, s.ConfigHash, s.EndpointsHash)

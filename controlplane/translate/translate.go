@@ -263,7 +263,7 @@ func EdgeConfig(m *model.Mesh, cfg Config, up Upstreams) (*Resources, error) {
 	}
 	r := &Resources{}
 	r.Clusters = append(r.Clusters, collectorCluster(cfg.CollectorAddress))
-	for _, name := range edgeServices(m) {
+	for _, name := range m.PublicServices() {
 		r.Clusters = append(r.Clusters, up.Clusters(m.Service(name))...)
 	}
 	r.Listeners = append(r.Listeners, listener(ListenerEdge, "0.0.0.0", cfg.EdgePort, inboundDirection,
@@ -279,22 +279,10 @@ func EdgeEndpoints(m *model.Mesh, up Upstreams) []*endpointv3.ClusterLoadAssignm
 		up = Direct{}
 	}
 	var out []*endpointv3.ClusterLoadAssignment
-	for _, name := range edgeServices(m) {
+	for _, name := range m.PublicServices() {
 		out = append(out, up.Endpoints(m.Service(name))...)
 	}
 	slices.SortFunc(out, func(a, b *endpointv3.ClusterLoadAssignment) int { return cmp.Compare(a.ClusterName, b.ClusterName) })
-	return out
-}
-
-// edgeServices are the services owning at least one public route, sorted.
-func edgeServices(m *model.Mesh) []string {
-	var out []string
-	for _, rt := range m.Routes {
-		if !slices.Contains(out, rt.Service) {
-			out = append(out, rt.Service)
-		}
-	}
-	slices.Sort(out)
 	return out
 }
 
