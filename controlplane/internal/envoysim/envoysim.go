@@ -27,7 +27,6 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
@@ -36,6 +35,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/meshop/meshop/controlplane/internal/xdsnames"
 )
 
 // Options describe the simulated node.
@@ -358,7 +359,7 @@ func (e *Envoy) resubscribeLocked(typeURL string) []string {
 	case resource.ListenerType:
 		dep = resource.RouteType
 		for _, m := range e.types[typeURL].resources {
-			names = append(names, routeNames(m.(*listenerv3.Listener))...)
+			names = append(names, xdsnames.RouteNames(m.(*listenerv3.Listener))...)
 		}
 	default:
 		return nil
@@ -378,35 +379,9 @@ func (e *Envoy) resubscribeLocked(typeURL string) []string {
 		}
 	}
 	if e.opts.Delta {
-		e.deltaSub = append(e.deltaSub, subChange{typeURL: dep, sub: minus(names, old), unsub: minus(old, names)})
+		e.deltaSub = append(e.deltaSub, subChange{typeURL: dep, sub: xdsnames.Minus(names, old), unsub: xdsnames.Minus(old, names)})
 	}
 	return []string{dep}
-}
-
-func minus(a, b []string) []string {
-	var out []string
-	for _, x := range a {
-		if !slices.Contains(b, x) {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
-func routeNames(l *listenerv3.Listener) []string {
-	var out []string
-	for _, fc := range l.GetFilterChains() {
-		for _, f := range fc.GetFilters() {
-			m, err := f.GetTypedConfig().UnmarshalNew()
-			if err != nil {
-				continue
-			}
-			if h, ok := m.(*hcmv3.HttpConnectionManager); ok && h.GetRds() != nil {
-				out = append(out, h.GetRds().GetRouteConfigName())
-			}
-		}
-	}
-	return out
 }
 
 func unpack(as []*anypb.Any) (map[string]proto.Message, error) {

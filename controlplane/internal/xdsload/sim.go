@@ -11,13 +11,14 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/meshop/meshop/controlplane/internal/xdsnames"
 )
 
 // node is one simulated Envoy, leaner than internal/envoysim: it decodes
@@ -366,7 +367,7 @@ func (n *node) applyLocked(typeURL string, anys []*anypb.Any, names, removed []s
 			if err := proto.Unmarshal(a.GetValue(), &l); err != nil {
 				return nil, err
 			}
-			n.listeners[l.GetName()] = rdsNames(&l)
+			n.listeners[l.GetName()] = xdsnames.RouteNames(&l)
 		}
 		for _, r := range removed {
 			delete(n.listeners, r)
@@ -423,7 +424,7 @@ func (n *node) resubscribeLocked(typeURL string, names []string) []string {
 		return nil
 	}
 	if n.delta {
-		n.pending = append(n.pending, subChange{typeURL: typeURL, sub: minus(names, ts.subscribed), unsub: minus(ts.subscribed, names)})
+		n.pending = append(n.pending, subChange{typeURL: typeURL, sub: xdsnames.Minus(names, ts.subscribed), unsub: xdsnames.Minus(ts.subscribed, names)})
 	}
 	ts.subscribed = names
 	if typeURL == resource.EndpointType {
@@ -440,36 +441,6 @@ func (n *node) resubscribeLocked(typeURL string, names []string) []string {
 		}
 	}
 	return []string{typeURL}
-}
-
-func minus(a, b []string) []string {
-	var out []string
-	for _, x := range a {
-		if !slices.Contains(b, x) {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
-func rdsNames(l *listenerv3.Listener) []string {
-	var out []string
-	for _, fc := range l.GetFilterChains() {
-		for _, f := range fc.GetFilters() {
-			tc := f.GetTypedConfig()
-			if tc == nil || tc.GetTypeUrl() != "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager" {
-				continue
-			}
-			var h hcmv3.HttpConnectionManager
-			if err := proto.Unmarshal(tc.GetValue(), &h); err != nil {
-				continue
-			}
-			if h.GetRds() != nil {
-				out = append(out, h.GetRds().GetRouteConfigName())
-			}
-		}
-	}
-	return out
 }
 
 func routeName(a *anypb.Any) string {
