@@ -23,11 +23,11 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshop/meshop/controlplane/catalog"
-	"github.com/meshop/meshop/controlplane/internal/envoysim"
 	"github.com/meshop/meshop/controlplane/internal/pmap"
 	"github.com/meshop/meshop/controlplane/internal/poll"
 	"github.com/meshop/meshop/controlplane/serve"
 	"github.com/meshop/meshop/controlplane/translate"
+	"github.com/meshop/meshop/controlplane/xdstest/envoysim"
 )
 
 const wait = 5 * time.Second

@@ -17,8 +17,8 @@ import (
 
 	"github.com/meshop/meshop/controlplane/debug"
 	"github.com/meshop/meshop/controlplane/internal/consultest"
-	"github.com/meshop/meshop/controlplane/internal/envoysim"
 	"github.com/meshop/meshop/controlplane/internal/poll"
+	"github.com/meshop/meshop/controlplane/xdstest/envoysim"
 	"github.com/meshop/meshop/localenv"
 )
 

@@ -1,6 +1,6 @@
 // Command xdsload measures Meshop's control plane and Consul's built-in
 // xDS server side by side with simulated Envoys (see package
-// internal/xdsload for the method) and writes the report as JSON.
+// xdstest/xdsload for the method) and writes the report as JSON.
 //
 //	go build -o bin/controlplane ./controlplane/cmd/controlplane
 //	go run ./controlplane/cmd/xdsload -controlplane bin/controlplane -nodes 100,1000 -out xdsload.json
@@ -22,7 +22,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/meshop/meshop/controlplane/internal/xdsload"
+	"github.com/meshop/meshop/controlplane/xdstest/xdsload"
 )
 
 func main() {
