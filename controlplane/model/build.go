@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -531,7 +528,6 @@ func (p *pass) finish() {
 		svc.PublicPrefixes = p.owned(&svc)
 		svc.Policy = p.policyFor(name)
 		p.setProblems(owner(ownerSplit, name), splitProblems(&svc))
-		svc.ConfigHash, svc.EndpointsHash = hashes(&svc)
 		m.Services = m.Services.Set(name, &svc)
 	}
 	if p.prev == nil || !pmap.Equal(p.last.problems, p.st.problems, slices.Equal) {
@@ -604,18 +600,6 @@ func missing(ps, others Problems) Problems {
 		}
 	}
 	return out
-}
-
-// hashes fingerprints what callers' resources are built from.
-func hashes(s *Service) (config, endpoints string) {
-	pol, _ := json.Marshal(s.Policy)
-	c := sha256.New()
-	fmt.Fprintf(c, "%s\x00%s\x00%s", s.Name, s.Protocol, pol)
-	e := sha256.New()
-	for _, in := range s.Endpoints() {
-		fmt.Fprintf(e, "%s\x00%s\x00%d\x00%s\x00", in.ID, in.Address, in.Port, in.Version)
-	}
-	return hex.EncodeToString(c.Sum(nil)[:12]), hex.EncodeToString(e.Sum(nil)[:12])
 }
 
 func sortedKeys(m map[string]bool) []string {

@@ -224,8 +224,8 @@ func TestBuildPolicyLastGood(t *testing.T) {
 		if st := m2.Policies["user"]; st.Source != PolicyLastGood || !strings.Contains(st.Rejected, "duration") {
 			t.Fatalf("policy status = %+v, want last_good with reason", st)
 		}
-		if m2.Service("order").ConfigHash != m1.Service("order").ConfigHash {
-			t.Fatal("order's config hash changed although only user's policy was touched")
+		if m2.Service("order") != m1.Service("order") {
+			t.Fatal("order was replaced although only user's policy was touched")
 		}
 	}
 	if diff := cmp.Diff([]string{KindPolicy}, counted); diff != "" {
@@ -249,31 +249,6 @@ func TestBuildPolicyLastGood(t *testing.T) {
 	m4 := NewBuilder(BuilderOptions{}).Build(s)
 	if st := m4.Policies["user"]; st.Source != PolicyDefault || st.Rejected == "" {
 		t.Errorf("policy status = %+v, want default with reason", st)
-	}
-}
-
-func TestHashesTrackOnlyTheirInputs(t *testing.T) {
-	b := NewBuilder(BuilderOptions{})
-	base := snap(inst("user", "user-1"), inst("user", "user-2"))
-	m1 := b.Build(base)
-
-	flipped := snap(inst("user", "user-1"), inst("user", "user-2", func(i *catalog.Instance) { i.Status = catalog.StatusCritical }))
-	m2 := b.Build(flipped)
-	u1, u2 := m1.Service("user"), m2.Service("user")
-	if u1.EndpointsHash == u2.EndpointsHash {
-		t.Error("endpoints hash did not change when an instance went critical")
-	}
-	if u1.ConfigHash != u2.ConfigHash {
-		t.Error("config hash changed when only health changed")
-	}
-
-	flipped.Policies = flipped.Policies.Set("user", []byte(`{"timeout":"1s"}`))
-	m3 := b.Build(flipped)
-	if m3.Service("user").ConfigHash == u2.ConfigHash {
-		t.Error("config hash did not change with the policy")
-	}
-	if m3.Service("user").EndpointsHash != u2.EndpointsHash {
-		t.Error("endpoints hash changed with the policy")
 	}
 }
 

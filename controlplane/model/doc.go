@@ -15,9 +15,10 @@
 // service keeps its last good policy). Validate returns every problem at
 // once.
 //
-// Per service, ConfigHash and EndpointsHash fingerprint what callers'
-// clusters/routes and endpoints are built from, so later stages rebuild
-// only what a change touches.
+// A Service or Instance that did not change is the very same pointer in
+// the next mesh, and one that changed is a new one: translate compares
+// meshes by identity (translate.Changed) to find what its readers must
+// look at again.
 //
 // A build costs what changed, not the size of the mesh. The snapshot's
 // maps and the mesh's are persistent (internal/pmap), so the Builder

@@ -95,12 +95,6 @@ type Service struct {
 	PublicPrefixes []string `json:"public_prefixes,omitempty"`
 	// Policy is the policy in force (KV, last good, or default).
 	Policy Policy `json:"policy"`
-	// ConfigHash changes whenever anything a caller's clusters and routes
-	// are built from changes (protocol, policy); EndpointsHash whenever
-	// the set of endpoints or their versions changes. Serve uses them to
-	// rebuild only what depends on a change.
-	ConfigHash    string `json:"config_hash"`
-	EndpointsHash string `json:"endpoints_hash"`
 }
 
 // Endpoints returns the instances that receive traffic: passing checks and

@@ -44,14 +44,11 @@ func testMesh(t *testing.T) *model.Mesh {
 func allResources(t *testing.T, m *model.Mesh) []cachetypes.Resource {
 	t.Helper()
 	var out []cachetypes.Resource
-	side, err := translate.Sidecar(m, translate.Node{ID: "order-1"}, translate.DefaultConfig(), nil)
+	side, err := translate.SidecarFromScratch(m, translate.Node{ID: "order-1"}, translate.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
-	edge, err := translate.Edge(m, translate.DefaultConfig(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	edge := translate.EdgeFromScratch(m, translate.DefaultConfig())
 	for _, r := range []*translate.Resources{side, edge} {
 		for _, rs := range r.ByType() {
 			out = append(out, rs...)
@@ -110,7 +107,7 @@ func TestCompactKeepsTheWireContent(t *testing.T) {
 
 func TestCompactVirtualHostInsideARouteConfiguration(t *testing.T) {
 	m := testMesh(t)
-	full := translate.UpstreamVirtualHost(m.Service("user"))
+	full := translate.Upstream(m.Service("user"), nil).Config.VirtualHost
 	vh := compactVirtualHost(full)
 	if vh == full || len(vh.Routes) != 0 {
 		t.Fatalf("virtual host was not compacted: %v", vh)
@@ -136,7 +133,7 @@ func TestCompactVirtualHostInsideARouteConfiguration(t *testing.T) {
 
 func TestConsistentUsesRecordedReferences(t *testing.T) {
 	m := testMesh(t)
-	side, err := translate.Sidecar(m, translate.Node{ID: "order-1"}, translate.DefaultConfig(), nil)
+	side, err := translate.SidecarFromScratch(m, translate.Node{ID: "order-1"}, translate.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,19 +178,20 @@ func resourceType(r cachetypes.Resource) resource.Type {
 
 func TestIdenticalNodeResourcesShareOneEntry(t *testing.T) {
 	m := testMesh(t)
-	u := newUpstreamMemo()
+	pool := newEntryPool()
 	cfg := translate.DefaultConfig()
-	user1, err := translate.SidecarConfig(m, translate.Node{ID: "user-1"}, cfg, u)
-	if err != nil {
-		t.Fatal(err)
+	shared := translate.AllShared(m)
+	own := func(id string) *translate.NodeConfig {
+		in, _, err := translate.SidecarInputsOf(m, translate.Node{ID: id}, cfg, shared)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return translate.Sidecar(in)
 	}
-	product, err := translate.SidecarConfig(m, translate.Node{ID: "product-1"}, cfg, u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	byName := func(r *translate.Resources) map[string]*entry {
+	user1, product := own("user-1"), own("product-1")
+	byName := func(nc *translate.NodeConfig) map[string]*entry {
 		out := map[string]*entry{}
-		for typ, es := range entriesOf(u, r) {
+		for typ, es := range ownEntries(pool, nc) {
 			for _, e := range es {
 				out[shortType(typ)+"/"+e.name] = e
 			}

@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -10,11 +11,10 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/meshop/meshop/controlplane/model"
 	"github.com/meshop/meshop/controlplane/translate"
 )
 
@@ -89,28 +89,23 @@ type stream struct {
 	sent map[string]Sent
 }
 
-// tracker implements go-control-plane's callbacks: it follows every
-// stream and records per node what was sent, acknowledged and rejected.
+// tracker follows every stream (through go-control-plane's callbacks)
+// and records per node what was sent, acknowledged and rejected. It
+// classifies nodes against the mesh the server last gave it (setMesh)
+// and never calls into the server.
 type tracker struct {
 	log     *slog.Logger
 	metrics *Metrics
-	// seen is called on the first request of each stream with the node;
-	// the server uses it to apply node metadata before the first watch.
-	seen func(n *corev3.Node)
 
-	mu sync.Mutex
+	mu   sync.Mutex
+	mesh *model.Mesh
 	// streams are keyed by kind and ID: go-control-plane numbers SotW and
 	// delta streams with separate counters, so IDs repeat across kinds.
 	streams map[streamKey]*stream
 	nodes   map[string]*NodeStatus
 	// counts are the connected nodes by type (the Connected gauge).
 	counts map[string]int
-	// classify says what a node is (sidecar, edge, unknown) and what is
-	// odd about it; set by the server.
-	classify func(id, cluster string) (typ string, notes []string)
 }
-
-var _ serverv3.Callbacks = (*tracker)(nil)
 
 func newTracker(log *slog.Logger, m *Metrics) *tracker {
 	return &tracker{
@@ -119,8 +114,6 @@ func newTracker(log *slog.Logger, m *Metrics) *tracker {
 		streams:  map[streamKey]*stream{},
 		nodes:    map[string]*NodeStatus{},
 		counts:   map[string]int{},
-		classify: func(string, string) (string, []string) { return nodeUnknown, nil },
-		seen:     func(*corev3.Node) {},
 	}
 }
 
@@ -172,45 +165,24 @@ func (t *tracker) closed(id streamKey) {
 	}
 }
 
-// OnStreamRequest implements serverv3.Callbacks: it binds the stream to
-// its node and records ACKs and NACKs.
-func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
-	k := streamKey{false, id}
-	if err := t.request(k, req.GetNode()); err != nil {
-		return err
-	}
-	t.ackOrNack(k, req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
-	return nil
-}
-
-// OnStreamDeltaRequest implements serverv3.Callbacks.
-func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-	k := streamKey{true, id}
-	if err := t.request(k, req.GetNode()); err != nil {
-		return err
-	}
-	t.ackOrNack(k, req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
-	return nil
-}
-
-// request handles the node of a request. A node without an ID cannot be
-// given a configuration; its stream is refused with a message Envoy logs.
-func (t *tracker) request(id streamKey, node *corev3.Node) error {
+// request handles the node of a request and reports whether it is the
+// stream's first. A node without an ID cannot be given a configuration;
+// its stream is refused with a message Envoy logs.
+func (t *tracker) request(id streamKey, node *corev3.Node) (first bool, err error) {
 	delta := id.delta
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	s := t.streams[id]
 	if s == nil { // open callback not seen (cannot happen, but be total)
 		s = &stream{delta: delta, sent: map[string]Sent{}}
 		t.streams[id] = s
 	}
 	if s.node != "" {
-		t.mu.Unlock()
-		return nil
+		return false, nil
 	}
 	if node.GetId() == "" {
-		t.mu.Unlock()
 		t.log.Warn("envoy connected without a node id; stream refused", "stream", id.id, "delta", delta, "cluster", node.GetCluster())
-		return status.Error(codes.InvalidArgument, "meshop control plane: node.id is empty; set it to the Consul instance ID (sidecar) or edge-<n> with node.cluster=edge")
+		return false, status.Error(codes.InvalidArgument, "meshop control plane: node.id is empty; set it to the Consul instance ID (sidecar) or edge-<n> with node.cluster=edge")
 	}
 	s.node = node.GetId()
 	n := t.nodes[s.node]
@@ -221,10 +193,9 @@ func (t *tracker) request(id streamKey, node *corev3.Node) error {
 	n.Cluster = node.GetCluster()
 	n.Metadata = node.GetMetadata().AsMap()
 	n.UserAgent = strings.TrimSpace(node.GetUserAgentName() + " " + node.GetUserAgentVersion())
-	typ, notes := t.classify(n.ID, n.Cluster)
+	typ, notes := classify(t.mesh, n.ID, n.Cluster)
 	n.Notes = notes
 	t.setLocked(n, n.Connected, typ)
-	t.addMetadataNoteLocked(n)
 	n.Key = n.ID
 	if translate.IsEdge(n.Cluster) {
 		n.Key = edgeKey
@@ -244,22 +215,25 @@ func (t *tracker) request(id streamKey, node *corev3.Node) error {
 			t.log.Info("envoy connected", attrs...)
 		}
 	}
-	t.mu.Unlock()
-	t.seen(node)
-	// seen may have judged the metadata: refresh the notes.
-	t.mu.Lock()
-	typ, notes = t.classify(n.ID, n.Cluster)
-	n.Notes = notes
-	t.setLocked(n, n.Connected, typ)
-	t.addMetadataNoteLocked(n)
-	t.mu.Unlock()
-	return nil
+	return true, nil
 }
 
-func (t *tracker) addMetadataNoteLocked(n *NodeStatus) {
-	if len(n.Metadata) == 0 && n.Type == nodeSidecar {
-		n.Notes = append(n.Notes, "no node metadata: default listener ports are used")
+// classify says what a node is in mesh m and what is odd about it.
+func classify(m *model.Mesh, id, cluster string) (typ string, notes []string) {
+	if translate.IsEdge(cluster) {
+		return nodeEdge, nil
 	}
+	if m == nil {
+		return nodeUnknown, []string{"no catalog snapshot yet"}
+	}
+	in := m.Instance(id)
+	if in == nil {
+		return nodeUnknown, []string{"node id is no instance of a meshed service in the catalog; no configuration until one registers"}
+	}
+	if cluster != in.Service {
+		notes = append(notes, fmt.Sprintf("node cluster %q differs from the instance's service %q; the node id decides", cluster, in.Service))
+	}
+	return nodeSidecar, notes
 }
 
 func (t *tracker) ackOrNack(id streamKey, typeURL, nonce, version, msg string, nack bool) {
@@ -347,19 +321,32 @@ func (t *tracker) setLocked(n *NodeStatus, connected bool, typ string) {
 	}
 }
 
-// reclassify refreshes every node's type after the catalog changed (an
-// unknown node's instance may have registered).
-func (t *tracker) reclassify() {
+// setMesh gives the tracker the mesh of the last pass and classifies
+// again the nodes whose instance appeared, went or changed (every node
+// when it had no mesh before).
+func (t *tracker) setMesh(m *model.Mesh, changed []string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, n := range t.nodes {
-		typ, notes := t.classify(n.ID, n.Cluster)
+	first := t.mesh == nil
+	t.mesh = m
+	reclassify := func(n *NodeStatus) {
+		typ, notes := classify(m, n.ID, n.Cluster)
 		if typ != n.Type && n.Connected {
 			t.log.Info("envoy node reclassified", "node", n.ID, "from", n.Type, "to", typ)
 		}
 		n.Notes = notes
 		t.setLocked(n, n.Connected, typ)
-		t.addMetadataNoteLocked(n)
+	}
+	if first {
+		for _, n := range t.nodes {
+			reclassify(n)
+		}
+		return
+	}
+	for _, id := range changed {
+		if n := t.nodes[id]; n != nil {
+			reclassify(n)
+		}
 	}
 }
 
@@ -405,11 +392,4 @@ func cloneMap[V any](m map[string]V) map[string]V {
 	return out
 }
 
-// metadataJSON renders node metadata for logs.
-func metadataJSON(n *corev3.Node) string {
-	if n.GetMetadata() == nil {
-		return "{}"
-	}
-	b, _ := protojson.Marshal(n.GetMetadata())
-	return string(b)
-}
+

@@ -19,20 +19,21 @@ import (
 
 const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
-// UpstreamClusters are the EDS clusters callers of svc use: svc_<name>,
-// plus svc_<name>_<version> for each version its policy splits traffic to.
-func UpstreamClusters(svc *model.Service) []*clusterv3.Cluster {
-	out := []*clusterv3.Cluster{edsCluster(UpstreamCluster(svc.Name), svc)}
-	for _, s := range svc.Policy.Split {
-		out = append(out, edsCluster(VersionCluster(svc.Name, s.Version), svc))
+// upstreamClusters are the EDS clusters callers of a service use:
+// svc_<name>, plus svc_<name>_<version> for each version its policy splits
+// traffic to.
+func upstreamClusters(in *upstreamConfigInputs) []*clusterv3.Cluster {
+	out := []*clusterv3.Cluster{edsCluster(UpstreamCluster(in.Service), in)}
+	for _, s := range in.Policy.Split {
+		out = append(out, edsCluster(VersionCluster(in.Service, s.Version), in))
 	}
 	return out
 }
 
-// UpstreamEndpoints are the load assignments of UpstreamClusters: every
+// upstreamEndpoints are the load assignments of upstreamClusters: every
 // endpoint of svc (passing checks only), and per split version those of
 // that version.
-func UpstreamEndpoints(svc *model.Service) []*endpointv3.ClusterLoadAssignment {
+func upstreamEndpoints(svc *model.Service) []*endpointv3.ClusterLoadAssignment {
 	eps := svc.Endpoints()
 	out := []*endpointv3.ClusterLoadAssignment{loadAssignment(UpstreamCluster(svc.Name), eps)}
 	for _, s := range svc.Policy.Split {
@@ -47,8 +48,8 @@ func UpstreamEndpoints(svc *model.Service) []*endpointv3.ClusterLoadAssignment {
 	return out
 }
 
-func edsCluster(name string, svc *model.Service) *clusterv3.Cluster {
-	p := svc.Policy
+func edsCluster(name string, in *upstreamConfigInputs) *clusterv3.Cluster {
+	p := in.Policy
 	c := &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
@@ -59,7 +60,7 @@ func edsCluster(name string, svc *model.Service) *clusterv3.Cluster {
 		LbPolicy:                      clusterv3.Cluster_LEAST_REQUEST,
 		CircuitBreakers:               circuitBreakers(p.CircuitBreaker),
 		OutlierDetection:              outlierDetection(p.Outlier),
-		TypedExtensionProtocolOptions: protocolOptions(svc.Protocol),
+		TypedExtensionProtocolOptions: protocolOptions(in.Protocol),
 	}
 	return c
 }
@@ -142,14 +143,14 @@ func loadAssignment(cluster string, insts []*model.Instance) *endpointv3.Cluster
 // localAppCluster forwards inbound traffic to the app on loopback. The
 // service's own policy bounds it: its circuit breaker protects the app
 // from more concurrency than it was sized for.
-func localAppCluster(svc *model.Service, appPort int) *clusterv3.Cluster {
+func localAppCluster(in *SidecarInputs) *clusterv3.Cluster {
 	return &clusterv3.Cluster{
 		Name:                          ClusterLocalApp,
 		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
-		ConnectTimeout:                durationpb.New(svc.Policy.ConnectTimeout),
-		LoadAssignment:                loadAssignmentTo(ClusterLocalApp, "127.0.0.1", uint32(appPort)),
-		CircuitBreakers:               circuitBreakers(svc.Policy.CircuitBreaker),
-		TypedExtensionProtocolOptions: protocolOptions(svc.Protocol),
+		ConnectTimeout:                durationpb.New(in.Policy.ConnectTimeout),
+		LoadAssignment:                loadAssignmentTo(ClusterLocalApp, "127.0.0.1", uint32(in.AppPort)),
+		CircuitBreakers:               circuitBreakers(in.Policy.CircuitBreaker),
+		TypedExtensionProtocolOptions: protocolOptions(in.Protocol),
 	}
 }
 

@@ -175,13 +175,13 @@ func localReplyConfig() *hcmv3.LocalReplyConfig {
 
 // edgeFilters run on the edge before the router: CORS (policy on the
 // virtual host) and the local rate limit.
-func edgeFilters(cfg Config) []*hcmv3.HttpFilter {
+func edgeFilters(limit RateLimit) []*hcmv3.HttpFilter {
 	rl := &localratelimitv3.LocalRateLimit{
 		StatPrefix: "edge_rate_limit",
 		TokenBucket: &typev3.TokenBucket{
-			MaxTokens:     cfg.RateLimit.Burst,
-			TokensPerFill: wrapperspb.UInt32(cfg.RateLimit.PerFill),
-			FillInterval:  durationpb.New(cfg.RateLimit.Interval),
+			MaxTokens:     limit.Burst,
+			TokensPerFill: wrapperspb.UInt32(limit.PerFill),
+			FillInterval:  durationpb.New(limit.Interval),
 		},
 		FilterEnabled: &corev3.RuntimeFractionalPercent{
 			DefaultValue: &typev3.FractionalPercent{Numerator: 100, Denominator: typev3.FractionalPercent_HUNDRED},

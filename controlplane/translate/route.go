@@ -37,7 +37,7 @@ func wrapBool(b bool) *wrapperspb.BoolValue { return wrapperspb.Bool(b) }
 // inboundRoute sends everything to the local app, bounded by the
 // service's own timeout. No retries here: the caller's sidecar retries,
 // and retrying in two places multiplies attempts.
-func inboundRoute(svc *model.Service) *routev3.RouteConfiguration {
+func inboundRoute(policy model.Policy) *routev3.RouteConfiguration {
 	return &routev3.RouteConfiguration{
 		Name: RouteInbound,
 		VirtualHosts: []*routev3.VirtualHost{{
@@ -48,7 +48,7 @@ func inboundRoute(svc *model.Service) *routev3.RouteConfiguration {
 				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterLocalApp},
-					Timeout:          durationpb.New(svc.Policy.Timeout),
+					Timeout:          durationpb.New(policy.Timeout),
 				}},
 			}},
 		}},
@@ -56,14 +56,14 @@ func inboundRoute(svc *model.Service) *routev3.RouteConfiguration {
 	}
 }
 
-// UpstreamVirtualHost is the outbound virtual host of u: it routes Host
-// <u> or <u>:<port> to the service with u's policy. It depends only on u (its config
-// hash), so every caller of u can share it.
-func UpstreamVirtualHost(u *model.Service) *routev3.VirtualHost {
+// upstreamVirtualHost is the outbound virtual host of a service: it
+// routes Host <name> or <name>:<port> to the service with its policy.
+// Every caller of the service shares it.
+func upstreamVirtualHost(in *upstreamConfigInputs) *routev3.VirtualHost {
 	return &routev3.VirtualHost{
-		Name:    u.Name,
-		Domains: []string{u.Name, u.Name + ":*"},
-		Routes:  routesTo(u, "", func() *routev3.RouteMatch { return prefixMatch("/") }, false),
+		Name:    in.Service,
+		Domains: []string{in.Service, in.Service + ":*"},
+		Routes:  routesTo(in.Service, in.Policy, "", func() *routev3.RouteMatch { return prefixMatch("/") }, false),
 	}
 }
 
@@ -81,11 +81,15 @@ func undeclaredVirtualHost(self string) *routev3.VirtualHost {
 
 // edgeRoute maps /api/<prefix> to the owner of <prefix>, stripping /api;
 // anything else is a JSON 404 from Envoy.
-func edgeRoute(m *model.Mesh, cfg Config) *routev3.RouteConfiguration {
+func edgeRoute(in *EdgeInputs) *routev3.RouteConfiguration {
+	policies := make(map[string]model.Policy, len(in.Upstreams))
+	for _, u := range in.Upstreams {
+		policies[u.Name] = u.config.Policy
+	}
 	var routes []*routev3.Route
-	for _, pr := range m.Routes { // longest prefix first
+	for _, pr := range in.Routes { // longest prefix first
 		path := "/api" + pr.Prefix
-		routes = append(routes, routesTo(m.Service(pr.Service), pr.Prefix, func() *routev3.RouteMatch {
+		routes = append(routes, routesTo(pr.Service, policies[pr.Service], pr.Prefix, func() *routev3.RouteMatch {
 			// Matches /api/orders, /api/orders/1 and /api/orders?x, not
 			// /api/ordersx.
 			return &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: path}}
@@ -99,19 +103,19 @@ func edgeRoute(m *model.Mesh, cfg Config) *routev3.RouteConfiguration {
 			Domains: []string{"*"},
 			Routes:  routes,
 			TypedPerFilterConfig: map[string]*anypb.Any{
-				"envoy.filters.http.cors": mustAny(corsPolicy(cfg.CORSOrigins)),
+				"envoy.filters.http.cors": mustAny(corsPolicy(in.CORSOrigins)),
 			},
 		}},
 		ValidateClusters: wrapBool(false),
 	}
 }
 
-// routesTo is the route set for calls to svc: requests that are safe to
+// routesTo is the route set for calls to a service: requests that are safe to
 // retry fully (idempotent method, or an Idempotency-Key) first, then
 // everything else with connect-level retries only. stripAPI removes the
 // edge's /api prefix.
-func routesTo(svc *model.Service, label string, match func() *routev3.RouteMatch, stripAPI bool) []*routev3.Route {
-	name := svc.Name
+func routesTo(service string, policy model.Policy, label string, match func() *routev3.RouteMatch, stripAPI bool) []*routev3.Route {
+	name := service
 	if label != "" {
 		name += label
 	}
@@ -128,22 +132,21 @@ func routesTo(svc *model.Service, label string, match func() *routev3.RouteMatch
 		}},
 	}}
 	return []*routev3.Route{
-		{Name: name + "#idempotency_key", Match: withKey, Action: &routev3.Route_Route{Route: routeAction(svc, retryOnIdempotent, stripAPI)}},
-		{Name: name + "#idempotent", Match: idempotent, Action: &routev3.Route_Route{Route: routeAction(svc, retryOnIdempotent, stripAPI)}},
-		{Name: name + "#other", Match: match(), Action: &routev3.Route_Route{Route: routeAction(svc, retryOnAny, stripAPI)}},
+		{Name: name + "#idempotency_key", Match: withKey, Action: &routev3.Route_Route{Route: routeAction(service, policy, retryOnIdempotent, stripAPI)}},
+		{Name: name + "#idempotent", Match: idempotent, Action: &routev3.Route_Route{Route: routeAction(service, policy, retryOnIdempotent, stripAPI)}},
+		{Name: name + "#other", Match: match(), Action: &routev3.Route_Route{Route: routeAction(service, policy, retryOnAny, stripAPI)}},
 	}
 }
 
-func routeAction(svc *model.Service, retryOn string, stripAPI bool) *routev3.RouteAction {
-	p := svc.Policy
+func routeAction(service string, p model.Policy, retryOn string, stripAPI bool) *routev3.RouteAction {
 	a := &routev3.RouteAction{Timeout: durationpb.New(p.Timeout)}
 	if len(p.Split) == 0 {
-		a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: UpstreamCluster(svc.Name)}
+		a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: UpstreamCluster(service)}
 	} else {
 		wc := &routev3.WeightedCluster{}
 		for _, s := range p.Split {
 			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{
-				Name:   VersionCluster(svc.Name, s.Version),
+				Name:   VersionCluster(service, s.Version),
 				Weight: wrapperspb.UInt32(s.Weight),
 			})
 		}

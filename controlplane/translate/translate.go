@@ -3,7 +3,6 @@ package translate
 import (
 	"cmp"
 	"errors"
-	"fmt"
 	"slices"
 	"time"
 
@@ -88,7 +87,7 @@ type Node struct {
 	OutboundPort uint32
 }
 
-// Resources is one node's configuration, each list sorted by name.
+// Resources is one node's whole configuration, each list sorted by name.
 type Resources struct {
 	Clusters  []*clusterv3.Cluster
 	Endpoints []*endpointv3.ClusterLoadAssignment
@@ -99,64 +98,102 @@ type Resources struct {
 // ByType returns the resources keyed by xDS type URL, the shape the
 // snapshot cache takes.
 func (r *Resources) ByType() map[resource.Type][]types.Resource {
-	out := map[resource.Type][]types.Resource{
-		resource.ClusterType:  make([]types.Resource, 0, len(r.Clusters)),
-		resource.EndpointType: make([]types.Resource, 0, len(r.Endpoints)),
-		resource.ListenerType: make([]types.Resource, 0, len(r.Listeners)),
-		resource.RouteType:    make([]types.Resource, 0, len(r.Routes)),
+	return map[resource.Type][]types.Resource{
+		resource.ClusterType:  asResources(r.Clusters),
+		resource.EndpointType: asResources(r.Endpoints),
+		resource.ListenerType: asResources(r.Listeners),
+		resource.RouteType:    asResources(r.Routes),
 	}
-	for _, c := range r.Clusters {
-		out[resource.ClusterType] = append(out[resource.ClusterType], c)
-	}
-	for _, e := range r.Endpoints {
-		out[resource.EndpointType] = append(out[resource.EndpointType], e)
-	}
-	for _, l := range r.Listeners {
-		out[resource.ListenerType] = append(out[resource.ListenerType], l)
-	}
-	for _, rc := range r.Routes {
-		out[resource.RouteType] = append(out[resource.RouteType], rc)
+}
+
+func asResources[T types.Resource](rs []T) []types.Resource {
+	out := make([]types.Resource, len(rs))
+	for i, r := range rs {
+		out[i] = r
 	}
 	return out
 }
 
-func (r *Resources) sort() {
+// NodeConfig is what Sidecar and Edge return: a node's own resources,
+// each list sorted by name, and the services whose shared clusters and
+// load assignments (their Shared) complete its snapshot.
+type NodeConfig struct {
+	Clusters  []*clusterv3.Cluster
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	// Upstreams are the names of the services whose Shared the node
+	// references, sorted.
+	Upstreams []string
+}
+
+// Resources joins the node's own resources with the shared ones of its
+// upstreams: the configuration the node receives. shared must know every
+// name in c.Upstreams.
+func (c *NodeConfig) Resources(shared func(service string) *Shared) *Resources {
+	r := &Resources{
+		Clusters:  slices.Clone(c.Clusters),
+		Listeners: c.Listeners,
+		Routes:    c.Routes,
+	}
+	for _, name := range c.Upstreams {
+		s := shared(name)
+		r.Clusters = append(r.Clusters, s.Config.Clusters...)
+		r.Endpoints = append(r.Endpoints, s.Endpoints...)
+	}
 	slices.SortFunc(r.Clusters, func(a, b *clusterv3.Cluster) int { return cmp.Compare(a.Name, b.Name) })
 	slices.SortFunc(r.Endpoints, func(a, b *endpointv3.ClusterLoadAssignment) int { return cmp.Compare(a.ClusterName, b.ClusterName) })
-	slices.SortFunc(r.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.Name, b.Name) })
-	slices.SortFunc(r.Routes, func(a, b *routev3.RouteConfiguration) int { return cmp.Compare(a.Name, b.Name) })
+	return r
 }
 
-// Upstreams supplies the resources of a service that every node calling it
-// shares. Direct builds them on each call; the serve stage passes a
-// memoizing implementation so that a thousand sidecars calling user share
-// one svc_user cluster and one load assignment. Both must return what
-// UpstreamClusters and UpstreamEndpoints return.
-type Upstreams interface {
-	Clusters(svc *model.Service) []*clusterv3.Cluster
-	Endpoints(svc *model.Service) []*endpointv3.ClusterLoadAssignment
-	// VirtualHost is the outbound virtual host of svc (what
-	// UpstreamVirtualHost returns); callers' route configurations may
-	// share it, as nothing modifies a built resource.
-	VirtualHost(svc *model.Service) *routev3.VirtualHost
+// Shared is what every node calling a service shares: its clusters and
+// outbound virtual host (Config) and their load assignments (Endpoints).
+// Upstream builds it from the service alone.
+type Shared struct {
+	Name   string
+	Config *UpstreamConfig
+	// ConfigKey is the key of the inputs Config was built from: equal keys,
+	// equal Config. It is part of every caller's inputs.
+	ConfigKey string
+	Endpoints []*endpointv3.ClusterLoadAssignment
 }
 
-// Direct is the Upstreams that builds everything afresh.
-type Direct struct{ Config Config }
-
-// Clusters implements Upstreams.
-func (d Direct) Clusters(svc *model.Service) []*clusterv3.Cluster {
-	return UpstreamClusters(svc)
+// UpstreamConfig is the part of a service's shared configuration that its
+// callers' own resources are built from.
+type UpstreamConfig struct {
+	// Policy is the service's policy in force (the edge's routes to it
+	// carry its timeouts, retries and split).
+	Policy   model.Policy
+	Clusters []*clusterv3.Cluster
+	// VirtualHost is embedded in every caller's outbound route
+	// configuration.
+	VirtualHost *routev3.VirtualHost
 }
 
-// Endpoints implements Upstreams.
-func (d Direct) Endpoints(svc *model.Service) []*endpointv3.ClusterLoadAssignment {
-	return UpstreamEndpoints(svc)
+// Upstream translates svc into what its callers share. prev is the
+// previous Shared of the same service, or nil: when the inputs of its
+// Config did not change, that Config is returned again instead of a new
+// equal one. Endpoints are built afresh: call Upstream only when the mesh
+// replaced svc (Changes says so).
+func Upstream(svc *model.Service, prev *Shared) *Shared {
+	in := &upstreamConfigInputs{Service: svc.Name, Protocol: svc.Protocol, Policy: svc.Policy}
+	s := &Shared{Name: svc.Name, ConfigKey: key(in), Endpoints: upstreamEndpoints(svc)}
+	if prev != nil && prev.ConfigKey == s.ConfigKey {
+		s.Config = prev.Config
+	} else {
+		s.Config = &UpstreamConfig{Policy: in.Policy, Clusters: upstreamClusters(in), VirtualHost: upstreamVirtualHost(in)}
+	}
+	return s
 }
 
-// VirtualHost implements Upstreams.
-func (d Direct) VirtualHost(svc *model.Service) *routev3.VirtualHost {
-	return UpstreamVirtualHost(svc)
+// AllShared translates every service of m (what serve keeps up to date
+// one change at a time): a lookup for SidecarInputsOf and EdgeInputsOf
+// that builds everything from nothing.
+func AllShared(m *model.Mesh) func(service string) *Shared {
+	out := make(map[string]*Shared, m.Services.Len())
+	for name, svc := range m.Services.All() {
+		out[name] = Upstream(svc, nil)
+	}
+	return func(name string) *Shared { return out[name] }
 }
 
 // Errors a node's translation can fail with.
@@ -165,126 +202,76 @@ var (
 	ErrNoAppPort   = errors.New("instance has no valid mesh_app_port")
 )
 
-// Sidecar is the configuration of the sidecar of instance n.ID: inbound
-// to its app, outbound to each upstream it declared, and nothing else.
-// It is a pure function of its arguments.
-func Sidecar(m *model.Mesh, n Node, cfg Config, up Upstreams) (*Resources, error) {
-	r, err := SidecarConfig(m, n, cfg, up)
-	if err != nil {
-		return nil, err
-	}
-	r.Endpoints = SidecarEndpoints(m, n, up)
-	r.sort()
-	return r, nil
-}
-
-// SidecarConfig is Sidecar without the load assignments: the part that
-// changes only when a policy, a protocol or the upstream list changes.
-func SidecarConfig(m *model.Mesh, n Node, cfg Config, up Upstreams) (*Resources, error) {
-	if up == nil {
-		up = Direct{cfg}
-	}
-	in := m.Instance(n.ID)
-	if in == nil {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownNode, n.ID)
-	}
-	if in.AppPort == 0 {
-		return nil, fmt.Errorf("%w: %q", ErrNoAppPort, n.ID)
-	}
-	svc := m.Service(in.Service)
-	inbound := cmp.Or(n.InboundPort, cfg.InboundPort)
-	outbound := cmp.Or(n.OutboundPort, cfg.OutboundPort)
-	if inbound == outbound {
-		return nil, fmt.Errorf("inbound and outbound listeners would share port %d", inbound)
-	}
+// Sidecar is the configuration of a sidecar's own resources: inbound to
+// its app, outbound to each upstream it declared (their virtual hosts),
+// and nothing else. It reads only in.
+func Sidecar(in *SidecarInputs) *NodeConfig {
 	tracer := in.Service + "-sidecar"
-
-	r := &Resources{}
-	r.Clusters = append(r.Clusters, localAppCluster(svc, in.AppPort), collectorCluster(cfg.CollectorAddress))
-	r.Listeners = append(r.Listeners,
-		listener(ListenerInbound, "0.0.0.0", inbound, inboundDirection,
+	c := &NodeConfig{}
+	c.Clusters = append(c.Clusters, localAppCluster(in), collectorCluster(in.Collector))
+	c.Listeners = append(c.Listeners,
+		listener(ListenerInbound, "0.0.0.0", in.InboundPort, inboundDirection,
 			hcm(ListenerInbound, RouteInbound, tracer, nil)),
-		listener(ListenerOutbound, "127.0.0.1", outbound, outboundDirection,
+		listener(ListenerOutbound, "127.0.0.1", in.OutboundPort, outboundDirection,
 			hcm(ListenerOutbound, RouteOutbound, tracer, nil)),
 	)
-	r.Routes = append(r.Routes, inboundRoute(svc))
-
 	vhosts := make([]*routev3.VirtualHost, 0, len(in.Upstreams)+1)
-	for _, name := range in.Upstreams {
-		u := m.Service(name)
-		r.Clusters = append(r.Clusters, up.Clusters(u)...)
-		vhosts = append(vhosts, up.VirtualHost(u))
+	for _, u := range in.Upstreams {
+		vhosts = append(vhosts, u.config.VirtualHost)
+		c.Upstreams = append(c.Upstreams, u.Name)
 	}
 	vhosts = append(vhosts, undeclaredVirtualHost(in.Service))
-	r.Routes = append(r.Routes, &routev3.RouteConfiguration{
+	c.Routes = append(c.Routes, inboundRoute(in.Policy), &routev3.RouteConfiguration{
 		Name:             RouteOutbound,
 		VirtualHosts:     vhosts,
 		ValidateClusters: wrapBool(false),
 	})
-	r.sort()
-	return r, nil
-}
-
-// SidecarEndpoints is the load assignments of Sidecar: one per EDS cluster
-// of each declared upstream.
-func SidecarEndpoints(m *model.Mesh, n Node, up Upstreams) []*endpointv3.ClusterLoadAssignment {
-	if up == nil {
-		up = Direct{}
-	}
-	in := m.Instance(n.ID)
-	if in == nil {
-		return nil
-	}
-	var out []*endpointv3.ClusterLoadAssignment
-	for _, name := range in.Upstreams {
-		out = append(out, up.Endpoints(m.Service(name))...)
-	}
-	slices.SortFunc(out, func(a, b *endpointv3.ClusterLoadAssignment) int { return cmp.Compare(a.ClusterName, b.ClusterName) })
-	return out
+	c.sort()
+	return c
 }
 
 // Edge is the configuration every edge gateway shares: one listener, one
-// route table with /api/<prefix> for each public route, and the clusters
-// of the services that own them.
-func Edge(m *model.Mesh, cfg Config, up Upstreams) (*Resources, error) {
-	r, err := EdgeConfig(m, cfg, up)
-	if err != nil {
-		return nil, err
+// route table with /api/<prefix> for each public route, and (shared) the
+// clusters of the services that own them. It reads only in.
+func Edge(in *EdgeInputs) *NodeConfig {
+	c := &NodeConfig{}
+	c.Clusters = append(c.Clusters, collectorCluster(in.Collector))
+	for _, u := range in.Upstreams {
+		c.Upstreams = append(c.Upstreams, u.Name)
 	}
-	r.Endpoints = EdgeEndpoints(m, up)
-	r.sort()
-	return r, nil
+	c.Listeners = append(c.Listeners, listener(ListenerEdge, "0.0.0.0", in.Port, inboundDirection,
+		hcm(ListenerEdge, RouteEdge, EdgeCluster, edgeFilters(in.RateLimit))))
+	c.Routes = append(c.Routes, edgeRoute(in))
+	c.sort()
+	return c
 }
 
-// EdgeConfig is Edge without the load assignments.
-func EdgeConfig(m *model.Mesh, cfg Config, up Upstreams) (*Resources, error) {
-	if up == nil {
-		up = Direct{cfg}
-	}
-	r := &Resources{}
-	r.Clusters = append(r.Clusters, collectorCluster(cfg.CollectorAddress))
-	for _, name := range m.PublicServices() {
-		r.Clusters = append(r.Clusters, up.Clusters(m.Service(name))...)
-	}
-	r.Listeners = append(r.Listeners, listener(ListenerEdge, "0.0.0.0", cfg.EdgePort, inboundDirection,
-		hcm(ListenerEdge, RouteEdge, EdgeCluster, edgeFilters(cfg))))
-	r.Routes = append(r.Routes, edgeRoute(m, cfg))
-	r.sort()
-	return r, nil
-}
-
-// EdgeEndpoints is the load assignments of Edge.
-func EdgeEndpoints(m *model.Mesh, up Upstreams) []*endpointv3.ClusterLoadAssignment {
-	if up == nil {
-		up = Direct{}
-	}
-	var out []*endpointv3.ClusterLoadAssignment
-	for _, name := range m.PublicServices() {
-		out = append(out, up.Endpoints(m.Service(name))...)
-	}
-	slices.SortFunc(out, func(a, b *endpointv3.ClusterLoadAssignment) int { return cmp.Compare(a.ClusterName, b.ClusterName) })
-	return out
+func (c *NodeConfig) sort() {
+	slices.SortFunc(c.Clusters, func(a, b *clusterv3.Cluster) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(c.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(c.Routes, func(a, b *routev3.RouteConfiguration) int { return cmp.Compare(a.Name, b.Name) })
+	slices.Sort(c.Upstreams)
 }
 
 // IsEdge reports whether an Envoy node cluster is the edge's.
 func IsEdge(nodeCluster string) bool { return nodeCluster == EdgeCluster }
+
+// SidecarFromScratch is the whole configuration of the sidecar of
+// instance n.ID, built from nothing by the functions serve calls one
+// change at a time: the reference its snapshots are tested against.
+func SidecarFromScratch(m *model.Mesh, n Node, cfg Config) (*Resources, error) {
+	shared := AllShared(m)
+	in, _, err := SidecarInputsOf(m, n, cfg, shared)
+	if err != nil {
+		return nil, err
+	}
+	return Sidecar(in).Resources(shared), nil
+}
+
+// EdgeFromScratch is the whole configuration of the edge, built from
+// nothing (see SidecarFromScratch).
+func EdgeFromScratch(m *model.Mesh, cfg Config) *Resources {
+	shared := AllShared(m)
+	in, _ := EdgeInputsOf(m, cfg, shared)
+	return Edge(in).Resources(shared)
+}

@@ -110,9 +110,9 @@ func TestGolden(t *testing.T) {
 			cfg := gc.config()
 			var res *translate.Resources
 			if translate.IsEdge(gc.Node.Cluster) {
-				res, err = translate.Edge(m, cfg, nil)
+				res = translate.EdgeFromScratch(m, cfg)
 			} else {
-				res, err = translate.Sidecar(m, translate.Node{ID: gc.Node.ID, InboundPort: gc.Node.InboundPort, OutboundPort: gc.Node.OutboundPort}, cfg, nil)
+				res, err = translate.SidecarFromScratch(m, translate.Node{ID: gc.Node.ID, InboundPort: gc.Node.InboundPort, OutboundPort: gc.Node.OutboundPort}, cfg)
 			}
 			if err != nil {
 				t.Fatalf("translate: %v", err)
@@ -259,10 +259,7 @@ func TestRegexWalkerFindsPatterns(t *testing.T) {
 			Meta: map[string]string{"mesh_protocol": "http", "mesh_app_port": "8080", "mesh_public_prefixes": "/users"}}},
 	})}
 	m := model.NewBuilder(model.BuilderOptions{}).Build(s)
-	res, err := translate.Edge(m, translate.DefaultConfig(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := translate.EdgeFromScratch(m, translate.DefaultConfig())
 	var got []string
 	forEachRegex(res.Routes[0].ProtoReflect(), func(re string) {
 		if !slices.Contains(got, re) {
@@ -283,10 +280,10 @@ func TestSidecarErrors(t *testing.T) {
 	})}
 	m := model.NewBuilder(model.BuilderOptions{}).Build(s)
 	cfg := translate.DefaultConfig()
-	if _, err := translate.Sidecar(m, translate.Node{ID: "ghost-1"}, cfg, nil); !errors.Is(err, translate.ErrUnknownNode) {
+	if _, err := translate.SidecarFromScratch(m, translate.Node{ID: "ghost-1"}, cfg); !errors.Is(err, translate.ErrUnknownNode) {
 		t.Errorf("unknown node: err = %v, want ErrUnknownNode", err)
 	}
-	if _, err := translate.Sidecar(m, translate.Node{ID: "user-1"}, cfg, nil); !errors.Is(err, translate.ErrNoAppPort) {
+	if _, err := translate.SidecarFromScratch(m, translate.Node{ID: "user-1"}, cfg); !errors.Is(err, translate.ErrNoAppPort) {
 		t.Errorf("bad app port: err = %v, want ErrNoAppPort", err)
 	}
 }
@@ -302,15 +299,12 @@ func TestValidateCatchesPackedErrors(t *testing.T) {
 	m := model.NewBuilder(model.BuilderOptions{}).Build(s)
 	cfg := translate.DefaultConfig()
 	cfg.RateLimit.Interval = 0 // Envoy requires a positive fill interval
-	res, err := translate.Edge(m, cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := translate.EdgeFromScratch(m, cfg)
 	l := res.Listeners[0]
 	if err := l.ValidateAll(); err != nil {
 		t.Fatalf("top-level ValidateAll unexpectedly failed: %v", err)
 	}
-	err = translate.Validate(l)
+	err := translate.Validate(l)
 	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("FillInterval")) {
 		t.Errorf("Validate = %v, want an error about the token bucket's fill interval", err)
 	}

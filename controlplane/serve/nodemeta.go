@@ -1,0 +1,99 @@
+package serve
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/meshop/meshop/controlplane/translate"
+)
+
+// Node metadata keys a sidecar's Envoy bootstrap may set to move its
+// listeners (numbers or numeric strings).
+const (
+	MetaInboundPort  = "inbound_port"
+	MetaOutboundPort = "outbound_port"
+)
+
+// nodeMeta is what one node's metadata asks for: its listener ports, or
+// why the metadata was rejected (then the defaults are used).
+type nodeMeta struct {
+	opts    translate.Node
+	problem string
+}
+
+// nodeSeen applies a sidecar's metadata on its first request, before the
+// cache answers it, so the Envoy never sees listeners on default ports it
+// did not ask for.
+func (s *Server) nodeSeen(n *corev3.Node) {
+	if translate.IsEdge(n.GetCluster()) {
+		return
+	}
+	meta := parseNodeMeta(n)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, known := s.meta[n.GetId()]
+	if meta.problem != "" && meta.problem != old.problem {
+		s.log.Warn("envoy node metadata rejected; default listener ports are used", "node", n.GetId(),
+			"metadata", metadataJSON(n), "err", meta.problem)
+	}
+	s.meta[n.GetId()] = meta
+	if known && old.opts == meta.opts || s.mesh == nil || s.mesh.Instance(n.GetId()) == nil {
+		return
+	}
+	if st := s.snaps.nodes[n.GetId()]; st != nil && st.opts == meta.opts && st.lastErr == "" && st.group != nil {
+		return
+	}
+	s.build(n.GetId(), time.Time{})
+}
+
+// parseNodeMeta reads the listener ports a sidecar asks for.
+func parseNodeMeta(n *corev3.Node) nodeMeta {
+	opts := translate.Node{ID: n.GetId()}
+	fields := n.GetMetadata().GetFields()
+	var problems []string
+	port := func(key string) uint32 {
+		v, ok := fields[key]
+		if !ok {
+			return 0
+		}
+		var p float64
+		if num, isNum := v.AsInterface().(float64); isNum {
+			p = num
+		} else if str, isStr := v.AsInterface().(string); isStr {
+			parsed, err := strconv.Atoi(str)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("%s=%q is not a port number", key, str))
+				return 0
+			}
+			p = float64(parsed)
+		} else {
+			problems = append(problems, fmt.Sprintf("%s has type %T, want a port number", key, v.AsInterface()))
+			return 0
+		}
+		if p != math.Trunc(p) || p < 1 || p > 65535 {
+			problems = append(problems, fmt.Sprintf("%s=%v is not a TCP port (1-65535)", key, p))
+			return 0
+		}
+		return uint32(p)
+	}
+	opts.InboundPort = port(MetaInboundPort)
+	opts.OutboundPort = port(MetaOutboundPort)
+	if len(problems) > 0 {
+		return nodeMeta{opts: translate.Node{ID: n.GetId()}, problem: fmt.Sprint(problems)}
+	}
+	return nodeMeta{opts: opts}
+}
+
+// metadataJSON renders node metadata for logs.
+func metadataJSON(n *corev3.Node) string {
+	if n.GetMetadata() == nil {
+		return "{}"
+	}
+	b, _ := protojson.Marshal(n.GetMetadata())
+	return string(b)
+}

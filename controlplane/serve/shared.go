@@ -1,0 +1,67 @@
+package serve
+
+import (
+	"github.com/meshop/meshop/controlplane/model"
+	"github.com/meshop/meshop/controlplane/translate"
+)
+
+// sharedSet keeps the translate.Shared of every meshed service, with its
+// entries: each shared cluster and load assignment is validated, hashed
+// and compacted once per change of its service, not once per node that
+// calls it.
+type sharedSet struct {
+	byName map[string]*sharedEntries
+}
+
+// sharedEntries is one service's Shared and its entries. version changes
+// whenever a cluster or a load assignment of it does: it is part of the
+// snapshot key of every node that references the service.
+type sharedEntries struct {
+	shared    *translate.Shared
+	clusters  []*entry
+	endpoints []*entry
+	version   string
+}
+
+func newSharedSet() *sharedSet { return &sharedSet{byName: map[string]*sharedEntries{}} }
+
+// update translates again the services m replaced (ch.Services) and
+// forgets those m no longer has.
+func (s *sharedSet) update(m *model.Mesh, ch translate.Changes) {
+	for _, name := range ch.Services {
+		svc := m.Service(name)
+		if svc == nil {
+			delete(s.byName, name)
+			continue
+		}
+		prev := s.byName[name]
+		var prevShared *translate.Shared
+		if prev != nil {
+			prevShared = prev.shared
+		}
+		sh := translate.Upstream(svc, prevShared)
+		se := &sharedEntries{shared: sh, endpoints: newEntries(sh.Endpoints)}
+		if prev != nil && prevShared.Config == sh.Config {
+			se.clusters = prev.clusters
+		} else {
+			// Callers embed the virtual host in their route
+			// configurations: keep it compact there too.
+			cfg := *sh.Config
+			cfg.VirtualHost = compactVirtualHost(cfg.VirtualHost)
+			sh.Config = &cfg
+			se.clusters = newEntries(cfg.Clusters)
+		}
+		fp := newFP()
+		for _, e := range se.clusters {
+			fp.add(e.name, e.hash)
+		}
+		for _, e := range se.endpoints {
+			fp.add(e.name, e.hash)
+		}
+		se.version = fp.sum()
+		s.byName[name] = se
+	}
+}
+
+// lookup is the Shared of a service, for translate's gatherings.
+func (s *sharedSet) lookup(name string) *translate.Shared { return s.byName[name].shared }

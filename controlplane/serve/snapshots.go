@@ -1,0 +1,277 @@
+package serve
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/meshop/meshop/controlplane/model"
+	"github.com/meshop/meshop/controlplane/translate"
+)
+
+// edgeKey is the one snapshot key every edge node shares.
+const edgeKey = "edge"
+
+// The xDS types every snapshot carries, in the order Envoy needs them.
+var snapshotTypes = []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType}
+
+// snapshots is the build state of every cache key: what each was last
+// built from, the snapshot groups they share, and which keys read which
+// part of the mesh. The server's mu guards it.
+type snapshots struct {
+	nodes  map[string]*nodeState
+	groups map[string]*group
+	// readers maps a read key (translate.Reads) to the cache keys whose
+	// last gathering read it.
+	readers map[string]map[string]bool
+	// pending are keys every pass visits again: builds that failed, and
+	// instances that left while their Envoy was still connected.
+	pending map[string]bool
+	pool    *entryPool
+}
+
+func newSnapshots() *snapshots {
+	return &snapshots{
+		nodes:   map[string]*nodeState{},
+		groups:  map[string]*group{},
+		readers: map[string]map[string]bool{},
+		pending: map[string]bool{},
+		pool:    newEntryPool(),
+	}
+}
+
+// readersOf returns the keys that read any of reads.
+func (s *snapshots) readersOf(reads []string) []string {
+	var out []string
+	for _, r := range reads {
+		for key := range s.readers[r] {
+			out = append(out, key)
+		}
+	}
+	return out
+}
+
+// index records what a node's gathering read.
+func (s *snapshots) index(st *nodeState, reads translate.Reads) {
+	if slices.Equal(st.reads, reads) {
+		return
+	}
+	s.unindex(st)
+	for _, r := range reads {
+		keys := s.readers[r]
+		if keys == nil {
+			keys = map[string]bool{}
+			s.readers[r] = keys
+		}
+		keys[st.key] = true
+	}
+	st.reads = reads
+}
+
+func (s *snapshots) unindex(st *nodeState) {
+	for _, r := range st.reads {
+		delete(s.readers[r], st.key)
+		if len(s.readers[r]) == 0 {
+			delete(s.readers, r)
+		}
+	}
+	st.reads = nil
+}
+
+// use makes g the node's snapshot group.
+func (s *snapshots) use(st *nodeState, g *group) {
+	if st.group == g {
+		return
+	}
+	s.release(st)
+	g.refs++
+	st.group = g
+}
+
+// release drops a node's reference to its snapshot group; the last
+// reference frees it.
+func (s *snapshots) release(st *nodeState) {
+	if st.group == nil {
+		return
+	}
+	st.group.refs--
+	if st.group.refs <= 0 {
+		delete(s.groups, st.group.key)
+	}
+	st.group = nil
+}
+
+// drop forgets a node.
+func (s *snapshots) drop(st *nodeState) {
+	s.release(st)
+	s.unindex(st)
+	delete(s.nodes, st.key)
+	delete(s.pending, st.key)
+}
+
+// nodeState is what was last built for one cache key.
+type nodeState struct {
+	key  string
+	edge bool
+	opts translate.Node
+	// reads are what the last gathering of the node's inputs read.
+	reads translate.Reads
+	// snapshotKey identifies what the node's snapshot is built from: the
+	// key of its inputs and the versions of the Shared it references.
+	snapshotKey string
+	// group is the snapshot set last, shared with every node built from
+	// the same inputs.
+	group *group
+	setAt time.Time
+	// builds counts snapshots set for this key.
+	builds int
+	// lastErr is why the last build was not set (the previous snapshot,
+	// if any, stays in force).
+	lastErr string
+}
+
+// group is one built snapshot and what it was built from. Every node with
+// the same snapshot key shares it: the instances of a service have equal
+// inputs, as nothing in a sidecar's resources depends on its ID. A group
+// is immutable; refs counts the nodes using it.
+type group struct {
+	key string
+	// inputsKey is the key of the inputs own was translated from.
+	inputsKey string
+	// own are the node's own resources by type; upstreams the services
+	// whose Shared complete them (what translation returned).
+	own       map[resource.Type][]*entry
+	upstreams []string
+	snapshot  *cachev3.Snapshot
+	versions  map[resource.Type]string
+	refs      int
+}
+
+// SnapshotStatus is the debug view of a node's snapshot.
+type SnapshotStatus struct {
+	Key      string            `json:"key"`
+	Versions map[string]string `json:"versions,omitempty"`
+	SetAt    *time.Time        `json:"set_at,omitempty"`
+	Builds   int               `json:"builds"`
+	Error    string            `json:"error,omitempty"`
+	Problems model.Problems    `json:"problems,omitempty"`
+}
+
+// ownEntries makes the entries of what translation returned for a node:
+// its own resources, shared with identical ones of other nodes.
+func ownEntries(pool *entryPool, nc *translate.NodeConfig) map[resource.Type][]*entry {
+	return map[resource.Type][]*entry{
+		resource.ClusterType:  entries(pool, nc.Clusters),
+		resource.ListenerType: entries(pool, nc.Listeners),
+		resource.RouteType:    entries(pool, nc.Routes),
+	}
+}
+
+// assemble builds the cache snapshot of a node from its own entries and
+// those of the Shared it references. Each type's version is a hash of its
+// resources' names and hashes, so a type whose content did not change
+// keeps its version and is not pushed again; the delta version map is
+// filled from the same hashes, so the cache never marshals a resource
+// again to compute it.
+//
+// Every snapshot set has passed validation and the consistency check.
+func assemble(own map[resource.Type][]*entry, shared []*sharedEntries) (*cachev3.Snapshot, map[resource.Type]string, error) {
+	byType := map[resource.Type][]*entry{
+		resource.ClusterType:  slices.Clone(own[resource.ClusterType]),
+		resource.ListenerType: own[resource.ListenerType],
+		resource.RouteType:    own[resource.RouteType],
+	}
+	for _, s := range shared {
+		byType[resource.ClusterType] = append(byType[resource.ClusterType], s.clusters...)
+		byType[resource.EndpointType] = append(byType[resource.EndpointType], s.endpoints...)
+	}
+	for _, typ := range []resource.Type{resource.ClusterType, resource.EndpointType} {
+		slices.SortFunc(byType[typ], func(a, b *entry) int { return strings.Compare(a.name, b.name) })
+	}
+	snap := &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
+	versions := map[resource.Type]string{}
+	var errs []error
+	for _, typ := range snapshotTypes {
+		es := byType[typ]
+		items := make(map[string]cachetypes.ResourceWithTTL, len(es))
+		vm := make(map[string]string, len(es))
+		h := newFP()
+		for _, e := range es {
+			if e.err != nil {
+				errs = append(errs, fmt.Errorf("%s %q: %w", shortType(typ), e.name, e.err))
+			}
+			if _, dup := items[e.name]; dup {
+				errs = append(errs, fmt.Errorf("%s %q: defined twice", shortType(typ), e.name))
+			}
+			items[e.name] = cachetypes.ResourceWithTTL{Resource: e.res}
+			vm[e.name] = e.hash
+			h.add(e.name, e.hash)
+		}
+		v := h.sum()
+		versions[typ] = v
+		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.Resources{Version: v, Items: items}
+		snap.VersionMap[typ] = vm
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, fmt.Errorf("validation: %w", err)
+	}
+	if err := consistent(byType); err != nil {
+		return nil, nil, fmt.Errorf("consistency: %w", err)
+	}
+	return snap, versions, nil
+}
+
+// consistent is go-control-plane's Snapshot.Consistent on the references
+// the entries recorded (compact resources no longer show them): every
+// load assignment is named by exactly the clusters' references and every
+// route configuration by the listeners'.
+func consistent(byType map[resource.Type][]*entry) error {
+	for _, dep := range [...]struct{ from, to resource.Type }{
+		{resource.ClusterType, resource.EndpointType},
+		{resource.ListenerType, resource.RouteType},
+	} {
+		refs := map[string]bool{}
+		for _, e := range byType[dep.from] {
+			for _, n := range e.refs {
+				refs[n] = true
+			}
+		}
+		have := byType[dep.to]
+		if len(refs) != len(have) {
+			return fmt.Errorf("mismatched %q reference and resource lengths: len(%v) != %d", dep.to, sortedKeys(refs), len(have))
+		}
+		for _, e := range have {
+			if !refs[e.name] {
+				return fmt.Errorf("inconsistent %q reference: %q not listed", dep.to, e.name)
+			}
+		}
+	}
+	return nil
+}
+
+func shortType(t resource.Type) string {
+	return t[strings.LastIndex(t, ".")+1:]
+}
+
+func versionsJSON(v map[resource.Type]string) map[string]string {
+	out := make(map[string]string, len(v))
+	for k, x := range v {
+		out[shortType(k)] = x
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}

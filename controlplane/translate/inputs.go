@@ -1,0 +1,213 @@
+package translate
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/meshop/meshop/controlplane/internal/pmap"
+	"github.com/meshop/meshop/controlplane/model"
+)
+
+// SidecarInputs is everything Sidecar builds a sidecar's own resources
+// from, gathered from the mesh by SidecarInputsOf. Sidecar reads nothing
+// else, so equal inputs give equal resources: Key tells, and the
+// instances of one service, whose inputs are equal, share one build.
+type SidecarInputs struct {
+	// Service is the instance's service; Protocol and Policy are its own
+	// (the local_app cluster and the inbound route follow them).
+	Service  string
+	Protocol model.Protocol
+	Policy   model.Policy
+	AppPort  int
+	// InboundPort and OutboundPort are the listener ports in force (node
+	// metadata, or the Config defaults).
+	InboundPort, OutboundPort uint32
+	Collector                 string
+	// Upstreams are the declared upstreams, sorted by name.
+	Upstreams []UpstreamRef
+}
+
+// EdgeInputs is everything Edge builds the edge's own resources from,
+// gathered by EdgeInputsOf.
+type EdgeInputs struct {
+	// Routes are the public routes, longest prefix first.
+	Routes      []model.PublicRoute
+	Port        uint32
+	Collector   string
+	RateLimit   RateLimit
+	CORSOrigins []string
+	// Upstreams are the services owning a route, sorted by name.
+	Upstreams []UpstreamRef
+}
+
+// UpstreamRef is one upstream as a node's translation reads it: its name
+// and the key of its shared configuration are part of the node's inputs
+// (and of its Key); the configuration itself is what that key stands for.
+type UpstreamRef struct {
+	Name      string
+	ConfigKey string
+	config    *UpstreamConfig
+}
+
+// upstreamConfigInputs is what Upstream builds a service's shared clusters
+// and virtual host from.
+type upstreamConfigInputs struct {
+	Service  string
+	Protocol model.Protocol
+	Policy   model.Policy
+}
+
+// Key identifies the inputs: equal inputs, equal keys.
+func (in *SidecarInputs) Key() string { return key(in) }
+
+// Key identifies the inputs: equal inputs, equal keys.
+func (in *EdgeInputs) Key() string { return key(in) }
+
+// key hashes the JSON form of inputs, every exported field of it: a field
+// added to an inputs type is part of its key without anyone listing it.
+func key(inputs any) string {
+	h := sha256.New()
+	if err := json.NewEncoder(h).Encode(inputs); err != nil {
+		// Inputs hold strings, numbers and durations only.
+		panic(fmt.Sprintf("translate: encoding inputs %T: %v", inputs, err))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// Reads are the parts of the mesh one gathering read, as read keys
+// (sorted, each once). Changes reports the keys whose parts differ
+// between two meshes; a node is translated again when one of its reads
+// is among them.
+type Reads []string
+
+// Read keys.
+const readRoutes = "routes"
+
+func readService(name string) string { return "service/" + name }
+func readInstance(id string) string  { return "instance/" + id }
+
+// reader is the mesh as a gathering sees it: every lookup is recorded.
+type reader struct {
+	m     *model.Mesh
+	reads []string
+}
+
+func (r *reader) service(name string) *model.Service {
+	r.reads = append(r.reads, readService(name))
+	return r.m.Service(name)
+}
+
+func (r *reader) instance(id string) *model.Instance {
+	r.reads = append(r.reads, readInstance(id))
+	return r.m.Instance(id)
+}
+
+func (r *reader) routes() []model.PublicRoute {
+	r.reads = append(r.reads, readRoutes)
+	return r.m.Routes
+}
+
+func (r *reader) done() Reads {
+	slices.Sort(r.reads)
+	return slices.Compact(r.reads)
+}
+
+// upstream is the reference to one upstream's Shared; shared must know
+// every meshed service.
+func (r *reader) upstream(name string, shared func(string) *Shared) UpstreamRef {
+	r.service(name)
+	s := shared(name)
+	return UpstreamRef{Name: name, ConfigKey: s.ConfigKey, config: s.Config}
+}
+
+// SidecarInputsOf gathers the inputs of the sidecar of instance n.ID from
+// m, with the Shared of its upstreams from shared, and reports what it
+// read.
+func SidecarInputsOf(m *model.Mesh, n Node, cfg Config, shared func(service string) *Shared) (*SidecarInputs, Reads, error) {
+	r := &reader{m: m}
+	in := r.instance(n.ID)
+	if in == nil {
+		return nil, r.done(), fmt.Errorf("%w: %q", ErrUnknownNode, n.ID)
+	}
+	if in.AppPort == 0 {
+		return nil, r.done(), fmt.Errorf("%w: %q", ErrNoAppPort, n.ID)
+	}
+	svc := r.service(in.Service)
+	out := &SidecarInputs{
+		Service:      svc.Name,
+		Protocol:     svc.Protocol,
+		Policy:       svc.Policy,
+		AppPort:      in.AppPort,
+		InboundPort:  cmp.Or(n.InboundPort, cfg.InboundPort),
+		OutboundPort: cmp.Or(n.OutboundPort, cfg.OutboundPort),
+		Collector:    cfg.CollectorAddress,
+	}
+	if out.InboundPort == out.OutboundPort {
+		return nil, r.done(), fmt.Errorf("inbound and outbound listeners would share port %d", out.InboundPort)
+	}
+	for _, name := range in.Upstreams {
+		out.Upstreams = append(out.Upstreams, r.upstream(name, shared))
+	}
+	return out, r.done(), nil
+}
+
+// EdgeInputsOf gathers the inputs of the edge from m, with the Shared of
+// the public services from shared, and reports what it read.
+func EdgeInputsOf(m *model.Mesh, cfg Config, shared func(service string) *Shared) (*EdgeInputs, Reads) {
+	r := &reader{m: m}
+	out := &EdgeInputs{
+		Routes:      r.routes(),
+		Port:        cfg.EdgePort,
+		Collector:   cfg.CollectorAddress,
+		RateLimit:   cfg.RateLimit,
+		CORSOrigins: cfg.CORSOrigins,
+	}
+	for _, name := range m.PublicServices() {
+		out.Upstreams = append(out.Upstreams, r.upstream(name, shared))
+	}
+	return out, r.done()
+}
+
+// Changes is what differs between two meshes, in read keys.
+type Changes struct {
+	// Reads are the read keys whose parts differ: every node that read one
+	// of them must be gathered again.
+	Reads []string
+	// Services are the services the mesh replaced, added or removed: their
+	// Shared must be translated again.
+	Services []string
+	// Instances are the IDs of the instances that appeared, went or
+	// changed: the sidecar nodes that may be new or gone.
+	Instances []string
+}
+
+// Changed compares prev (nil for none) with m. The model replaces a
+// Service or Instance whenever anything in it changes and keeps the very
+// same one otherwise, so the comparison costs what changed, not the size
+// of the mesh.
+func Changed(prev, m *model.Mesh) Changes {
+	var ch Changes
+	var services pmap.Map[*model.Service]
+	var instances pmap.Map[*model.Instance]
+	var routes []model.PublicRoute
+	if prev != nil {
+		services, instances, routes = prev.Services, prev.Instances, prev.Routes
+	}
+	for name := range pmap.Diff(services, m.Services, func(a, b *model.Service) bool { return a == b }) {
+		ch.Services = append(ch.Services, name)
+		ch.Reads = append(ch.Reads, readService(name))
+	}
+	for id := range pmap.Diff(instances, m.Instances, func(a, b *model.Instance) bool { return a == b }) {
+		ch.Instances = append(ch.Instances, id)
+		ch.Reads = append(ch.Reads, readInstance(id))
+	}
+	sameRoutes := len(routes) == len(m.Routes) && (len(routes) == 0 || &routes[0] == &m.Routes[0])
+	if prev == nil || !sameRoutes && !slices.Equal(routes, m.Routes) {
+		ch.Reads = append(ch.Reads, readRoutes)
+	}
+	return ch
+}
