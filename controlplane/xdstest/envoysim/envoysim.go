@@ -36,7 +36,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/meshop/meshop/controlplane/xdstest/xdsnames"
+	"github.com/meshop/meshop/controlplane/xdstest/adsclient"
 )
 
 // Options describe the simulated node.
@@ -103,12 +103,10 @@ func (s State) Hosts(cluster string) []string {
 }
 
 type typeState struct {
-	version   string // last accepted
-	nonce     string // last received
+	sub       adsclient.Subscription
 	resources map[string]proto.Message
 	// delta: per-resource versions accepted
 	resVersions map[string]string
-	subscribed  []string // explicitly subscribed names (EDS, RDS)
 }
 
 // Envoy is one simulated node with one ADS stream at a time.
@@ -124,7 +122,7 @@ type Envoy struct {
 	streamOK bool
 	lastErr  error
 	// deltaSub queues subscription changes for the delta stream.
-	deltaSub []subChange
+	deltaSub []adsclient.Change
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -151,7 +149,7 @@ func Start(addr string, o Options) (*Envoy, error) {
 	}
 	e.cond = sync.NewCond(&e.mu)
 	for _, t := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
-		e.types[t] = &typeState{resources: map[string]proto.Message{}, resVersions: map[string]string{}}
+		e.types[t] = &typeState{sub: adsclient.Subscription{TypeURL: t}, resources: map[string]proto.Message{}, resVersions: map[string]string{}}
 	}
 	if err := e.open(); err != nil {
 		conn.Close()
@@ -239,20 +237,13 @@ func (e *Envoy) Err() error {
 	return e.lastErr
 }
 
-type subChange struct {
-	typeURL    string
-	sub, unsub []string
-}
-
 // --- state of the world ---
 
 func (e *Envoy) runSotW(st discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient) {
 	defer close(e.done)
 	send := func(typeURL string, nack *statuspb.Status) error {
 		e.mu.Lock()
-		ts := e.types[typeURL]
-		req := &discoveryv3.DiscoveryRequest{Node: e.node, TypeUrl: typeURL, VersionInfo: ts.version,
-			ResponseNonce: ts.nonce, ResourceNames: slices.Clone(ts.subscribed), ErrorDetail: nack}
+		req := e.types[typeURL].sub.Request(e.node, nack)
 		e.mu.Unlock()
 		return streamErr(st.Send(req), func() error { _, err := st.Recv(); return err })
 	}
@@ -260,7 +251,7 @@ func (e *Envoy) runSotW(st discoveryv3.AggregatedDiscoveryService_StreamAggregat
 	// they are named (or at once on a reconnect that already knows them).
 	for _, t := range []string{resource.ClusterType, resource.ListenerType, resource.EndpointType, resource.RouteType} {
 		e.mu.Lock()
-		skip := (t == resource.EndpointType || t == resource.RouteType) && len(e.types[t].subscribed) == 0
+		skip := (t == resource.EndpointType || t == resource.RouteType) && len(e.types[t].sub.Names) == 0
 		e.mu.Unlock()
 		if skip {
 			continue
@@ -315,14 +306,14 @@ func (e *Envoy) applySotW(resp *discoveryv3.DiscoveryResponse) ([]string, *statu
 	defer e.mu.Unlock()
 	defer e.cond.Broadcast()
 	ts := e.types[typeURL]
-	ts.nonce = resp.GetNonce()
+	ts.sub.Nonce = resp.GetNonce()
 	if msg != "" {
 		rec.Nacked = true
 		e.history = append(e.history, rec)
 		return nil, &statuspb.Status{Code: 3, Message: msg}, nil
 	}
 	e.history = append(e.history, rec)
-	ts.version = resp.GetVersionInfo()
+	ts.sub.Version = resp.GetVersionInfo()
 	if typeURL == resource.ClusterType || typeURL == resource.ListenerType {
 		ts.resources = res // state of the world: the response is the whole set
 	} else {
@@ -331,7 +322,7 @@ func (e *Envoy) applySotW(resp *discoveryv3.DiscoveryResponse) ([]string, *statu
 		}
 		// Names no longer subscribed are dropped by Envoy itself.
 		for k := range ts.resources {
-			if !slices.Contains(ts.subscribed, k) {
+			if !slices.Contains(ts.sub.Names, k) {
 				delete(ts.resources, k)
 			}
 		}
@@ -346,40 +337,32 @@ func (e *Envoy) resubscribeLocked(typeURL string) []string {
 	switch typeURL {
 	case resource.ClusterType:
 		dep = resource.EndpointType
-		for name, m := range e.types[typeURL].resources {
-			c := m.(*clusterv3.Cluster)
-			if c.GetType() == clusterv3.Cluster_EDS {
-				n := c.GetEdsClusterConfig().GetServiceName()
-				if n == "" {
-					n = name
-				}
+		for _, m := range e.types[typeURL].resources {
+			if n := adsclient.EDSName(m.(*clusterv3.Cluster)); n != "" {
 				names = append(names, n)
 			}
 		}
 	case resource.ListenerType:
 		dep = resource.RouteType
 		for _, m := range e.types[typeURL].resources {
-			names = append(names, xdsnames.RouteNames(m.(*listenerv3.Listener))...)
+			names = append(names, adsclient.RouteNames(m.(*listenerv3.Listener))...)
 		}
 	default:
 		return nil
 	}
-	slices.Sort(names)
-	names = slices.Compact(names)
 	ts := e.types[dep]
-	if slices.Equal(ts.subscribed, names) {
+	change, changed := ts.sub.Resubscribe(names)
+	if !changed {
 		return nil
 	}
-	old := ts.subscribed
-	ts.subscribed = names
 	for k := range ts.resources {
-		if !slices.Contains(names, k) {
+		if !slices.Contains(ts.sub.Names, k) {
 			delete(ts.resources, k)
 			delete(ts.resVersions, k)
 		}
 	}
 	if e.opts.Delta {
-		e.deltaSub = append(e.deltaSub, subChange{typeURL: dep, sub: xdsnames.Minus(names, old), unsub: xdsnames.Minus(old, names)})
+		e.deltaSub = append(e.deltaSub, change)
 	}
 	return []string{dep}
 }
@@ -441,7 +424,7 @@ func (e *Envoy) runDelta(st discoveryv3.AggregatedDiscoveryService_DeltaAggregat
 		}
 		explicit := t == resource.EndpointType || t == resource.RouteType
 		if explicit {
-			req.ResourceNamesSubscribe = slices.Clone(ts.subscribed)
+			req.ResourceNamesSubscribe = slices.Clone(ts.sub.Names)
 		}
 		e.deltaSub = nil
 		e.mu.Unlock()
@@ -468,7 +451,7 @@ func (e *Envoy) runDelta(st discoveryv3.AggregatedDiscoveryService_DeltaAggregat
 			e.setErr(err)
 			return
 		}
-		if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce(), ErrorDetail: nack}); err != nil {
+		if err := st.Send(adsclient.DeltaReply(resp, nack)); err != nil {
 			e.setErr(err)
 			return
 		}
@@ -477,8 +460,7 @@ func (e *Envoy) runDelta(st discoveryv3.AggregatedDiscoveryService_DeltaAggregat
 		e.deltaSub = nil
 		e.mu.Unlock()
 		for _, c := range subs {
-			if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: c.typeURL,
-				ResourceNamesSubscribe: c.sub, ResourceNamesUnsubscribe: c.unsub}); err != nil {
+			if err := st.Send(c.Request()); err != nil {
 				e.setErr(err)
 				return
 			}
@@ -512,14 +494,14 @@ func (e *Envoy) applyDelta(resp *discoveryv3.DeltaDiscoveryResponse) (*statuspb.
 	defer e.mu.Unlock()
 	defer e.cond.Broadcast()
 	ts := e.types[typeURL]
-	ts.nonce = resp.GetNonce()
+	ts.sub.Nonce = resp.GetNonce()
 	if msg != "" {
 		rec.Nacked = true
 		e.history = append(e.history, rec)
 		return &statuspb.Status{Code: 3, Message: msg}, nil
 	}
 	e.history = append(e.history, rec)
-	ts.version = resp.GetSystemVersionInfo()
+	ts.sub.Version = resp.GetSystemVersionInfo()
 	for n, m := range res {
 		ts.resources[n] = m
 		ts.resVersions[n] = versions[n]
@@ -558,7 +540,7 @@ func (e *Envoy) stateLocked() State {
 		Routes:    map[string]*routev3.RouteConfiguration{},
 	}
 	for t, ts := range e.types {
-		s.Versions[t] = ts.version
+		s.Versions[t] = ts.sub.Version
 		for n, m := range ts.resources {
 			switch r := m.(type) {
 			case *clusterv3.Cluster:

@@ -42,12 +42,12 @@ func complete(endpoints int) func(*node) bool {
 		if len(n.clusters) == 0 || len(n.listeners) == 0 {
 			return false
 		}
-		for _, name := range n.types[resource.EndpointType].subscribed {
+		for _, name := range n.types[resource.EndpointType].Names {
 			if _, ok := n.endpoints[name]; !ok {
 				return false
 			}
 		}
-		for _, name := range n.types[resource.RouteType].subscribed {
+		for _, name := range n.types[resource.RouteType].Names {
 			if !n.routes[name] {
 				return false
 			}

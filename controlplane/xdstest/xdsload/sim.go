@@ -18,7 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/meshop/meshop/controlplane/xdstest/xdsnames"
+	"github.com/meshop/meshop/controlplane/xdstest/adsclient"
 )
 
 // node is one simulated Envoy, leaner than xdstest/envoysim: it decodes
@@ -39,7 +39,7 @@ type node struct {
 	done   chan struct{}
 
 	mu    sync.Mutex
-	types map[string]*typeState
+	types map[string]*adsclient.Subscription
 	// What the node has accepted.
 	clusters  map[string]clusterInfo
 	listeners map[string][]string // listener → RDS route names
@@ -53,7 +53,7 @@ type node struct {
 	err    error
 	closed bool
 	// pending are delta subscription changes to send after the ACK.
-	pending []subChange
+	pending []adsclient.Change
 }
 
 type clusterInfo struct {
@@ -61,24 +61,19 @@ type clusterInfo struct {
 	connectTimeout time.Duration
 }
 
-type typeState struct {
-	version, nonce string
-	subscribed     []string
-}
-
 var xdsTypes = []string{resource.ClusterType, resource.ListenerType, resource.EndpointType, resource.RouteType}
 
 func newNode(id, cluster string, ups []string, delta bool, fl flavor) *node {
-	n := &node{id: id, cluster: cluster, ups: ups, delta: delta, fl: fl, types: map[string]*typeState{}}
+	n := &node{id: id, cluster: cluster, ups: ups, delta: delta, fl: fl, types: map[string]*adsclient.Subscription{}}
 	n.reset()
 	return n
 }
 
 // reset forgets everything the node accepted (a fresh Envoy).
 func (n *node) reset() {
-	n.types = map[string]*typeState{}
+	n.types = map[string]*adsclient.Subscription{}
 	for _, t := range xdsTypes {
-		n.types[t] = &typeState{}
+		n.types[t] = &adsclient.Subscription{TypeURL: t}
 	}
 	n.clusters = map[string]clusterInfo{}
 	n.listeners = map[string][]string{}
@@ -200,9 +195,7 @@ func (n *node) envoyNode() *corev3.Node {
 type sotwStream = discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
 
 func (n *node) sotwRequest(typeURL string) *discoveryv3.DiscoveryRequest {
-	ts := n.types[typeURL]
-	return &discoveryv3.DiscoveryRequest{Node: n.envoyNode(), TypeUrl: typeURL, VersionInfo: ts.version,
-		ResponseNonce: ts.nonce, ResourceNames: slices.Clone(ts.subscribed)}
+	return n.types[typeURL].Request(n.envoyNode(), nil)
 }
 
 func (n *node) sotwHello(st sotwStream) error {
@@ -230,12 +223,12 @@ func (n *node) runSotW(st sotwStream) error {
 		follow, aerr := n.applyLocked(typeURL, resp.GetResources(), nil, nil, true)
 		ts := n.types[typeURL]
 		if ts == nil {
-			ts = &typeState{}
+			ts = &adsclient.Subscription{TypeURL: typeURL}
 			n.types[typeURL] = ts
 		}
-		ts.nonce = resp.GetNonce()
+		ts.Nonce = resp.GetNonce()
 		if aerr == nil {
-			ts.version = resp.GetVersionInfo()
+			ts.Version = resp.GetVersionInfo()
 		}
 		ack := n.sotwRequest(typeURL)
 		var subs []*discoveryv3.DiscoveryRequest
@@ -279,11 +272,6 @@ func (n *node) deltaHello(st deltaStream) error {
 	return nil
 }
 
-type subChange struct {
-	typeURL    string
-	sub, unsub []string
-}
-
 func (n *node) runDelta(st deltaStream) error {
 	for {
 		resp, err := st.Recv()
@@ -305,15 +293,11 @@ func (n *node) runDelta(st deltaStream) error {
 		if aerr != nil {
 			return aerr
 		}
-		if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: typeURL, ResponseNonce: resp.GetNonce()}); err != nil {
+		if err := st.Send(adsclient.DeltaReply(resp, nil)); err != nil {
 			return err
 		}
 		for _, c := range subs {
-			if len(c.sub) == 0 && len(c.unsub) == 0 {
-				continue
-			}
-			if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: c.typeURL,
-				ResourceNamesSubscribe: c.sub, ResourceNamesUnsubscribe: c.unsub}); err != nil {
+			if err := st.Send(c.Request()); err != nil {
 				return err
 			}
 		}
@@ -339,14 +323,7 @@ func (n *node) applyLocked(typeURL string, anys []*anypb.Any, names, removed []s
 			if err := proto.Unmarshal(a.GetValue(), &c); err != nil {
 				return nil, err
 			}
-			info := clusterInfo{connectTimeout: c.GetConnectTimeout().AsDuration()}
-			if c.GetType() == clusterv3.Cluster_EDS {
-				info.eds = c.GetEdsClusterConfig().GetServiceName()
-				if info.eds == "" {
-					info.eds = c.GetName()
-				}
-			}
-			n.clusters[c.GetName()] = info
+			n.clusters[c.GetName()] = clusterInfo{eds: adsclient.EDSName(&c), connectTimeout: c.GetConnectTimeout().AsDuration()}
 		}
 		for _, r := range removed {
 			delete(n.clusters, r)
@@ -367,7 +344,7 @@ func (n *node) applyLocked(typeURL string, anys []*anypb.Any, names, removed []s
 			if err := proto.Unmarshal(a.GetValue(), &l); err != nil {
 				return nil, err
 			}
-			n.listeners[l.GetName()] = xdsnames.RouteNames(&l)
+			n.listeners[l.GetName()] = adsclient.RouteNames(&l)
 		}
 		for _, r := range removed {
 			delete(n.listeners, r)
@@ -390,7 +367,7 @@ func (n *node) applyLocked(typeURL string, anys []*anypb.Any, names, removed []s
 		}
 		if sotw {
 			for k := range n.endpoints {
-				if !slices.Contains(n.types[typeURL].subscribed, k) {
+				if !slices.Contains(n.types[typeURL].Names, k) {
 					delete(n.endpoints, k)
 				}
 			}
@@ -417,16 +394,15 @@ func (n *node) applyLocked(typeURL string, anys []*anypb.Any, names, removed []s
 // resubscribeLocked sets the explicit subscription of an EDS or RDS type
 // and reports whether it changed.
 func (n *node) resubscribeLocked(typeURL string, names []string) []string {
-	slices.Sort(names)
-	names = slices.Compact(names)
 	ts := n.types[typeURL]
-	if slices.Equal(ts.subscribed, names) {
+	change, changed := ts.Resubscribe(names)
+	if !changed {
 		return nil
 	}
 	if n.delta {
-		n.pending = append(n.pending, subChange{typeURL: typeURL, sub: xdsnames.Minus(names, ts.subscribed), unsub: xdsnames.Minus(ts.subscribed, names)})
+		n.pending = append(n.pending, change)
 	}
-	ts.subscribed = names
+	names = ts.Names
 	if typeURL == resource.EndpointType {
 		for k := range n.endpoints {
 			if !slices.Contains(names, k) {

@@ -103,8 +103,8 @@ func TestNodeGoals(t *testing.T) {
 	ours.clusters["svc_up-0"] = clusterInfo{eds: "svc_up-0", connectTimeout: time.Second}
 	ours.clusters["local_app"] = clusterInfo{}
 	ours.listeners["outbound"] = []string{"outbound"}
-	ours.types[resource.EndpointType].subscribed = []string{"svc_up-0"}
-	ours.types[resource.RouteType].subscribed = []string{"outbound"}
+	ours.types[resource.EndpointType].Names = []string{"svc_up-0"}
+	ours.types[resource.RouteType].Names = []string{"outbound"}
 	ours.routes["outbound"] = true
 	ours.endpoints["svc_up-0"] = []string{"127.1.0.0", "127.1.0.1"}
 
@@ -112,8 +112,8 @@ func TestNodeGoals(t *testing.T) {
 	theirs.clusters["up-0.default.dc1.internal.1234.consul"] = clusterInfo{eds: "up-0.default.dc1.internal.1234.consul", connectTimeout: time.Second}
 	theirs.clusters["up-00.default.dc1.internal.1234.consul"] = clusterInfo{eds: "x", connectTimeout: 2 * time.Second}
 	theirs.listeners["up-0:127.0.0.1:9000"] = []string{"up-0"}
-	theirs.types[resource.EndpointType].subscribed = []string{"up-0.default.dc1.internal.1234.consul"}
-	theirs.types[resource.RouteType].subscribed = []string{"up-0"}
+	theirs.types[resource.EndpointType].Names = []string{"up-0.default.dc1.internal.1234.consul"}
+	theirs.types[resource.RouteType].Names = []string{"up-0"}
 	theirs.routes["up-0"] = true
 	theirs.endpoints["up-0.default.dc1.internal.1234.consul"] = []string{"127.1.0.0", "127.1.0.1"}
 
