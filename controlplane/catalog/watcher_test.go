@@ -1,7 +1,6 @@
 package catalog_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,27 +15,10 @@ import (
 	"github.com/meshop/meshop/controlplane/catalog"
 	"github.com/meshop/meshop/controlplane/internal/consultest"
 	"github.com/meshop/meshop/controlplane/internal/pmap"
+	"github.com/meshop/meshop/controlplane/internal/testlog"
 )
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func startWatcher(t *testing.T, src catalog.Source, logs *syncBuffer) *catalog.Watcher {
+func startWatcher(t *testing.T, src catalog.Source, logs *testlog.Buffer) *catalog.Watcher {
 	t.Helper()
 	w := catalog.NewWatcher(src, catalog.Options{
 		Logger:     slog.New(slog.NewJSONHandler(logs, nil)),
@@ -85,7 +67,7 @@ func TestWatcherFollowsConsul(t *testing.T) {
 	agent.Register(consultest.Instance{Service: "user", ID: "user-2", Port: 20002, AppPort: "8080"})
 	agent.PutPolicy("user", `{"timeout":"1s"}`)
 
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	src, err := catalog.NewConsulSource(consul.HTTPAddr())
 	if err != nil {
 		t.Fatal(err)
@@ -221,7 +203,7 @@ func block[T any](ctx context.Context, f *flakySource, index uint64, v T) (T, ui
 
 func TestWatcherWaitsForCompleteFirstSnapshotAndLogsOnce(t *testing.T) {
 	src := &flakySource{fail: true}
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	w := startWatcher(t, src, logs)
 	consultest.Eventually(t, 5*time.Second, func() (bool, string) {
 		src.mu.Lock()

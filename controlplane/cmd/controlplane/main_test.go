@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,30 +16,14 @@ import (
 	"github.com/meshop/meshop/controlplane/debug"
 	"github.com/meshop/meshop/controlplane/internal/consultest"
 	"github.com/meshop/meshop/controlplane/internal/poll"
+	"github.com/meshop/meshop/controlplane/internal/testlog"
 	"github.com/meshop/meshop/controlplane/xdstest/envoysim"
 	"github.com/meshop/meshop/localenv"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type cp struct {
 	xds, debug string
-	logs       *syncBuffer
+	logs       *testlog.Buffer
 }
 
 // startCP runs the control plane in-process, exactly as main does, on
@@ -52,7 +34,7 @@ func startCP(t *testing.T, consulAddr string) *cp {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cp{xds: "127.0.0.1:" + strconv.Itoa(ports[0]), debug: "127.0.0.1:" + strconv.Itoa(ports[1]), logs: &syncBuffer{}}
+	c := &cp{xds: "127.0.0.1:" + strconv.Itoa(ports[0]), debug: "127.0.0.1:" + strconv.Itoa(ports[1]), logs: &testlog.Buffer{}}
 	env := map[string]string{
 		"CONSUL_HTTP_ADDR": consulAddr,
 		"XDS_ADDR":         c.xds,
