@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -69,19 +68,6 @@ func StartJaeger(ctx context.Context, o JaegerOptions) (*Jaeger, error) {
 		return nil, err
 	}
 	return j, nil
-}
-
-// newJaegerOptions picks free ports.
-func newJaegerOptions(dir string) (JaegerOptions, error) {
-	ports, err := FreePorts(5)
-	if err != nil {
-		return JaegerOptions{}, err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return JaegerOptions{}, err
-	}
-	return JaegerOptions{Dir: dir, OTLPGRPCPort: ports[0], OTLPHTTPPort: ports[1], UIPort: ports[2],
-		QueryGRPCPort: ports[3], HealthPort: ports[4]}, nil
 }
 
 // Span is a span as Jaeger's query API returns it, with its service.

@@ -40,30 +40,6 @@ func EachDatabase(t *testing.T, test func(t *testing.T, databaseURL string)) {
 	t.Run("postgres", func(t *testing.T) { test(t, PostgresT(t)) })
 }
 
-// JaegerT starts Jaeger on free ports for the test and stops it at the end.
-func JaegerT(t testing.TB) *Jaeger {
-	t.Helper()
-	opts, err := newJaegerOptions(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	j, err := StartJaeger(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := j.Stop(10 * time.Second); err != nil {
-			t.Log(err)
-		}
-		if t.Failed() {
-			t.Logf("jaeger log (tail):\n%s", j.Tail(3000))
-		}
-	})
-	return j
-}
-
 // NATST starts an embedded NATS server with JetStream on a free port, its
 // store in a temp dir, and shuts it down when the test ends.
 func NATST(t testing.TB) *NATS {

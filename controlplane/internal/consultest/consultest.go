@@ -117,14 +117,6 @@ func (a *Agent) PutPolicy(service, json string) {
 	}
 }
 
-// DeletePolicy deletes the KV policy of a service.
-func (a *Agent) DeletePolicy(service string) {
-	a.t.Helper()
-	if _, err := a.Client.KV().Delete("mesh/policy/"+service, nil); err != nil {
-		a.t.Fatalf("delete policy %s: %v", service, err)
-	}
-}
-
 // Eventually is poll.Until.
 func Eventually(t testing.TB, within time.Duration, cond func() (bool, string)) {
 	t.Helper()
