@@ -160,15 +160,7 @@ func New(ctx context.Context, spec Spec) (*App, error) {
 
 // OpenDB opens DATABASE_URL and applies the migration sets in order.
 func (a *App) OpenDB(ctx context.Context, migrations ...sqldb.MigrationSet) (*sqlx.DB, error) {
-	db, err := sqldb.Open(ctx, a.Settings.DatabaseURL)
-	if err != nil {
-		return nil, err
-	}
-	if err := sqldb.Migrate(ctx, db, migrations...); err != nil {
-		db.Close()
-		return nil, err
-	}
-	return db, nil
+	return sqldb.OpenMigrated(ctx, a.Settings.DatabaseURL, migrations...)
 }
 
 // Events connects to the events bus (NATS_URL) and returns it with the

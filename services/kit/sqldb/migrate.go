@@ -116,6 +116,21 @@ func migrationFiles(fsys fs.FS) ([]migration, error) {
 	return out, nil
 }
 
+// OpenMigrated opens the database at rawURL (see Open) and applies sets
+// (see Migrate): how a service, or a test, gets its database ready. On
+// failure nothing is left open.
+func OpenMigrated(ctx context.Context, rawURL string, sets ...MigrationSet) (*sqlx.DB, error) {
+	db, err := Open(ctx, rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if err := Migrate(ctx, db, sets...); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
 // Embedded is the migration set name whose files are in dir of fsys (an
 // embed.FS holding dir/*.sql). A bad dir is a programming error caught by
 // the first test run, so it panics.

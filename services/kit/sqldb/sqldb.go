@@ -7,6 +7,10 @@
 // Both run the same migrations and the same queries: SQL is written with
 // "?" placeholders and portable types, and stores pass it through
 // (*sqlx.DB).Rebind.
+//
+// It is also the one way a store does the common things: OpenMigrated
+// (open and migrate), InTx (one transaction), Err (a database failure as
+// the error a store returns).
 package sqldb
 
 import (
