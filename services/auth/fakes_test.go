@@ -8,13 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jmoiron/sqlx"
 	"go.opentelemetry.io/otel/propagation"
 
 	kitauth "github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
-	"github.com/meshop/meshop/services/kit/sqldb"
+	"github.com/meshop/meshop/services/kit/kittest"
 )
 
 // fakeUsers is the user service in memory; createErr and getErr make it fail.
@@ -95,22 +94,11 @@ func (c *clock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-func openDB(t *testing.T, databaseURL string) *sqlx.DB {
-	t.Helper()
-	ctx := context.Background()
-	db, err := sqldb.Open(ctx, databaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := sqldb.Migrate(ctx, db, Migrations(), events.Migrations()); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
-
-func openStore(t *testing.T, databaseURL string) *SQLStore {
-	return NewStore(openDB(t, databaseURL), propagation.TraceContext{})
+// openStore returns a store over a fresh database; notify, when not nil,
+// stands in for the relay's Notify.
+func openStore(t *testing.T, databaseURL string, notify func()) *SQLStore {
+	db := kittest.DB(t, databaseURL, Migrations(), events.Migrations())
+	return NewStore(db, events.NewOutbox(propagation.TraceContext{}, notify))
 }
 
 func sqliteURL(t *testing.T) string {
@@ -127,11 +115,14 @@ type fixture struct {
 	users *fakeUsers
 	keys  *Keyring
 	clock *clock
+	// notified counts the relay nudges of the store's outbox.
+	notified *int
 }
 
 func newFixture(t *testing.T, cfg Config) fixture {
 	t.Helper()
-	f := fixture{store: openStore(t, sqliteURL(t)), users: newFakeUsers(), clock: newClock()}
+	f := fixture{users: newFakeUsers(), clock: newClock(), notified: new(int)}
+	f.store = openStore(t, sqliteURL(t), func() { *f.notified++ })
 	f.keys = NewKeyring(f.store, KeyPolicy{RotationAge: 24 * time.Hour, PublishDelay: 15 * time.Second,
 		TokenTTL: 15 * time.Minute, Leeway: 30 * time.Second}, f.clock.Now, slog.New(slog.DiscardHandler))
 	if err := f.keys.Maintain(context.Background()); err != nil {

@@ -19,7 +19,7 @@ func kids(set kitauth.JWKS) []string {
 
 func TestKeyRotation(t *testing.T) {
 	ctx := context.Background()
-	store := openStore(t, sqliteURL(t))
+	store := openStore(t, sqliteURL(t), nil)
 	c := newClock()
 	policy := KeyPolicy{RotationAge: 24 * time.Hour, PublishDelay: 15 * time.Second, TokenTTL: 15 * time.Minute, Leeway: 30 * time.Second}
 	ring := NewKeyring(store, policy, c.Now, slog.New(slog.DiscardHandler))

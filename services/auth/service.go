@@ -61,12 +61,9 @@ type Config struct {
 	LoginPerAddr  Rate
 	// AdminEmails register with role admin (bootstrap of the first admins).
 	AdminEmails []string
-	// EventsRecorded [none] is called after a commit that recorded events:
-	// the outbox relay's Notify, so user.registered leaves at once.
-	EventsRecorded func()
-	Hasher         *Hasher          // [DefaultHasher]
-	Now            func() time.Time // [time.Now in UTC]
-	Logger         *slog.Logger     // [discard]
+	Hasher      *Hasher          // [DefaultHasher]
+	Now         func() time.Time // [time.Now in UTC]
+	Logger      *slog.Logger     // [discard]
 }
 
 type service struct {
@@ -97,9 +94,6 @@ func New(store Store, users Users, keys Keys, cfg Config) Service {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.EventsRecorded == nil {
-		cfg.EventsRecorded = func() {}
 	}
 	for i, e := range cfg.AdminEmails {
 		cfg.AdminEmails[i] = normalizeEmail(e)
@@ -180,7 +174,6 @@ func (s *service) Register(ctx context.Context, req RegisterRequest) (string, er
 		}
 		return "", err
 	}
-	s.cfg.EventsRecorded()
 	return c.UserID, nil
 }
 

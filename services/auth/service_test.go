@@ -12,36 +12,25 @@ import (
 	kitauth "github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
+	"github.com/meshop/meshop/services/kit/kittest"
+	"github.com/meshop/meshop/services/kit/sqldb"
 )
 
 // outbox returns the envelopes recorded in the store's outbox.
 func outbox(t *testing.T, s *SQLStore) []events.Envelope {
 	t.Helper()
-	var rows []string
-	if err := s.db.Select(&rows, "SELECT envelope FROM outbox ORDER BY created_at"); err != nil {
-		t.Fatal(err)
-	}
-	var evs []events.Envelope
-	for _, r := range rows {
-		var ev events.Envelope
-		if err := json.Unmarshal([]byte(r), &ev); err != nil {
-			t.Fatal(err)
-		}
-		evs = append(evs, ev)
-	}
-	return evs
+	return kittest.Outbox[events.Envelope](t, s.db)
 }
 
 func TestRegister(t *testing.T) {
 	ctx := context.Background()
-	notified := 0
-	f := newFixture(t, Config{EventsRecorded: func() { notified++ }})
+	f := newFixture(t, Config{})
 	id, err := f.svc.Register(ctx, RegisterRequest{Email: "  Ada@Example.COM ", Password: "correct horse", Name: " Ada "})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if notified != 1 {
-		t.Errorf("relay notified %d times, want 1", notified)
+	if *f.notified != 1 {
+		t.Errorf("relay notified %d times, want 1", *f.notified)
 	}
 	if diff := cmp.Diff(Profile{ID: id, Email: "ada@example.com", Name: "Ada", Role: kitauth.RoleCustomer}, f.users.profiles[id]); diff != "" {
 		t.Errorf("profile (-want +got):\n%s", diff)
@@ -64,7 +53,7 @@ func TestRegister(t *testing.T) {
 	if e := errs.As(err); e.Kind != errs.Conflict || e.Code != "email_taken" {
 		t.Errorf("second registration: %v, want 409 email_taken", err)
 	}
-	if f.users.count() != 1 || len(outbox(t, f.store)) != 1 || notified != 1 {
+	if f.users.count() != 1 || len(outbox(t, f.store)) != 1 || *f.notified != 1 {
 		t.Errorf("a refused registration wrote: %d profiles, %d events", f.users.count(), len(outbox(t, f.store)))
 	}
 }
@@ -126,7 +115,7 @@ func TestRegisterProfileFailureWritesNothing(t *testing.T) {
 
 func TestRegisterCredentialsFailureUndoesProfile(t *testing.T) {
 	f := newFixture(t, Config{})
-	boom := errs.Wrap(errs.Internal, "db", "insert credentials", errors.New("disk full"))
+	boom := sqldb.Err("insert credentials", errors.New("disk full"))
 	svc := New(failingStore{SQLStore: f.store, err: boom}, f.users, f.keys, Config{Hasher: testHasher})
 	_, err := svc.Register(context.Background(), RegisterRequest{Email: "ada@example.com", Password: "correct horse", Name: "Ada"})
 	if !errors.Is(err, boom) {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
@@ -29,39 +28,33 @@ const (
 // SQLStore is the sqlx store of credentials and signing keys, on
 // PostgreSQL or SQLite.
 type SQLStore struct {
-	db   *sqlx.DB
-	prop propagation.TextMapPropagator
+	db     *sqlx.DB
+	outbox *events.Outbox
 }
 
 // NewStore returns a store over db (migrated with Migrations and
-// events.Migrations). prop carries the trace context into outbox events.
-func NewStore(db *sqlx.DB, prop propagation.TextMapPropagator) *SQLStore {
-	return &SQLStore{db: db, prop: prop}
+// events.Migrations) that records its events through outbox.
+func NewStore(db *sqlx.DB, outbox *events.Outbox) *SQLStore {
+	return &SQLStore{db: db, outbox: outbox}
 }
 
 // InsertCredentials stores c and records ev in the outbox, in one
 // transaction: the event exists if and only if the credentials do. A taken
 // email is a Conflict.
 func (s *SQLStore) InsertCredentials(ctx context.Context, c Credentials, ev events.Envelope) error {
-	tx, err := s.db.BeginTxx(ctx, nil)
-	if err != nil {
-		return errs.Wrap(errs.Internal, "db", "begin", err)
-	}
-	defer tx.Rollback() // no-op after Commit
-	_, err = tx.ExecContext(ctx, tx.Rebind(insertCredentialsSQL), c.UserID, c.Email, c.PasswordHash, c.CreatedAt)
-	if sqldb.IsUniqueViolation(err) {
-		return errs.New(errs.Conflict, "email_taken", "an account with this email already exists")
-	}
-	if err != nil {
-		return errs.Wrap(errs.Internal, "db", "insert credentials", err)
-	}
-	if err := events.Record(ctx, tx, s.prop, ev); err != nil {
-		return errs.Wrap(errs.Internal, "db", "record event", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return errs.Wrap(errs.Internal, "db", "commit credentials", err)
-	}
-	return nil
+	return s.outbox.InTx(ctx, s.db, func(tx *events.Tx) error {
+		_, err := tx.ExecContext(ctx, tx.Rebind(insertCredentialsSQL), c.UserID, c.Email, c.PasswordHash, c.CreatedAt)
+		if sqldb.IsUniqueViolation(err) {
+			return errs.New(errs.Conflict, "email_taken", "an account with this email already exists")
+		}
+		if err != nil {
+			return sqldb.Err("insert credentials", err)
+		}
+		if err := tx.Record(ctx, ev); err != nil {
+			return sqldb.Err("record event", err)
+		}
+		return nil
+	})
 }
 
 // Credentials returns the credentials of email (normalised).
@@ -72,7 +65,7 @@ func (s *SQLStore) Credentials(ctx context.Context, email string) (Credentials, 
 		return Credentials{}, errs.New(errs.NotFound, "no_credentials", "no credentials for this email")
 	}
 	if err != nil {
-		return Credentials{}, errs.Wrap(errs.Internal, "db", "get credentials", err)
+		return Credentials{}, sqldb.Err("get credentials", err)
 	}
 	c.CreatedAt = c.CreatedAt.UTC()
 	return c, nil
@@ -82,7 +75,7 @@ func (s *SQLStore) Credentials(ctx context.Context, email string) (Credentials, 
 func (s *SQLStore) EmailTaken(ctx context.Context, email string) (bool, error) {
 	var n int
 	if err := s.db.GetContext(ctx, &n, s.db.Rebind(emailCountSQL), email); err != nil {
-		return false, errs.Wrap(errs.Internal, "db", "count credentials", err)
+		return false, sqldb.Err("count credentials", err)
 	}
 	return n > 0, nil
 }
@@ -107,21 +100,15 @@ func (s *SQLStore) SigningKeys(ctx context.Context) ([]SigningKey, error) {
 // RotateKeys retires the current keys after retireAfter and inserts k, in
 // one transaction.
 func (s *SQLStore) RotateKeys(ctx context.Context, k SigningKey, retireAfter time.Time) error {
-	tx, err := s.db.BeginTxx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("auth store: rotate: %w", err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, tx.Rebind(retireKeysSQL), retireAfter); err != nil {
-		return fmt.Errorf("auth store: retire keys: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, tx.Rebind(insertKeySQL), k.Kid, k.Algorithm, k.PrivateKey, k.CreatedAt, k.ActiveFrom); err != nil {
-		return fmt.Errorf("auth store: insert key: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("auth store: rotate: %w", err)
-	}
-	return nil
+	return sqldb.InTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, tx.Rebind(retireKeysSQL), retireAfter); err != nil {
+			return fmt.Errorf("auth store: retire keys: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, tx.Rebind(insertKeySQL), k.Kid, k.Algorithm, k.PrivateKey, k.CreatedAt, k.ActiveFrom); err != nil {
+			return fmt.Errorf("auth store: insert key: %w", err)
+		}
+		return nil
+	})
 }
 
 // DeleteKeysRetiredBefore deletes keys whose retirement passed before t.

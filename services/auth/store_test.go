@@ -15,7 +15,7 @@ import (
 func TestStore(t *testing.T) {
 	localenv.EachDatabase(t, func(t *testing.T, databaseURL string) {
 		ctx := context.Background()
-		s := openStore(t, databaseURL)
+		s := openStore(t, databaseURL, nil)
 		at := time.Date(2026, 11, 22, 10, 0, 0, 123000, time.UTC)
 		ada := Credentials{UserID: "u1", Email: "ada@example.com", PasswordHash: "$argon2id$...", CreatedAt: at}
 		ev, _ := events.New("auth", events.UserRegistered, "u1", Registered{UserID: "u1", Email: ada.Email, Name: "Ada"})

@@ -21,10 +21,7 @@ func NewEndpoints(svc Service, logger *slog.Logger, metrics *instrument.Metrics)
 	return Endpoints{List: instrument.Endpoint(logger, metrics, "List")(makeListEndpoint(svc))}
 }
 
-type listRequest struct {
-	UserID string
-	Page   paging.Request
-}
+type listRequest struct{ Page paging.Request }
 
 // listResponse is a page of notifications or the error that took its place.
 type listResponse struct {
@@ -39,7 +36,7 @@ func (r listResponse) Failed() error { return r.Err }
 func makeListEndpoint(svc Service) endpoint.Endpoint {
 	return func(ctx context.Context, request any) (any, error) {
 		req := request.(listRequest)
-		page, err := svc.List(ctx, req.UserID, req.Page)
+		page, err := svc.List(ctx, req.Page)
 		if err != nil {
 			return listResponse{Err: err}, nil
 		}

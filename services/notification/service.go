@@ -7,16 +7,17 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
-	"go.opentelemetry.io/otel/propagation"
 
+	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/events"
 	"github.com/meshop/meshop/services/kit/paging"
 )
 
 // Service answers a user's questions about their notifications.
 type Service interface {
-	// List returns a page of the user's notifications, oldest first.
-	List(ctx context.Context, userID string, req paging.Request) (paging.Page[Notification], error)
+	// List returns a page of the caller's notifications, oldest first; the
+	// context carries the caller's identity (kit/auth).
+	List(ctx context.Context, req paging.Request) (paging.Page[Notification], error)
 }
 
 // Store keeps notifications.
@@ -30,8 +31,12 @@ type service struct{ store Store }
 // New returns the notification service over store.
 func New(store Store) Service { return &service{store: store} }
 
-func (s *service) List(ctx context.Context, userID string, req paging.Request) (paging.Page[Notification], error) {
-	items, err := s.store.ListByUser(ctx, userID, req.Limit+1, req.After)
+func (s *service) List(ctx context.Context, req paging.Request) (paging.Page[Notification], error) {
+	caller, err := auth.Require(ctx)
+	if err != nil {
+		return paging.Page[Notification]{}, err
+	}
+	items, err := s.store.ListByUser(ctx, caller.UserID, req.Limit+1, req.After)
 	if err != nil {
 		return paging.Page[Notification]{}, err
 	}
@@ -40,16 +45,15 @@ func (s *service) List(ctx context.Context, userID string, req paging.Request) (
 
 // Handler turns consumed events into notifications.
 type Handler struct {
-	Store      Store
-	Sender     Sender
-	Propagator propagation.TextMapPropagator
-	Logger     *slog.Logger
+	Store  Store
+	Sender Sender
+	Logger *slog.Logger
 }
 
 // Handle records the notification for ev and its notification.sent event
 // in tx, then sends it. It runs inside the consumer's transaction, which
 // also marks ev processed: all of it happens once, or not at all.
-func (h Handler) Handle(ctx context.Context, tx *sqlx.Tx, ev events.Envelope) error {
+func (h Handler) Handle(ctx context.Context, tx *events.Tx, ev events.Envelope) error {
 	userID, subject, body, err := render(ev)
 	if err != nil {
 		return err
@@ -58,7 +62,7 @@ func (h Handler) Handle(ctx context.Context, tx *sqlx.Tx, ev events.Envelope) er
 		ID: uuid.Must(uuid.NewV7()).String(), UserID: userID, EventID: ev.ID, EventType: ev.Type,
 		Subject: subject, Body: body, CreatedAt: time.Now().UTC().Truncate(time.Microsecond),
 	}
-	inserted, err := h.Store.Insert(ctx, tx, n)
+	inserted, err := h.Store.Insert(ctx, tx.Tx, n)
 	if err != nil || !inserted {
 		return err
 	}
@@ -67,7 +71,7 @@ func (h Handler) Handle(ctx context.Context, tx *sqlx.Tx, ev events.Envelope) er
 	if err != nil {
 		return err
 	}
-	if err := events.Record(ctx, tx, h.Propagator, sent); err != nil {
+	if err := tx.Record(ctx, sent); err != nil {
 		return err
 	}
 	return h.Sender.Send(ctx, n)

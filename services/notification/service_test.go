@@ -9,10 +9,11 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/meshop/meshop/localenv"
+	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
+	"github.com/meshop/meshop/services/kit/kittest"
 	"github.com/meshop/meshop/services/kit/paging"
-	"github.com/meshop/meshop/services/kit/sqldb"
 )
 
 // recordingSender remembers what it sent, or fails with err.
@@ -33,16 +34,7 @@ func (r *recordingSender) Send(_ context.Context, n Notification) error {
 }
 
 func openStore(t *testing.T, databaseURL string) *SQLStore {
-	t.Helper()
-	db, err := sqldb.Open(context.Background(), databaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := sqldb.Migrate(context.Background(), db, Migrations(), events.Migrations()); err != nil {
-		t.Fatal(err)
-	}
-	return NewStore(db)
+	return NewStore(kittest.DB(t, databaseURL, Migrations(), events.Migrations()))
 }
 
 func mustEvent(t *testing.T, typ string, data map[string]any) events.Envelope {
@@ -54,26 +46,21 @@ func mustEvent(t *testing.T, typ string, data map[string]any) events.Envelope {
 }
 
 // handleInTx runs h.Handle in its own transaction, as the consumer does.
-func handleInTx(t *testing.T, s *SQLStore, h Handler, ev events.Envelope) error {
-	tx, err := s.db.Beginx()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	if err := h.Handle(context.Background(), tx, ev); err != nil {
-		return err
-	}
-	return tx.Commit()
+func handleInTx(s *SQLStore, h Handler, ev events.Envelope) error {
+	ctx := context.Background()
+	return events.NewOutbox(propagation.TraceContext{}, nil).InTx(ctx, s.db, func(tx *events.Tx) error {
+		return h.Handle(ctx, tx, ev)
+	})
 }
 
 func TestHandleRecordsOncePerEvent(t *testing.T) {
 	localenv.EachDatabase(t, func(t *testing.T, databaseURL string) {
 		s := openStore(t, databaseURL)
 		sender := &recordingSender{}
-		h := Handler{Store: s, Sender: sender, Propagator: propagation.TraceContext{}}
+		h := Handler{Store: s, Sender: sender}
 		confirmed := mustEvent(t, events.OrderConfirmed, map[string]any{"order_id": "o1", "user_id": "u1", "total_cents": 1950, "currency": "USD"})
 		for range 2 { // a redelivery must not notify twice
-			if err := handleInTx(t, s, h, confirmed); err != nil {
+			if err := handleInTx(s, h, confirmed); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -93,9 +80,9 @@ func TestHandleRecordsOncePerEvent(t *testing.T) {
 		}
 
 		// A failed send rolls everything back: no notification, no event.
-		failing := Handler{Store: s, Sender: &recordingSender{err: errors.New("smtp down")}, Propagator: propagation.TraceContext{}}
+		failing := Handler{Store: s, Sender: &recordingSender{err: errors.New("smtp down")}}
 		cancelled := mustEvent(t, events.OrderCancelled, map[string]any{"order_id": "o2", "user_id": "u1", "cancel_reason": "payment_declined"})
-		if err := handleInTx(t, s, failing, cancelled); err == nil {
+		if err := handleInTx(s, failing, cancelled); err == nil {
 			t.Fatal("want the send error")
 		}
 		if got, _ := s.ListByUser(context.Background(), "u1", 10, ""); len(got) != 1 {
@@ -136,23 +123,25 @@ func TestRender(t *testing.T) {
 
 func TestListPaging(t *testing.T) {
 	s := openStore(t, "sqlite:"+t.TempDir()+"/n.db")
-	h := Handler{Store: s, Sender: &recordingSender{}, Propagator: propagation.TraceContext{}}
+	h := Handler{Store: s, Sender: &recordingSender{}}
 	for range 3 {
 		ev := mustEvent(t, events.OrderConfirmed, map[string]any{"order_id": "o", "user_id": "u1"})
-		if err := handleInTx(t, s, h, ev); err != nil {
+		if err := handleInTx(s, h, ev); err != nil {
 			t.Fatal(err)
 		}
 	}
 	svc := New(s)
-	first, err := svc.List(context.Background(), "u1", paging.Request{Limit: 2})
+	u1 := auth.WithIdentity(context.Background(), auth.Identity{UserID: "u1"})
+	u2 := auth.WithIdentity(context.Background(), auth.Identity{UserID: "u2"})
+	first, err := svc.List(u1, paging.Request{Limit: 2})
 	if err != nil || len(first.Items) != 2 || first.NextCursor == "" {
 		t.Fatalf("page 1: %+v, %v", first, err)
 	}
-	rest, err := svc.List(context.Background(), "u1", paging.Request{Limit: 2, After: first.Items[1].ID})
+	rest, err := svc.List(u1, paging.Request{Limit: 2, After: first.Items[1].ID})
 	if err != nil || len(rest.Items) != 1 || rest.NextCursor != "" {
 		t.Errorf("page 2: %+v, %v", rest, err)
 	}
-	if others, _ := svc.List(context.Background(), "u2", paging.Request{Limit: 10}); len(others.Items) != 0 {
+	if others, _ := svc.List(u2, paging.Request{Limit: 10}); len(others.Items) != 0 {
 		t.Errorf("u2 sees u1's notifications")
 	}
 }

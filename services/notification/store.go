@@ -5,7 +5,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/meshop/meshop/services/kit/errs"
+	"github.com/meshop/meshop/services/kit/sqldb"
 )
 
 const (
@@ -28,7 +28,7 @@ func NewStore(db *sqlx.DB) *SQLStore { return &SQLStore{db: db} }
 func (s *SQLStore) Insert(ctx context.Context, tx *sqlx.Tx, n Notification) (bool, error) {
 	res, err := tx.ExecContext(ctx, tx.Rebind(insertSQL), n.ID, n.UserID, n.EventID, n.EventType, n.Subject, n.Body, n.CreatedAt)
 	if err != nil {
-		return false, errs.Wrap(errs.Internal, "db", "insert notification", err)
+		return false, sqldb.Err("insert notification", err)
 	}
 	inserted, _ := res.RowsAffected()
 	return inserted == 1, nil
@@ -39,7 +39,7 @@ func (s *SQLStore) Insert(ctx context.Context, tx *sqlx.Tx, n Notification) (boo
 func (s *SQLStore) ListByUser(ctx context.Context, userID string, limit int, after string) ([]Notification, error) {
 	var out []Notification
 	if err := s.db.SelectContext(ctx, &out, s.db.Rebind(listSQL), userID, after, limit); err != nil {
-		return nil, errs.Wrap(errs.Internal, "db", "list notifications", err)
+		return nil, sqldb.Err("list notifications", err)
 	}
 	for i := range out {
 		out[i].CreatedAt = out[i].CreatedAt.UTC()

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/meshop/meshop/services/kit/auth/authtest"
 	"github.com/meshop/meshop/services/kit/events"
@@ -18,8 +17,8 @@ import (
 
 func TestHTTPList(t *testing.T) {
 	s := openStore(t, "sqlite:"+t.TempDir()+"/n.db")
-	h := Handler{Store: s, Sender: &recordingSender{}, Propagator: propagation.TraceContext{}}
-	if err := handleInTx(t, s, h, mustEvent(t, events.OrderConfirmed, map[string]any{"order_id": "o1", "user_id": "u1"})); err != nil {
+	h := Handler{Store: s, Sender: &recordingSender{}}
+	if err := handleInTx(s, h, mustEvent(t, events.OrderConfirmed, map[string]any{"order_id": "o1", "user_id": "u1"})); err != nil {
 		t.Fatal(err)
 	}
 	e := NewEndpoints(New(s), slog.New(slog.DiscardHandler), instrument.NewMetrics(prometheus.NewRegistry(), "notification"))

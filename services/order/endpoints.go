@@ -29,17 +29,13 @@ func NewEndpoints(svc Service, logger *slog.Logger, metrics *instrument.Metrics)
 }
 
 type createRequest struct {
-	UserID         string
 	IdempotencyKey string
 	Body           CreateRequest
 }
 
-type getRequest struct{ UserID, ID string }
+type getRequest struct{ ID string }
 
-type listRequest struct {
-	UserID string
-	Page   paging.Request
-}
+type listRequest struct{ Page paging.Request }
 
 // listResponse is a page of orders or the error that took its place.
 type listResponse struct {
@@ -81,7 +77,7 @@ func (r orderResponse) Headers() http.Header {
 func makeCreateEndpoint(svc Service) endpoint.Endpoint {
 	return func(ctx context.Context, request any) (any, error) {
 		req := request.(createRequest)
-		o, replayed, err := svc.Create(ctx, req.UserID, req.IdempotencyKey, req.Body)
+		o, replayed, err := svc.Create(ctx, req.IdempotencyKey, req.Body)
 		if err != nil {
 			return orderResponse{Err: err}, nil
 		}
@@ -92,7 +88,7 @@ func makeCreateEndpoint(svc Service) endpoint.Endpoint {
 func makeGetEndpoint(svc Service) endpoint.Endpoint {
 	return func(ctx context.Context, request any) (any, error) {
 		req := request.(getRequest)
-		o, err := svc.Get(ctx, req.UserID, req.ID)
+		o, err := svc.Get(ctx, req.ID)
 		if err != nil {
 			return orderResponse{Err: err}, nil
 		}
@@ -103,7 +99,7 @@ func makeGetEndpoint(svc Service) endpoint.Endpoint {
 func makeListEndpoint(svc Service) endpoint.Endpoint {
 	return func(ctx context.Context, request any) (any, error) {
 		req := request.(listRequest)
-		page, err := svc.List(ctx, req.UserID, req.Page)
+		page, err := svc.List(ctx, req.Page)
 		if err != nil {
 			return listResponse{Err: err}, nil
 		}

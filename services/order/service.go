@@ -12,23 +12,24 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
 	"github.com/meshop/meshop/services/kit/paging"
 )
 
-// Service manages orders. userID is the caller, who owns what it creates
-// and sees only what it owns.
+// Service manages orders. The caller, whose identity the context carries
+// (kit/auth), owns what it creates and sees only what it owns.
 type Service interface {
 	// Create runs a checkout: it records a PENDING order, reserves stock,
 	// charges the card and confirms the order, or cancels it with a
 	// reason. The same idempotency key with the same request returns that
 	// order (replayed = true), resuming its checkout if it was
 	// interrupted; with a different request it is a Conflict.
-	Create(ctx context.Context, userID, idempotencyKey string, req CreateRequest) (o Order, replayed bool, err error)
-	Get(ctx context.Context, userID, id string) (Order, error)
-	// List returns a page of the user's orders, oldest first.
-	List(ctx context.Context, userID string, req paging.Request) (paging.Page[Order], error)
+	Create(ctx context.Context, idempotencyKey string, req CreateRequest) (o Order, replayed bool, err error)
+	Get(ctx context.Context, id string) (Order, error)
+	// List returns a page of the caller's orders, oldest first.
+	List(ctx context.Context, req paging.Request) (paging.Page[Order], error)
 }
 
 // Store keeps orders.
@@ -78,20 +79,24 @@ const (
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
-func (s *service) Create(ctx context.Context, userID, key string, req CreateRequest) (Order, bool, error) {
+func (s *service) Create(ctx context.Context, key string, req CreateRequest) (Order, bool, error) {
+	caller, err := auth.Require(ctx)
+	if err != nil {
+		return Order{}, false, err
+	}
 	if err := validate(req); err != nil {
 		return Order{}, false, err
 	}
 	hash := requestHash(req)
-	o, replayed, err := s.existing(ctx, userID, key, hash)
+	o, replayed, err := s.existing(ctx, caller.UserID, key, hash)
 	if err != nil {
 		return Order{}, false, err
 	}
 	if !replayed {
-		o, err = s.create(ctx, userID, key, hash, req)
+		o, err = s.create(ctx, caller.UserID, key, hash, req)
 		if e := errs.As(err); err != nil && e.Code == "idempotency_key_used" {
 			// Another request with the same key won the race: this is a replay.
-			o, replayed, err = s.existing(ctx, userID, key, hash)
+			o, replayed, err = s.existing(ctx, caller.UserID, key, hash)
 		}
 		if err != nil {
 			return Order{}, false, err
@@ -135,7 +140,11 @@ func (s *service) create(ctx context.Context, userID, key, hash string, req Crea
 	return o, nil
 }
 
-func (s *service) Get(ctx context.Context, userID, id string) (Order, error) {
+func (s *service) Get(ctx context.Context, id string) (Order, error) {
+	caller, err := auth.Require(ctx)
+	if err != nil {
+		return Order{}, err
+	}
 	notFound := errs.Newf(errs.NotFound, "order_not_found", "no order %q", id)
 	if !idPattern.MatchString(id) {
 		return Order{}, notFound
@@ -144,14 +153,18 @@ func (s *service) Get(ctx context.Context, userID, id string) (Order, error) {
 	if err != nil {
 		return Order{}, err
 	}
-	if o.UserID != userID {
+	if o.UserID != caller.UserID {
 		return Order{}, notFound // not "forbidden": do not reveal that it exists
 	}
 	return s.withUser(ctx, o), nil
 }
 
-func (s *service) List(ctx context.Context, userID string, req paging.Request) (paging.Page[Order], error) {
-	orders, err := s.Store.ListByUser(ctx, userID, req.Limit+1, req.After)
+func (s *service) List(ctx context.Context, req paging.Request) (paging.Page[Order], error) {
+	caller, err := auth.Require(ctx)
+	if err != nil {
+		return paging.Page[Order]{}, err
+	}
+	orders, err := s.Store.ListByUser(ctx, caller.UserID, req.Limit+1, req.After)
 	if err != nil {
 		return paging.Page[Order]{}, err
 	}

@@ -2,14 +2,15 @@ package order
 
 import (
 	"context"
-	"encoding/json"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
+	"github.com/meshop/meshop/services/kit/kittest"
 	"github.com/meshop/meshop/services/kit/paging"
 )
 
@@ -47,16 +48,8 @@ func request(card string, lines ...ItemRequest) CreateRequest {
 
 // outboxTypes lists the event types recorded for an order, in order.
 func outboxTypes(t *testing.T, s *SQLStore, orderID string) []string {
-	var rows []string
-	if err := s.db.Select(&rows, `SELECT envelope FROM outbox ORDER BY id`); err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	for _, row := range rows {
-		var ev events.Envelope
-		if err := json.Unmarshal([]byte(row), &ev); err != nil {
-			t.Fatal(err)
-		}
+	for _, ev := range kittest.Outbox[events.Envelope](t, s.db) {
 		if ev.SubjectID == orderID {
 			out = append(out, ev.Type)
 		}
@@ -64,9 +57,14 @@ func outboxTypes(t *testing.T, s *SQLStore, orderID string) []string {
 	return out
 }
 
+// as is a context whose caller is userID, as the transport passes it on.
+func as(userID string) context.Context {
+	return auth.WithIdentity(context.Background(), auth.Identity{UserID: userID, Role: auth.RoleCustomer})
+}
+
 func TestCheckoutConfirms(t *testing.T) {
 	h := withAda(t)
-	o, replayed, err := h.svc.Create(context.Background(), "u1", "k1", request("tok_visa", ItemRequest{"p1", 2}, ItemRequest{"p2", 1}))
+	o, replayed, err := h.svc.Create(as("u1"), "k1", request("tok_visa", ItemRequest{"p1", 2}, ItemRequest{"p2", 1}))
 	if err != nil || replayed {
 		t.Fatalf("Create = %v, replayed %v", err, replayed)
 	}
@@ -105,7 +103,7 @@ func TestCheckoutRefusals(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := withAda(t)
-			_, _, err := h.svc.Create(context.Background(), "u1", "k1", tt.req)
+			_, _, err := h.svc.Create(as("u1"), "k1", tt.req)
 			e := errs.As(err)
 			if e.Kind != tt.wantKind || e.Code != tt.wantCode || e.Details["order_id"] == nil {
 				t.Fatalf("err = %+v, want %v %s with details.order_id", e, tt.wantKind, tt.wantCode)
@@ -121,7 +119,7 @@ func TestCheckoutRefusals(t *testing.T) {
 				t.Errorf("events = %v", got)
 			}
 			// A replay answers the same outcome.
-			_, replayed, err := h.svc.Create(context.Background(), "u1", "k1", tt.req)
+			_, replayed, err := h.svc.Create(as("u1"), "k1", tt.req)
 			if !replayed || errs.As(err).Kind != tt.wantKind {
 				t.Errorf("replay: replayed=%v err=%v", replayed, err)
 			}
@@ -132,7 +130,7 @@ func TestCheckoutRefusals(t *testing.T) {
 func TestPaymentDownThenRetryConfirmsOnce(t *testing.T) {
 	h := withAda(t)
 	h.payments.setDown(true)
-	_, _, err := h.svc.Create(context.Background(), "u1", "k1", request("tok_visa"))
+	_, _, err := h.svc.Create(as("u1"), "k1", request("tok_visa"))
 	e := errs.As(err)
 	if e.Kind != errs.Unavailable || e.Code != "checkout_pending" {
 		t.Fatalf("err = %v, want checkout_pending", err)
@@ -142,7 +140,7 @@ func TestPaymentDownThenRetryConfirmsOnce(t *testing.T) {
 		t.Errorf("order = %s/%s, want PENDING/charging", pendingOrder.Status, pendingOrder.Step)
 	}
 	h.payments.setDown(false)
-	o, replayed, err := h.svc.Create(context.Background(), "u1", "k1", request("tok_visa"))
+	o, replayed, err := h.svc.Create(as("u1"), "k1", request("tok_visa"))
 	if err != nil || !replayed || o.Status != StatusConfirmed || o.ID != pendingOrder.ID {
 		t.Fatalf("retry = %+v replayed=%v err=%v", o, replayed, err)
 	}
@@ -154,10 +152,10 @@ func TestPaymentDownThenRetryConfirmsOnce(t *testing.T) {
 func TestRecovererFinishesStalledCheckouts(t *testing.T) {
 	h := withAda(t)
 	h.payments.setDown(true)
-	_, _, err := h.svc.Create(context.Background(), "u1", "charge-stalled", request("tok_visa"))
+	_, _, err := h.svc.Create(as("u1"), "charge-stalled", request("tok_visa"))
 	charging := errs.As(err).Details["order_id"].(string)
 	h.inventory.setDown(true)
-	_, _, err = h.svc.Create(context.Background(), "u1", "reserve-stalled", request("tok_visa", ItemRequest{"p2", 1}))
+	_, _, err = h.svc.Create(as("u1"), "reserve-stalled", request("tok_visa", ItemRequest{"p2", 1}))
 	created := errs.As(err).Details["order_id"].(string)
 	h.payments.setDown(false)
 	h.inventory.setDown(false)
@@ -180,28 +178,31 @@ func TestRecovererFinishesStalledCheckouts(t *testing.T) {
 
 func TestUserDownDegrades(t *testing.T) {
 	h := newHarness(t, fakeUsers{err: errs.New(errs.Unavailable, "upstream_timeout", "user did not answer in time")})
-	o, _, err := h.svc.Create(context.Background(), "u1", "k1", request("tok_visa"))
+	o, _, err := h.svc.Create(as("u1"), "k1", request("tok_visa"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := h.svc.Get(context.Background(), "u1", o.ID)
+	got, err := h.svc.Get(as("u1"), o.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got.User != nil || len(got.Degraded) != 1 || got.Degraded[0] != "user" {
 		t.Errorf("user = %v, degraded = %v; want nil and [user]", got.User, got.Degraded)
 	}
-	if _, err := h.svc.Get(context.Background(), "u2", o.ID); !errs.Is(err, errs.NotFound) {
+	if _, err := h.svc.Get(as("u2"), o.ID); !errs.Is(err, errs.NotFound) {
 		t.Errorf("another user's order: %v, want NotFound", err)
+	}
+	if _, err := h.svc.Get(context.Background(), o.ID); !errs.Is(err, errs.Unauthenticated) {
+		t.Errorf("no caller: %v, want Unauthenticated", err)
 	}
 }
 
 func TestIdempotencyMismatch(t *testing.T) {
 	h := withAda(t)
-	if _, _, err := h.svc.Create(context.Background(), "u1", "k1", request("tok_visa")); err != nil {
+	if _, _, err := h.svc.Create(as("u1"), "k1", request("tok_visa")); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := h.svc.Create(context.Background(), "u1", "k1", request("tok_visa", ItemRequest{"p1", 3}))
+	_, _, err := h.svc.Create(as("u1"), "k1", request("tok_visa", ItemRequest{"p1", 3}))
 	if e := errs.As(err); e.Kind != errs.Conflict || e.Code != "idempotency_mismatch" {
 		t.Errorf("different body, same key: %v", err)
 	}
@@ -216,7 +217,7 @@ func TestConcurrentSameKey(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			o, _, err := h.svc.Create(context.Background(), "u1", "same-key", request("tok_visa"))
+			o, _, err := h.svc.Create(as("u1"), "same-key", request("tok_visa"))
 			if err != nil {
 				t.Error(err)
 				return
@@ -238,19 +239,19 @@ func TestConcurrentSameKey(t *testing.T) {
 func TestListPages(t *testing.T) {
 	h := withAda(t)
 	for _, key := range []string{"a", "b", "c"} {
-		if _, _, err := h.svc.Create(context.Background(), "u1", key, request("tok_visa", ItemRequest{"p1", 1})); err != nil {
+		if _, _, err := h.svc.Create(as("u1"), key, request("tok_visa", ItemRequest{"p1", 1})); err != nil {
 			t.Fatal(err)
 		}
 	}
-	first, err := h.svc.List(context.Background(), "u1", paging.Request{Limit: 2})
+	first, err := h.svc.List(as("u1"), paging.Request{Limit: 2})
 	if err != nil || len(first.Items) != 2 || first.NextCursor == "" || first.Items[0].User == nil {
 		t.Fatalf("page 1 = %+v, %v", first, err)
 	}
-	rest, err := h.svc.List(context.Background(), "u1", paging.Request{Limit: 2, After: first.Items[1].ID})
+	rest, err := h.svc.List(as("u1"), paging.Request{Limit: 2, After: first.Items[1].ID})
 	if err != nil || len(rest.Items) != 1 || rest.NextCursor != "" || rest.Items[0].ID == first.Items[1].ID {
 		t.Errorf("page 2 = %+v, %v", rest, err)
 	}
-	if others, _ := h.svc.List(context.Background(), "u2", paging.Request{Limit: 10}); len(others.Items) != 0 {
+	if others, _ := h.svc.List(as("u2"), paging.Request{Limit: 10}); len(others.Items) != 0 {
 		t.Errorf("u2 sees %d of u1's orders", len(others.Items))
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
@@ -35,61 +34,58 @@ const (
 // SQLStore is the sqlx Store, on PostgreSQL or SQLite. State changes and
 // the events reporting them are written in one transaction (outbox).
 type SQLStore struct {
-	db   *sqlx.DB
-	prop propagation.TextMapPropagator
-	// AfterEvents, when set, runs after a commit that recorded events: the
-	// relay's Notify, so they are published at once.
-	AfterEvents func()
+	db     *sqlx.DB
+	outbox *events.Outbox
 }
 
 // NewStore returns a store over db (migrated with Migrations and
-// events.Migrations); prop carries the trace context into recorded events.
-func NewStore(db *sqlx.DB, prop propagation.TextMapPropagator) *SQLStore {
-	return &SQLStore{db: db, prop: prop}
+// events.Migrations) that records its events through outbox.
+func NewStore(db *sqlx.DB, outbox *events.Outbox) *SQLStore {
+	return &SQLStore{db: db, outbox: outbox}
 }
 
 // Create stores a new order, its items and its order.created event: all or
 // nothing. A key already used by the user is a Conflict (idempotency_key_used).
 func (s *SQLStore) Create(ctx context.Context, o Order, key, hash string, created events.Envelope) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.outbox.InTx(ctx, s.db, func(tx *events.Tx) error {
 		_, err := tx.ExecContext(ctx, s.db.Rebind(insertOrderSQL), o.ID, o.UserID, o.Status, o.TotalCents, o.Currency,
 			o.PaymentID, o.CancelReason, key, hash, o.CardToken, o.Step, o.CreatedAt, o.CreatedAt)
 		if sqldb.IsUniqueViolation(err) {
 			return errs.New(errs.Conflict, "idempotency_key_used", "this Idempotency-Key was already used")
 		}
 		if err != nil {
-			return errs.Wrap(errs.Internal, "db", "insert order", err)
+			return sqldb.Err("insert order", err)
 		}
 		for i, it := range o.Items {
 			if _, err := tx.ExecContext(ctx, s.db.Rebind(insertItemSQL), o.ID, i, it.ProductID, it.Quantity, it.UnitPriceCents); err != nil {
-				return errs.Wrap(errs.Internal, "db", "insert order item", err)
+				return sqldb.Err("insert order item", err)
 			}
 		}
-		return events.Record(ctx, tx, s.prop, created)
-	}, true)
+		return tx.Record(ctx, created)
+	})
 }
 
 // SetPriced records the prices the reservation returned and moves the
 // order to StepReserved.
 func (s *SQLStore) SetPriced(ctx context.Context, id string, items []Item, total int64, currency string) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return sqldb.InTx(ctx, s.db, func(tx *sqlx.Tx) error {
 		for _, it := range items {
 			if _, err := tx.ExecContext(ctx, s.db.Rebind(priceItemSQL), it.UnitPriceCents, id, it.ProductID); err != nil {
-				return errs.Wrap(errs.Internal, "db", "price order item", err)
+				return sqldb.Err("price order item", err)
 			}
 		}
 		_, err := tx.ExecContext(ctx, s.db.Rebind(setPricedSQL), total, currency, StepReserved, time.Now().UTC(), id)
 		if err != nil {
-			return errs.Wrap(errs.Internal, "db", "price order", err)
+			return sqldb.Err("price order", err)
 		}
 		return nil
-	}, false)
+	})
 }
 
 // SetStep records checkout progress of a PENDING order.
 func (s *SQLStore) SetStep(ctx context.Context, id, step string) error {
 	if _, err := s.db.ExecContext(ctx, s.db.Rebind(setStepSQL), step, time.Now().UTC(), id); err != nil {
-		return errs.Wrap(errs.Internal, "db", "set order step", err)
+		return sqldb.Err("set order step", err)
 	}
 	return nil
 }
@@ -99,17 +95,17 @@ func (s *SQLStore) SetStep(ctx context.Context, id, step string) error {
 // longer PENDING (another instance finished it first).
 func (s *SQLStore) Finish(ctx context.Context, id, status string, paymentID, reason *string, ev events.Envelope) (bool, error) {
 	var done bool
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := s.outbox.InTx(ctx, s.db, func(tx *events.Tx) error {
 		res, err := tx.ExecContext(ctx, s.db.Rebind(finishSQL), status, paymentID, reason, time.Now().UTC(), id)
 		if err != nil {
-			return errs.Wrap(errs.Internal, "db", "finish order", err)
+			return sqldb.Err("finish order", err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return nil
 		}
 		done = true
-		return events.Record(ctx, tx, s.prop, ev)
-	}, true)
+		return tx.Record(ctx, ev)
+	})
 	return done, err
 }
 
@@ -149,7 +145,7 @@ func (s *SQLStore) Pending(ctx context.Context, before time.Time, limit int) ([]
 func (s *SQLStore) list(ctx context.Context, query string, args ...any) ([]Order, error) {
 	var orders []Order
 	if err := s.db.SelectContext(ctx, &orders, s.db.Rebind(query), args...); err != nil {
-		return nil, errs.Wrap(errs.Internal, "db", "list orders", err)
+		return nil, sqldb.Err("list orders", err)
 	}
 	for i := range orders {
 		o, err := s.withItems(ctx, orders[i])
@@ -164,35 +160,15 @@ func (s *SQLStore) list(ctx context.Context, query string, args ...any) ([]Order
 func (s *SQLStore) withItems(ctx context.Context, o Order) (Order, error) {
 	o.Items = []Item{}
 	if err := s.db.SelectContext(ctx, &o.Items, s.db.Rebind(getItemsSQL), o.ID); err != nil {
-		return Order{}, errs.Wrap(errs.Internal, "db", "get order items", err)
+		return Order{}, sqldb.Err("get order items", err)
 	}
 	o.CreatedAt = o.CreatedAt.UTC()
 	return o, nil
-}
-
-// inTx runs fn in a transaction; recordsEvents says whether to nudge the
-// relay after the commit.
-func (s *SQLStore) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error, recordsEvents bool) error {
-	tx, err := s.db.BeginTxx(ctx, nil)
-	if err != nil {
-		return errs.Wrap(errs.Internal, "db", "begin", err)
-	}
-	defer tx.Rollback()
-	if err := fn(tx); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return errs.Wrap(errs.Internal, "db", "commit", err)
-	}
-	if recordsEvents && s.AfterEvents != nil {
-		s.AfterEvents()
-	}
-	return nil
 }
 
 func notFoundOr(err error, what string) error {
 	if errors.Is(err, sql.ErrNoRows) {
 		return errs.New(errs.NotFound, "order_not_found", fmt.Sprintf("no order %s", what))
 	}
-	return errs.Wrap(errs.Internal, "db", "get order", err)
+	return sqldb.Err("get order", err)
 }

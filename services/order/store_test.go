@@ -11,21 +11,12 @@ import (
 	"github.com/meshop/meshop/localenv"
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
-	"github.com/meshop/meshop/services/kit/sqldb"
+	"github.com/meshop/meshop/services/kit/kittest"
 )
 
 func openStore(t *testing.T, databaseURL string) *SQLStore {
-	t.Helper()
-	ctx := context.Background()
-	db, err := sqldb.Open(ctx, databaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := sqldb.Migrate(ctx, db, Migrations(), events.Migrations()); err != nil {
-		t.Fatal(err)
-	}
-	return NewStore(db, propagation.TraceContext{})
+	db := kittest.DB(t, databaseURL, Migrations(), events.Migrations())
+	return NewStore(db, events.NewOutbox(propagation.TraceContext{}, nil))
 }
 
 func TestStore(t *testing.T) {

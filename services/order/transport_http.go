@@ -13,7 +13,10 @@ import (
 )
 
 // NewHTTPHandler serves the order API. Every route needs a bearer token;
-// authn is the middleware that verifies it (kit/auth Verifier.Middleware):
+// authn is the middleware that verifies it (kit/auth Verifier.Middleware)
+// and puts the caller's identity in the context, where the service reads
+// it. A request without one is refused before anything else of it is
+// read, so it answers 401 whatever else is wrong with it:
 //
 //	POST /orders        checkout (header Idempotency-Key required)
 //	GET  /orders        the caller's orders (limit, cursor)
@@ -29,15 +32,14 @@ func NewHTTPHandler(e Endpoints, authn func(http.Handler) http.Handler) *http.Se
 }
 
 func decodeCreate(ctx context.Context, r *http.Request) (any, error) {
-	caller, err := auth.Require(ctx)
-	if err != nil {
+	if _, err := auth.Require(ctx); err != nil {
 		return nil, err
 	}
 	key := r.Header.Get("Idempotency-Key")
 	if key == "" || len(key) > 255 {
 		return nil, errs.New(errs.Invalid, "idempotency_key_required", "header Idempotency-Key (1-255 characters) is required")
 	}
-	req := createRequest{UserID: caller.UserID, IdempotencyKey: key}
+	req := createRequest{IdempotencyKey: key}
 	if err := httpserver.DecodeJSON(r, &req.Body); err != nil {
 		return nil, err
 	}
@@ -45,21 +47,19 @@ func decodeCreate(ctx context.Context, r *http.Request) (any, error) {
 }
 
 func decodeGet(ctx context.Context, r *http.Request) (any, error) {
-	caller, err := auth.Require(ctx)
-	if err != nil {
+	if _, err := auth.Require(ctx); err != nil {
 		return nil, err
 	}
-	return getRequest{UserID: caller.UserID, ID: r.PathValue("id")}, nil
+	return getRequest{ID: r.PathValue("id")}, nil
 }
 
 func decodeList(ctx context.Context, r *http.Request) (any, error) {
-	caller, err := auth.Require(ctx)
-	if err != nil {
+	if _, err := auth.Require(ctx); err != nil {
 		return nil, err
 	}
 	page, err := paging.FromQuery(r.URL.Query())
 	if err != nil {
 		return nil, err
 	}
-	return listRequest{UserID: caller.UserID, Page: page}, nil
+	return listRequest{Page: page}, nil
 }

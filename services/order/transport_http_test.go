@@ -8,9 +8,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/meshop/meshop/services/kit/apitest"
 	"github.com/meshop/meshop/services/kit/auth/authtest"
 	"github.com/meshop/meshop/services/kit/instrument"
+	"github.com/meshop/meshop/services/kit/kittest"
 )
 
 func newTestAPI(t *testing.T) *httptest.Server {
@@ -26,16 +26,16 @@ const goodBody = `{"items":[{"product_id":"p1","quantity":2}],"payment":{"card_t
 func TestHTTPCheckoutReplayGetList(t *testing.T) {
 	srv := newTestAPI(t)
 	h := map[string]string{"X-Test-User": "u1", "Idempotency-Key": "k1"}
-	resp, created := apitest.Send(t, "POST", srv.URL+"/orders", h, goodBody)
+	resp, created := kittest.Send(t, "POST", srv.URL+"/orders", h, goodBody)
 	if resp.StatusCode != 201 || created["status"] != "CONFIRMED" || created["user"] == nil || created["total_cents"] != float64(700) {
 		t.Fatalf("checkout: %d %v", resp.StatusCode, created)
 	}
 	// Same request, different spacing: the same order, marked as a replay.
-	resp, again := apitest.Send(t, "POST", srv.URL+"/orders", h, strings.ReplaceAll(goodBody, ",", " , "))
+	resp, again := kittest.Send(t, "POST", srv.URL+"/orders", h, strings.ReplaceAll(goodBody, ",", " , "))
 	if resp.StatusCode != 201 || again["id"] != created["id"] || resp.Header.Get("Idempotent-Replayed") != "true" {
 		t.Errorf("replay: %d %v %v", resp.StatusCode, again["id"], resp.Header)
 	}
-	resp, got := apitest.Send(t, "GET", srv.URL+"/orders/"+created["id"].(string), map[string]string{"X-Test-User": "u1"}, "")
+	resp, got := kittest.Send(t, "GET", srv.URL+"/orders/"+created["id"].(string), map[string]string{"X-Test-User": "u1"}, "")
 	if resp.StatusCode != 200 || got["id"] != created["id"] {
 		t.Errorf("get: %d %v", resp.StatusCode, got)
 	}
@@ -44,11 +44,11 @@ func TestHTTPCheckoutReplayGetList(t *testing.T) {
 			t.Errorf("order JSON lacks %q: %v", key, got)
 		}
 	}
-	resp, list := apitest.Send(t, "GET", srv.URL+"/orders?limit=10", map[string]string{"X-Test-User": "u1"}, "")
+	resp, list := kittest.Send(t, "GET", srv.URL+"/orders?limit=10", map[string]string{"X-Test-User": "u1"}, "")
 	if items, _ := list["items"].([]any); resp.StatusCode != 200 || len(items) != 1 || list["next_cursor"] != nil {
 		t.Errorf("list: %d %v", resp.StatusCode, list)
 	}
-	resp, declined := apitest.Send(t, "POST", srv.URL+"/orders", map[string]string{"X-Test-User": "u1", "Idempotency-Key": "k2"},
+	resp, declined := kittest.Send(t, "POST", srv.URL+"/orders", map[string]string{"X-Test-User": "u1", "Idempotency-Key": "k2"},
 		strings.Replace(goodBody, "tok_visa", "tok_declined", 1))
 	e, _ := declined["error"].(map[string]any)
 	details, _ := e["details"].(map[string]any)
@@ -84,7 +84,7 @@ func TestHTTPBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, body := apitest.Send(t, tt.method, srv.URL+tt.path, tt.header, tt.body)
+			resp, body := kittest.Send(t, tt.method, srv.URL+tt.path, tt.header, tt.body)
 			e, _ := body["error"].(map[string]any)
 			if resp.StatusCode != tt.wantStatus || e["code"] != tt.wantCode {
 				t.Errorf("got %d %v, want %d %s", resp.StatusCode, body, tt.wantStatus, tt.wantCode)
@@ -92,7 +92,7 @@ func TestHTTPBadInput(t *testing.T) {
 		})
 	}
 	// None of the refused requests wrote an order under the key they used.
-	resp, _ := apitest.Send(t, "POST", srv.URL+"/orders", caller, goodBody)
+	resp, _ := kittest.Send(t, "POST", srv.URL+"/orders", caller, goodBody)
 	if resp.StatusCode != 201 || resp.Header.Get("Idempotent-Replayed") != "" {
 		t.Errorf("first valid use of k-bad: %d replayed=%q", resp.StatusCode, resp.Header.Get("Idempotent-Replayed"))
 	}

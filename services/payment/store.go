@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
@@ -31,20 +30,14 @@ const (
 
 // SQLStore is the sqlx Store, on PostgreSQL or SQLite.
 type SQLStore struct {
-	db       *sqlx.DB
-	prop     propagation.TextMapPropagator
-	recorded func()
+	db     *sqlx.DB
+	outbox *events.Outbox
 }
 
 // NewStore returns a store over db (migrated with Migrations and
-// events.Migrations). prop injects the trace context into recorded events;
-// eventsRecorded (the outbox relay's Notify; nil for none) is called after
-// each commit that recorded an event, so it leaves at once.
-func NewStore(db *sqlx.DB, prop propagation.TextMapPropagator, eventsRecorded func()) *SQLStore {
-	if eventsRecorded == nil {
-		eventsRecorded = func() {}
-	}
-	return &SQLStore{db: db, prop: prop, recorded: eventsRecorded}
+// events.Migrations) that records its events through outbox.
+func NewStore(db *sqlx.DB, outbox *events.Outbox) *SQLStore {
+	return &SQLStore{db: db, outbox: outbox}
 }
 
 // Insert adds p; another payment for the same order is a Conflict with
@@ -56,7 +49,7 @@ func (s *SQLStore) Insert(ctx context.Context, p Payment) error {
 		return errs.Newf(errs.Conflict, "payment_exists", "order %s already has a payment", p.OrderID)
 	}
 	if err != nil {
-		return errs.Wrap(errs.Internal, "db", "insert payment", err)
+		return sqldb.Err("insert payment", err)
 	}
 	return nil
 }
@@ -78,7 +71,7 @@ func (s *SQLStore) get(ctx context.Context, query, arg string) (Payment, error) 
 		return Payment{}, errs.New(errs.NotFound, "payment_not_found", "no such payment")
 	}
 	if err != nil {
-		return Payment{}, errs.Wrap(errs.Internal, "db", "get payment", err)
+		return Payment{}, sqldb.Err("get payment", err)
 	}
 	p.CreatedAt, p.UpdatedAt = p.CreatedAt.UTC(), p.UpdatedAt.UTC()
 	return p, nil
@@ -88,37 +81,36 @@ func (s *SQLStore) get(ctx context.Context, query, arg string) (Payment, error) 
 // in one transaction, if p is still unsettled. It reports whether it did;
 // false means someone else settled it first, and nothing was written.
 func (s *SQLStore) Settle(ctx context.Context, p Payment, ev events.Envelope) (bool, error) {
-	tx, err := s.db.BeginTxx(ctx, nil)
+	settled := false
+	err := s.outbox.InTx(ctx, s.db, func(tx *events.Tx) error {
+		r, err := tx.ExecContext(ctx, tx.Rebind(settleSQL), p.Status, p.Reason, p.ChargeID, p.UpdatedAt, p.ID)
+		if err != nil {
+			return sqldb.Err("settle payment", err)
+		}
+		n, err := r.RowsAffected()
+		if err != nil {
+			return sqldb.Err("settle payment", err)
+		}
+		if n == 0 {
+			return nil
+		}
+		if err := tx.Record(ctx, ev); err != nil {
+			return errs.Wrap(errs.Internal, "event", "record "+ev.Type, err)
+		}
+		settled = true
+		return nil
+	})
 	if err != nil {
-		return false, errs.Wrap(errs.Internal, "db", "settle: begin", err)
+		return false, err
 	}
-	defer tx.Rollback() // after Commit, a no-op
-	r, err := tx.ExecContext(ctx, tx.Rebind(settleSQL), p.Status, p.Reason, p.ChargeID, p.UpdatedAt, p.ID)
-	if err != nil {
-		return false, errs.Wrap(errs.Internal, "db", "settle payment", err)
-	}
-	n, err := r.RowsAffected()
-	if err != nil {
-		return false, errs.Wrap(errs.Internal, "db", "settle payment", err)
-	}
-	if n == 0 {
-		return false, nil
-	}
-	if err := events.Record(ctx, tx, s.prop, ev); err != nil {
-		return false, errs.Wrap(errs.Internal, "event", "record "+ev.Type, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return false, errs.Wrap(errs.Internal, "db", "settle: commit", err)
-	}
-	s.recorded()
-	return true, nil
+	return settled, nil
 }
 
 // MarkUnknown moves a PENDING payment to UNKNOWN: its charge went out and
 // no answer came back.
 func (s *SQLStore) MarkUnknown(ctx context.Context, id string, at time.Time) error {
 	if _, err := s.db.ExecContext(ctx, s.db.Rebind(markUnknownSQL), at, id); err != nil {
-		return errs.Wrap(errs.Internal, "db", "mark payment unknown", err)
+		return sqldb.Err("mark payment unknown", err)
 	}
 	return nil
 }
@@ -129,7 +121,7 @@ func (s *SQLStore) MarkUnknown(ctx context.Context, id string, at time.Time) err
 func (s *SQLStore) Unsettled(ctx context.Context, staleBefore time.Time, limit int) ([]Payment, error) {
 	var out []Payment
 	if err := s.db.SelectContext(ctx, &out, s.db.Rebind(unsettledSQL), staleBefore, limit); err != nil {
-		return nil, errs.Wrap(errs.Internal, "db", "list unsettled payments", err)
+		return nil, sqldb.Err("list unsettled payments", err)
 	}
 	return out, nil
 }

@@ -14,21 +14,12 @@ import (
 	"github.com/meshop/meshop/localenv"
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
-	"github.com/meshop/meshop/services/kit/sqldb"
+	"github.com/meshop/meshop/services/kit/kittest"
 )
 
 func openStore(t *testing.T, databaseURL string) (*SQLStore, *sqlx.DB) {
-	t.Helper()
-	ctx := context.Background()
-	db, err := sqldb.Open(ctx, databaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := sqldb.Migrate(ctx, db, Migrations(), events.Migrations()); err != nil {
-		t.Fatal(err)
-	}
-	return NewStore(db, propagation.TraceContext{}, nil), db
+	db := kittest.DB(t, databaseURL, Migrations(), events.Migrations())
+	return NewStore(db, events.NewOutbox(propagation.TraceContext{}, nil)), db
 }
 
 func sqliteURL(t *testing.T) string {
@@ -45,17 +36,9 @@ type recordedEvent struct {
 // outboxEvents returns the payment events in the outbox, oldest first.
 func outboxEvents(t *testing.T, db *sqlx.DB) []recordedEvent {
 	t.Helper()
-	var bodies []string
-	if err := db.Select(&bodies, `SELECT envelope FROM outbox ORDER BY created_at, id`); err != nil {
-		t.Fatal(err)
-	}
 	out := []recordedEvent{}
-	for _, b := range bodies {
-		var env events.Envelope
+	for _, env := range kittest.Outbox[events.Envelope](t, db) {
 		var data Event
-		if err := json.Unmarshal([]byte(b), &env); err != nil {
-			t.Fatal(err)
-		}
 		if err := json.Unmarshal(env.Data, &data); err != nil {
 			t.Fatal(err)
 		}

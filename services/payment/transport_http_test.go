@@ -10,10 +10,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/meshop/meshop/services/kit/apitest"
 	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/auth/authtest"
 	"github.com/meshop/meshop/services/kit/instrument"
+	"github.com/meshop/meshop/services/kit/kittest"
 )
 
 func newTestAPI(t *testing.T, authn func(http.Handler) http.Handler) *httptest.Server {
@@ -31,7 +31,7 @@ func chargeBody(orderID, token string) string {
 
 func TestHTTPChargeAndGet(t *testing.T) {
 	srv := newTestAPI(t, authtest.HeaderIdentity)
-	resp, p := apitest.Send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o1", "tok_visa"))
+	resp, p := kittest.Send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o1", "tok_visa"))
 	if resp.StatusCode != 201 || p["status"] != "SUCCEEDED" || p["order_id"] != "o1" || p["amount_cents"] != 4800.0 {
 		t.Fatalf("charge: %d %v", resp.StatusCode, p)
 	}
@@ -45,21 +45,21 @@ func TestHTTPChargeAndGet(t *testing.T) {
 			t.Errorf("payment JSON shows %q: %v", key, p)
 		}
 	}
-	resp, again := apitest.Send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o1", "tok_visa"))
+	resp, again := kittest.Send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o1", "tok_visa"))
 	if resp.StatusCode != 200 || again["id"] != p["id"] || resp.Header.Get("Idempotent-Replayed") != "true" {
 		t.Errorf("repeat: %d %v %v", resp.StatusCode, again, resp.Header)
 	}
-	resp, declined := apitest.Send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o2", "tok_declined"))
+	resp, declined := kittest.Send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o2", "tok_declined"))
 	if resp.StatusCode != 201 || declined["status"] != "DECLINED" || declined["reason"] != "card_declined" {
 		t.Errorf("declined: %d %v", resp.StatusCode, declined)
 	}
-	resp, failed := apitest.Send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o3", "tok_error"))
+	resp, failed := kittest.Send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o3", "tok_error"))
 	if resp.StatusCode != 201 || failed["status"] != "FAILED" || failed["reason"] != "provider_error" {
 		t.Errorf("provider error: %d %v", resp.StatusCode, failed)
 	}
 
 	id := p["id"].(string)
-	resp, got := apitest.Send(t, "GET", srv.URL+"/payments/"+id, map[string]string{"X-Test-User": "u1"}, "")
+	resp, got := kittest.Send(t, "GET", srv.URL+"/payments/"+id, map[string]string{"X-Test-User": "u1"}, "")
 	if resp.StatusCode != 200 || got["id"] != id || got["status"] != "SUCCEEDED" || got["created_at"] != p["created_at"] {
 		t.Errorf("get: %d %v", resp.StatusCode, got)
 	}
@@ -67,12 +67,12 @@ func TestHTTPChargeAndGet(t *testing.T) {
 
 func TestHTTPTimeoutPending(t *testing.T) {
 	srv := newTestAPI(t, authtest.HeaderIdentity)
-	resp, body := apitest.Send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o1", "tok_timeout"))
-	code, details := apitest.ErrorOf(body)
+	resp, body := kittest.Send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o1", "tok_timeout"))
+	code, details := kittest.ErrorOf(body)
 	if resp.StatusCode != 503 || code != "payment_pending" || details["payment_id"] == nil {
 		t.Fatalf("timed-out charge: %d %v", resp.StatusCode, body)
 	}
-	resp, p := apitest.Send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o1", "tok_timeout"))
+	resp, p := kittest.Send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o1", "tok_timeout"))
 	if resp.StatusCode != 200 || p["status"] != "SUCCEEDED" || p["id"] != details["payment_id"] {
 		t.Errorf("retry: %d %v", resp.StatusCode, p)
 	}
@@ -80,7 +80,7 @@ func TestHTTPTimeoutPending(t *testing.T) {
 
 func TestHTTPBadInput(t *testing.T) {
 	srv := newTestAPI(t, authtest.HeaderIdentity)
-	_, paid := apitest.Send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("paid", "tok_visa"))
+	_, paid := kittest.Send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("paid", "tok_visa"))
 	paidID := paid["id"].(string)
 	const pay = "/internal/payments"
 	u1, u2 := map[string]string{"X-Test-User": "u1"}, map[string]string{"X-Test-User": "u2"}
@@ -109,14 +109,14 @@ func TestHTTPBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, body := apitest.Send(t, tt.method, srv.URL+tt.path, tt.header, tt.body)
-			if code, _ := apitest.ErrorOf(body); resp.StatusCode != tt.wantStatus || code != tt.wantCode {
+			resp, body := kittest.Send(t, tt.method, srv.URL+tt.path, tt.header, tt.body)
+			if code, _ := kittest.ErrorOf(body); resp.StatusCode != tt.wantStatus || code != tt.wantCode {
 				t.Errorf("got %d %v, want %d %s", resp.StatusCode, body, tt.wantStatus, tt.wantCode)
 			}
 		})
 	}
 	// Nothing was written for o9 by the refused requests.
-	resp, p := apitest.Send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o9", "tok_visa"))
+	resp, p := kittest.Send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o9", "tok_visa"))
 	if resp.StatusCode != 201 || resp.Header.Get("Idempotent-Replayed") != "" {
 		t.Errorf("first valid charge of o9: %d %v", resp.StatusCode, p)
 	}
@@ -127,7 +127,7 @@ func TestHTTPBadInput(t *testing.T) {
 func TestHTTPBearerTokens(t *testing.T) {
 	iss := authtest.NewIssuer(t)
 	srv := newTestAPI(t, iss.Verifier().Middleware)
-	_, p := apitest.Send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o1", "tok_visa"))
+	_, p := kittest.Send(t, "POST", srv.URL+"/internal/payments", nil, chargeBody("o1", "tok_visa"))
 	url := srv.URL + "/payments/" + p["id"].(string)
 	bearer := func(token string) map[string]string { return map[string]string{"Authorization": "Bearer " + token} }
 	tests := []struct {
@@ -141,7 +141,7 @@ func TestHTTPBearerTokens(t *testing.T) {
 		{"none", nil, 401},
 	}
 	for _, tt := range tests {
-		if resp, body := apitest.Send(t, "GET", url, tt.header, ""); resp.StatusCode != tt.wantStatus {
+		if resp, body := kittest.Send(t, "GET", url, tt.header, ""); resp.StatusCode != tt.wantStatus {
 			t.Errorf("%s: %d %v, want %d", tt.name, resp.StatusCode, body, tt.wantStatus)
 		}
 	}

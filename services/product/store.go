@@ -4,13 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
@@ -38,21 +36,15 @@ const (
 // SQLStore is the sqlx Store, on PostgreSQL or SQLite. Every stock change
 // records an inventory.updated event in the same transaction.
 type SQLStore struct {
-	db       *sqlx.DB
-	prop     propagation.TextMapPropagator
-	recorded func()
-	now      func() time.Time
+	db     *sqlx.DB
+	outbox *events.Outbox
+	now    func() time.Time
 }
 
 // NewStore returns a store over db (migrated with Migrations and
-// events.Migrations). prop injects the trace context into recorded events;
-// eventsRecorded (the outbox relay's Notify; nil for none) is called after
-// each commit that may have recorded events, so they leave at once.
-func NewStore(db *sqlx.DB, prop propagation.TextMapPropagator, eventsRecorded func()) *SQLStore {
-	if eventsRecorded == nil {
-		eventsRecorded = func() {}
-	}
-	return &SQLStore{db: db, prop: prop, recorded: eventsRecorded,
+// events.Migrations) that records its events through outbox.
+func NewStore(db *sqlx.DB, outbox *events.Outbox) *SQLStore {
+	return &SQLStore{db: db, outbox: outbox,
 		now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
 }
 
@@ -60,7 +52,7 @@ func NewStore(db *sqlx.DB, prop propagation.TextMapPropagator, eventsRecorded fu
 func (s *SQLStore) List(ctx context.Context, after string, limit int) ([]Product, error) {
 	out := []Product{}
 	if err := s.db.SelectContext(ctx, &out, s.db.Rebind(listProductsSQL), after, limit); err != nil {
-		return nil, errs.Wrap(errs.Internal, "db", "list products", err)
+		return nil, sqldb.Err("list products", err)
 	}
 	return out, nil
 }
@@ -73,20 +65,20 @@ func (s *SQLStore) Get(ctx context.Context, id string) (Product, error) {
 		return Product{}, errs.Newf(errs.NotFound, "product_not_found", "no product %q", id)
 	}
 	if err != nil {
-		return Product{}, errs.Wrap(errs.Internal, "db", "get product", err)
+		return Product{}, sqldb.Err("get product", err)
 	}
 	return p, nil
 }
 
 // Insert adds p and announces its stock; a taken id is a Conflict.
 func (s *SQLStore) Insert(ctx context.Context, p Product) error {
-	return s.inTx(ctx, "insert product", func(tx *sqlx.Tx) error {
+	return s.outbox.InTx(ctx, s.db, func(tx *events.Tx) error {
 		_, err := tx.ExecContext(ctx, tx.Rebind(insertProductSQL), p.ID, p.Name, p.Description, p.PriceCents, p.Currency, p.Stock)
 		if sqldb.IsUniqueViolation(err) {
 			return errs.Newf(errs.Conflict, "product_exists", "product %s already exists", p.ID)
 		}
 		if err != nil {
-			return errs.Wrap(errs.Internal, "db", "insert product", err)
+			return sqldb.Err("insert product", err)
 		}
 		return s.recordStock(ctx, tx, p.ID, p.Stock)
 	})
@@ -103,13 +95,13 @@ func (s *SQLStore) Reserve(ctx context.Context, orderID string, items []ItemRequ
 	items = slices.Clone(items)
 	slices.SortFunc(items, func(a, b ItemRequest) int { return strings.Compare(a.ProductID, b.ProductID) })
 	res := Reservation{OrderID: orderID, Status: StatusReserved, Items: make([]ReservedItem, 0, len(items))}
-	err := s.inTx(ctx, "reserve", func(tx *sqlx.Tx) error {
+	err := s.outbox.InTx(ctx, s.db, func(tx *events.Tx) error {
 		now := s.now()
 		if _, err := tx.ExecContext(ctx, tx.Rebind(insertResSQL), orderID, StatusReserved, now, now); err != nil {
 			if sqldb.IsUniqueViolation(err) {
 				return errReservationExists
 			}
-			return errs.Wrap(errs.Internal, "db", "insert reservation", err)
+			return sqldb.Err("insert reservation", err)
 		}
 		for _, it := range items {
 			var left int
@@ -120,11 +112,11 @@ func (s *SQLStore) Reserve(ctx context.Context, orderID string, items []ItemRequ
 				return s.whyNotTaken(ctx, tx, it)
 			}
 			if err != nil {
-				return errs.Wrap(errs.Internal, "db", "take stock", err)
+				return sqldb.Err("take stock", err)
 			}
 			if _, err := tx.ExecContext(ctx, tx.Rebind(insertItemSQL), orderID, line.ProductID, line.Quantity,
 				line.UnitPriceCents, line.Currency); err != nil {
-				return errs.Wrap(errs.Internal, "db", "insert reservation item", err)
+				return sqldb.Err("insert reservation item", err)
 			}
 			if err := s.recordStock(ctx, tx, it.ProductID, left); err != nil {
 				return err
@@ -148,7 +140,7 @@ var errReservationExists = errors.New("reservation exists")
 
 // whyNotTaken explains a conditional update that changed nothing: the
 // product does not exist, or it has too little stock.
-func (s *SQLStore) whyNotTaken(ctx context.Context, tx *sqlx.Tx, it ItemRequest) error {
+func (s *SQLStore) whyNotTaken(ctx context.Context, tx *events.Tx, it ItemRequest) error {
 	var available int
 	err := tx.GetContext(ctx, &available, tx.Rebind(getStockSQL), it.ProductID)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -156,7 +148,7 @@ func (s *SQLStore) whyNotTaken(ctx context.Context, tx *sqlx.Tx, it ItemRequest)
 			WithDetails(map[string]any{"product_id": it.ProductID})
 	}
 	if err != nil {
-		return errs.Wrap(errs.Internal, "db", "read stock", err)
+		return sqldb.Err("read stock", err)
 	}
 	return errs.Newf(errs.Conflict, "out_of_stock", "only %d of %s left, %d requested", available, it.ProductID, it.Quantity).
 		WithDetails(map[string]any{"product_id": it.ProductID, "requested": it.Quantity, "available": available})
@@ -169,7 +161,7 @@ func (s *SQLStore) Commit(ctx context.Context, orderID string) (Reservation, err
 	return s.transition(ctx, orderID, func() error {
 		_, err := s.db.ExecContext(ctx, s.db.Rebind(setResStatusSQL), StatusCommitted, s.now(), orderID, StatusReserved)
 		if err != nil {
-			return errs.Wrap(errs.Internal, "db", "commit reservation", err)
+			return sqldb.Err("commit reservation", err)
 		}
 		return nil
 	})
@@ -209,18 +201,18 @@ func (s *SQLStore) Release(ctx context.Context, orderID string) (Reservation, er
 	// A reserve racing the tombstone's insert makes it fail on the key, or
 	// leaves the reservation RESERVED; the next attempt releases it.
 	return s.transition(ctx, orderID, func() error {
-		return s.inTx(ctx, "release", func(tx *sqlx.Tx) error { return s.release(ctx, tx, orderID) })
+		return s.outbox.InTx(ctx, s.db, func(tx *events.Tx) error { return s.release(ctx, tx, orderID) })
 	})
 }
 
-func (s *SQLStore) release(ctx context.Context, tx *sqlx.Tx, orderID string) error {
+func (s *SQLStore) release(ctx context.Context, tx *events.Tx, orderID string) error {
 	now := s.now()
 	r, err := tx.ExecContext(ctx, tx.Rebind(setResStatusSQL), StatusReleased, now, orderID, StatusReserved)
 	if err != nil {
-		return errs.Wrap(errs.Internal, "db", "release reservation", err)
+		return sqldb.Err("release reservation", err)
 	}
 	if n, err := r.RowsAffected(); err != nil {
-		return errs.Wrap(errs.Internal, "db", "release reservation", err)
+		return sqldb.Err("release reservation", err)
 	} else if n == 0 {
 		// Already released or committed (left as it is), reserved since the
 		// update looked (transition retries), or never reserved.
@@ -228,7 +220,7 @@ func (s *SQLStore) release(ctx context.Context, tx *sqlx.Tx, orderID string) err
 		err := tx.GetContext(ctx, &status, tx.Rebind(`SELECT status FROM reservations WHERE order_id = ?`), orderID)
 		if !errors.Is(err, sql.ErrNoRows) {
 			if err != nil {
-				return errs.Wrap(errs.Internal, "db", "read reservation", err)
+				return sqldb.Err("read reservation", err)
 			}
 			return nil
 		}
@@ -237,18 +229,18 @@ func (s *SQLStore) release(ctx context.Context, tx *sqlx.Tx, orderID string) err
 			return errReservationExists
 		}
 		if err != nil {
-			return errs.Wrap(errs.Internal, "db", "insert release tombstone", err)
+			return sqldb.Err("insert release tombstone", err)
 		}
 		return nil
 	}
 	var items []ReservedItem
 	if err := tx.SelectContext(ctx, &items, tx.Rebind(getItemsSQL), orderID); err != nil {
-		return errs.Wrap(errs.Internal, "db", "read reservation items", err)
+		return sqldb.Err("read reservation items", err)
 	}
 	for _, it := range items { // ordered by product id, as in Reserve
 		var stock int
 		if err := tx.GetContext(ctx, &stock, tx.Rebind(returnStockSQL), it.Quantity, it.ProductID); err != nil {
-			return errs.Wrap(errs.Internal, "db", "return stock", err)
+			return sqldb.Err("return stock", err)
 		}
 		if err := s.recordStock(ctx, tx, it.ProductID, stock); err != nil {
 			return err
@@ -265,41 +257,23 @@ func (s *SQLStore) GetReservation(ctx context.Context, orderID string) (Reservat
 		return Reservation{}, errs.Newf(errs.NotFound, "reservation_not_found", "no reservation for order %q", orderID)
 	}
 	if err != nil {
-		return Reservation{}, errs.Wrap(errs.Internal, "db", "get reservation", err)
+		return Reservation{}, sqldb.Err("get reservation", err)
 	}
 	r.Items = []ReservedItem{}
 	if err := s.db.SelectContext(ctx, &r.Items, s.db.Rebind(getItemsSQL), orderID); err != nil {
-		return Reservation{}, errs.Wrap(errs.Internal, "db", "get reservation items", err)
+		return Reservation{}, sqldb.Err("get reservation items", err)
 	}
 	return r, nil
 }
 
 // recordStock writes inventory.updated for productID's new stock into tx.
-func (s *SQLStore) recordStock(ctx context.Context, tx *sqlx.Tx, productID string, stock int) error {
+func (s *SQLStore) recordStock(ctx context.Context, tx *events.Tx, productID string, stock int) error {
 	ev, err := events.New(Name, events.InventoryUpdated, productID, InventoryUpdated{ProductID: productID, Stock: stock})
 	if err != nil {
 		return errs.Wrap(errs.Internal, "event", "build inventory.updated", err)
 	}
-	if err := events.Record(ctx, tx, s.prop, ev); err != nil {
+	if err := tx.Record(ctx, ev); err != nil {
 		return errs.Wrap(errs.Internal, "event", "record inventory.updated", err)
 	}
-	return nil
-}
-
-// inTx runs fn in a transaction, committed only if fn succeeds; then it
-// wakes the relay (a transaction without events costs it one empty pass).
-func (s *SQLStore) inTx(ctx context.Context, what string, fn func(tx *sqlx.Tx) error) error {
-	tx, err := s.db.BeginTxx(ctx, nil)
-	if err != nil {
-		return errs.Wrap(errs.Internal, "db", fmt.Sprintf("%s: begin", what), err)
-	}
-	defer tx.Rollback() // after Commit, a no-op
-	if err := fn(tx); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return errs.Wrap(errs.Internal, "db", fmt.Sprintf("%s: commit", what), err)
-	}
-	s.recorded()
 	return nil
 }

@@ -13,49 +13,27 @@ import (
 	"github.com/meshop/meshop/localenv"
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
-	"github.com/meshop/meshop/services/kit/sqldb"
+	"github.com/meshop/meshop/services/kit/kittest"
 )
 
-func openDB(t *testing.T, databaseURL string) *sqlx.DB {
-	t.Helper()
-	ctx := context.Background()
-	db, err := sqldb.Open(ctx, databaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := sqldb.Migrate(ctx, db, Migrations(), events.Migrations()); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
-
 func openStore(t *testing.T, databaseURL string) (*SQLStore, *sqlx.DB) {
-	t.Helper()
-	db := openDB(t, databaseURL)
-	return NewStore(db, propagation.TraceContext{}, nil), db
+	db := kittest.DB(t, databaseURL, Migrations(), events.Migrations())
+	return NewStore(db, events.NewOutbox(propagation.TraceContext{}, nil)), db
 }
 
 // stockEvents returns the inventory.updated events in the outbox, oldest first.
 func stockEvents(t *testing.T, db *sqlx.DB) []InventoryUpdated {
 	t.Helper()
-	var bodies []string
-	err := db.Select(&bodies, db.Rebind(`SELECT envelope FROM outbox WHERE subject = ? ORDER BY created_at, id`),
-		events.Subject(Name, events.InventoryUpdated))
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := []InventoryUpdated{}
-	for _, b := range bodies {
-		var env events.Envelope
-		var data InventoryUpdated
-		if err := json.Unmarshal([]byte(b), &env); err != nil {
-			t.Fatal(err)
+	for _, env := range kittest.Outbox[events.Envelope](t, db) {
+		if env.Type != events.InventoryUpdated {
+			continue
 		}
+		var data InventoryUpdated
 		if err := json.Unmarshal(env.Data, &data); err != nil {
 			t.Fatal(err)
 		}
-		if env.Type != events.InventoryUpdated || env.Source != Name || env.SubjectID != data.ProductID {
+		if env.Source != Name || env.SubjectID != data.ProductID {
 			t.Errorf("envelope = %+v", env)
 		}
 		out = append(out, data)

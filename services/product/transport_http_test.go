@@ -8,10 +8,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/meshop/meshop/services/kit/apitest"
 	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/auth/authtest"
 	"github.com/meshop/meshop/services/kit/instrument"
+	"github.com/meshop/meshop/services/kit/kittest"
 )
 
 func newTestAPI(t *testing.T) *httptest.Server {
@@ -22,10 +22,10 @@ func newTestAPI(t *testing.T) *httptest.Server {
 	return srv
 }
 
-// send is apitest.Send answering the status.
+// send is kittest.Send answering the status.
 func send(t *testing.T, method, url string, header map[string]string, body string) (int, map[string]any) {
 	t.Helper()
-	resp, got := apitest.Send(t, method, url, header, body)
+	resp, got := kittest.Send(t, method, url, header, body)
 	return resp.StatusCode, got
 }
 
@@ -161,7 +161,7 @@ func TestHTTPBadInput(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			status, body := send(t, tt.method, srv.URL+tt.path, tt.header, tt.body)
-			code, details := apitest.ErrorOf(body)
+			code, details := kittest.ErrorOf(body)
 			if status != tt.wantStatus || code != tt.wantCode {
 				t.Errorf("got %d %v, want %d %s", status, body, tt.wantStatus, tt.wantCode)
 			}

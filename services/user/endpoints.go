@@ -7,7 +7,6 @@ import (
 
 	"github.com/go-kit/kit/endpoint"
 
-	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/instrument"
 )
 
@@ -34,12 +33,9 @@ func NewEndpoints(svc Service, logger *slog.Logger, metrics *instrument.Metrics)
 
 type createRequest struct{ NewUser }
 
-type getRequest struct {
-	Caller auth.Identity
-	ID     string
-}
+type getRequest struct{ ID string }
 
-type meRequest struct{ Caller auth.Identity }
+type meRequest struct{}
 
 type lookupRequest struct{ ID string }
 
@@ -94,13 +90,13 @@ func makeCreateEndpoint(svc Service) endpoint.Endpoint {
 func makeGetEndpoint(svc Service) endpoint.Endpoint {
 	return func(ctx context.Context, request any) (any, error) {
 		req := request.(getRequest)
-		return respond(svc.Get(ctx, req.Caller, req.ID)), nil
+		return respond(svc.Get(ctx, req.ID)), nil
 	}
 }
 
 func makeMeEndpoint(svc Service) endpoint.Endpoint {
-	return func(ctx context.Context, request any) (any, error) {
-		return respond(svc.Me(ctx, request.(meRequest).Caller)), nil
+	return func(ctx context.Context, _ any) (any, error) {
+		return respond(svc.Me(ctx)), nil
 	}
 }
 

@@ -14,16 +14,17 @@ import (
 	"github.com/meshop/meshop/services/kit/errs"
 )
 
-// Service manages user profiles. Get and Me are for users (the caller is
-// the verified token's identity); Create, Lookup and Delete are for other
-// services, over /internal routes the edge never exposes.
+// Service manages user profiles. Get and Me are for users: the caller is
+// the verified token's identity, which the context carries (kit/auth).
+// Create, Lookup and Delete are for other services, over /internal routes
+// the edge never exposes.
 type Service interface {
 	Create(ctx context.Context, nu NewUser) (User, error)
 	// Get returns profile id to its owner or an admin. Anyone else gets
 	// NotFound, as for a missing id, so ids of others do not leak.
-	Get(ctx context.Context, caller auth.Identity, id string) (User, error)
+	Get(ctx context.Context, id string) (User, error)
 	// Me returns the caller's own profile.
-	Me(ctx context.Context, caller auth.Identity) (User, error)
+	Me(ctx context.Context) (User, error)
 	// Lookup returns profile id to a service (order embeds it, auth reads
 	// the role at login).
 	Lookup(ctx context.Context, id string) (User, error)
@@ -69,14 +70,22 @@ func (s *service) Create(ctx context.Context, nu NewUser) (User, error) {
 
 func notFound(id string) error { return errs.Newf(errs.NotFound, "user_not_found", "no user %q", id) }
 
-func (s *service) Get(ctx context.Context, caller auth.Identity, id string) (User, error) {
+func (s *service) Get(ctx context.Context, id string) (User, error) {
+	caller, err := auth.Require(ctx)
+	if err != nil {
+		return User{}, err
+	}
 	if caller.UserID != id && caller.Role != auth.RoleAdmin {
 		return User{}, notFound(id) // not 403: whether id exists is not the caller's business
 	}
 	return s.Lookup(ctx, id)
 }
 
-func (s *service) Me(ctx context.Context, caller auth.Identity) (User, error) {
+func (s *service) Me(ctx context.Context) (User, error) {
+	caller, err := auth.Require(ctx)
+	if err != nil {
+		return User{}, err
+	}
 	return s.Lookup(ctx, caller.UserID)
 }
 

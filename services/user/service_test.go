@@ -43,7 +43,7 @@ func TestGetAuthorization(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			u, err := svc.Get(context.Background(), tt.caller, tt.id)
+			u, err := svc.Get(auth.WithIdentity(context.Background(), tt.caller), tt.id)
 			if tt.want == -1 {
 				if err != nil || u.ID != tt.id {
 					t.Errorf("Get = %+v, %v", u, err)
@@ -55,7 +55,10 @@ func TestGetAuthorization(t *testing.T) {
 			}
 		})
 	}
-	if u, err := svc.Me(context.Background(), auth.Identity{UserID: "u2", Role: auth.RoleCustomer}); err != nil || u.ID != "u2" {
+	if u, err := svc.Me(auth.WithIdentity(context.Background(), auth.Identity{UserID: "u2", Role: auth.RoleCustomer})); err != nil || u.ID != "u2" {
 		t.Errorf("Me = %+v, %v", u, err)
+	}
+	if _, err := svc.Me(context.Background()); !errs.Is(err, errs.Unauthenticated) {
+		t.Errorf("Me without a caller = %v, want Unauthenticated", err)
 	}
 }

@@ -35,7 +35,7 @@ func (s *SQLStore) Insert(ctx context.Context, u User) error {
 		return errs.Newf(errs.Conflict, "user_exists", "user %s already exists", u.ID)
 	}
 	if err != nil {
-		return errs.Wrap(errs.Internal, "db", "insert user", err)
+		return sqldb.Err("insert user", err)
 	}
 	return nil
 }
@@ -48,7 +48,7 @@ func (s *SQLStore) Get(ctx context.Context, id string) (User, error) {
 		return User{}, errs.Newf(errs.NotFound, "user_not_found", "no user %q", id)
 	}
 	if err != nil {
-		return User{}, errs.Wrap(errs.Internal, "db", "get user", err)
+		return User{}, sqldb.Err("get user", err)
 	}
 	u.CreatedAt = u.CreatedAt.UTC()
 	return u, nil
@@ -57,7 +57,7 @@ func (s *SQLStore) Get(ctx context.Context, id string) (User, error) {
 // Delete removes the user with id, if there is one.
 func (s *SQLStore) Delete(ctx context.Context, id string) error {
 	if _, err := s.db.ExecContext(ctx, s.db.Rebind(deleteUserSQL), id); err != nil {
-		return errs.Wrap(errs.Internal, "db", "delete user", err)
+		return sqldb.Err("delete user", err)
 	}
 	return nil
 }

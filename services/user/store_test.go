@@ -9,21 +9,11 @@ import (
 
 	"github.com/meshop/meshop/localenv"
 	"github.com/meshop/meshop/services/kit/errs"
-	"github.com/meshop/meshop/services/kit/sqldb"
+	"github.com/meshop/meshop/services/kit/kittest"
 )
 
 func openStore(t *testing.T, databaseURL string) *SQLStore {
-	t.Helper()
-	ctx := context.Background()
-	db, err := sqldb.Open(ctx, databaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := sqldb.Migrate(ctx, db, Migrations()); err != nil {
-		t.Fatal(err)
-	}
-	return NewStore(db)
+	return NewStore(kittest.DB(t, databaseURL, Migrations()))
 }
 
 func TestStore(t *testing.T) {

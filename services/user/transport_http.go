@@ -11,7 +11,9 @@ import (
 )
 
 // NewHTTPHandler serves the user API. authn is the bearer-token middleware
-// (kit/auth Verifier.Middleware), applied to the public routes only:
+// (kit/auth Verifier.Middleware), applied to the public routes only; it
+// puts the caller's identity in the context, where the service reads it,
+// and their decoders refuse a request without one:
 //
 //	GET    /users/me              the caller's profile (401 without a token)
 //	GET    /users/{id}            a profile, for its owner or an admin (404 for anyone else)
@@ -39,13 +41,13 @@ func decodeCreate(_ context.Context, r *http.Request) (any, error) {
 }
 
 func decodeMe(ctx context.Context, _ *http.Request) (any, error) {
-	caller, err := auth.Require(ctx)
-	return meRequest{Caller: caller}, err
+	_, err := auth.Require(ctx)
+	return meRequest{}, err
 }
 
 func decodeGet(ctx context.Context, r *http.Request) (any, error) {
-	caller, err := auth.Require(ctx)
-	return getRequest{Caller: caller, ID: r.PathValue("id")}, err
+	_, err := auth.Require(ctx)
+	return getRequest{ID: r.PathValue("id")}, err
 }
 
 func decodeLookup(_ context.Context, r *http.Request) (any, error) {

@@ -22,11 +22,12 @@ import (
 )
 
 // Handler handles one event inside tx, the transaction that also records
-// the event as processed: its writes commit if and only if the event is
-// marked done. It must use tx, never the DB itself (on SQLite the process
-// has one connection, held by tx). An error rolls everything back and the
-// event is redelivered later; after MaxDeliver failures it is dead-lettered.
-type Handler func(ctx context.Context, tx *sqlx.Tx, ev Envelope) error
+// the event as processed: its writes, and the events it records with
+// tx.Record, commit if and only if the event is marked done. It must use
+// tx, never the DB itself (on SQLite the process has one connection, held
+// by tx). An error rolls everything back and the event is redelivered
+// later; after MaxDeliver failures it is dead-lettered.
+type Handler func(ctx context.Context, tx *Tx, ev Envelope) error
 
 // ConsumerConfig configures a Consumer. Name, Types, Handler, DB, Bus,
 // Telemetry and Logger are required; zero values of the others take the
@@ -54,10 +55,10 @@ type ConsumerConfig struct {
 	// AckWait [30s] is the Handler's deadline; an event neither acked nor
 	// nacked within it (the process died) is redelivered.
 	AckWait time.Duration
-	// AfterCommit, when set, runs after each handled event's transaction
-	// commits. Pass the service's relay.Notify when Handler records events
-	// of its own (notification.sent), so they leave at once.
-	AfterCommit func()
+	// Outbox [one that nudges no relay] runs each handled event's
+	// transaction. Pass the service's outbox when Handler records events of
+	// its own (notification.sent), so they leave at once.
+	Outbox *Outbox
 }
 
 // Consumer is a durable JetStream pull consumer that hands each event to a
@@ -128,6 +129,9 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	}
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = 30 * time.Second
+	}
+	if cfg.Outbox == nil {
+		cfg.Outbox = NewOutbox(cfg.Telemetry.Propagator, nil)
 	}
 	return &Consumer{
 		cfg:    cfg,
@@ -290,35 +294,25 @@ const (
 // process runs the handler for ev in one transaction with its
 // processed_events row; duplicate reports that the row was already there.
 func (c *Consumer) process(ctx context.Context, ev Envelope) (duplicate bool, err error) {
-	tx, err := c.cfg.DB.BeginTxx(ctx, nil)
-	if err != nil {
-		return false, fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, tx.Rebind(markProcessedSQL), c.cfg.Name, ev.ID, time.Now().UTC())
-	if err != nil {
-		return false, fmt.Errorf("mark processed: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return false, fmt.Errorf("mark processed: %w", err)
-	} else if n == 0 {
-		return true, nil // another delivery of this event id committed first
-	}
-	if err := c.callHandler(ctx, tx, ev); err != nil {
-		return false, err
-	}
-	if err := tx.Commit(); err != nil {
-		return false, fmt.Errorf("commit: %w", err)
-	}
-	if c.cfg.AfterCommit != nil {
-		c.cfg.AfterCommit()
-	}
-	return false, nil
+	err = c.cfg.Outbox.InTx(ctx, c.cfg.DB, func(tx *Tx) error {
+		res, err := tx.ExecContext(ctx, tx.Rebind(markProcessedSQL), c.cfg.Name, ev.ID, time.Now().UTC())
+		if err != nil {
+			return fmt.Errorf("mark processed: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("mark processed: %w", err)
+		} else if n == 0 {
+			duplicate = true // another delivery of this event id committed first
+			return nil
+		}
+		return c.callHandler(ctx, tx, ev)
+	})
+	return duplicate, err
 }
 
 // callHandler turns a handler panic into an error, so one bad event cannot
 // bring the service down.
-func (c *Consumer) callHandler(ctx context.Context, tx *sqlx.Tx, ev Envelope) (err error) {
+func (c *Consumer) callHandler(ctx context.Context, tx *Tx, ev Envelope) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("handler panicked: %v", p)

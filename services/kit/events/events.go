@@ -2,8 +2,8 @@
 // transactional outbox, so an event is published if and only if the state
 // change that caused it was committed:
 //
-//	service tx: state change + Record(ev) ──commit──▶ outbox table ──Notify()──┐
-//	Relay (poll every Interval, or on Notify):                                 ◀┘
+//	Outbox.InTx: state change + tx.Record(ev) ──commit──▶ outbox table ──Notify()──┐
+//	Relay (poll every Interval, or on Notify):                                     ◀┘
 //	   outbox (unsent, oldest first; FOR UPDATE SKIP LOCKED on PostgreSQL)
 //	   ──publish, Nats-Msg-Id = ev.ID, traceparent──▶ stream EVENTS ──ack──▶ sent_at set
 //	Consumer (durable pull, explicit ack, filter events.*.<type>):
@@ -32,20 +32,18 @@
 //
 //	bus, err := events.Connect(ctx, natsURL, a.Logger)       // stream EVENTS in place
 //	relay := events.NewRelay(events.RelayConfig{DB: db, Bus: bus, Telemetry: a.Telemetry, Logger: a.Logger})
-//	cons, err := events.NewConsumer(events.ConsumerConfig{Name: "notification", Types: ..., Handler: ..., DB: db, Bus: bus, ...})
+//	outbox := events.NewOutbox(a.Telemetry.Propagator, relay.Notify) // for the store, and a consumer that records
+//	cons, err := events.NewConsumer(events.ConsumerConfig{Name: "notification", Types: ..., Handler: ..., DB: db, Bus: bus, Outbox: outbox, ...})
 //	a.Run(ctx, routes, relay.Run, cons.Run)
 package events
 
 import (
-	"context"
 	"embed"
 	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
-	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/meshop/meshop/services/kit/sqldb"
 )
@@ -114,36 +112,6 @@ func (ev Envelope) check() error {
 	}
 	if err := validType(ev.Type); err != nil {
 		return fmt.Errorf("events: event %s: %w", ev.ID, err)
-	}
-	return nil
-}
-
-const insertOutboxSQL = `INSERT INTO outbox (id, subject, envelope, trace_headers, created_at) VALUES (?, ?, ?, ?, ?)`
-
-// Record writes ev to the outbox inside tx, the transaction of the state
-// change it reports. The trace context of ctx is stored with it, so the
-// relay's publish carries it. prop is the process's propagator.
-//
-// An envelope without id, with a source or type that cannot form a subject
-// (see Subject), or larger than MaxEnvelopeBytes is refused here, where the
-// producer can still fail its request, rather than stall the relay.
-func Record(ctx context.Context, tx *sqlx.Tx, prop propagation.TextMapPropagator, ev Envelope) error {
-	if err := ev.check(); err != nil {
-		return err
-	}
-	body, err := json.Marshal(ev)
-	if err != nil {
-		return fmt.Errorf("events: encode %s: %w", ev.Type, err)
-	}
-	if len(body) > MaxEnvelopeBytes {
-		return fmt.Errorf("events: %s %s is %d bytes encoded, over the %d byte limit", ev.Type, ev.ID, len(body), MaxEnvelopeBytes)
-	}
-	carrier := propagation.MapCarrier{}
-	prop.Inject(ctx, carrier)
-	headers, _ := json.Marshal(carrier) // a map of strings always encodes
-	_, err = tx.ExecContext(ctx, tx.Rebind(insertOutboxSQL), ev.ID, Subject(ev.Source, ev.Type), string(body), string(headers), ev.OccurredAt)
-	if err != nil {
-		return fmt.Errorf("events: record %s %s in outbox: %w", ev.Type, ev.ID, err)
 	}
 	return nil
 }

@@ -20,7 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/meshop/meshop/localenv"
-	"github.com/meshop/meshop/services/kit/sqldb"
+	"github.com/meshop/meshop/services/kit/kittest"
 	"github.com/meshop/meshop/services/kit/telemetry"
 )
 
@@ -33,7 +33,7 @@ type fixture struct {
 	bus  *Bus
 	tel  *telemetry.Telemetry
 	exp  *tracetest.InMemoryExporter
-	logs *syncBuffer
+	logs *kittest.SyncBuffer
 	log  *slog.Logger
 	wg   sync.WaitGroup
 	stop context.CancelFunc
@@ -42,22 +42,16 @@ type fixture struct {
 func newFixture(t *testing.T, dbURL string) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	f := &fixture{t: t, ctx: ctx, logs: &syncBuffer{}}
+	f := &fixture{t: t, ctx: ctx, logs: &kittest.SyncBuffer{}}
 	f.log = slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	db, err := sqldb.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := sqldb.Migrate(ctx, db, Migrations()); err != nil {
-		t.Fatal(err)
-	}
+	db := kittest.DB(t, dbURL, Migrations())
 	// What a handler writes: its effect, checked for exactly-once.
 	if _, err := db.Exec(`CREATE TABLE effects (consumer TEXT NOT NULL, event_id TEXT NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
 	f.db = db
 	f.exp = tracetest.NewInMemoryExporter()
+	var err error
 	f.tel, err = telemetry.New(ctx, telemetry.Config{Service: "test", SampleRate: 1, Exporter: f.exp})
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +109,7 @@ func (f *fixture) consumer(cfg ConsumerConfig) {
 }
 
 func recordEffect(consumer string) Handler {
-	return func(ctx context.Context, tx *sqlx.Tx, ev Envelope) error {
+	return func(ctx context.Context, tx *Tx, ev Envelope) error {
 		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO effects (consumer, event_id) VALUES (?, ?)`), consumer, ev.ID)
 		return err
 	}
@@ -124,17 +118,15 @@ func recordEffect(consumer string) Handler {
 // record commits events in one transaction, as a producer does.
 func (f *fixture) record(ctx context.Context, evs ...Envelope) {
 	f.t.Helper()
-	tx, err := f.db.BeginTxx(ctx, nil)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	defer tx.Rollback()
-	for _, ev := range evs {
-		if err := Record(ctx, tx, f.tel.Propagator, ev); err != nil {
-			f.t.Fatal(err)
+	err := NewOutbox(f.tel.Propagator, nil).InTx(ctx, f.db, func(tx *Tx) error {
+		for _, ev := range evs {
+			if err := tx.Record(ctx, ev); err != nil {
+				return err
+			}
 		}
-	}
-	if err := tx.Commit(); err != nil {
+		return nil
+	})
+	if err != nil {
 		f.t.Fatal(err)
 	}
 }
@@ -224,23 +216,6 @@ func mustNew(t *testing.T, source, typ, subjectID string) Envelope {
 	return ev
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestOutboxToConsumer(t *testing.T) {
 	localenv.EachDatabase(t, func(t *testing.T, dbURL string) {
 		f := newFixture(t, dbURL)
@@ -259,20 +234,22 @@ func TestOutboxToConsumer(t *testing.T) {
 		relay.Notify()
 
 		// Rolled back: never published.
-		tx, err := f.db.BeginTxx(f.ctx, nil)
-		if err != nil {
-			t.Fatal(err)
+		rollBack := errors.New("roll back")
+		err := NewOutbox(f.tel.Propagator, relay.Notify).InTx(f.ctx, f.db, func(tx *Tx) error {
+			if err := tx.Record(f.ctx, mustNew(t, "order", OrderConfirmed, "rolled-back")); err != nil {
+				t.Fatal(err)
+			}
+			return rollBack
+		})
+		if !errors.Is(err, rollBack) {
+			t.Fatalf("InTx = %v, want %v", err, rollBack)
 		}
-		if err := Record(f.ctx, tx, f.tel.Propagator, mustNew(t, "order", OrderConfirmed, "rolled-back")); err != nil {
-			t.Fatal(err)
-		}
-		tx.Rollback()
 		relay.Notify()
 
 		var got []string
 		var mu sync.Mutex
 		f.consumer(ConsumerConfig{Name: "notification", Types: []string{OrderConfirmed, PaymentFailed},
-			Handler: func(ctx context.Context, tx *sqlx.Tx, ev Envelope) error {
+			Handler: func(ctx context.Context, tx *Tx, ev Envelope) error {
 				mu.Lock()
 				got = append(got, ev.Source+"/"+ev.Type+"/"+ev.SubjectID)
 				mu.Unlock()
@@ -308,13 +285,13 @@ func TestHandlerRecordsEventsThatLeaveAtOnce(t *testing.T) {
 		eventually(t, 10*time.Second, "the first pass", func() bool {
 			return f.count(`SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL`) == 0
 		})
-		f.consumer(ConsumerConfig{Name: "notification", Types: []string{OrderConfirmed}, AfterCommit: relay.Notify,
-			Handler: func(ctx context.Context, tx *sqlx.Tx, ev Envelope) error {
+		f.consumer(ConsumerConfig{Name: "notification", Types: []string{OrderConfirmed}, Outbox: NewOutbox(f.tel.Propagator, relay.Notify),
+			Handler: func(ctx context.Context, tx *Tx, ev Envelope) error {
 				sent, err := New("notification", NotificationSent, ev.SubjectID, map[string]string{"about": ev.ID})
 				if err != nil {
 					return err
 				}
-				return Record(ctx, tx, f.tel.Propagator, sent)
+				return tx.Record(ctx, sent)
 			}})
 		f.consumer(ConsumerConfig{Name: "audit", Types: []string{NotificationSent}})
 		eventually(t, 10*time.Second, "notification.sent handled downstream", func() bool { return f.effects("audit") == 1 })
@@ -343,7 +320,7 @@ func TestRelayRepublishAfterCrashIsHandledOnce(t *testing.T) {
 		}
 		var calls atomic.Int32
 		f.consumer(ConsumerConfig{Name: "notification", Types: []string{OrderConfirmed},
-			Handler: func(ctx context.Context, tx *sqlx.Tx, ev Envelope) error {
+			Handler: func(ctx context.Context, tx *Tx, ev Envelope) error {
 				calls.Add(1)
 				return recordEffect("notification")(ctx, tx, ev)
 			}})
@@ -366,7 +343,7 @@ func TestConsumerDedupesByEventID(t *testing.T) {
 		f.publishRaw(Subject(ev.Source, ev.Type), body, "second")
 		var calls atomic.Int32
 		f.consumer(ConsumerConfig{Name: "notification", Types: []string{OrderConfirmed},
-			Handler: func(ctx context.Context, tx *sqlx.Tx, ev Envelope) error {
+			Handler: func(ctx context.Context, tx *Tx, ev Envelope) error {
 				calls.Add(1)
 				return recordEffect("notification")(ctx, tx, ev)
 			}})
@@ -393,7 +370,7 @@ func TestHandlerFailureRetriedThenDeadLettered(t *testing.T) {
 		calls := map[string]int{}
 		f.consumer(ConsumerConfig{Name: "notification", Types: []string{OrderConfirmed},
 			MaxDeliver: 3, Backoff: []time.Duration{20 * time.Millisecond, 40 * time.Millisecond},
-			Handler: func(ctx context.Context, tx *sqlx.Tx, ev Envelope) error {
+			Handler: func(ctx context.Context, tx *Tx, ev Envelope) error {
 				mu.Lock()
 				calls[ev.SubjectID]++
 				n := calls[ev.SubjectID]
@@ -457,7 +434,7 @@ func TestPoisonMessageDeadLetteredWithoutBlocking(t *testing.T) {
 		f := newFixture(t, dbURL)
 		var calls atomic.Int32
 		f.consumer(ConsumerConfig{Name: "notification", Types: []string{OrderConfirmed, PaymentFailed},
-			Handler: func(ctx context.Context, tx *sqlx.Tx, ev Envelope) error {
+			Handler: func(ctx context.Context, tx *Tx, ev Envelope) error {
 				calls.Add(1)
 				return recordEffect("notification")(ctx, tx, ev)
 			}})
@@ -506,7 +483,7 @@ func TestTraceJoinsProducerToConsumer(t *testing.T) {
 
 		handled := make(chan trace.SpanContext, 1)
 		f.consumer(ConsumerConfig{Name: "notification", Types: []string{OrderConfirmed},
-			Handler: func(ctx context.Context, tx *sqlx.Tx, ev Envelope) error {
+			Handler: func(ctx context.Context, tx *Tx, ev Envelope) error {
 				handled <- trace.SpanContextFromContext(ctx)
 				return nil
 			}})
@@ -601,14 +578,9 @@ func TestRecordRefusesBadEnvelopes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ev := good
 			tt.edit(&ev)
-			tx, err := f.db.BeginTxx(f.ctx, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tx.Rollback()
-			err = Record(f.ctx, tx, f.tel.Propagator, ev)
+			err := NewOutbox(f.tel.Propagator, nil).InTx(f.ctx, f.db, func(tx *Tx) error { return tx.Record(f.ctx, ev) })
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Record() error = %v, want one containing %q", err, tt.want)
+				t.Errorf("Record error = %v, want one containing %q", err, tt.want)
 			}
 		})
 	}

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/meshop/meshop/services/kit/sqldb"
 	"github.com/meshop/meshop/services/kit/telemetry"
 )
 
@@ -176,23 +177,20 @@ func (r *Relay) pass(ctx context.Context) (int, error) {
 		sent, pubErr := r.publishAll(ctx, rows)
 		return len(rows), errors.Join(pubErr, r.markSent(ctx, r.cfg.DB, sent))
 	}
-	tx, err := r.cfg.DB.BeginTxx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("read outbox: %w", err)
-	}
-	defer tx.Rollback()
-	var rows []outboxRow
-	if err := tx.SelectContext(ctx, &rows, tx.Rebind(selectUnsentSQL+` FOR UPDATE SKIP LOCKED`), r.cfg.BatchSize); err != nil {
-		return 0, fmt.Errorf("read outbox: %w", err)
-	}
-	sent, pubErr := r.publishAll(ctx, rows)
-	if err := r.markSent(ctx, tx, sent); err != nil {
-		return len(rows), errors.Join(pubErr, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return len(rows), errors.Join(pubErr, fmt.Errorf("mark sent: %w", err))
-	}
-	return len(rows), pubErr
+	// What was published is marked sent even when a later row failed.
+	var n int
+	var pubErr error
+	err := sqldb.InTx(ctx, r.cfg.DB, func(tx *sqlx.Tx) error {
+		var rows []outboxRow
+		if err := tx.SelectContext(ctx, &rows, tx.Rebind(selectUnsentSQL+` FOR UPDATE SKIP LOCKED`), r.cfg.BatchSize); err != nil {
+			return fmt.Errorf("read outbox: %w", err)
+		}
+		n = len(rows)
+		var sent []string
+		sent, pubErr = r.publishAll(ctx, rows)
+		return r.markSent(ctx, tx, sent)
+	})
+	return n, errors.Join(pubErr, err)
 }
 
 // publishAll publishes rows in order and stops at the first failure, so a

@@ -1,7 +1,4 @@
-// Package apitest drives a service's JSON HTTP API from tests: send a
-// request, get the response and its decoded JSON body, read the error code
-// and details of DESIGN §2's error body.
-package apitest
+package kittest
 
 import (
 	"encoding/json"

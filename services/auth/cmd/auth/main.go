@@ -86,13 +86,12 @@ func run() error {
 		return err
 	}
 	defer db.Close()
-	store := auth.NewStore(db, a.Telemetry.Propagator)
-
 	bus, relay, err := a.Events(ctx, db) // NATS_URL, see kit/app.Settings
 	if err != nil {
 		return err
 	}
 	defer bus.Close()
+	store := auth.NewStore(db, events.NewOutbox(a.Telemetry.Propagator, relay.Notify))
 
 	keys := auth.NewKeyring(store, auth.KeyPolicy{
 		RotationAge: settings.KeyRotationAge, PublishDelay: settings.KeyPublishDelay,
@@ -106,7 +105,7 @@ func run() error {
 		Issuer: settings.Issuer, Audience: settings.Audience, TokenTTL: settings.TokenTTL,
 		LoginPerEmail: auth.Rate{Burst: settings.LoginPerEmail, Per: settings.LoginPeriod},
 		LoginPerAddr:  auth.Rate{Burst: settings.LoginPerAddr, Per: settings.LoginPeriod},
-		AdminEmails:   settings.AdminEmails, EventsRecorded: relay.Notify, Logger: a.Logger,
+		AdminEmails:   settings.AdminEmails, Logger: a.Logger,
 	})
 	endpoints := auth.NewEndpoints(svc, a.Logger, a.Requests)
 	handler := auth.NewHTTPHandler(endpoints, auth.ClientAddr(settings.XFFHops))

@@ -52,10 +52,11 @@ func run() error {
 		a.Logger.Info("sending mail through SMTP", "addr", smtpAddr)
 	}
 	store := notification.NewStore(db)
-	handler := notification.Handler{Store: store, Sender: sender, Propagator: a.Telemetry.Propagator, Logger: a.Logger}
+	handler := notification.Handler{Store: store, Sender: sender, Logger: a.Logger}
 	consumer, err := events.NewConsumer(events.ConsumerConfig{
 		Name: "notification", Types: notification.Consumed, Handler: handler.Handle,
-		DB: db, Bus: bus, Telemetry: a.Telemetry, Logger: a.Logger, AfterCommit: relay.Notify,
+		DB: db, Bus: bus, Telemetry: a.Telemetry, Logger: a.Logger,
+		Outbox: events.NewOutbox(a.Telemetry.Propagator, relay.Notify),
 	})
 	if err != nil {
 		return err

@@ -51,8 +51,7 @@ func run() error {
 	}
 	defer bus.Close()
 
-	store := order.NewStore(db, a.Telemetry.Propagator)
-	store.AfterEvents = relay.Notify
+	store := order.NewStore(db, events.NewOutbox(a.Telemetry.Propagator, relay.Notify))
 	recoverer.Deps = order.Deps{
 		Store:     store,
 		Users:     order.MeshUsers{Mesh: a.Mesh},

@@ -66,7 +66,7 @@ func run() error {
 
 	verifier := auth.NewVerifier(auth.MeshKeys(a.Mesh), auth.VerifierConfig{Logger: a.Logger})
 	provider := payment.NewSimulator(settings.ProviderLatency)
-	svc := payment.New(payment.NewStore(db, a.Telemetry.Propagator, relay.Notify), provider, payment.Config{ProviderTimeout: settings.ProviderTimeout})
+	svc := payment.New(payment.NewStore(db, events.NewOutbox(a.Telemetry.Propagator, relay.Notify)), provider, payment.Config{ProviderTimeout: settings.ProviderTimeout})
 	resolver := payment.Resolver{Service: svc, Interval: settings.ResolveInterval, Logger: a.Logger}
 	endpoints := payment.NewEndpoints(svc, a.Logger, a.Requests)
 	return a.Run(ctx, payment.NewHTTPHandler(endpoints, verifier.Middleware), relay.Run, resolver.Run)

@@ -37,7 +37,7 @@ func run() error {
 	defer bus.Close()
 
 	verifier := auth.NewVerifier(auth.MeshKeys(a.Mesh), auth.VerifierConfig{Logger: a.Logger})
-	svc := product.New(product.NewStore(db, a.Telemetry.Propagator, relay.Notify))
+	svc := product.New(product.NewStore(db, events.NewOutbox(a.Telemetry.Propagator, relay.Notify)))
 	endpoints := product.NewEndpoints(svc, a.Logger, a.Requests)
 	return a.Run(ctx, product.NewHTTPHandler(endpoints, verifier.Middleware), relay.Run)
 }
