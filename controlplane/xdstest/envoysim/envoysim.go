@@ -298,22 +298,14 @@ func (e *Envoy) applySotW(resp *discoveryv3.DiscoveryResponse) ([]string, *statu
 	}
 	rec := Received{TypeURL: typeURL, Version: resp.GetVersionInfo(), Nonce: resp.GetNonce(), Names: Names(res), At: time.Now()}
 	rec.Endpoints = endpointCounts(res)
-	msg := ""
-	if e.opts.Reject != nil {
-		msg = e.opts.Reject(typeURL, res)
-	}
+	refusal := e.refusal(typeURL, res)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	defer e.cond.Broadcast()
-	ts := e.types[typeURL]
-	ts.sub.Nonce = resp.GetNonce()
-	if msg != "" {
-		rec.Nacked = true
-		e.history = append(e.history, rec)
-		return nil, &statuspb.Status{Code: 3, Message: msg}, nil
+	ts, nack := e.receiveLocked(rec, refusal)
+	if nack != nil {
+		return nil, nack, nil
 	}
-	e.history = append(e.history, rec)
-	ts.sub.Version = resp.GetVersionInfo()
 	if typeURL == resource.ClusterType || typeURL == resource.ListenerType {
 		ts.resources = res // state of the world: the response is the whole set
 	} else {
@@ -328,6 +320,31 @@ func (e *Envoy) applySotW(resp *discoveryv3.DiscoveryResponse) ([]string, *statu
 		}
 	}
 	return e.resubscribeLocked(typeURL), nil, nil
+}
+
+// refusal is Options.Reject's message for a response; "" accepts it.
+func (e *Envoy) refusal(typeURL string, res map[string]proto.Message) string {
+	if e.opts.Reject == nil {
+		return ""
+	}
+	return e.opts.Reject(typeURL, res)
+}
+
+// receiveLocked records a response (rec) in the history and takes its
+// nonce. A non-empty refusal NACKs it: receiveLocked returns the status
+// to send and the caller applies nothing. Otherwise its version is
+// accepted and the caller applies its resources to the returned state.
+func (e *Envoy) receiveLocked(rec Received, refusal string) (*typeState, *statuspb.Status) {
+	ts := e.types[rec.TypeURL]
+	ts.sub.Nonce = rec.Nonce
+	if refusal != "" {
+		rec.Nacked = true
+		e.history = append(e.history, rec)
+		return ts, &statuspb.Status{Code: 3, Message: refusal}
+	}
+	e.history = append(e.history, rec)
+	ts.sub.Version = rec.Version
+	return ts, nil
 }
 
 // resubscribeLocked updates EDS/RDS subscriptions from clusters/listeners.
@@ -486,22 +503,14 @@ func (e *Envoy) applyDelta(resp *discoveryv3.DeltaDiscoveryResponse) (*statuspb.
 	}
 	rec := Received{TypeURL: typeURL, Version: resp.GetSystemVersionInfo(), Nonce: resp.GetNonce(),
 		Names: Names(res), Removed: slices.Clone(resp.GetRemovedResources()), Endpoints: endpointCounts(res), At: time.Now()}
-	msg := ""
-	if e.opts.Reject != nil {
-		msg = e.opts.Reject(typeURL, res)
-	}
+	refusal := e.refusal(typeURL, res)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	defer e.cond.Broadcast()
-	ts := e.types[typeURL]
-	ts.sub.Nonce = resp.GetNonce()
-	if msg != "" {
-		rec.Nacked = true
-		e.history = append(e.history, rec)
-		return &statuspb.Status{Code: 3, Message: msg}, nil
+	ts, nack := e.receiveLocked(rec, refusal)
+	if nack != nil {
+		return nack, nil
 	}
-	e.history = append(e.history, rec)
-	ts.sub.Version = resp.GetSystemVersionInfo()
 	for n, m := range res {
 		ts.resources[n] = m
 		ts.resVersions[n] = versions[n]
