@@ -109,11 +109,11 @@ type tracker struct {
 
 func newTracker(log *slog.Logger, m *Metrics) *tracker {
 	return &tracker{
-		log:      log,
-		metrics:  m,
-		streams:  map[streamKey]*stream{},
-		nodes:    map[string]*NodeStatus{},
-		counts:   map[string]int{},
+		log:     log,
+		metrics: m,
+		streams: map[streamKey]*stream{},
+		nodes:   map[string]*NodeStatus{},
+		counts:  map[string]int{},
 	}
 }
 
@@ -391,5 +391,3 @@ func cloneMap[V any](m map[string]V) map[string]V {
 	}
 	return out
 }
-
-

@@ -26,9 +26,13 @@ type anyMsg = anypb.Any
 // strings that are not UTF-8, and every string here is either a constant
 // or a validated name; a failure is a bug, and serve recovers from it by
 // not setting the snapshot.
+//
+// Packing is deterministic (map entries sorted, as in the access log's
+// JSON format): equal resources encode to equal bytes, so their hashes,
+// and the versions Envoy sees, change only when their content does.
 func mustAny(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
-	if err != nil {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
 		panic("translate: pack " + string(proto.MessageName(m)) + ": " + err.Error())
 	}
 	return a

@@ -1,0 +1,273 @@
+package serve_test
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+
+	"github.com/meshop/meshop/controlplane/catalog"
+	"github.com/meshop/meshop/controlplane/internal/pmap"
+	"github.com/meshop/meshop/controlplane/model"
+	"github.com/meshop/meshop/controlplane/serve"
+	"github.com/meshop/meshop/controlplane/translate"
+)
+
+var equivalenceSteps = flag.Int("equivalence.steps", 10_000, "random catalog and policy changes TestServedEqualsFromScratch applies")
+
+// randomCatalog is a small catalog that random steps change: instances of
+// five services come and go, flip health, and change their upstreams,
+// public prefixes, versions, protocols, addresses and app ports; policies
+// are set (valid ones: the reference builder has no last good policy) and
+// deleted.
+type randomCatalog struct {
+	rng      *rand.Rand
+	insts    map[string]catalog.Instance
+	policies map[string][]byte
+	next     int
+	index    uint64
+	// services and keys are the persistent maps of the last snapshot: a
+	// service or policy that did not change keeps its value, as the
+	// catalog watcher keeps it.
+	services pmap.Map[[]catalog.Instance]
+	keys     pmap.Map[[]byte]
+}
+
+var randomServices = []string{"auth", "user", "product", "order", "payment"}
+
+func (c *randomCatalog) pick(from []string) string { return from[c.rng.IntN(len(from))] }
+
+func (c *randomCatalog) subset(from []string) string {
+	var out []string
+	for _, s := range from {
+		if c.rng.IntN(3) == 0 {
+			out = append(out, s)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+func (c *randomCatalog) ids() []string {
+	return slices.Sorted(func(yield func(string) bool) {
+		for id := range c.insts {
+			if !yield(id) {
+				return
+			}
+		}
+	})
+}
+
+func (c *randomCatalog) add() {
+	svc := c.pick(randomServices)
+	c.next++
+	id := fmt.Sprintf("%s-%d", svc, c.next)
+	c.insts[id] = catalog.Instance{
+		ID: id, Service: svc, Node: "n1", Address: fmt.Sprintf("10.0.%d.%d", c.next/250, c.next%250+1), Port: 15006,
+		Status: catalog.StatusPassing, CreateIndex: uint64(c.next),
+		Meta: map[string]string{"mesh_protocol": "http", "mesh_app_port": "8080", "version": c.pick([]string{"v1", "v2"}),
+			"mesh_upstreams":       c.subset(randomServices),
+			"mesh_public_prefixes": c.subset([]string{"/" + svc, "/" + svc + "s", "/shared"})},
+	}
+}
+
+// step applies one random change.
+func (c *randomCatalog) step() string {
+	ids := c.ids()
+	if len(ids) < 3 || c.rng.IntN(8) == 0 {
+		c.add()
+		return "add"
+	}
+	id := c.pick(ids)
+	in := c.insts[id]
+	in.Meta = cloneMeta(in.Meta)
+	var what string
+	switch c.rng.IntN(11) {
+	case 0:
+		if len(ids) > 12 || c.rng.IntN(2) == 0 {
+			delete(c.insts, id)
+			return "remove " + id
+		}
+		c.add()
+		return "add"
+	case 1, 2:
+		in.Status = c.pick([]string{catalog.StatusPassing, catalog.StatusCritical, catalog.StatusWarning})
+		what = "health"
+	case 3:
+		in.Meta["mesh_upstreams"] = c.subset(randomServices)
+		what = "upstreams"
+	case 4:
+		in.Meta["mesh_public_prefixes"] = c.subset([]string{"/" + in.Service, "/" + in.Service + "s", "/shared"})
+		what = "prefixes"
+	case 5:
+		in.Meta["version"] = c.pick([]string{"v1", "v2", "v3"})
+		what = "version"
+	case 6:
+		in.Meta["mesh_protocol"] = c.pick([]string{"http", "http2"})
+		what = "protocol"
+	case 7:
+		in.Address = fmt.Sprintf("10.1.%d.%d", c.rng.IntN(4), c.rng.IntN(250)+1)
+		what = "address"
+	case 8:
+		// A bad app port is a model problem and a node that does not
+		// build; the served snapshot stays the last good one.
+		in.Meta["mesh_app_port"] = c.pick([]string{"8080", "8081", "x"})
+		what = "app port"
+	default:
+		svc := c.pick(randomServices)
+		if c.rng.IntN(3) == 0 {
+			delete(c.policies, svc)
+			return "delete policy " + svc
+		}
+		c.policies[svc] = c.policy()
+		return "policy " + svc
+	}
+	c.insts[id] = in
+	return what + " " + id
+}
+
+func (c *randomCatalog) policy() []byte {
+	p := fmt.Sprintf(`{"timeout":"%ds","retries":{"attempts":%d},"circuit_breaker":{"max_requests":%d}`,
+		c.rng.IntN(5)+1, c.rng.IntN(3), 100*(c.rng.IntN(3)+1))
+	if c.rng.IntN(3) == 0 {
+		w := uint32(c.rng.IntN(99) + 1)
+		p += fmt.Sprintf(`,"traffic_split":[{"version":"v1","weight":%d},{"version":"v2","weight":%d}]`, w, 100-w)
+	}
+	return []byte(p + "}")
+}
+
+func (c *randomCatalog) snapshot() *catalog.Snapshot {
+	c.index++
+	services := map[string][]catalog.Instance{}
+	for _, id := range c.ids() {
+		in := c.insts[id]
+		services[in.Service] = append(services[in.Service], in)
+	}
+	for name, insts := range services {
+		if old, ok := c.services.Get(name); !ok || !reflect.DeepEqual(old, insts) {
+			c.services = c.services.Set(name, insts)
+		}
+	}
+	for name := range c.services.Keys() {
+		if _, ok := services[name]; !ok {
+			c.services = c.services.Delete(name)
+		}
+	}
+	for name, p := range c.policies {
+		if old, ok := c.keys.Get(name); !ok || string(old) != string(p) {
+			c.keys = c.keys.Set(name, p)
+		}
+	}
+	for name := range c.keys.Keys() {
+		if _, ok := c.policies[name]; !ok {
+			c.keys = c.keys.Delete(name)
+		}
+	}
+	return &catalog.Snapshot{Index: c.index, SeenAt: time.Now(), Services: c.services, Policies: c.keys}
+}
+
+// TestServedEqualsFromScratch applies long random sequences of catalog
+// and policy changes to a server, and checks after each that every
+// snapshot it serves equals a translation from nothing of the same
+// catalog: a new model builder and every translate function called
+// afresh (translate.SidecarFromScratch), with none of serve's
+// incremental state (its readers index, its Shared, its groups).
+func TestServedEqualsFromScratch(t *testing.T) {
+	steps := *equivalenceSteps
+	if testing.Short() {
+		steps = min(steps, 1000)
+	}
+	cfg := translate.DefaultConfig()
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d, %d steps", seed, steps)
+	c := &randomCatalog{rng: rand.New(rand.NewPCG(seed, 1)), insts: map[string]catalog.Instance{}, policies: map[string][]byte{}}
+	srv := serve.New(serve.Options{Translate: cfg})
+	var history []string
+	for step := range steps {
+		history = append(history, c.step())
+		snap := c.snapshot()
+		srv.Apply(snap, time.Time{})
+		ref := model.NewBuilder(model.BuilderOptions{}).Build(snap)
+		if err := compareServed(srv, ref, cfg); err != nil {
+			t.Fatalf("step %d (seed %d): %v\nlast changes: %s", step, seed, err, strings.Join(history[max(0, len(history)-8):], "; "))
+		}
+	}
+}
+
+// compareServed checks every key of the server against the reference.
+func compareServed(srv *serve.Server, ref *model.Mesh, cfg translate.Config) error {
+	status := map[string]serve.NodeStatus{}
+	for _, n := range srv.Nodes() {
+		status[n.Key] = n
+	}
+	want := map[string]bool{"edge": true}
+	for id := range ref.Instances.Keys() {
+		want[id] = true
+	}
+	for key, n := range status {
+		if !want[key] && n.Snapshot != nil {
+			return fmt.Errorf("%s is no instance any more but has a snapshot", key)
+		}
+	}
+	// As translate.SidecarFromScratch and EdgeFromScratch do, with the
+	// Shared of every service made once per step rather than per node.
+	shared := translate.AllShared(ref)
+	for key := range want {
+		var res *translate.Resources
+		var err error
+		if key == "edge" {
+			in, _ := translate.EdgeInputsOf(ref, cfg, shared)
+			res = translate.Edge(in).Resources(shared)
+		} else {
+			var in *translate.SidecarInputs
+			if in, _, err = translate.SidecarInputsOf(ref, translate.Node{ID: key}, cfg, shared); err == nil {
+				res = translate.Sidecar(in).Resources(shared)
+			}
+		}
+		if err != nil {
+			if st := status[key].Snapshot; st == nil || st.Error == "" {
+				return fmt.Errorf("%s: the reference fails (%v) but the server reports no error", key, err)
+			}
+			continue
+		}
+		_, got, _, err := srv.Resources(key)
+		if err != nil {
+			return fmt.Errorf("%s: %v", key, err)
+		}
+		for typ, rs := range res.ByType() {
+			if err := sameResources(rs, got[typ]); err != nil {
+				return fmt.Errorf("%s %s: %v", key, typ, err)
+			}
+		}
+	}
+	return nil
+}
+
+func sameResources(want, got []cachetypes.Resource) error {
+	if len(want) != len(got) {
+		return fmt.Errorf("%d resources served, want %d", len(got), len(want))
+	}
+	for i := range want {
+		// Translation packs Any fields deterministically, so equal
+		// resources have equal deterministic encodings.
+		w, err := cachev3.MarshalResource(want[i])
+		if err != nil {
+			return err
+		}
+		g, err := cachev3.MarshalResource(got[i])
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(w, g) {
+			return fmt.Errorf("resource %d differs:\n got %v\nwant %v", i, got[i], want[i])
+		}
+	}
+	return nil
+}

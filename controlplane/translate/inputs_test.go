@@ -1,0 +1,130 @@
+package translate_test
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/meshop/meshop/controlplane/catalog"
+	"github.com/meshop/meshop/controlplane/internal/pmap"
+	"github.com/meshop/meshop/controlplane/model"
+	"github.com/meshop/meshop/controlplane/translate"
+)
+
+// keyShop builds meshes of order (calls user, public /orders) and user
+// (two instances) with one builder, as the control plane does.
+type keyShop struct {
+	b        *model.Builder
+	services pmap.Map[[]catalog.Instance]
+	policies pmap.Map[[]byte]
+}
+
+func inst(svc, id, addr, ups, prefixes string) catalog.Instance {
+	return catalog.Instance{ID: id, Service: svc, Node: "n1", Address: addr, Port: 15006, Status: catalog.StatusPassing,
+		Meta: map[string]string{"mesh_protocol": "http", "mesh_app_port": "8080", "mesh_upstreams": ups, "mesh_public_prefixes": prefixes}}
+}
+
+func newKeyShop() *keyShop {
+	return &keyShop{b: model.NewBuilder(model.BuilderOptions{}), services: pmap.FromMap(map[string][]catalog.Instance{
+		"order": {inst("order", "order-1", "10.0.0.1", "user", "/orders")},
+		"user":  {inst("user", "user-1", "10.0.0.2", "", ""), inst("user", "user-2", "10.0.0.3", "", "")},
+	})}
+}
+
+func (k *keyShop) build() *model.Mesh {
+	return k.b.Build(&catalog.Snapshot{Services: k.services, Policies: k.policies})
+}
+
+// keysOf returns the inputs key of each node and the ConfigKey of each
+// service's Shared.
+func keysOf(t *testing.T, m *model.Mesh) map[string]string {
+	t.Helper()
+	cfg := translate.DefaultConfig()
+	shared := translate.AllShared(m)
+	out := map[string]string{}
+	for id := range m.Instances.Keys() {
+		in, _, err := translate.SidecarInputsOf(m, translate.Node{ID: id}, cfg, shared)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[id] = in.Key()
+	}
+	edge, _ := translate.EdgeInputsOf(m, cfg, shared)
+	out["edge"] = edge.Key()
+	for name := range m.Services.Keys() {
+		out["shared/"+name] = shared(name).ConfigKey
+	}
+	return out
+}
+
+func changedKeys(a, b map[string]string) []string {
+	var out []string
+	for k := range b {
+		if a[k] != b[k] {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestInputKeysFollowWhatTranslationReads(t *testing.T) {
+	k := newKeyShop()
+	m1 := k.build()
+	k1 := keysOf(t, m1)
+	if k1["user-1"] != k1["user-2"] {
+		t.Error("the two user instances have different inputs; they could not share a snapshot")
+	}
+
+	// Health is an endpoint matter: no node's own resources change.
+	flipped := inst("user", "user-2", "10.0.0.3", "", "")
+	flipped.Status = catalog.StatusCritical
+	k.services = k.services.Set("user", []catalog.Instance{inst("user", "user-1", "10.0.0.2", "", ""), flipped})
+	m2 := k.build()
+	if got := changedKeys(k1, keysOf(t, m2)); len(got) != 0 {
+		t.Errorf("a health flip changed inputs keys %v", got)
+	}
+	// The model may rebuild every instance of a changed service (user-1
+	// too); order and the edge did not change.
+	ch := translate.Changed(m1, m2)
+	for _, want := range []string{"instance/user-2", "service/user"} {
+		if !slices.Contains(ch.Reads, want) {
+			t.Errorf("changed reads %v lack %s", ch.Reads, want)
+		}
+	}
+	for _, r := range ch.Reads {
+		if r == "service/order" || r == "instance/order-1" || r == "routes" {
+			t.Errorf("changed reads %v name %s, which did not change", ch.Reads, r)
+		}
+	}
+
+	// user's policy: its Shared, its callers (order, and the edge only if
+	// user were public) and its own instances (inbound route timeout).
+	k.policies = k.policies.Set("user", []byte(`{"timeout":"1s"}`))
+	m3 := k.build()
+	want := []string{"order-1", "shared/user", "user-1", "user-2"}
+	if diff := cmp.Diff(want, changedKeys(k1, keysOf(t, m3))); diff != "" {
+		t.Errorf("keys changed by user's policy (-want +got):\n%s", diff)
+	}
+	if got := translate.Changed(m2, m2); len(got.Reads)+len(got.Services)+len(got.Instances) != 0 {
+		t.Errorf("a mesh compared with itself changed: %+v", got)
+	}
+}
+
+func TestGatheringReportsItsReads(t *testing.T) {
+	m := newKeyShop().build()
+	cfg := translate.DefaultConfig()
+	shared := translate.AllShared(m)
+	_, reads, err := translate.SidecarInputsOf(m, translate.Node{ID: "order-1"}, cfg, shared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(translate.Reads{"instance/order-1", "service/order", "service/user"}, reads); diff != "" {
+		t.Errorf("order-1 reads (-want +got):\n%s", diff)
+	}
+	_, reads = translate.EdgeInputsOf(m, cfg, shared)
+	if diff := cmp.Diff(translate.Reads{"routes", "service/order"}, reads); diff != "" {
+		t.Errorf("edge reads (-want +got):\n%s", diff)
+	}
+}
