@@ -7,15 +7,21 @@
 //	                                      ▼ Apply
 //	                        model.Builder.Build ──▶ *model.Mesh
 //	                                      │
-//	      changedKeys: pmap.Diff(previous mesh, mesh) ─▶ changed services
-//	      ─▶ their own instances, their callers' (Mesh.Callers), the edge
+//	      translate.Changed(previous, mesh) ─▶ read keys that differ
 //	                                      │
-//	      per cache key (instance ID, or "edge" for every edge node):
-//	      fingerprint of the inputs ──unchanged──▶ skip
+//	      translate.Upstream for each replaced service ─▶ its Shared
+//	      (clusters, virtual host, load assignments; validated, hashed
+//	      and compacted once, whoever calls the service)
+//	                                      │
+//	      keys to visit: the readers of the changed read keys (what each
+//	      node's last gathering reported), instances that came or went,
+//	      keys left pending
+//	                                      │
+//	      per key: SidecarInputsOf / EdgeInputsOf ─▶ inputs, reads
+//	      snapshot key = inputs key + versions of the Shared it
+//	      references ──unchanged──▶ skip
 //	                                      │ changed
-//	      translate (shared svc_<x> clusters and load assignments come from
-//	      upstreamMemo: built, validated and hashed once per change)
-//	                                      │
+//	      Sidecar / Edge(inputs) ─▶ own resources; with the Shared:
 //	      Validate every resource, consistent ──fail──▶ not set; logged,
 //	                                      │               counted, /debug/nodes
 //	                                      ▼
@@ -23,6 +29,28 @@
 //	                                                          │
 //	      tracker (callbacks): connected since, last sent, ◀──┘
 //	      last ACK, last NACK with Envoy's message, per node
+//
+// Nothing here lists what translation reads: translation reports it
+// (translate.Reads, inputs keys), so a field added to translation's
+// inputs reaches the nodes that read it without a change here.
+//
+// The files, one job each:
+//
+//	server.go     the Server, its options, and its read-only views
+//	              (Ready, Mesh, Nodes, Resources) for the debug API
+//	debounce.go   Run: waits for the catalog to be quiet, then applies
+//	pass.go       the rebuild pass: what changed, which keys to visit,
+//	              and the build of one key's snapshot
+//	shared.go     the Shared of every service and their entries
+//	snapshots.go  per-key build state, the readers index, snapshot
+//	              groups, assembly and the consistency check
+//	entries.go    a resource validated, hashed and compacted once; the
+//	              pool that shares identical ones between nodes
+//	compact.go    the compact form of a resource (its encoded bytes)
+//	tracker.go    streams and nodes: what was sent, ACKed and NACKed
+//	grpc.go       the ADS gRPC server and go-control-plane's callbacks
+//	nodemeta.go   listener ports a sidecar asks for in its node metadata
+//	metrics.go    the Prometheus metrics
 //
 // Once validated and hashed, each resource is kept compact: its name as a
 // Go field, everything else as its encoded bytes (compact.go). The cache
@@ -35,10 +63,8 @@
 // delta version map is filled from the same per-resource hashes, so the
 // cache never re-marshals a resource per node to compute it.
 //
-// The model shares every unchanged Service between meshes, so a pass
-// visits only the keys a change can concern and costs the same in a mesh
-// of 100 services or of 1,000. A change to the set of services visits
-// every key (their fingerprints still skip the unchanged ones).
+// A pass visits only the keys that read what changed, so it costs the
+// same in a mesh of 100 services or of 1,000.
 //
 // A snapshot is kept for every instance in the catalog whether or not its
 // Envoy is connected, so an Envoy gets its config on its first request.

@@ -94,7 +94,6 @@ func (s *Server) forget(key string, connected bool) {
 // changed. It reports whether a snapshot was set, and the error that
 // prevented it.
 func (s *Server) build(key string, seen time.Time) (set bool, err error) {
-	m := s.mesh
 	st := s.snaps.nodes[key]
 	if st == nil {
 		st = &nodeState{key: key, edge: key == edgeKey}
@@ -114,78 +113,106 @@ func (s *Server) build(key string, seen time.Time) (set bool, err error) {
 		}
 	}()
 
-	var inputs interface{ Key() string }
-	var upstreams []translate.UpstreamRef
-	if st.edge {
-		in, reads := translate.EdgeInputsOf(m, s.opts.Translate, s.shared.lookup)
-		s.snaps.index(st, reads)
-		inputs, upstreams = in, in.Upstreams
-	} else {
-		in, reads, err := translate.SidecarInputsOf(m, opts, s.opts.Translate, s.shared.lookup)
-		s.snaps.index(st, reads)
-		if err != nil {
-			s.fail(st, "translate", err)
-			return false, err
-		}
-		inputs, upstreams = in, in.Upstreams
+	in, err := s.gather(st, opts)
+	if err != nil {
+		s.fail(st, "translate", err)
+		return false, err
 	}
-	inputsKey := inputs.Key()
-	shared := make([]*sharedEntries, len(upstreams))
-	fp := newFP()
-	fp.add(inputsKey)
-	for i, u := range upstreams {
-		shared[i] = s.shared.byName[u.Name]
-		fp.add(u.Name, shared[i].version)
-	}
-	snapshotKey := fp.sum()
-	if snapshotKey == st.snapshotKey && st.lastErr == "" && st.group != nil {
+	if in.snapshotKey == st.snapshotKey && st.lastErr == "" && st.group != nil {
 		st.opts = opts
 		return false, nil // nothing this node is built from changed
 	}
-
-	g := s.snaps.groups[snapshotKey]
+	g := s.snaps.groups[in.snapshotKey]
 	if g == nil {
-		g = &group{key: snapshotKey, inputsKey: inputsKey}
-		if old := st.group; old != nil && old.inputsKey == inputsKey {
-			g.own, g.upstreams = old.own, old.upstreams
-		} else {
-			var nc *translate.NodeConfig
-			switch in := inputs.(type) {
-			case *translate.EdgeInputs:
-				nc = translate.Edge(in)
-			case *translate.SidecarInputs:
-				nc = translate.Sidecar(in)
-			}
-			g.own, g.upstreams = ownEntries(s.snaps.pool, nc), nc.Upstreams
-		}
-		shared = shared[:0]
-		for _, name := range g.upstreams {
-			shared = append(shared, s.shared.byName[name])
-		}
-		g.snapshot, g.versions, err = assemble(g.own, shared)
-		if err != nil {
+		if g, err = s.newGroup(st, in); err != nil {
 			s.fail(st, "validate", err)
 			return false, err
 		}
-		s.snaps.groups[snapshotKey] = g
+		s.snaps.groups[g.key] = g
 	}
 	if err := s.cache.SetSnapshot(context.Background(), key, g.snapshot); err != nil {
 		if g.refs == 0 {
-			delete(s.snaps.groups, snapshotKey)
+			delete(s.snaps.groups, g.key)
 		}
 		s.fail(st, "set", err)
 		return false, err
 	}
+	s.setDone(st, g, opts, seen)
+	return true, nil
+}
+
+// gathered is a node's inputs and the key of the snapshot they make.
+type gathered struct {
+	sidecar *translate.SidecarInputs // or
+	edge    *translate.EdgeInputs
+	// inputsKey identifies the inputs; snapshotKey the inputs and the
+	// versions of the Shared they reference.
+	inputsKey, snapshotKey string
+}
+
+// gather reads a node's inputs from the mesh and records what it read in
+// the readers index.
+func (s *Server) gather(st *nodeState, opts translate.Node) (*gathered, error) {
+	g := &gathered{}
+	var upstreams []translate.UpstreamRef
+	if st.edge {
+		in, reads := translate.EdgeInputsOf(s.mesh, s.opts.Translate, s.shared.lookup)
+		s.snaps.index(st, reads)
+		g.edge, g.inputsKey, upstreams = in, in.Key(), in.Upstreams
+	} else {
+		in, reads, err := translate.SidecarInputsOf(s.mesh, opts, s.opts.Translate, s.shared.lookup)
+		s.snaps.index(st, reads)
+		if err != nil {
+			return nil, err
+		}
+		g.sidecar, g.inputsKey, upstreams = in, in.Key(), in.Upstreams
+	}
+	fp := newFP()
+	fp.add(g.inputsKey)
+	for _, u := range upstreams {
+		fp.add(u.Name, s.shared.byName[u.Name].version)
+	}
+	g.snapshotKey = fp.sum()
+	return g, nil
+}
+
+// newGroup translates a node's inputs (unless its current group was
+// translated from the same ones) and assembles its snapshot with the
+// Shared the translation references.
+func (s *Server) newGroup(st *nodeState, in *gathered) (*group, error) {
+	g := &group{key: in.snapshotKey, inputsKey: in.inputsKey}
+	if old := st.group; old != nil && old.inputsKey == in.inputsKey {
+		g.own, g.upstreams = old.own, old.upstreams
+	} else {
+		var nc *translate.NodeConfig
+		if in.edge != nil {
+			nc = translate.Edge(in.edge)
+		} else {
+			nc = translate.Sidecar(in.sidecar)
+		}
+		g.own, g.upstreams = ownEntries(s.snaps.pool, nc), nc.Upstreams
+	}
+	shared := make([]*sharedEntries, len(g.upstreams))
+	for i, name := range g.upstreams {
+		shared[i] = s.shared.byName[name]
+	}
+	var err error
+	g.snapshot, g.versions, err = assemble(g.own, shared)
+	return g, err
+}
+
+// setDone records a snapshot set for a node.
+func (s *Server) setDone(st *nodeState, g *group, opts translate.Node, seen time.Time) {
 	if st.lastErr != "" {
-		s.log.Info("node configuration builds again", "node", key, "was", st.lastErr)
+		s.log.Info("node configuration builds again", "node", st.key, "was", st.lastErr)
 	}
 	s.snaps.use(st, g)
 	st.opts = opts
-	st.snapshotKey = snapshotKey
+	st.snapshotKey = g.key
 	st.setAt = time.Now()
 	st.builds++
 	st.lastErr = ""
-	delete(s.snaps.pending, key)
+	delete(s.snaps.pending, st.key)
 	typ := nodeSidecar
 	if st.edge {
 		typ = nodeEdge
@@ -194,7 +221,6 @@ func (s *Server) build(key string, seen time.Time) (set bool, err error) {
 	if !seen.IsZero() {
 		s.metrics.PushLatency.Observe(time.Since(seen).Seconds())
 	}
-	return true, nil
 }
 
 // fail records why a node's snapshot was not set. The node keeps its

@@ -3,14 +3,27 @@
 // golden-file tested (testdata/in/<case>.yaml → testdata/out/<case>.<type>.yaml,
 // regenerate with go test ./translate -update).
 //
-//	model.Mesh ─┬─ Sidecar(node) ──▶ listeners inbound (→ local_app) and
-//	            │                    outbound (vhost per declared upstream → svc_<u>),
-//	            │                    clusters local_app, otel_collector, svc_<u>[_<ver>],
-//	            │                    load assignments svc_<u>[_<ver>]
-//	            └─ Edge() ─────────▶ listener edge: /api/<prefix> → svc_<owner>,
-//	                                 JSON 404, CORS, local rate limit
-//	   Upstreams: per-service clusters and load assignments, shared by every
-//	   node that calls the service (serve memoizes them; Direct rebuilds)
+//	model.Mesh ─┬─ Upstream(svc) per service ─▶ Shared: clusters svc_<s>[_<v>],
+//	            │    the outbound virtual host (Config, keyed by ConfigKey)
+//	            │    and load assignments: what every caller of svc shares
+//	            │
+//	            ├─ SidecarInputsOf(node) ─▶ SidecarInputs, Reads
+//	            │    Sidecar(inputs) ─▶ NodeConfig: inbound (→ local_app),
+//	            │    outbound (vhost per declared upstream), local_app,
+//	            │    otel_collector; + names of the Shared it references
+//	            │
+//	            ├─ EdgeInputsOf() ─▶ EdgeInputs, Reads
+//	            │    Edge(inputs) ─▶ NodeConfig: listener edge, /api/<prefix>
+//	            │    → svc_<owner>, JSON 404, CORS, local rate limit
+//	            │
+//	            └─ Changed(previous, mesh) ─▶ the read keys that differ
+//
+// Translation reports what it reads. A gathering (SidecarInputsOf,
+// EdgeInputsOf) reads the mesh through a recording reader and returns the
+// inputs with its Reads; the builders (Sidecar, Edge) read nothing but
+// their inputs, whose Key hashes every field. Serve compares keys and
+// reads, never a list of fields kept by hand; SidecarFromScratch and
+// EdgeFromScratch compose the same functions for the goldens and tests.
 //
 // Every connection manager traces with the OpenTelemetry tracer to
 // otel_collector and logs JSON to stdout with the trace id. Every route to
