@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -148,8 +149,31 @@ func (b *Builder) build(last state, snap *catalog.Snapshot, fromNothing bool) (s
 	p.upstreams()
 	p.routes()
 	p.policies()
+	p.keepUnchangedInstances()
 	p.finish()
 	return p.st, true
+}
+
+// keepUnchangedInstances puts the previous mesh's Instance back wherever
+// the rebuilt one is equal to it, so that a change to one instance
+// replaces that instance only: translate compares instances by identity
+// (a health flip must not look like a change of every sibling).
+func (p *pass) keepUnchangedInstances() {
+	if p.prev == nil {
+		return
+	}
+	m := p.st.mesh
+	for _, r := range p.parsed {
+		if r.svc == nil {
+			continue
+		}
+		for i, in := range r.svc.Instances {
+			if was := p.prev.Instance(in.ID); was != nil && was != in && reflect.DeepEqual(was, in) {
+				r.svc.Instances[i] = was
+				m.Instances = m.Instances.Set(in.ID, was)
+			}
+		}
+	}
 }
 
 // pass is one build.

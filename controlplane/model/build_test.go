@@ -291,20 +291,22 @@ func TestBuildReusesUnchangedServices(t *testing.T) {
 	tests := []struct {
 		name   string
 		change func(*catalog.Snapshot)
-		reused []string // services whose instances are the previous build's
+		reused []string // services whose first instance is the previous build's
 		kept   []string // services whose Service is the previous build's
+		// replaced are instances that must be new (they changed).
+		replaced []string
 	}{
 		{"health flip", func(s *catalog.Snapshot) {
 			users, _ := s.Services.Get("user")
 			users = slices.Clone(users)
 			users[1].Status = catalog.StatusCritical
 			s.Services = s.Services.Set("user", users)
-		}, []string{"order", "product"}, []string{"order", "product"}},
+		}, []string{"order", "product", "user"}, []string{"order", "product"}, []string{"user-2"}},
 		{"policy change", func(s *catalog.Snapshot) { s.Policies = s.Policies.Set("product", []byte(`{"timeout":"3s"}`)) },
-			[]string{"order", "product", "user"}, []string{"order", "user"}},
+			[]string{"order", "product", "user"}, []string{"order", "user"}, nil},
 		{"new service: everything rebuilt", func(s *catalog.Snapshot) {
 			s.Services = s.Services.Set("nope", []catalog.Instance{inst("nope", "nope-1")})
-		}, nil, nil},
+		}, nil, nil, nil},
 	}
 	prev, prevSnap := m1, base
 	for _, tt := range tests {
@@ -322,6 +324,11 @@ func TestBuildReusesUnchangedServices(t *testing.T) {
 				}
 				if kept := svc == prev.Service(name); kept != slices.Contains(tt.kept, name) {
 					t.Errorf("%s Service kept = %v, want %v", name, kept, !kept)
+				}
+			}
+			for _, id := range tt.replaced {
+				if got.Instance(id) == nil || got.Instance(id) == prev.Instance(id) {
+					t.Errorf("instance %s changed but was not replaced", id)
 				}
 			}
 			prev, prevSnap = got, s

@@ -48,7 +48,7 @@ func (s *Server) nodeSeen(n *corev3.Node) {
 	if st := s.snaps.nodes[n.GetId()]; st != nil && st.opts == meta.opts && st.lastErr == "" && st.group != nil {
 		return
 	}
-	s.build(n.GetId(), time.Time{})
+	s.build(n.GetId(), time.Time{}, true)
 }
 
 // parseNodeMeta reads the listener ports a sidecar asks for.

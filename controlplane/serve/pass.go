@@ -29,28 +29,30 @@ func (s *Server) Apply(snap *catalog.Snapshot, seen time.Time) {
 }
 
 // pass makes m the current mesh: it translates again the Shared of the
-// services m replaced, then visits the keys that read something that
-// changed (what their last gathering reported), the instances that
-// appeared or went, and the keys left pending by an earlier pass. It
-// returns the IDs of the instances that appeared, went or changed.
+// services m replaced, then gathers again the keys that read something
+// that changed (what their last gathering reported), the instances that
+// appeared or went and the keys left pending by an earlier pass, and
+// assembles again the snapshots that hold a Shared whose version changed.
+// It returns the IDs of the instances that appeared, went or changed.
 func (s *Server) pass(m *model.Mesh, seen time.Time, connected map[string]bool) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	start := time.Now()
 	ch := translate.Changed(s.mesh, m)
 	s.mesh = m
-	s.shared.update(m, ch)
+	versions := s.shared.update(m, &ch)
 
-	keys := s.snaps.readersOf(ch.Reads)
-	keys = append(keys, ch.Instances...)
+	regather := keysOf(s.snaps.readers, ch.Reads)
+	regather = append(regather, ch.Instances...)
 	if len(s.snaps.nodes) == 0 {
-		keys = append(keys, edgeKey) // the first pass: the edge has read nothing yet
+		regather = append(regather, edgeKey) // the first pass: the edge has read nothing yet
 	}
-	keys = append(keys, sortedKeys(s.snaps.pending)...)
+	regather = append(regather, sortedKeys(s.snaps.pending)...)
+	reassemble := keysOf(s.snaps.referencers, versions)
 
 	var set, failed, visited int
-	done := make(map[string]bool, len(keys))
-	for _, key := range keys {
+	done := make(map[string]bool, len(regather)+len(reassemble))
+	for i, key := range append(regather, reassemble...) {
 		if done[key] {
 			continue
 		}
@@ -63,7 +65,7 @@ func (s *Server) pass(m *model.Mesh, seen time.Time, connected map[string]bool) 
 		if key == edgeKey && m.Instance(key) != nil {
 			s.log.Error("instance ID collides with the edge snapshot key; its sidecar gets no configuration", "node", key)
 		}
-		if ok, err := s.build(key, seen); ok {
+		if ok, err := s.build(key, seen, i < len(regather)); ok {
 			set++
 		} else if err != nil {
 			failed++
@@ -91,9 +93,10 @@ func (s *Server) forget(key string, connected bool) {
 }
 
 // build rebuilds the snapshot of one key if what it is built from
-// changed. It reports whether a snapshot was set, and the error that
-// prevented it.
-func (s *Server) build(key string, seen time.Time) (set bool, err error) {
+// changed: its inputs, gathered again when regather is set (otherwise
+// only the Shared it references may have changed). It reports whether a
+// snapshot was set, and the error that prevented it.
+func (s *Server) build(key string, seen time.Time, regather bool) (set bool, err error) {
 	st := s.snaps.nodes[key]
 	if st == nil {
 		st = &nodeState{key: key, edge: key == edgeKey}
@@ -113,10 +116,14 @@ func (s *Server) build(key string, seen time.Time) (set bool, err error) {
 		}
 	}()
 
-	in, err := s.gather(st, opts)
-	if err != nil {
-		s.fail(st, "translate", err)
-		return false, err
+	var in *gathered
+	if regather || st.group == nil || st.lastErr != "" {
+		if in, err = s.gather(st, opts); err != nil {
+			s.fail(st, "translate", err)
+			return false, err
+		}
+	} else {
+		in = s.sameInputs(st.group)
 	}
 	if in.snapshotKey == st.snapshotKey && st.lastErr == "" && st.group != nil {
 		st.opts = opts
@@ -167,13 +174,29 @@ func (s *Server) gather(st *nodeState, opts translate.Node) (*gathered, error) {
 		}
 		g.sidecar, g.inputsKey, upstreams = in, in.Key(), in.Upstreams
 	}
-	fp := newFP()
-	fp.add(g.inputsKey)
-	for _, u := range upstreams {
-		fp.add(u.Name, s.shared.byName[u.Name].version)
+	names := make([]string, len(upstreams))
+	for i, u := range upstreams {
+		names[i] = u.Name
 	}
-	g.snapshotKey = fp.sum()
+	g.snapshotKey = s.snapshotKey(g.inputsKey, names)
 	return g, nil
+}
+
+// sameInputs is what gather would return for a node whose inputs did not
+// change since it was translated into g.
+func (s *Server) sameInputs(g *group) *gathered {
+	return &gathered{inputsKey: g.inputsKey, snapshotKey: s.snapshotKey(g.inputsKey, g.upstreams)}
+}
+
+// snapshotKey identifies a snapshot: the key of the inputs translated and
+// the versions of the Shared it references.
+func (s *Server) snapshotKey(inputsKey string, upstreams []string) string {
+	fp := newFP()
+	fp.add(inputsKey)
+	for _, name := range upstreams {
+		fp.add(name, s.shared.byName[name].version)
+	}
+	return fp.sum()
 }
 
 // newGroup translates a node's inputs (unless its current group was

@@ -25,21 +25,26 @@ type sharedEntries struct {
 
 func newSharedSet() *sharedSet { return &sharedSet{byName: map[string]*sharedEntries{}} }
 
-// update translates again the services m replaced (ch.Services) and
-// forgets those m no longer has.
-func (s *sharedSet) update(m *model.Mesh, ch translate.Changes) {
+// update translates again the services m replaced (ch.Services), forgets
+// those m no longer has, and records in ch the ones whose shared
+// configuration changed. It returns the services whose version changed:
+// the nodes that reference them need a new snapshot.
+func (s *sharedSet) update(m *model.Mesh, ch *translate.Changes) (changed []string) {
 	for _, name := range ch.Services {
-		svc := m.Service(name)
-		if svc == nil {
-			delete(s.byName, name)
-			continue
-		}
 		prev := s.byName[name]
 		var prevShared *translate.Shared
 		if prev != nil {
 			prevShared = prev.shared
 		}
+		svc := m.Service(name)
+		if svc == nil {
+			delete(s.byName, name)
+			ch.SharedChanged(prevShared, nil)
+			changed = append(changed, name)
+			continue
+		}
 		sh := translate.Upstream(svc, prevShared)
+		ch.SharedChanged(prevShared, sh)
 		se := &sharedEntries{shared: sh, endpoints: newEntries(sh.Endpoints)}
 		if prev != nil && prevShared.Config == sh.Config {
 			se.clusters = prev.clusters
@@ -60,7 +65,11 @@ func (s *sharedSet) update(m *model.Mesh, ch translate.Changes) {
 		}
 		se.version = fp.sum()
 		s.byName[name] = se
+		if prev == nil || prev.version != se.version {
+			changed = append(changed, name)
+		}
 	}
+	return changed
 }
 
 // lookup is the Shared of a service, for translate's gatherings.

@@ -28,8 +28,10 @@ type snapshots struct {
 	nodes  map[string]*nodeState
 	groups map[string]*group
 	// readers maps a read key (translate.Reads) to the cache keys whose
-	// last gathering read it.
-	readers map[string]map[string]bool
+	// last gathering read it; referencers maps a service to the keys
+	// whose snapshot holds its Shared.
+	readers     map[string]map[string]bool
+	referencers map[string]map[string]bool
 	// pending are keys every pass visits again: builds that failed, and
 	// instances that left while their Envoy was still connected.
 	pending map[string]bool
@@ -38,19 +40,20 @@ type snapshots struct {
 
 func newSnapshots() *snapshots {
 	return &snapshots{
-		nodes:   map[string]*nodeState{},
-		groups:  map[string]*group{},
-		readers: map[string]map[string]bool{},
-		pending: map[string]bool{},
-		pool:    newEntryPool(),
+		nodes:       map[string]*nodeState{},
+		groups:      map[string]*group{},
+		readers:     map[string]map[string]bool{},
+		referencers: map[string]map[string]bool{},
+		pending:     map[string]bool{},
+		pool:        newEntryPool(),
 	}
 }
 
-// readersOf returns the keys that read any of reads.
-func (s *snapshots) readersOf(reads []string) []string {
+// keysOf returns the keys index holds for any of names.
+func keysOf(index map[string]map[string]bool, names []string) []string {
 	var out []string
-	for _, r := range reads {
-		for key := range s.readers[r] {
+	for _, n := range names {
+		for key := range index[n] {
 			out = append(out, key)
 		}
 	}
@@ -62,26 +65,29 @@ func (s *snapshots) index(st *nodeState, reads translate.Reads) {
 	if slices.Equal(st.reads, reads) {
 		return
 	}
-	s.unindex(st)
-	for _, r := range reads {
-		keys := s.readers[r]
-		if keys == nil {
-			keys = map[string]bool{}
-			s.readers[r] = keys
-		}
-		keys[st.key] = true
-	}
+	unlink(s.readers, st.reads, st.key)
+	link(s.readers, reads, st.key)
 	st.reads = reads
 }
 
-func (s *snapshots) unindex(st *nodeState) {
-	for _, r := range st.reads {
-		delete(s.readers[r], st.key)
-		if len(s.readers[r]) == 0 {
-			delete(s.readers, r)
+func link(index map[string]map[string]bool, names []string, key string) {
+	for _, n := range names {
+		keys := index[n]
+		if keys == nil {
+			keys = map[string]bool{}
+			index[n] = keys
+		}
+		keys[key] = true
+	}
+}
+
+func unlink(index map[string]map[string]bool, names []string, key string) {
+	for _, n := range names {
+		delete(index[n], key)
+		if len(index[n]) == 0 {
+			delete(index, n)
 		}
 	}
-	st.reads = nil
 }
 
 // use makes g the node's snapshot group.
@@ -92,6 +98,7 @@ func (s *snapshots) use(st *nodeState, g *group) {
 	s.release(st)
 	g.refs++
 	st.group = g
+	link(s.referencers, g.upstreams, st.key)
 }
 
 // release drops a node's reference to its snapshot group; the last
@@ -100,6 +107,7 @@ func (s *snapshots) release(st *nodeState) {
 	if st.group == nil {
 		return
 	}
+	unlink(s.referencers, st.group.upstreams, st.key)
 	st.group.refs--
 	if st.group.refs <= 0 {
 		delete(s.groups, st.group.key)
@@ -110,7 +118,7 @@ func (s *snapshots) release(st *nodeState) {
 // drop forgets a node.
 func (s *snapshots) drop(st *nodeState) {
 	s.release(st)
-	s.unindex(st)
+	unlink(s.readers, st.reads, st.key)
 	delete(s.nodes, st.key)
 	delete(s.pending, st.key)
 }

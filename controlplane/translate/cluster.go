@@ -144,13 +144,14 @@ func loadAssignment(cluster string, insts []*model.Instance) *endpointv3.Cluster
 // service's own policy bounds it: its circuit breaker protects the app
 // from more concurrency than it was sized for.
 func localAppCluster(in *SidecarInputs) *clusterv3.Cluster {
+	own := in.Own.config
 	return &clusterv3.Cluster{
 		Name:                          ClusterLocalApp,
 		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
-		ConnectTimeout:                durationpb.New(in.Policy.ConnectTimeout),
+		ConnectTimeout:                durationpb.New(own.Policy.ConnectTimeout),
 		LoadAssignment:                loadAssignmentTo(ClusterLocalApp, "127.0.0.1", uint32(in.AppPort)),
-		CircuitBreakers:               circuitBreakers(in.Policy.CircuitBreaker),
-		TypedExtensionProtocolOptions: protocolOptions(in.Protocol),
+		CircuitBreakers:               circuitBreakers(own.Policy.CircuitBreaker),
+		TypedExtensionProtocolOptions: protocolOptions(own.Protocol),
 	}
 }
 

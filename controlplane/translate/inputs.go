@@ -17,12 +17,10 @@ import (
 // else, so equal inputs give equal resources: Key tells, and the
 // instances of one service, whose inputs are equal, share one build.
 type SidecarInputs struct {
-	// Service is the instance's service; Protocol and Policy are its own
-	// (the local_app cluster and the inbound route follow them).
-	Service  string
-	Protocol model.Protocol
-	Policy   model.Policy
-	AppPort  int
+	// Own is the instance's own service: its local_app cluster and inbound
+	// route follow the service's protocol and policy.
+	Own     UpstreamRef
+	AppPort int
 	// InboundPort and OutboundPort are the listener ports in force (node
 	// metadata, or the Config defaults).
 	InboundPort, OutboundPort uint32
@@ -79,26 +77,22 @@ func key(inputs any) string {
 }
 
 // Reads are the parts of the mesh one gathering read, as read keys
-// (sorted, each once). Changes reports the keys whose parts differ
-// between two meshes; a node is translated again when one of its reads
-// is among them.
+// (sorted, each once): an instance, the public routes, the shared
+// configuration of a service (what its ConfigKey covers). Changes
+// reports the keys whose parts differ; a node is gathered again when one
+// of its reads is among them.
 type Reads []string
 
 // Read keys.
 const readRoutes = "routes"
 
-func readService(name string) string { return "service/" + name }
-func readInstance(id string) string  { return "instance/" + id }
+func readUpstream(name string) string { return "upstream/" + name }
+func readInstance(id string) string   { return "instance/" + id }
 
 // reader is the mesh as a gathering sees it: every lookup is recorded.
 type reader struct {
 	m     *model.Mesh
 	reads []string
-}
-
-func (r *reader) service(name string) *model.Service {
-	r.reads = append(r.reads, readService(name))
-	return r.m.Service(name)
 }
 
 func (r *reader) instance(id string) *model.Instance {
@@ -116,10 +110,10 @@ func (r *reader) done() Reads {
 	return slices.Compact(r.reads)
 }
 
-// upstream is the reference to one upstream's Shared; shared must know
+// upstream is the reference to one service's Shared; shared must know
 // every meshed service.
 func (r *reader) upstream(name string, shared func(string) *Shared) UpstreamRef {
-	r.service(name)
+	r.reads = append(r.reads, readUpstream(name))
 	s := shared(name)
 	return UpstreamRef{Name: name, ConfigKey: s.ConfigKey, config: s.Config}
 }
@@ -136,11 +130,8 @@ func SidecarInputsOf(m *model.Mesh, n Node, cfg Config, shared func(service stri
 	if in.AppPort == 0 {
 		return nil, r.done(), fmt.Errorf("%w: %q", ErrNoAppPort, n.ID)
 	}
-	svc := r.service(in.Service)
 	out := &SidecarInputs{
-		Service:      svc.Name,
-		Protocol:     svc.Protocol,
-		Policy:       svc.Policy,
+		Own:          r.upstream(in.Service, shared),
 		AppPort:      in.AppPort,
 		InboundPort:  cmp.Or(n.InboundPort, cfg.InboundPort),
 		OutboundPort: cmp.Or(n.OutboundPort, cfg.OutboundPort),
@@ -175,7 +166,8 @@ func EdgeInputsOf(m *model.Mesh, cfg Config, shared func(service string) *Shared
 // Changes is what differs between two meshes, in read keys.
 type Changes struct {
 	// Reads are the read keys whose parts differ: every node that read one
-	// of them must be gathered again.
+	// of them must be gathered again. SharedChanged adds the services
+	// whose shared configuration changed.
 	Reads []string
 	// Services are the services the mesh replaced, added or removed: their
 	// Shared must be translated again.
@@ -199,7 +191,6 @@ func Changed(prev, m *model.Mesh) Changes {
 	}
 	for name := range pmap.Diff(services, m.Services, func(a, b *model.Service) bool { return a == b }) {
 		ch.Services = append(ch.Services, name)
-		ch.Reads = append(ch.Reads, readService(name))
 	}
 	for id := range pmap.Diff(instances, m.Instances, func(a, b *model.Instance) bool { return a == b }) {
 		ch.Instances = append(ch.Instances, id)
@@ -210,4 +201,18 @@ func Changed(prev, m *model.Mesh) Changes {
 		ch.Reads = append(ch.Reads, readRoutes)
 	}
 	return ch
+}
+
+// SharedChanged records the new Shared of a service that Changes named
+// (nil for a service that went): if its configuration's key differs from
+// prev's, every node that read it must be gathered again. Its endpoints
+// are no read of anyone: the nodes that reference the service take its
+// new load assignments without a new translation.
+func (ch *Changes) SharedChanged(prev, cur *Shared) {
+	switch {
+	case prev == nil && cur == nil:
+	case prev == nil || cur == nil || prev.ConfigKey != cur.ConfigKey:
+		name := cmp.Or(cur, prev).Name
+		ch.Reads = append(ch.Reads, readUpstream(name))
+	}
 }

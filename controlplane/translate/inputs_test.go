@@ -85,18 +85,18 @@ func TestInputKeysFollowWhatTranslationReads(t *testing.T) {
 	if got := changedKeys(k1, keysOf(t, m2)); len(got) != 0 {
 		t.Errorf("a health flip changed inputs keys %v", got)
 	}
-	// The model may rebuild every instance of a changed service (user-1
-	// too); order and the edge did not change.
+	// Only the flipped instance is a changed read; user's Shared is
+	// translated again, and its configuration key stays.
 	ch := translate.Changed(m1, m2)
-	for _, want := range []string{"instance/user-2", "service/user"} {
-		if !slices.Contains(ch.Reads, want) {
-			t.Errorf("changed reads %v lack %s", ch.Reads, want)
-		}
+	if diff := cmp.Diff([]string{"instance/user-2"}, ch.Reads); diff != "" {
+		t.Errorf("changed reads (-want +got):\n%s", diff)
 	}
-	for _, r := range ch.Reads {
-		if r == "service/order" || r == "instance/order-1" || r == "routes" {
-			t.Errorf("changed reads %v name %s, which did not change", ch.Reads, r)
-		}
+	if diff := cmp.Diff([]string{"user"}, ch.Services); diff != "" {
+		t.Errorf("changed services (-want +got):\n%s", diff)
+	}
+	ch.SharedChanged(translate.AllShared(m1)("user"), translate.AllShared(m2)("user"))
+	if len(ch.Reads) != 1 {
+		t.Errorf("a health flip changed user's shared configuration: %v", ch.Reads)
 	}
 
 	// user's policy: its Shared, its callers (order, and the edge only if
@@ -120,11 +120,11 @@ func TestGatheringReportsItsReads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(translate.Reads{"instance/order-1", "service/order", "service/user"}, reads); diff != "" {
+	if diff := cmp.Diff(translate.Reads{"instance/order-1", "upstream/order", "upstream/user"}, reads); diff != "" {
 		t.Errorf("order-1 reads (-want +got):\n%s", diff)
 	}
 	_, reads = translate.EdgeInputsOf(m, cfg, shared)
-	if diff := cmp.Diff(translate.Reads{"routes", "service/order"}, reads); diff != "" {
+	if diff := cmp.Diff(translate.Reads{"routes", "upstream/order"}, reads); diff != "" {
 		t.Errorf("edge reads (-want +got):\n%s", diff)
 	}
 }

@@ -160,8 +160,10 @@ type Shared struct {
 // UpstreamConfig is the part of a service's shared configuration that its
 // callers' own resources are built from.
 type UpstreamConfig struct {
-	// Policy is the service's policy in force (the edge's routes to it
-	// carry its timeouts, retries and split).
+	// Protocol and Policy are the service's (the edge's routes to it
+	// carry its timeouts, retries and split; its own sidecar follows
+	// both).
+	Protocol model.Protocol
 	Policy   model.Policy
 	Clusters []*clusterv3.Cluster
 	// VirtualHost is embedded in every caller's outbound route
@@ -180,7 +182,7 @@ func Upstream(svc *model.Service, prev *Shared) *Shared {
 	if prev != nil && prev.ConfigKey == s.ConfigKey {
 		s.Config = prev.Config
 	} else {
-		s.Config = &UpstreamConfig{Policy: in.Policy, Clusters: upstreamClusters(in), VirtualHost: upstreamVirtualHost(in)}
+		s.Config = &UpstreamConfig{Protocol: in.Protocol, Policy: in.Policy, Clusters: upstreamClusters(in), VirtualHost: upstreamVirtualHost(in)}
 	}
 	return s
 }
@@ -206,7 +208,7 @@ var (
 // its app, outbound to each upstream it declared (their virtual hosts),
 // and nothing else. It reads only in.
 func Sidecar(in *SidecarInputs) *NodeConfig {
-	tracer := in.Service + "-sidecar"
+	tracer := in.Own.Name + "-sidecar"
 	c := &NodeConfig{}
 	c.Clusters = append(c.Clusters, localAppCluster(in), collectorCluster(in.Collector))
 	c.Listeners = append(c.Listeners,
@@ -220,8 +222,8 @@ func Sidecar(in *SidecarInputs) *NodeConfig {
 		vhosts = append(vhosts, u.config.VirtualHost)
 		c.Upstreams = append(c.Upstreams, u.Name)
 	}
-	vhosts = append(vhosts, undeclaredVirtualHost(in.Service))
-	c.Routes = append(c.Routes, inboundRoute(in.Policy), &routev3.RouteConfiguration{
+	vhosts = append(vhosts, undeclaredVirtualHost(in.Own.Name))
+	c.Routes = append(c.Routes, inboundRoute(in.Own.config.Policy), &routev3.RouteConfiguration{
 		Name:             RouteOutbound,
 		VirtualHosts:     vhosts,
 		ValidateClusters: wrapBool(false),
