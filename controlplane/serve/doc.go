@@ -13,9 +13,10 @@
 //	      (clusters, virtual host, load assignments; validated, hashed
 //	      and compacted once, whoever calls the service)
 //	                                      │
-//	      keys to visit: the readers of the changed read keys (what each
-//	      node's last gathering reported), instances that came or went,
-//	      keys left pending
+//	      keys to gather again: the readers of the changed read keys
+//	      (what each node's last gathering reported), instances that came
+//	      or went, keys left pending; keys to re-assemble: those whose
+//	      snapshot holds a Shared whose load assignments changed
 //	                                      │
 //	      per key: SidecarInputsOf / EdgeInputsOf ─▶ inputs, reads
 //	      snapshot key = inputs key + versions of the Shared it
