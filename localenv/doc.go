@@ -11,5 +11,6 @@
 //	TEST_POSTGRES_URL ──Postgres(t)──▶ fresh database, dropped after the test
 //
 // Functions whose name ends in T take a *testing.T, pick free ports, and
-// stop what they started when the test ends.
+// stop what they started when the test ends. LogBuffer is where a test's
+// logger writes while the test reads (every module's tests share it).
 package localenv

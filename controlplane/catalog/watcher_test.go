@@ -15,10 +15,10 @@ import (
 	"github.com/meshop/meshop/controlplane/catalog"
 	"github.com/meshop/meshop/controlplane/internal/consultest"
 	"github.com/meshop/meshop/controlplane/internal/pmap"
-	"github.com/meshop/meshop/controlplane/internal/testlog"
+	"github.com/meshop/meshop/localenv"
 )
 
-func startWatcher(t *testing.T, src catalog.Source, logs *testlog.Buffer) *catalog.Watcher {
+func startWatcher(t *testing.T, src catalog.Source, logs *localenv.LogBuffer) *catalog.Watcher {
 	t.Helper()
 	w := catalog.NewWatcher(src, catalog.Options{
 		Logger:     slog.New(slog.NewJSONHandler(logs, nil)),
@@ -67,7 +67,7 @@ func TestWatcherFollowsConsul(t *testing.T) {
 	agent.Register(consultest.Instance{Service: "user", ID: "user-2", Port: 20002, AppPort: "8080"})
 	agent.PutPolicy("user", `{"timeout":"1s"}`)
 
-	logs := &testlog.Buffer{}
+	logs := &localenv.LogBuffer{}
 	src, err := catalog.NewConsulSource(consul.HTTPAddr())
 	if err != nil {
 		t.Fatal(err)
@@ -203,7 +203,7 @@ func block[T any](ctx context.Context, f *flakySource, index uint64, v T) (T, ui
 
 func TestWatcherWaitsForCompleteFirstSnapshotAndLogsOnce(t *testing.T) {
 	src := &flakySource{fail: true}
-	logs := &testlog.Buffer{}
+	logs := &localenv.LogBuffer{}
 	w := startWatcher(t, src, logs)
 	consultest.Eventually(t, 5*time.Second, func() (bool, string) {
 		src.mu.Lock()

@@ -24,10 +24,10 @@ import (
 	"github.com/meshop/meshop/controlplane/catalog"
 	"github.com/meshop/meshop/controlplane/internal/pmap"
 	"github.com/meshop/meshop/controlplane/internal/poll"
-	"github.com/meshop/meshop/controlplane/internal/testlog"
 	"github.com/meshop/meshop/controlplane/serve"
 	"github.com/meshop/meshop/controlplane/translate"
 	"github.com/meshop/meshop/controlplane/xdstest/envoysim"
+	"github.com/meshop/meshop/localenv"
 )
 
 const wait = 5 * time.Second
@@ -114,12 +114,12 @@ type harness struct {
 	addr    string
 	reg     *prometheus.Registry
 	metrics *serve.Metrics
-	logs    *testlog.Buffer
+	logs    *localenv.LogBuffer
 }
 
 func start(t *testing.T, cfg translate.Config) *harness {
 	t.Helper()
-	h := &harness{reg: prometheus.NewRegistry(), logs: &testlog.Buffer{}}
+	h := &harness{reg: prometheus.NewRegistry(), logs: &localenv.LogBuffer{}}
 	h.metrics = serve.NewMetrics(h.reg)
 	h.srv = serve.New(serve.Options{
 		Logger:    slog.New(slog.NewJSONHandler(h.logs, nil)),

@@ -16,14 +16,13 @@ import (
 	"github.com/meshop/meshop/controlplane/debug"
 	"github.com/meshop/meshop/controlplane/internal/consultest"
 	"github.com/meshop/meshop/controlplane/internal/poll"
-	"github.com/meshop/meshop/controlplane/internal/testlog"
 	"github.com/meshop/meshop/controlplane/xdstest/envoysim"
 	"github.com/meshop/meshop/localenv"
 )
 
 type cp struct {
 	xds, debug string
-	logs       *testlog.Buffer
+	logs       *localenv.LogBuffer
 }
 
 // startCP runs the control plane in-process, exactly as main does, on
@@ -34,7 +33,7 @@ func startCP(t *testing.T, consulAddr string) *cp {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cp{xds: "127.0.0.1:" + strconv.Itoa(ports[0]), debug: "127.0.0.1:" + strconv.Itoa(ports[1]), logs: &testlog.Buffer{}}
+	c := &cp{xds: "127.0.0.1:" + strconv.Itoa(ports[0]), debug: "127.0.0.1:" + strconv.Itoa(ports[1]), logs: &localenv.LogBuffer{}}
 	env := map[string]string{
 		"CONSUL_HTTP_ADDR": consulAddr,
 		"XDS_ADDR":         c.xds,

@@ -33,7 +33,7 @@ type fixture struct {
 	bus  *Bus
 	tel  *telemetry.Telemetry
 	exp  *tracetest.InMemoryExporter
-	logs *kittest.SyncBuffer
+	logs *localenv.LogBuffer
 	log  *slog.Logger
 	wg   sync.WaitGroup
 	stop context.CancelFunc
@@ -42,7 +42,7 @@ type fixture struct {
 func newFixture(t *testing.T, dbURL string) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	f := &fixture{t: t, ctx: ctx, logs: &kittest.SyncBuffer{}}
+	f := &fixture{t: t, ctx: ctx, logs: &localenv.LogBuffer{}}
 	f.log = slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	db := kittest.DB(t, dbURL, Migrations())
 	// What a handler writes: its effect, checked for exactly-once.

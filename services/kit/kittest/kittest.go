@@ -5,7 +5,6 @@
 //	Outbox      the events a store recorded in its outbox
 //	Send        one request to a service's JSON API, and its decoded answer
 //	ErrorOf     the code and details of an error body (DESIGN §2)
-//	SyncBuffer  a log destination a test reads while a logger writes
 //
 // It is an ordinary package, not an internal one: each service is a module
 // of its own, and Go lets no other module import a kit/internal package.
@@ -16,10 +15,8 @@
 package kittest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"sync"
 	"testing"
 
 	"github.com/jmoiron/sqlx"
@@ -57,25 +54,4 @@ func Outbox[E any](t testing.TB, db *sqlx.DB) []E {
 		out = append(out, e)
 	}
 	return out
-}
-
-// SyncBuffer is a bytes.Buffer that a logger and a test can share: the
-// logger writes from the goroutines under test while the test reads.
-type SyncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-// Write appends p.
-func (b *SyncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// String returns what was written so far.
-func (b *SyncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
