@@ -6,12 +6,12 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/meshop/meshop/controlplane/catalog"
+	"github.com/meshop/meshop/controlplane/internal/catalogtest"
 )
 
 // TestIncrementalEqualsFromNothing applies random changes to a catalog,
@@ -22,7 +22,7 @@ import (
 // same mesh, with the same instances and callers, and both must report
 // exactly the problems whose keys were not in the previous mesh.
 func TestIncrementalEqualsFromNothing(t *testing.T) {
-	rng := rand.New(rand.NewPCG(7, 11))
+	rng := catalogtest.Rand{Rand: rand.New(rand.NewPCG(7, 11))}
 	var incReported, refReported []string
 	inc := NewBuilder(BuilderOptions{OnProblem: func(p Problem) { incReported = append(incReported, p.Key()) }})
 	ref := NewBuilder(BuilderOptions{OnProblem: func(p Problem) { refReported = append(refReported, p.Key()) }})
@@ -104,7 +104,7 @@ func view(t *testing.T, m *Mesh) map[string]any {
 // watcher does: a changed service gets a new slice, the others keep
 // theirs.
 type randomCatalog struct {
-	rng  *rand.Rand
+	rng  catalogtest.Rand
 	snap *catalog.Snapshot
 	next int // instance number
 }
@@ -116,24 +116,12 @@ var (
 		`{"traffic_split":[{"version":"v1","weight":50},{"version":"v2","weight":50}]}`}
 )
 
-func (c *randomCatalog) pick(from []string) string { return from[c.rng.IntN(len(from))] }
-
-func (c *randomCatalog) subset(from []string) string {
-	var out []string
-	for _, s := range from {
-		if c.rng.IntN(3) == 0 {
-			out = append(out, s)
-		}
-	}
-	return strings.Join(out, ",")
-}
-
 // change makes one random change and says which.
 func (c *randomCatalog) change() string {
 	s := *c.snap
 	s.Index++
 	c.snap = &s
-	name := c.pick(randomNames)
+	name := c.rng.Pick(randomNames)
 	insts, _ := s.Services.Get(name)
 	insts = slices.Clone(insts)
 	edit := func(what string, f func(in *catalog.Instance)) string {
@@ -158,15 +146,15 @@ func (c *randomCatalog) change() string {
 			}
 		})
 	case 2:
-		return edit("prefixes", func(in *catalog.Instance) { in.Meta[MetaPublicPrefixes] = c.subset(randomPrefixes) })
+		return edit("prefixes", func(in *catalog.Instance) { in.Meta[MetaPublicPrefixes] = c.rng.Subset(randomPrefixes) })
 	case 3:
 		return edit("create index", func(in *catalog.Instance) { in.CreateIndex = uint64(c.rng.IntN(5)) })
 	case 4:
-		return edit("upstreams", func(in *catalog.Instance) { in.Meta[MetaUpstreams] = c.subset(randomNames) })
+		return edit("upstreams", func(in *catalog.Instance) { in.Meta[MetaUpstreams] = c.rng.Subset(randomNames) })
 	case 5:
-		return edit("version", func(in *catalog.Instance) { in.Meta[MetaVersion] = c.pick([]string{"v1", "v2", "v 3"}) })
+		return edit("version", func(in *catalog.Instance) { in.Meta[MetaVersion] = c.rng.Pick([]string{"v1", "v2", "v 3"}) })
 	case 6:
-		return edit("protocol", func(in *catalog.Instance) { in.Meta[MetaProtocol] = c.pick([]string{"http", "grpc"}) })
+		return edit("protocol", func(in *catalog.Instance) { in.Meta[MetaProtocol] = c.rng.Pick([]string{"http", "grpc"}) })
 	case 7:
 		in := inst(name, fmt.Sprintf("%s-%d", name, c.next))
 		c.next++
@@ -174,7 +162,7 @@ func (c *randomCatalog) change() string {
 			in.Meta = nil
 		}
 		if c.rng.IntN(8) == 0 { // an ID another service has
-			in.ID = fmt.Sprintf("%s-%d", c.pick(randomNames), c.rng.IntN(c.next))
+			in.ID = fmt.Sprintf("%s-%d", c.rng.Pick(randomNames), c.rng.IntN(c.next))
 		}
 		s.Services = s.Services.Set(name, append(insts, in))
 		return "add " + in.ID
@@ -187,8 +175,8 @@ func (c *randomCatalog) change() string {
 		s.Services = s.Services.Set(name, slices.Delete(insts, i, i+1))
 		return "remove an instance of " + name
 	case 9:
-		key := c.pick(append([]string{"a/b", ""}, randomNames...))
-		s.Policies = s.Policies.Set(key, []byte(c.pick(randomPolicies)))
+		key := c.rng.Pick(append([]string{"a/b", ""}, randomNames...))
+		s.Policies = s.Policies.Set(key, []byte(c.rng.Pick(randomPolicies)))
 		return "policy " + key
 	case 10:
 		s.Policies = s.Policies.Delete(name)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
-	"math/rand/v2"
 	"reflect"
 	"slices"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 
 	"github.com/meshop/meshop/controlplane/catalog"
+	"github.com/meshop/meshop/controlplane/internal/catalogtest"
 	"github.com/meshop/meshop/controlplane/internal/pmap"
 	"github.com/meshop/meshop/controlplane/model"
 	"github.com/meshop/meshop/controlplane/serve"
@@ -29,7 +29,7 @@ var equivalenceSteps = flag.Int("equivalence.steps", 10_000, "random catalog and
 // are set (valid ones: the reference builder has no last good policy) and
 // deleted.
 type randomCatalog struct {
-	rng      *rand.Rand
+	rng      catalogtest.Rand
 	insts    map[string]catalog.Instance
 	policies map[string][]byte
 	next     int
@@ -46,18 +46,6 @@ var randomServices = []string{"auth", "user", "product", "order", "payment"}
 // maxInstances bounds the catalog, so that every step costs about the same.
 const maxInstances = 10
 
-func (c *randomCatalog) pick(from []string) string { return from[c.rng.IntN(len(from))] }
-
-func (c *randomCatalog) subset(from []string) string {
-	var out []string
-	for _, s := range from {
-		if c.rng.IntN(3) == 0 {
-			out = append(out, s)
-		}
-	}
-	return strings.Join(out, ",")
-}
-
 func (c *randomCatalog) ids() []string {
 	return slices.Sorted(func(yield func(string) bool) {
 		for id := range c.insts {
@@ -69,15 +57,15 @@ func (c *randomCatalog) ids() []string {
 }
 
 func (c *randomCatalog) add() {
-	svc := c.pick(randomServices)
+	svc := c.rng.Pick(randomServices)
 	c.next++
 	id := fmt.Sprintf("%s-%d", svc, c.next)
 	c.insts[id] = catalog.Instance{
 		ID: id, Service: svc, Node: "n1", Address: fmt.Sprintf("10.0.%d.%d", c.next/250, c.next%250+1), Port: 15006,
 		Status: catalog.StatusPassing, CreateIndex: uint64(c.next),
-		Meta: map[string]string{"mesh_protocol": "http", "mesh_app_port": "8080", "version": c.pick([]string{"v1", "v2"}),
-			"mesh_upstreams":       c.subset(randomServices),
-			"mesh_public_prefixes": c.subset([]string{"/" + svc, "/" + svc + "s", "/shared"})},
+		Meta: map[string]string{"mesh_protocol": "http", "mesh_app_port": "8080", "version": c.rng.Pick([]string{"v1", "v2"}),
+			"mesh_upstreams":       c.rng.Subset(randomServices),
+			"mesh_public_prefixes": c.rng.Subset([]string{"/" + svc, "/" + svc + "s", "/shared"})},
 	}
 }
 
@@ -88,7 +76,7 @@ func (c *randomCatalog) step() string {
 		c.add()
 		return "add"
 	}
-	id := c.pick(ids)
+	id := c.rng.Pick(ids)
 	in := c.insts[id]
 	in.Meta = cloneMeta(in.Meta)
 	var what string
@@ -101,19 +89,19 @@ func (c *randomCatalog) step() string {
 		c.add()
 		return "add"
 	case 1, 2:
-		in.Status = c.pick([]string{catalog.StatusPassing, catalog.StatusCritical, catalog.StatusWarning})
+		in.Status = c.rng.Pick([]string{catalog.StatusPassing, catalog.StatusCritical, catalog.StatusWarning})
 		what = "health"
 	case 3:
-		in.Meta["mesh_upstreams"] = c.subset(randomServices)
+		in.Meta["mesh_upstreams"] = c.rng.Subset(randomServices)
 		what = "upstreams"
 	case 4:
-		in.Meta["mesh_public_prefixes"] = c.subset([]string{"/" + in.Service, "/" + in.Service + "s", "/shared"})
+		in.Meta["mesh_public_prefixes"] = c.rng.Subset([]string{"/" + in.Service, "/" + in.Service + "s", "/shared"})
 		what = "prefixes"
 	case 5:
-		in.Meta["version"] = c.pick([]string{"v1", "v2", "v3"})
+		in.Meta["version"] = c.rng.Pick([]string{"v1", "v2", "v3"})
 		what = "version"
 	case 6:
-		in.Meta["mesh_protocol"] = c.pick([]string{"http", "http2"})
+		in.Meta["mesh_protocol"] = c.rng.Pick([]string{"http", "http2"})
 		what = "protocol"
 	case 7:
 		in.Address = fmt.Sprintf("10.1.%d.%d", c.rng.IntN(4), c.rng.IntN(250)+1)
@@ -121,10 +109,10 @@ func (c *randomCatalog) step() string {
 	case 8:
 		// A bad app port is a model problem and a node that does not
 		// build; the served snapshot stays the last good one.
-		in.Meta["mesh_app_port"] = c.pick([]string{"8080", "8081", "x"})
+		in.Meta["mesh_app_port"] = c.rng.Pick([]string{"8080", "8081", "x"})
 		what = "app port"
 	default:
-		svc := c.pick(randomServices)
+		svc := c.rng.Pick(randomServices)
 		if c.rng.IntN(3) == 0 {
 			delete(c.policies, svc)
 			return "delete policy " + svc
@@ -153,26 +141,8 @@ func (c *randomCatalog) snapshot() *catalog.Snapshot {
 		in := c.insts[id]
 		services[in.Service] = append(services[in.Service], in)
 	}
-	for name, insts := range services {
-		if old, ok := c.services.Get(name); !ok || !reflect.DeepEqual(old, insts) {
-			c.services = c.services.Set(name, insts)
-		}
-	}
-	for name := range c.services.Keys() {
-		if _, ok := services[name]; !ok {
-			c.services = c.services.Delete(name)
-		}
-	}
-	for name, p := range c.policies {
-		if old, ok := c.keys.Get(name); !ok || string(old) != string(p) {
-			c.keys = c.keys.Set(name, p)
-		}
-	}
-	for name := range c.keys.Keys() {
-		if _, ok := c.policies[name]; !ok {
-			c.keys = c.keys.Delete(name)
-		}
-	}
+	c.services = catalogtest.SetChanged(c.services, services, func(a, b []catalog.Instance) bool { return reflect.DeepEqual(a, b) })
+	c.keys = catalogtest.SetChanged(c.keys, c.policies, bytes.Equal)
 	return &catalog.Snapshot{Index: c.index, SeenAt: time.Now(), Services: c.services, Policies: c.keys}
 }
 
@@ -190,7 +160,7 @@ func TestServedEqualsFromScratch(t *testing.T) {
 	cfg := translate.DefaultConfig()
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d, %d steps", seed, steps)
-	c := &randomCatalog{rng: rand.New(rand.NewPCG(seed, 1)), insts: map[string]catalog.Instance{}, policies: map[string][]byte{}}
+	c := &randomCatalog{rng: catalogtest.NewRand(seed), insts: map[string]catalog.Instance{}, policies: map[string][]byte{}}
 	srv := serve.New(serve.Options{Translate: cfg})
 	var history []string
 	for step := range steps {

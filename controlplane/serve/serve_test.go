@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshop/meshop/controlplane/catalog"
+	"github.com/meshop/meshop/controlplane/internal/catalogtest"
 	"github.com/meshop/meshop/controlplane/internal/pmap"
 	"github.com/meshop/meshop/controlplane/internal/poll"
 	"github.com/meshop/meshop/controlplane/serve"
@@ -96,16 +97,7 @@ func (s *shop) snapshot() *catalog.Snapshot {
 		in := s.insts[id]
 		services[in.Service] = append(services[in.Service], in)
 	}
-	for name, insts := range services {
-		if old, ok := s.last.Get(name); !ok || !reflect.DeepEqual(old, insts) {
-			s.last = s.last.Set(name, insts)
-		}
-	}
-	for name := range s.last.Keys() {
-		if _, ok := services[name]; !ok {
-			s.last = s.last.Delete(name)
-		}
-	}
+	s.last = catalogtest.SetChanged(s.last, services, func(a, b []catalog.Instance) bool { return reflect.DeepEqual(a, b) })
 	return &catalog.Snapshot{Index: s.index, SeenAt: time.Now(), Services: s.last}
 }
 
