@@ -23,8 +23,7 @@ func (s *Server) Apply(snap *catalog.Snapshot, seen time.Time) {
 	if prev == nil || !sameSlice(prev.Problems, m.Problems) {
 		s.metrics.setProblems(m.Problems)
 	}
-	connected := s.tracker.connectedKeys()
-	changed := s.pass(m, seen, connected)
+	changed := s.pass(m, seen)
 	s.tracker.setMesh(m, changed)
 }
 
@@ -34,18 +33,19 @@ func (s *Server) Apply(snap *catalog.Snapshot, seen time.Time) {
 // appeared or went and the keys left pending by an earlier pass, and
 // assembles again the snapshots that hold a Shared whose version changed.
 // It returns the IDs of the instances that appeared, went or changed.
-func (s *Server) pass(m *model.Mesh, seen time.Time, connected map[string]bool) []string {
+func (s *Server) pass(m *model.Mesh, seen time.Time) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	start := time.Now()
+	first := s.mesh == nil
 	ch := translate.Changed(s.mesh, m)
 	s.mesh = m
 	versions := s.shared.update(m, &ch)
 
 	regather := keysOf(s.snaps.readers, ch.Reads)
 	regather = append(regather, ch.Instances...)
-	if len(s.snaps.nodes) == 0 {
-		regather = append(regather, edgeKey) // the first pass: the edge has read nothing yet
+	if first {
+		regather = append(regather, edgeKey) // the edge has read nothing yet
 	}
 	regather = append(regather, sortedKeys(s.snaps.pending)...)
 	reassemble := keysOf(s.snaps.referencers, versions)
@@ -59,7 +59,7 @@ func (s *Server) pass(m *model.Mesh, seen time.Time, connected map[string]bool) 
 		done[key] = true
 		visited++
 		if key != edgeKey && m.Instance(key) == nil {
-			s.forget(key, connected[key])
+			s.forget(key)
 			continue
 		}
 		if key == edgeKey && m.Instance(key) != nil {
@@ -79,8 +79,8 @@ func (s *Server) pass(m *model.Mesh, seen time.Time, connected map[string]bool) 
 // forget drops the snapshot of an instance that left the catalog, once
 // its Envoy is gone: while it is connected it keeps its last
 // configuration, and every pass looks at it again.
-func (s *Server) forget(key string, connected bool) {
-	if connected {
+func (s *Server) forget(key string) {
+	if s.tracker.connected(key) {
 		s.snaps.pending[key] = true
 		return
 	}

@@ -37,8 +37,9 @@ type Server struct {
 	metrics *Metrics
 	opts    Options
 	cache   cachev3.SnapshotCache
-	// tracker follows the streams and what each node acknowledged; it has
-	// its own lock and never calls back into the server.
+	// tracker follows the streams and what each node acknowledged. It has
+	// its own lock and never calls into the server, so the server may ask
+	// it while holding mu.
 	tracker *tracker
 	grpc    grpcServer
 

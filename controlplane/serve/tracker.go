@@ -350,18 +350,12 @@ func (t *tracker) setMesh(m *model.Mesh, changed []string) {
 	}
 }
 
-// connectedKeys returns the cache keys and node IDs with an open stream.
-func (t *tracker) connectedKeys() map[string]bool {
+// connected reports whether the node with this ID has an open stream.
+func (t *tracker) connected(id string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := map[string]bool{}
-	for _, n := range t.nodes {
-		if n.Connected {
-			out[n.Key] = true
-			out[n.ID] = true
-		}
-	}
-	return out
+	n := t.nodes[id]
+	return n != nil && n.Connected
 }
 
 // snapshot returns deep-enough copies of every node's status, by ID.
