@@ -163,11 +163,11 @@ func (s *Server) gather(st *nodeState, opts translate.Node) (*gathered, error) {
 	g := &gathered{}
 	var upstreams []translate.UpstreamRef
 	if st.edge {
-		in, reads := translate.EdgeInputsOf(s.mesh, s.opts.Translate, s.shared.lookup)
+		in, reads := translate.EdgeInputsOf(s.mesh, s.opts.Translate, s.shared.shared)
 		s.snaps.index(st, reads)
 		g.edge, g.inputsKey, upstreams = in, in.Key(), in.Upstreams
 	} else {
-		in, reads, err := translate.SidecarInputsOf(s.mesh, opts, s.opts.Translate, s.shared.lookup)
+		in, reads, err := translate.SidecarInputsOf(s.mesh, opts, s.opts.Translate, s.shared.shared)
 		s.snaps.index(st, reads)
 		if err != nil {
 			return nil, err

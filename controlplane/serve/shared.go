@@ -11,6 +11,9 @@ import (
 // calls it.
 type sharedSet struct {
 	byName map[string]*sharedEntries
+	// shared is the Shared of every service, by name, for translate's
+	// gatherings.
+	shared map[string]*translate.Shared
 }
 
 // sharedEntries is one service's Shared and its entries. version changes
@@ -23,7 +26,9 @@ type sharedEntries struct {
 	version   string
 }
 
-func newSharedSet() *sharedSet { return &sharedSet{byName: map[string]*sharedEntries{}} }
+func newSharedSet() *sharedSet {
+	return &sharedSet{byName: map[string]*sharedEntries{}, shared: map[string]*translate.Shared{}}
+}
 
 // update translates again the services m replaced (ch.Services), forgets
 // those m no longer has, and records in ch the ones whose shared
@@ -39,6 +44,7 @@ func (s *sharedSet) update(m *model.Mesh, ch *translate.Changes) (changed []stri
 		svc := m.Service(name)
 		if svc == nil {
 			delete(s.byName, name)
+			delete(s.shared, name)
 			ch.SharedChanged(prevShared, nil)
 			changed = append(changed, name)
 			continue
@@ -65,12 +71,10 @@ func (s *sharedSet) update(m *model.Mesh, ch *translate.Changes) (changed []stri
 		}
 		se.version = fp.sum()
 		s.byName[name] = se
+		s.shared[name] = sh
 		if prev == nil || prev.version != se.version {
 			changed = append(changed, name)
 		}
 	}
 	return changed
 }
-
-// lookup is the Shared of a service, for translate's gatherings.
-func (s *sharedSet) lookup(name string) *translate.Shared { return s.byName[name].shared }

@@ -110,18 +110,18 @@ func (r *reader) done() Reads {
 	return slices.Compact(r.reads)
 }
 
-// upstream is the reference to one service's Shared; shared must know
-// every meshed service.
-func (r *reader) upstream(name string, shared func(string) *Shared) UpstreamRef {
+// upstream is the reference to one service's Shared; shared holds the
+// Shared of every meshed service, by name.
+func (r *reader) upstream(name string, shared map[string]*Shared) UpstreamRef {
 	r.reads = append(r.reads, readUpstream(name))
-	s := shared(name)
+	s := shared[name]
 	return UpstreamRef{Name: name, ConfigKey: s.ConfigKey, config: s.Config}
 }
 
 // SidecarInputsOf gathers the inputs of the sidecar of instance n.ID from
 // m, with the Shared of its upstreams from shared, and reports what it
 // read.
-func SidecarInputsOf(m *model.Mesh, n Node, cfg Config, shared func(service string) *Shared) (*SidecarInputs, Reads, error) {
+func SidecarInputsOf(m *model.Mesh, n Node, cfg Config, shared map[string]*Shared) (*SidecarInputs, Reads, error) {
 	r := &reader{m: m}
 	in := r.instance(n.ID)
 	if in == nil {
@@ -148,7 +148,7 @@ func SidecarInputsOf(m *model.Mesh, n Node, cfg Config, shared func(service stri
 
 // EdgeInputsOf gathers the inputs of the edge from m, with the Shared of
 // the public services from shared, and reports what it read.
-func EdgeInputsOf(m *model.Mesh, cfg Config, shared func(service string) *Shared) (*EdgeInputs, Reads) {
+func EdgeInputsOf(m *model.Mesh, cfg Config, shared map[string]*Shared) (*EdgeInputs, Reads) {
 	r := &reader{m: m}
 	out := &EdgeInputs{
 		Routes:      r.routes(),

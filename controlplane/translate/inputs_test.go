@@ -53,7 +53,7 @@ func keysOf(t *testing.T, m *model.Mesh) map[string]string {
 	edge, _ := translate.EdgeInputsOf(m, cfg, shared)
 	out["edge"] = edge.Key()
 	for name := range m.Services.Keys() {
-		out["shared/"+name] = shared(name).ConfigKey
+		out["shared/"+name] = shared[name].ConfigKey
 	}
 	return out
 }
@@ -94,7 +94,7 @@ func TestInputKeysFollowWhatTranslationReads(t *testing.T) {
 	if diff := cmp.Diff([]string{"user"}, ch.Services); diff != "" {
 		t.Errorf("changed services (-want +got):\n%s", diff)
 	}
-	ch.SharedChanged(translate.AllShared(m1)("user"), translate.AllShared(m2)("user"))
+	ch.SharedChanged(translate.AllShared(m1)["user"], translate.AllShared(m2)["user"])
 	if len(ch.Reads) != 1 {
 		t.Errorf("a health flip changed user's shared configuration: %v", ch.Reads)
 	}

@@ -127,16 +127,16 @@ type NodeConfig struct {
 }
 
 // Resources joins the node's own resources with the shared ones of its
-// upstreams: the configuration the node receives. shared must know every
+// upstreams: the configuration the node receives. shared must hold every
 // name in c.Upstreams.
-func (c *NodeConfig) Resources(shared func(service string) *Shared) *Resources {
+func (c *NodeConfig) Resources(shared map[string]*Shared) *Resources {
 	r := &Resources{
 		Clusters:  slices.Clone(c.Clusters),
 		Listeners: c.Listeners,
 		Routes:    c.Routes,
 	}
 	for _, name := range c.Upstreams {
-		s := shared(name)
+		s := shared[name]
 		r.Clusters = append(r.Clusters, s.Config.Clusters...)
 		r.Endpoints = append(r.Endpoints, s.Endpoints...)
 	}
@@ -187,15 +187,14 @@ func Upstream(svc *model.Service, prev *Shared) *Shared {
 	return s
 }
 
-// AllShared translates every service of m (what serve keeps up to date
-// one change at a time): a lookup for SidecarInputsOf and EdgeInputsOf
-// that builds everything from nothing.
-func AllShared(m *model.Mesh) func(service string) *Shared {
+// AllShared translates every service of m from nothing, by name: what
+// serve keeps up to date one change at a time.
+func AllShared(m *model.Mesh) map[string]*Shared {
 	out := make(map[string]*Shared, m.Services.Len())
 	for name, svc := range m.Services.All() {
 		out[name] = Upstream(svc, nil)
 	}
-	return func(name string) *Shared { return out[name] }
+	return out
 }
 
 // Errors a node's translation can fail with.
