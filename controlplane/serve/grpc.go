@@ -99,7 +99,16 @@ func (c callbacks) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) 
 	if err := c.firstRequest(k, req.GetNode()); err != nil {
 		return err
 	}
-	c.ackOrNack(k, req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+	rejected := c.ackOrNack(k, req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+	if rejected != "" {
+		// A NACK names the version the node kept; the cache would answer
+		// it at once with the version just rejected, and a node that
+		// rejects it again would loop. Present the rejected version as
+		// the one the node has: the cache then waits for a different
+		// snapshot, which it sends as usual. (Delta streams track what
+		// was sent per resource and do not loop.)
+		req.VersionInfo = rejected
+	}
 	return nil
 }
 

@@ -565,3 +565,64 @@ func TestDebounce(t *testing.T) {
 		t.Errorf("latency histogram not collected")
 	}
 }
+
+// TestNackIsNotAnsweredWithTheSameVersion: go-control-plane's cache
+// answers a NACK, which names the last ACKed version, with the version
+// just rejected; an Envoy that keeps rejecting it would loop. The node
+// gets each version once, keeps its last good one, and gets the next
+// different one as usual.
+func TestNackIsNotAnsweredWithTheSameVersion(t *testing.T) {
+	for _, delta := range modes() {
+		t.Run(modeName(delta), func(t *testing.T) {
+			h := start(t, translate.DefaultConfig())
+			sh := newShop()
+			h.srv.Apply(sh.snapshot(), time.Now())
+			rejectClusters := func(typeURL string, _ map[string]proto.Message) string {
+				if typeURL == resource.ClusterType {
+					return "clusters refused by the test"
+				}
+				return ""
+			}
+			e := envoysim.StartT(t, h.addr, envoysim.Options{ID: "order-1", Cluster: "order", Delta: delta, Reject: rejectClusters})
+			poll.Until(t, wait, func() (bool, string) {
+				n := h.node("order-1")
+				return n.Nacks > 0, fmt.Sprintf("no NACK recorded: %+v", n)
+			})
+
+			// A policy change makes a new cluster version, sent once and
+			// refused once too.
+			snap := sh.snapshot()
+			snap.Policies = pmap.FromMap(map[string][]byte{"user": []byte(`{"connect_timeout":"2s"}`)})
+			h.srv.Apply(snap, time.Now())
+			poll.Until(t, wait, func() (bool, string) {
+				n := h.node("order-1")
+				return n.Nacks >= 2, fmt.Sprintf("the new cluster version was not sent and refused: %+v", n)
+			})
+			// The routes of an unrelated later change arrive behind any
+			// resent cluster response, so the history is complete here.
+			snap = sh.snapshot()
+			snap.Policies = pmap.FromMap(map[string][]byte{"user": []byte(`{"connect_timeout":"2s","timeout":"3s"}`)})
+			h.srv.Apply(snap, time.Now())
+			e.Must(t, wait, "the route timeout change", func(s envoysim.State) bool {
+				return s.Versions[resource.RouteType] != "" && strings.Contains(fmt.Sprint(s.Routes["outbound"]), "seconds:3")
+			})
+			sent := map[string]int{}
+			for _, r := range e.History() {
+				if r.TypeURL == resource.ClusterType {
+					sent[r.Version]++
+				}
+			}
+			if len(sent) < 2 {
+				t.Fatalf("cluster versions sent = %v, want at least two", sent)
+			}
+			for v, n := range sent {
+				if n != 1 {
+					t.Errorf("cluster version %s was sent %d times; want once", v, n)
+				}
+			}
+			if got := h.node("order-1").Nacks; got != len(sent) {
+				t.Errorf("NACKs = %d for %d distinct versions", got, len(sent))
+			}
+		})
+	}
+}

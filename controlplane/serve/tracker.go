@@ -236,19 +236,21 @@ func classify(m *model.Mesh, id, cluster string) (typ string, notes []string) {
 	return nodeSidecar, notes
 }
 
-func (t *tracker) ackOrNack(id streamKey, typeURL, nonce, version, msg string, nack bool) {
+// ackOrNack records a node's reply to a response; for a NACK it returns
+// the version the node rejected ("" when unknown).
+func (t *tracker) ackOrNack(id streamKey, typeURL, nonce, version, msg string, nack bool) (rejected string) {
 	if nonce == "" {
-		return // an initial request or a new subscription, not a reply
+		return "" // an initial request or a new subscription, not a reply
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := t.streams[id]
 	if s == nil || s.node == "" {
-		return
+		return ""
 	}
 	n := t.nodes[s.node]
 	if n == nil {
-		return
+		return ""
 	}
 	sent := s.sent[nonce]
 	delete(s.sent, nonce)
@@ -257,13 +259,14 @@ func (t *tracker) ackOrNack(id streamKey, typeURL, nonce, version, msg string, n
 			version = sent.Version
 		}
 		n.LastAck[typeURL] = Ack{Version: version, At: time.Now()}
-		return
+		return ""
 	}
 	n.Nacks++
 	n.LastNack = &Nack{TypeURL: typeURL, Version: sent.Version, Kept: n.LastAck[typeURL].Version, Message: msg, At: time.Now()}
 	t.metrics.Nacks.WithLabelValues(typeURL).Inc()
 	t.log.Warn("envoy rejected configuration (NACK); it keeps its previous version", "node", n.ID,
 		"type_url", typeURL, "rejected_version", sent.Version, "kept_version", n.LastNack.Kept, "err", msg)
+	return sent.Version
 }
 
 // OnStreamResponse implements serverv3.Callbacks.
