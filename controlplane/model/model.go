@@ -132,7 +132,10 @@ type Instance struct {
 	Port    int    `json:"port"`
 	// AppPort is where the sidecar forwards inbound traffic on 127.0.0.1;
 	// 0 when mesh_app_port is missing or invalid (no sidecar config then).
-	AppPort  int      `json:"app_port"`
+	AppPort int `json:"app_port"`
+	// GRPCPort is the app's gRPC port (mesh_grpc_port), where proxyless
+	// gRPC clients reach the instance; 0 when it has none.
+	GRPCPort int      `json:"grpc_port,omitempty"`
 	Version  string   `json:"version,omitempty"`
 	Protocol Protocol `json:"protocol"`
 	// Status is Consul's aggregated check status.

@@ -17,6 +17,7 @@ const (
 	MetaUpstreams      = "mesh_upstreams"
 	MetaPublicPrefixes = "mesh_public_prefixes"
 	MetaAppPort        = "mesh_app_port"
+	MetaGRPCPort       = "mesh_grpc_port"
 	MetaVersion        = "version"
 )
 
@@ -159,6 +160,16 @@ func (c *checker) instance(ci catalog.Instance) (*Instance, map[string]string) {
 				"%q is not a TCP port (1-65535); the sidecar of this instance gets no configuration", truncate(raw, 40))
 		} else {
 			in.AppPort = p
+		}
+	}
+
+	if raw, ok := ci.Meta[MetaGRPCPort]; ok {
+		p, err := strconv.Atoi(strings.TrimSpace(raw))
+		if err != nil || p <= 0 || p > 65535 {
+			c.problem(SeverityError, KindPort, ci.Service, ci.ID, MetaGRPCPort,
+				"%q is not a TCP port (1-65535); proxyless gRPC clients do not reach this instance", truncate(raw, 40))
+		} else {
+			in.GRPCPort = p
 		}
 	}
 

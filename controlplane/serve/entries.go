@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"slices"
 	"weak"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -31,7 +30,7 @@ type entry struct {
 }
 
 func newEntry(r cachetypes.Resource) *entry {
-	e := &entry{name: cachev3.GetResourceName(r), res: r, refs: references(r)}
+	e := &entry{name: cachev3.GetResourceName(r), res: r, refs: translate.References(r)}
 	if err := translate.Validate(r); err != nil {
 		e.err = err
 	}
@@ -56,19 +55,6 @@ func newEntries[T cachetypes.Resource](rs []T) []*entry {
 	for i, r := range rs {
 		out[i] = newEntry(r)
 	}
-	return out
-}
-
-// references are the names of the resources r needs in the same
-// snapshot, as go-control-plane's Snapshot.Consistent finds them.
-func references(r cachetypes.Resource) []string {
-	var out []string
-	for _, names := range cachev3.GetResourceReferences(map[string]cachetypes.ResourceWithTTL{"": {Resource: r}}) {
-		for n := range names {
-			out = append(out, n)
-		}
-	}
-	slices.Sort(out)
 	return out
 }
 

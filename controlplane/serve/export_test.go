@@ -5,7 +5,7 @@ import cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 // ServedForTest returns the resources the cache holds for a key, by type
 // URL and name, in the compact form Envoy's responses are encoded from.
 func (s *Server) ServedForTest(key string) (map[string]map[string]cachetypes.Resource, error) {
-	snap, err := s.cache.GetSnapshot(key)
+	snap, err := s.cache.get(key, "")
 	if err != nil {
 		return nil, err
 	}

@@ -56,7 +56,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Problems: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "model_problems",
 			Help: "Current problems in the Consul input, by kind."}, []string{"kind"}),
 	}
-	for _, t := range []string{nodeSidecar, nodeEdge, nodeUnknown} {
+	for _, t := range []string{nodeSidecar, nodeProxyless, nodeEdge, nodeUnknown} {
 		m.Connected.WithLabelValues(t).Set(0)
 	}
 	if reg != nil {

@@ -51,11 +51,22 @@ func (s *Server) nodeSeen(n *corev3.Node) {
 	s.build(n.GetId(), time.Time{}, true)
 }
 
-// parseNodeMeta reads the listener ports a sidecar asks for.
+// parseNodeMeta reads the flavour of a node (mesh_flavor: proxyless for
+// a gRPC client, absent for an Envoy) and the listener ports a sidecar
+// asks for.
 func parseNodeMeta(n *corev3.Node) nodeMeta {
 	opts := translate.Node{ID: n.GetId()}
 	fields := n.GetMetadata().GetFields()
 	var problems []string
+	flavor := ""
+	if v, ok := fields[translate.MetaFlavor]; ok {
+		if v.GetStringValue() == translate.FlavorProxyless {
+			flavor = translate.FlavorProxyless
+		} else {
+			problems = append(problems, fmt.Sprintf("%s=%q is not %q (leave it out for an Envoy)", translate.MetaFlavor, v.AsInterface(), translate.FlavorProxyless))
+		}
+	}
+	opts.Flavor = flavor
 	port := func(key string) uint32 {
 		v, ok := fields[key]
 		if !ok {
@@ -84,7 +95,7 @@ func parseNodeMeta(n *corev3.Node) nodeMeta {
 	opts.InboundPort = port(MetaInboundPort)
 	opts.OutboundPort = port(MetaOutboundPort)
 	if len(problems) > 0 {
-		return nodeMeta{opts: translate.Node{ID: n.GetId()}, problem: fmt.Sprint(problems)}
+		return nodeMeta{opts: translate.Node{ID: n.GetId(), Flavor: flavor}, problem: fmt.Sprint(problems)}
 	}
 	return nodeMeta{opts: opts}
 }

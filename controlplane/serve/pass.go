@@ -86,7 +86,7 @@ func (s *Server) forget(key string) {
 	}
 	if st := s.snaps.nodes[key]; st != nil {
 		s.snaps.drop(st)
-		s.cache.ClearSnapshot(key)
+		s.cache.clear(key)
 	}
 	delete(s.snaps.pending, key)
 	delete(s.meta, key)
@@ -137,7 +137,7 @@ func (s *Server) build(key string, seen time.Time, regather bool) (set bool, err
 		}
 		s.snaps.groups[g.key] = g
 	}
-	if err := s.cache.SetSnapshot(context.Background(), key, g.snapshot); err != nil {
+	if err := s.cache.set(key, g.flavor, g.snapshot); err != nil {
 		if g.refs == 0 {
 			delete(s.snaps.groups, g.key)
 		}
@@ -150,8 +150,10 @@ func (s *Server) build(key string, seen time.Time, regather bool) (set bool, err
 
 // gathered is a node's inputs and the key of the snapshot they make.
 type gathered struct {
-	sidecar *translate.SidecarInputs // or
-	edge    *translate.EdgeInputs
+	// One of the three flavours of inputs.
+	sidecar   *translate.SidecarInputs
+	edge      *translate.EdgeInputs
+	proxyless *translate.ProxylessInputs
 	// inputsKey identifies the inputs; snapshotKey the inputs and the
 	// versions of the Shared they reference.
 	inputsKey, snapshotKey string
@@ -162,11 +164,19 @@ type gathered struct {
 func (s *Server) gather(st *nodeState, opts translate.Node) (*gathered, error) {
 	g := &gathered{}
 	var upstreams []translate.UpstreamRef
-	if st.edge {
+	switch {
+	case st.edge:
 		in, reads := translate.EdgeInputsOf(s.mesh, s.opts.Translate, s.shared.shared)
 		s.snaps.index(st, reads)
 		g.edge, g.inputsKey, upstreams = in, in.Key(), in.Upstreams
-	} else {
+	case opts.Flavor == translate.FlavorProxyless:
+		in, reads, err := translate.ProxylessInputsOf(s.mesh, opts, s.shared.shared)
+		s.snaps.index(st, reads)
+		if err != nil {
+			return nil, err
+		}
+		g.proxyless, g.inputsKey, upstreams = in, in.Key(), in.Upstreams
+	default:
 		in, reads, err := translate.SidecarInputsOf(s.mesh, opts, s.opts.Translate, s.shared.shared)
 		s.snaps.index(st, reads)
 		if err != nil {
@@ -205,22 +215,25 @@ func (s *Server) snapshotKey(inputsKey string, upstreams []string) string {
 func (s *Server) newGroup(st *nodeState, in *gathered) (*group, error) {
 	g := &group{key: in.snapshotKey, inputsKey: in.inputsKey}
 	if old := st.group; old != nil && old.inputsKey == in.inputsKey {
-		g.own, g.upstreams = old.own, old.upstreams
+		g.own, g.upstreams, g.flavor = old.own, old.upstreams, old.flavor
 	} else {
 		var nc *translate.NodeConfig
-		if in.edge != nil {
+		switch {
+		case in.edge != nil:
 			nc = translate.Edge(in.edge)
-		} else {
+		case in.proxyless != nil:
+			nc = translate.Proxyless(in.proxyless)
+		default:
 			nc = translate.Sidecar(in.sidecar)
 		}
-		g.own, g.upstreams = ownEntries(s.snaps.pool, nc), nc.Upstreams
+		g.own, g.upstreams, g.flavor = ownEntries(s.snaps.pool, nc), nc.Upstreams, nc.Flavor
 	}
 	shared := make([]*sharedEntries, len(g.upstreams))
 	for i, name := range g.upstreams {
 		shared[i] = s.shared.byName[name]
 	}
 	var err error
-	g.snapshot, g.versions, err = assemble(g.own, shared)
+	g.snapshot, g.versions, err = assemble(g.own, shared, g.flavor)
 	return g, err
 }
 
@@ -237,8 +250,11 @@ func (s *Server) setDone(st *nodeState, g *group, opts translate.Node, seen time
 	st.lastErr = ""
 	delete(s.snaps.pending, st.key)
 	typ := nodeSidecar
-	if st.edge {
+	switch {
+	case st.edge:
 		typ = nodeEdge
+	case opts.Flavor == translate.FlavorProxyless:
+		typ = nodeProxyless
 	}
 	s.metrics.Pushes.WithLabelValues(typ).Inc()
 	if !seen.IsZero() {

@@ -10,7 +10,6 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 
 	"github.com/meshop/meshop/controlplane/model"
 	"github.com/meshop/meshop/controlplane/translate"
@@ -36,7 +35,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *Metrics
 	opts    Options
-	cache   cachev3.SnapshotCache
+	cache   caches
 	// tracker follows the streams and what each node acknowledged. It has
 	// its own lock and never calls into the server, so the server may ask
 	// it while holding mu.
@@ -85,7 +84,7 @@ func New(o Options) *Server {
 		meta:    map[string]nodeMeta{},
 	}
 	s.grpc.init()
-	s.cache = cachev3.NewSnapshotCache(true, nodeHash{}, cacheLogger{log})
+	s.cache = newCaches(log)
 	return s
 }
 
@@ -202,12 +201,16 @@ func (s *Server) Resources(nodeID string) (key string, res map[string][]cachetyp
 		key = edgeKey
 	}
 	st := s.snaps.nodes[key]
+	var flavor string
+	if st != nil && st.group != nil {
+		flavor = st.group.flavor
+	}
 	hasGroup := st != nil && st.group != nil
 	s.mu.Unlock()
 	if !hasGroup {
 		return key, nil, nil, fmt.Errorf("%w %q", ErrNoSnapshot, nodeID)
 	}
-	snap, err := s.cache.GetSnapshot(key)
+	snap, err := s.cache.get(key, flavor)
 	if err != nil {
 		return key, nil, nil, fmt.Errorf("%w %q: %v", ErrNoSnapshot, nodeID, err)
 	}

@@ -1,6 +1,10 @@
 package serve
 
 import (
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
 	"github.com/meshop/meshop/controlplane/model"
 	"github.com/meshop/meshop/controlplane/translate"
 )
@@ -23,7 +27,17 @@ type sharedEntries struct {
 	shared    *translate.Shared
 	clusters  []*entry
 	endpoints []*entry
-	version   string
+	// grpc are the proxyless flavour's entries, by type.
+	grpc    map[resource.Type][]*entry
+	version string
+}
+
+// of returns the entries a node of flavor holds, by type.
+func (se *sharedEntries) of(flavor string) map[resource.Type][]*entry {
+	if flavor == translate.FlavorProxyless {
+		return se.grpc
+	}
+	return map[resource.Type][]*entry{resource.ClusterType: se.clusters, resource.EndpointType: se.endpoints}
 }
 
 func newSharedSet() *sharedSet {
@@ -51,9 +65,13 @@ func (s *sharedSet) update(m *model.Mesh, ch *translate.Changes) (changed []stri
 		}
 		sh := translate.Upstream(svc, prevShared)
 		ch.SharedChanged(prevShared, sh)
-		se := &sharedEntries{shared: sh, endpoints: newEntries(sh.Endpoints)}
+		se := &sharedEntries{shared: sh, endpoints: newEntries(sh.Endpoints),
+			grpc: map[resource.Type][]*entry{resource.EndpointType: newEntries(sh.GRPCEndpoints)}}
 		if prev != nil && prevShared.Config == sh.Config {
 			se.clusters = prev.clusters
+			for _, typ := range []resource.Type{resource.ListenerType, resource.RouteType, resource.ClusterType} {
+				se.grpc[typ] = prev.grpc[typ]
+			}
 		} else {
 			// Callers embed the virtual host in their route
 			// configurations: keep it compact there too.
@@ -61,13 +79,20 @@ func (s *sharedSet) update(m *model.Mesh, ch *translate.Changes) (changed []stri
 			cfg.VirtualHost = compactVirtualHost(cfg.VirtualHost)
 			sh.Config = &cfg
 			se.clusters = newEntries(cfg.Clusters)
+			se.grpc[resource.ListenerType] = newEntries([]*listenerv3.Listener{sh.GRPC.Listener})
+			se.grpc[resource.RouteType] = newEntries([]*routev3.RouteConfiguration{sh.GRPC.Route})
+			se.grpc[resource.ClusterType] = newEntries(sh.GRPC.Clusters)
 		}
 		fp := newFP()
-		for _, e := range se.clusters {
-			fp.add(e.name, e.hash)
+		for _, es := range [][]*entry{se.clusters, se.endpoints} {
+			for _, e := range es {
+				fp.add(e.name, e.hash)
+			}
 		}
-		for _, e := range se.endpoints {
-			fp.add(e.name, e.hash)
+		for _, typ := range snapshotTypes {
+			for _, e := range se.grpc[typ] {
+				fp.add(e.name, e.hash)
+			}
 		}
 		se.version = fp.sum()
 		s.byName[name] = se

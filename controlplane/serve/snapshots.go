@@ -156,9 +156,11 @@ type group struct {
 	// whose Shared complete them (what translation returned).
 	own       map[resource.Type][]*entry
 	upstreams []string
-	snapshot  *cachev3.Snapshot
-	versions  map[resource.Type]string
-	refs      int
+	// flavor says which of the Shared's resources the snapshot holds.
+	flavor   string
+	snapshot *cachev3.Snapshot
+	versions map[resource.Type]string
+	refs     int
 }
 
 // SnapshotStatus is the debug view of a node's snapshot.
@@ -189,17 +191,17 @@ func ownEntries(pool *entryPool, nc *translate.NodeConfig) map[resource.Type][]*
 // again to compute it.
 //
 // Every snapshot set has passed validation and the consistency check.
-func assemble(own map[resource.Type][]*entry, shared []*sharedEntries) (*cachev3.Snapshot, map[resource.Type]string, error) {
-	byType := map[resource.Type][]*entry{
-		resource.ClusterType:  slices.Clone(own[resource.ClusterType]),
-		resource.ListenerType: own[resource.ListenerType],
-		resource.RouteType:    own[resource.RouteType],
+func assemble(own map[resource.Type][]*entry, shared []*sharedEntries, flavor string) (*cachev3.Snapshot, map[resource.Type]string, error) {
+	byType := map[resource.Type][]*entry{}
+	for _, typ := range snapshotTypes {
+		byType[typ] = slices.Clone(own[typ])
 	}
 	for _, s := range shared {
-		byType[resource.ClusterType] = append(byType[resource.ClusterType], s.clusters...)
-		byType[resource.EndpointType] = append(byType[resource.EndpointType], s.endpoints...)
+		for typ, es := range s.of(flavor) {
+			byType[typ] = append(byType[typ], es...)
+		}
 	}
-	for _, typ := range []resource.Type{resource.ClusterType, resource.EndpointType} {
+	for _, typ := range snapshotTypes {
 		slices.SortFunc(byType[typ], func(a, b *entry) int { return strings.Compare(a.name, b.name) })
 	}
 	snap := &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}

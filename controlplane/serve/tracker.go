@@ -20,9 +20,10 @@ import (
 
 // Node types, for metrics and /debug/nodes.
 const (
-	nodeSidecar = "sidecar"
-	nodeEdge    = "edge"
-	nodeUnknown = "unknown" // a sidecar whose ID is no instance in the catalog
+	nodeSidecar   = "sidecar"
+	nodeProxyless = "proxyless" // a gRPC client (node metadata mesh_flavor=proxyless)
+	nodeEdge      = "edge"
+	nodeUnknown   = "unknown" // a sidecar whose ID is no instance in the catalog
 )
 
 // NodeStatus is what the control plane knows about one Envoy node: its
@@ -193,7 +194,7 @@ func (t *tracker) request(id streamKey, node *corev3.Node) (first bool, err erro
 	n.Cluster = node.GetCluster()
 	n.Metadata = node.GetMetadata().AsMap()
 	n.UserAgent = strings.TrimSpace(node.GetUserAgentName() + " " + node.GetUserAgentVersion())
-	typ, notes := classify(t.mesh, n.ID, n.Cluster)
+	typ, notes := classify(t.mesh, n)
 	n.Notes = notes
 	t.setLocked(n, n.Connected, typ)
 	n.Key = n.ID
@@ -219,7 +220,8 @@ func (t *tracker) request(id streamKey, node *corev3.Node) (first bool, err erro
 }
 
 // classify says what a node is in mesh m and what is odd about it.
-func classify(m *model.Mesh, id, cluster string) (typ string, notes []string) {
+func classify(m *model.Mesh, n *NodeStatus) (typ string, notes []string) {
+	id, cluster := n.ID, n.Cluster
 	if translate.IsEdge(cluster) {
 		return nodeEdge, nil
 	}
@@ -232,6 +234,9 @@ func classify(m *model.Mesh, id, cluster string) (typ string, notes []string) {
 	}
 	if cluster != in.Service {
 		notes = append(notes, fmt.Sprintf("node cluster %q differs from the instance's service %q; the node id decides", cluster, in.Service))
+	}
+	if n.Metadata[translate.MetaFlavor] == translate.FlavorProxyless {
+		return nodeProxyless, notes
 	}
 	return nodeSidecar, notes
 }
@@ -333,7 +338,7 @@ func (t *tracker) setMesh(m *model.Mesh, changed []string) {
 	first := t.mesh == nil
 	t.mesh = m
 	reclassify := func(n *NodeStatus) {
-		typ, notes := classify(m, n.ID, n.Cluster)
+		typ, notes := classify(m, n)
 		if typ != n.Type && n.Connected {
 			t.log.Info("envoy node reclassified", "node", n.ID, "from", n.Type, "to", typ)
 		}

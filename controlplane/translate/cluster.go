@@ -37,13 +37,18 @@ func upstreamEndpoints(svc *model.Service) []*endpointv3.ClusterLoadAssignment {
 	eps := svc.Endpoints()
 	out := []*endpointv3.ClusterLoadAssignment{loadAssignment(UpstreamCluster(svc.Name), eps)}
 	for _, s := range svc.Policy.Split {
-		var v []*model.Instance
-		for _, in := range eps {
-			if in.Version == s.Version {
-				v = append(v, in)
-			}
+		out = append(out, loadAssignment(VersionCluster(svc.Name, s.Version), ofVersion(eps, s.Version)))
+	}
+	return out
+}
+
+// ofVersion returns the instances of a version.
+func ofVersion(insts []*model.Instance, version string) []*model.Instance {
+	var out []*model.Instance
+	for _, in := range insts {
+		if in.Version == version {
+			out = append(out, in)
 		}
-		out = append(out, loadAssignment(VersionCluster(svc.Name, s.Version), v))
 	}
 	return out
 }

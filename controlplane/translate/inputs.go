@@ -125,7 +125,7 @@ func SidecarInputsOf(m *model.Mesh, n Node, cfg Config, shared map[string]*Share
 	r := &reader{m: m}
 	in := r.instance(n.ID)
 	if in == nil {
-		return nil, r.done(), fmt.Errorf("%w: %q", ErrUnknownNode, n.ID)
+		return nil, r.done(), errUnknownNode(n.ID)
 	}
 	if in.AppPort == 0 {
 		return nil, r.done(), fmt.Errorf("%w: %q", ErrNoAppPort, n.ID)

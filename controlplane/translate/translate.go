@@ -3,6 +3,7 @@ package translate
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -85,6 +86,9 @@ type Node struct {
 	// (Envoy node metadata inbound_port / outbound_port).
 	InboundPort  uint32
 	OutboundPort uint32
+	// Flavor is FlavorProxyless for a gRPC client (node metadata
+	// mesh_flavor), "" for an Envoy.
+	Flavor string
 }
 
 // Resources is one node's whole configuration, each list sorted by name.
@@ -114,10 +118,12 @@ func asResources[T types.Resource](rs []T) []types.Resource {
 	return out
 }
 
-// NodeConfig is what Sidecar and Edge return: a node's own resources,
-// each list sorted by name, and the services whose shared clusters and
-// load assignments (their Shared) complete its snapshot.
+// NodeConfig is what Sidecar, Edge and Proxyless return: a node's own
+// resources, each list sorted by name, and the services whose shared
+// resources (their Shared, in the node's flavour) complete its snapshot.
 type NodeConfig struct {
+	// Flavor is "" for an Envoy, FlavorProxyless for a gRPC client.
+	Flavor    string
 	Clusters  []*clusterv3.Cluster
 	Listeners []*listenerv3.Listener
 	Routes    []*routev3.RouteConfiguration
@@ -132,29 +138,43 @@ type NodeConfig struct {
 func (c *NodeConfig) Resources(shared map[string]*Shared) *Resources {
 	r := &Resources{
 		Clusters:  slices.Clone(c.Clusters),
-		Listeners: c.Listeners,
-		Routes:    c.Routes,
+		Listeners: slices.Clone(c.Listeners),
+		Routes:    slices.Clone(c.Routes),
 	}
 	for _, name := range c.Upstreams {
 		s := shared[name]
+		if c.Flavor == FlavorProxyless {
+			r.Listeners = append(r.Listeners, s.GRPC.Listener)
+			r.Routes = append(r.Routes, s.GRPC.Route)
+			r.Clusters = append(r.Clusters, s.GRPC.Clusters...)
+			r.Endpoints = append(r.Endpoints, s.GRPCEndpoints...)
+			continue
+		}
 		r.Clusters = append(r.Clusters, s.Config.Clusters...)
 		r.Endpoints = append(r.Endpoints, s.Endpoints...)
 	}
+	slices.SortFunc(r.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(r.Routes, func(a, b *routev3.RouteConfiguration) int { return cmp.Compare(a.Name, b.Name) })
 	slices.SortFunc(r.Clusters, func(a, b *clusterv3.Cluster) int { return cmp.Compare(a.Name, b.Name) })
 	slices.SortFunc(r.Endpoints, func(a, b *endpointv3.ClusterLoadAssignment) int { return cmp.Compare(a.ClusterName, b.ClusterName) })
 	return r
 }
 
-// Shared is what every node calling a service shares: its clusters and
-// outbound virtual host (Config) and their load assignments (Endpoints).
-// Upstream builds it from the service alone.
+// Shared is what every node calling a service shares, in both flavours:
+// for Envoys its clusters and outbound virtual host (Config) and their
+// load assignments (Endpoints); for proxyless gRPC clients its API
+// listener, route and clusters (GRPC) and their load assignments
+// (GRPCEndpoints). Upstream builds it from the service alone.
 type Shared struct {
 	Name   string
 	Config *UpstreamConfig
-	// ConfigKey is the key of the inputs Config was built from: equal keys,
-	// equal Config. It is part of every caller's inputs.
-	ConfigKey string
-	Endpoints []*endpointv3.ClusterLoadAssignment
+	GRPC   *GRPCConfig
+	// ConfigKey is the key of the inputs Config and GRPC were built from:
+	// equal keys, equal configurations. It is part of every caller's
+	// inputs.
+	ConfigKey     string
+	Endpoints     []*endpointv3.ClusterLoadAssignment
+	GRPCEndpoints []*endpointv3.ClusterLoadAssignment
 }
 
 // UpstreamConfig is the part of a service's shared configuration that its
@@ -178,11 +198,12 @@ type UpstreamConfig struct {
 // replaced svc (Changes says so).
 func Upstream(svc *model.Service, prev *Shared) *Shared {
 	in := &upstreamConfigInputs{Service: svc.Name, Protocol: svc.Protocol, Policy: svc.Policy}
-	s := &Shared{Name: svc.Name, ConfigKey: key(in), Endpoints: upstreamEndpoints(svc)}
+	s := &Shared{Name: svc.Name, ConfigKey: key(in), Endpoints: upstreamEndpoints(svc), GRPCEndpoints: grpcEndpoints(svc)}
 	if prev != nil && prev.ConfigKey == s.ConfigKey {
-		s.Config = prev.Config
+		s.Config, s.GRPC = prev.Config, prev.GRPC
 	} else {
 		s.Config = &UpstreamConfig{Protocol: in.Protocol, Policy: in.Policy, Clusters: upstreamClusters(in), VirtualHost: upstreamVirtualHost(in)}
+		s.GRPC = grpcConfig(in)
 	}
 	return s
 }
@@ -202,6 +223,8 @@ var (
 	ErrUnknownNode = errors.New("node id is not an instance of a meshed service in the catalog")
 	ErrNoAppPort   = errors.New("instance has no valid mesh_app_port")
 )
+
+func errUnknownNode(id string) error { return fmt.Errorf("%w: %q", ErrUnknownNode, id) }
 
 // Sidecar is the configuration of a sidecar's own resources: inbound to
 // its app, outbound to each upstream it declared (their virtual hosts),
@@ -267,6 +290,17 @@ func SidecarFromScratch(m *model.Mesh, n Node, cfg Config) (*Resources, error) {
 		return nil, err
 	}
 	return Sidecar(in).Resources(shared), nil
+}
+
+// ProxylessFromScratch is the whole configuration of the proxyless node
+// of instance n.ID, built from nothing (see SidecarFromScratch).
+func ProxylessFromScratch(m *model.Mesh, n Node) (*Resources, error) {
+	shared := AllShared(m)
+	in, _, err := ProxylessInputsOf(m, n, shared)
+	if err != nil {
+		return nil, err
+	}
+	return Proxyless(in).Resources(shared), nil
 }
 
 // EdgeFromScratch is the whole configuration of the edge, built from

@@ -40,6 +40,7 @@ type goldenCase struct {
 		Cluster      string `json:"cluster"`
 		InboundPort  uint32 `json:"inbound_port"`
 		OutboundPort uint32 `json:"outbound_port"`
+		Flavor       string `json:"flavor"`
 	} `json:"node"`
 	Config struct {
 		CollectorAddress string   `json:"collector_address"`
@@ -109,16 +110,19 @@ func TestGolden(t *testing.T) {
 			m := model.NewBuilder(model.BuilderOptions{}).Build(gc.snapshot())
 			cfg := gc.config()
 			var res *translate.Resources
-			if translate.IsEdge(gc.Node.Cluster) {
+			switch {
+			case translate.IsEdge(gc.Node.Cluster):
 				res = translate.EdgeFromScratch(m, cfg)
-			} else {
+			case gc.Node.Flavor == translate.FlavorProxyless:
+				res, err = translate.ProxylessFromScratch(m, translate.Node{ID: gc.Node.ID, Flavor: gc.Node.Flavor})
+			default:
 				res, err = translate.SidecarFromScratch(m, translate.Node{ID: gc.Node.ID, InboundPort: gc.Node.InboundPort, OutboundPort: gc.Node.OutboundPort}, cfg)
 			}
 			if err != nil {
 				t.Fatalf("translate: %v", err)
 			}
 			byType := res.ByType()
-			checkValidAndConsistent(t, byType)
+			checkValidAndConsistent(t, byType, gc.Node.Flavor == translate.FlavorProxyless)
 
 			files := map[string][]byte{
 				"clusters":  render(t, byType[resource.ClusterType]),
@@ -162,8 +166,11 @@ func TestGolden(t *testing.T) {
 	}
 }
 
-// checkValidAndConsistent is what serve requires before SetSnapshot.
-func checkValidAndConsistent(t *testing.T, byType map[resource.Type][]types.Resource) {
+// checkValidAndConsistent is what serve requires before SetSnapshot. A
+// proxyless node's listeners are API listeners, whose route names
+// go-control-plane's Consistent() does not follow: translate.References
+// does, and is checked for every flavour.
+func checkValidAndConsistent(t *testing.T, byType map[resource.Type][]types.Resource, apiListeners bool) {
 	t.Helper()
 	for typ, rs := range byType {
 		for _, r := range rs {
@@ -182,6 +189,23 @@ func checkValidAndConsistent(t *testing.T, byType map[resource.Type][]types.Reso
 				}
 			})
 		}
+	}
+	for _, dep := range [][2]resource.Type{{resource.ClusterType, resource.EndpointType}, {resource.ListenerType, resource.RouteType}} {
+		var refs, have []string
+		for _, r := range byType[dep[0]] {
+			refs = append(refs, translate.References(r)...)
+		}
+		for _, r := range byType[dep[1]] {
+			have = append(have, cachev3.GetResourceName(r))
+		}
+		slices.Sort(refs)
+		slices.Sort(have)
+		if diff := cmp.Diff(slices.Compact(refs), have); diff != "" {
+			t.Errorf("%s named by references (-) and present (+):\n%s", dep[1], diff)
+		}
+	}
+	if apiListeners {
+		return
 	}
 	snap, err := cachev3.NewSnapshot("1", byType)
 	if err != nil {

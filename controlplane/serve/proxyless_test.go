@@ -1,0 +1,166 @@
+package serve_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/xds"
+
+	"github.com/meshop/meshop/controlplane/catalog"
+	"github.com/meshop/meshop/controlplane/internal/pmap"
+	"github.com/meshop/meshop/controlplane/internal/poll"
+	"github.com/meshop/meshop/controlplane/translate"
+)
+
+// The tests here prove the proxyless flavour with real RPCs: grpc-go's
+// own xDS client, given a bootstrap that points at the control plane,
+// dials xds:///user and sends health checks to plain gRPC servers that
+// stand for user's instances. What the control plane serves decides where
+// every RPC goes.
+
+// backend is one gRPC server standing for an instance.
+type backend struct {
+	id   string
+	port int
+}
+
+func startBackend(t *testing.T, id string) backend {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return backend{id: id, port: lis.Addr().(*net.TCPAddr).Port}
+}
+
+// proxylessShop is order-1 calling user, whose instances are backends.
+func proxylessShop(backends []backend, versions []string) *shop {
+	s := &shop{insts: map[string]catalog.Instance{}, index: 10}
+	s.add("order", "order-1", "user", "")
+	for i, b := range backends {
+		s.add("user", b.id, "", "")
+		s.set(b.id, func(in *catalog.Instance) {
+			in.Address = "127.0.0.1"
+			in.Meta["mesh_grpc_port"] = strconv.Itoa(b.port)
+			in.Meta["version"] = versions[i]
+		})
+	}
+	return s
+}
+
+// dialUser is order-1's gRPC client of xds:///user, configured by the
+// control plane at addr.
+func dialUser(t *testing.T, addr string) healthpb.HealthClient {
+	t.Helper()
+	bootstrap := fmt.Sprintf(`{
+		"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+		"node": {"id": "order-1", "cluster": "order", "metadata": {%q: %q}}
+	}`, addr, translate.MetaFlavor, translate.FlavorProxyless)
+	rb, err := xds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient("xds:///user", grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(rb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return healthpb.NewHealthClient(cc)
+}
+
+// spread makes n RPCs and counts them by the backend that answered.
+func spread(t *testing.T, c healthpb.HealthClient, backends []backend, n int) map[string]int {
+	t.Helper()
+	byPort := map[int]string{}
+	for _, b := range backends {
+		byPort[b.port] = b.id
+	}
+	out := map[string]int{}
+	for range n {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		var p peer.Peer
+		_, err := c.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p))
+		cancel()
+		if err != nil {
+			out["error: "+err.Error()]++
+			continue
+		}
+		out[byPort[p.Addr.(*net.TCPAddr).Port]]++
+	}
+	return out
+}
+
+func TestProxylessClientFollowsEndpoints(t *testing.T) {
+	h := start(t, translate.DefaultConfig())
+	backends := []backend{startBackend(t, "user-1"), startBackend(t, "user-2"), startBackend(t, "user-3")}
+	sh := proxylessShop(backends, []string{"v1", "v1", "v1"})
+	h.srv.Apply(sh.snapshot(), time.Now())
+	c := dialUser(t, h.addr)
+
+	got := spread(t, c, backends, 60)
+	for _, b := range backends {
+		if got[b.id] == 0 {
+			t.Fatalf("%s received no RPC: %v", b.id, got)
+		}
+	}
+	if n := h.node("order-1"); n.Type != "proxyless" || !n.Connected {
+		t.Errorf("order-1 is %q (connected %v), want a connected proxyless node", n.Type, n.Connected)
+	}
+
+	// user-2 goes critical: once the client has the new load assignment,
+	// it receives nothing.
+	sh.set("user-2", func(i *catalog.Instance) { i.Status = catalog.StatusCritical })
+	h.srv.Apply(sh.snapshot(), time.Now())
+	poll.Until(t, wait, func() (bool, string) {
+		got := spread(t, c, backends, 30)
+		return got["user-2"] == 0 && got["user-1"] > 0 && got["user-3"] > 0, fmt.Sprintf("RPCs by instance: %v", got)
+	})
+
+	// A new instance receives RPCs.
+	more := append(backends, startBackend(t, "user-4"))
+	sh.add("user", "user-4", "", "")
+	sh.set("user-4", func(in *catalog.Instance) {
+		in.Address = "127.0.0.1"
+		in.Meta["mesh_grpc_port"] = strconv.Itoa(more[3].port)
+	})
+	h.srv.Apply(sh.snapshot(), time.Now())
+	poll.Until(t, wait, func() (bool, string) {
+		got := spread(t, c, more, 30)
+		return got["user-4"] > 0, fmt.Sprintf("RPCs by instance: %v", got)
+	})
+}
+
+func TestProxylessTrafficSplit(t *testing.T) {
+	h := start(t, translate.DefaultConfig())
+	backends := []backend{startBackend(t, "user-1"), startBackend(t, "user-2")}
+	sh := proxylessShop(backends, []string{"v1", "v2"})
+	snap := sh.snapshot()
+	snap.Policies = pmap.FromMap(map[string][]byte{"user": []byte(`{"traffic_split":[{"version":"v1","weight":80},{"version":"v2","weight":20}]}`)})
+	h.srv.Apply(snap, time.Now())
+	c := dialUser(t, h.addr)
+
+	const n = 1000
+	got := spread(t, c, backends, n)
+	share := float64(got["user-2"]) / n
+	// 20% of 1,000 weighted random picks: the standard deviation is
+	// about 1.3 points; 6 points is over four of them.
+	if share < 0.14 || share > 0.26 {
+		t.Errorf("v2 received %.1f%% of %d RPCs, want 20%% ± 6: %v", 100*share, n, got)
+	}
+	if got["user-1"]+got["user-2"] != n {
+		t.Errorf("failed RPCs: %v", got)
+	}
+}
