@@ -9,10 +9,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds"
 
 	"github.com/meshop/meshop/controlplane/catalog"
@@ -35,12 +37,37 @@ type backend struct {
 
 func startBackend(t *testing.T, id string) backend {
 	t.Helper()
+	return startBackendWith(t, id, health.NewServer())
+}
+
+// answering is a health service that answers every check after a delay,
+// with an error when code is not OK.
+type answering struct {
+	healthpb.UnimplementedHealthServer
+	delay time.Duration
+	code  codes.Code
+}
+
+func (a answering) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	select {
+	case <-time.After(a.delay):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if a.code != codes.OK {
+		return nil, status.Error(a.code, "refused by the test")
+	}
+	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+}
+
+func startBackendWith(t *testing.T, id string, svc healthpb.HealthServer) backend {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	healthpb.RegisterHealthServer(srv, health.NewServer())
+	healthpb.RegisterHealthServer(srv, svc)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	return backend{id: id, port: lis.Addr().(*net.TCPAddr).Port}
@@ -163,4 +190,62 @@ func TestProxylessTrafficSplit(t *testing.T) {
 	if got["user-1"]+got["user-2"] != n {
 		t.Errorf("failed RPCs: %v", got)
 	}
+}
+
+// withPolicy applies the shop with user's policy.
+func withPolicy(h *harness, sh *shop, policy string) {
+	snap := sh.snapshot()
+	snap.Policies = pmap.FromMap(map[string][]byte{"user": []byte(policy)})
+	h.srv.Apply(snap, time.Now())
+}
+
+func TestProxylessRouteTimeout(t *testing.T) {
+	h := start(t, translate.DefaultConfig())
+	backends := []backend{startBackendWith(t, "user-1", answering{delay: 3 * time.Second})}
+	withPolicy(h, proxylessShop(backends, []string{"v1"}), `{"timeout":"200ms","retries":{"attempts":0}}`)
+	c := dialUser(t, h.addr)
+
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	start := time.Now()
+	_, err := c.Check(ctx, &healthpb.HealthCheckRequest{})
+	took := time.Since(start)
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("err = %v, want DEADLINE_EXCEEDED from the route's timeout", err)
+	}
+	// The first call also waits for the client's configuration; the
+	// timeout is the route's, far below the backend's 3 s and the
+	// caller's 5 s.
+	if took > 2*time.Second {
+		t.Errorf("the call took %s; the route's 200ms timeout did not bound it", took)
+	}
+	start = time.Now()
+	if _, err := c.Check(ctx, &healthpb.HealthCheckRequest{}); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("second call: err = %v", err)
+	}
+	if took := time.Since(start); took < 150*time.Millisecond || took > time.Second {
+		t.Errorf("second call took %s, want about 200ms", took)
+	}
+}
+
+func TestProxylessRetriesOnUnavailable(t *testing.T) {
+	h := start(t, translate.DefaultConfig())
+	backends := []backend{
+		startBackendWith(t, "user-1", answering{code: codes.Unavailable}),
+		startBackend(t, "user-2"),
+	}
+	sh := proxylessShop(backends, []string{"v1", "v1"})
+	c := dialUser(t, h.addr)
+
+	// Without retries, the calls that reach user-1 fail.
+	withPolicy(h, sh, `{"retries":{"attempts":0}}`)
+	if got := spread(t, c, backends, 40); got["user-2"] == 40 {
+		t.Fatalf("no call reached the failing instance: %v", got)
+	}
+	// With retries on UNAVAILABLE, every call ends at user-2.
+	withPolicy(h, sh, `{"retries":{"attempts":3,"backoff_base":"1ms","backoff_max":"5ms"}}`)
+	poll.Until(t, wait, func() (bool, string) {
+		got := spread(t, c, backends, 40)
+		return got["user-2"] == 40, fmt.Sprintf("RPCs by instance: %v", got)
+	})
 }
