@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -248,4 +249,49 @@ func TestProxylessRetriesOnUnavailable(t *testing.T) {
 		got := spread(t, c, backends, 40)
 		return got["user-2"] == 40, fmt.Sprintf("RPCs by instance: %v", got)
 	})
+}
+
+// TestProxylessServerServesItsInboundListener: an app's gRPC server is an
+// xDS server; it serves only once the control plane gave it the inbound
+// listener of its address, and then answers calls routed to it.
+func TestProxylessServerServesItsInboundListener(t *testing.T) {
+	h := start(t, translate.DefaultConfig())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := backend{id: "user-1", port: lis.Addr().(*net.TCPAddr).Port}
+	serving := make(chan error, 8)
+	bootstrap := fmt.Sprintf(`{
+		"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+		"node": {"id": "user-1", "cluster": "user", "metadata": {%q: %q}},
+		"server_listener_resource_name_template": %q
+	}`, h.addr, translate.MetaFlavor, translate.FlavorProxyless, translate.ServerListenerTemplate)
+	srv, err := xds.NewGRPCServer(grpc.Creds(insecure.NewCredentials()), xds.BootstrapContentsForTesting([]byte(bootstrap)),
+		xds.ServingModeCallback(func(_ net.Addr, args xds.ServingModeChangeArgs) {
+			if args.Mode == connectivity.ServingModeServing {
+				serving <- nil
+			} else if args.Err != nil {
+				serving <- args.Err
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+
+	h.srv.Apply(proxylessShop([]backend{b}, []string{"v1"}).snapshot(), time.Now())
+	select {
+	case err := <-serving:
+		if err != nil {
+			t.Fatalf("the xDS server did not serve: %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("the xDS server never got its inbound listener")
+	}
+	if got := spread(t, dialUser(t, h.addr), []backend{b}, 10); got["user-1"] != 10 {
+		t.Errorf("RPCs by instance: %v", got)
+	}
 }

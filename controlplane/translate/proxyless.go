@@ -3,6 +3,7 @@ package translate
 import (
 	"net"
 	"strconv"
+	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -29,11 +30,21 @@ import (
 //   - endpoints are the apps' gRPC ports (mesh_grpc_port), not a sidecar.
 
 // FlavorProxyless is the node metadata value (key MetaFlavor) of a
-// proxyless gRPC node.
+// proxyless gRPC node. ServerListenerTemplate is the
+// server_listener_resource_name_template of a proxyless app's bootstrap:
+// its gRPC server asks for the listener of that name, %s replaced by the
+// address it listens on (ip:port).
 const (
-	MetaFlavor      = "mesh_flavor"
-	FlavorProxyless = "proxyless"
+	MetaFlavor             = "mesh_flavor"
+	FlavorProxyless        = "proxyless"
+	ServerListenerTemplate = "grpc/server?xds.resource.listening_address=%s"
 )
+
+// ServerListenerName is the name of the inbound listener of a proxyless
+// app's gRPC server listening on addr (ip:port).
+func ServerListenerName(addr string) string {
+	return strings.Replace(ServerListenerTemplate, "%s", addr, 1)
+}
 
 // grpcRetryOn are the gRPC status names a call is retried on: the call
 // did not reach a server able to answer it.
@@ -53,6 +64,9 @@ type GRPCConfig struct {
 type ProxylessInputs struct {
 	// Own is the node's own service.
 	Own UpstreamRef
+	// Listen is where the app's gRPC server listens (ip:port), "" when
+	// its instance has no gRPC port.
+	Listen string
 	// Upstreams are the declared upstreams, sorted by name.
 	Upstreams []UpstreamRef
 }
@@ -69,16 +83,23 @@ func ProxylessInputsOf(m *model.Mesh, n Node, shared map[string]*Shared) (*Proxy
 		return nil, r.done(), errUnknownNode(n.ID)
 	}
 	out := &ProxylessInputs{Own: r.upstream(in.Service, shared)}
+	if in.GRPCPort != 0 {
+		out.Listen = net.JoinHostPort(in.Address, strconv.Itoa(in.GRPCPort))
+	}
 	for _, name := range in.Upstreams {
 		out.Upstreams = append(out.Upstreams, r.upstream(name, shared))
 	}
 	return out, r.done(), nil
 }
 
-// Proxyless is the configuration of a proxyless node: the shared gRPC
-// configuration of each upstream it declared, and nothing else.
+// Proxyless is the configuration of a proxyless node: the inbound
+// listener of its gRPC server, the shared gRPC configuration of each
+// upstream it declared, and nothing else.
 func Proxyless(in *ProxylessInputs) *NodeConfig {
 	c := &NodeConfig{Flavor: FlavorProxyless}
+	if in.Listen != "" {
+		c.Listeners = append(c.Listeners, grpcServerListener(in.Listen, in.Own.Name))
+	}
 	for _, u := range in.Upstreams {
 		c.Upstreams = append(c.Upstreams, u.Name)
 	}
@@ -107,6 +128,45 @@ func grpcClusterNames(service string, p model.Policy) []string {
 		out[i] = VersionCluster(service, s.Version)
 	}
 	return out
+}
+
+// grpcServerListener is what an xDS gRPC server listening on addr asks
+// for: a listener on that address whose one filter chain hands every call
+// to the server's own handlers (a non-forwarding route).
+func grpcServerListener(addr, service string) *listenerv3.Listener {
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	m := &hcmv3.HttpConnectionManager{
+		StatPrefix: "inbound",
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+			Name: RouteInbound,
+			VirtualHosts: []*routev3.VirtualHost{{
+				Name:    service,
+				Domains: []string{"*"},
+				Routes: []*routev3.Route{{
+					Name:   "local_app",
+					Match:  prefixMatch("/"),
+					Action: &routev3.Route_NonForwardingAction{NonForwardingAction: &routev3.NonForwardingAction{}},
+				}},
+			}},
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{{
+			Name:       "envoy.filters.http.router",
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})},
+		}},
+	}
+	return &listenerv3.Listener{
+		Name:             ServerListenerName(addr),
+		Address:          socketAddress(host, uint32(p)),
+		TrafficDirection: inboundDirection,
+		FilterChains: []*listenerv3.FilterChain{{
+			Name: "inbound",
+			Filters: []*listenerv3.Filter{{
+				Name:       "envoy.filters.network.http_connection_manager",
+				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(m)},
+			}},
+		}},
+	}
 }
 
 // grpcAPIListener is the listener a client dialling xds:///<service> asks
