@@ -13,6 +13,9 @@ import (
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+
 	"github.com/meshop/meshop/controlplane/catalog"
 	"github.com/meshop/meshop/controlplane/internal/catalogtest"
 	"github.com/meshop/meshop/controlplane/internal/pmap"
@@ -29,11 +32,14 @@ var equivalenceSteps = flag.Int("equivalence.steps", 10_000, "random catalog and
 // are set (valid ones: the reference builder has no last good policy) and
 // deleted.
 type randomCatalog struct {
-	rng      catalogtest.Rand
-	insts    map[string]catalog.Instance
-	policies map[string][]byte
-	next     int
-	index    uint64
+	rng catalogtest.Rand
+	// proxyless are the instances whose node is a gRPC client; fresh are
+	// those added since the server last saw their node.
+	proxyless, fresh map[string]bool
+	insts            map[string]catalog.Instance
+	policies         map[string][]byte
+	next             int
+	index            uint64
 	// services and keys are the persistent maps of the last snapshot: a
 	// service or policy that did not change keeps its value, as the
 	// catalog watcher keeps it.
@@ -64,9 +70,14 @@ func (c *randomCatalog) add() {
 		ID: id, Service: svc, Node: "n1", Address: fmt.Sprintf("10.0.%d.%d", c.next/250, c.next%250+1), Port: 15006,
 		Status: catalog.StatusPassing, CreateIndex: uint64(c.next),
 		Meta: map[string]string{"mesh_protocol": "http", "mesh_app_port": "8080", "version": c.rng.Pick([]string{"v1", "v2"}),
+			"mesh_grpc_port":       c.rng.Pick([]string{"9090", "9091"}),
 			"mesh_upstreams":       c.rng.Subset(randomServices),
 			"mesh_public_prefixes": c.rng.Subset([]string{"/" + svc, "/" + svc + "s", "/shared"})},
 	}
+	if c.next%3 == 0 {
+		c.proxyless[id] = true
+	}
+	c.fresh[id] = true
 }
 
 // step applies one random change.
@@ -105,6 +116,7 @@ func (c *randomCatalog) step() string {
 		what = "protocol"
 	case 7:
 		in.Address = fmt.Sprintf("10.1.%d.%d", c.rng.IntN(4), c.rng.IntN(250)+1)
+		in.Meta["mesh_grpc_port"] = c.rng.Pick([]string{"9090", "9091", "x"})
 		what = "address"
 	case 8:
 		// A bad app port is a model problem and a node that does not
@@ -160,22 +172,32 @@ func TestServedEqualsFromScratch(t *testing.T) {
 	cfg := translate.DefaultConfig()
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d, %d steps", seed, steps)
-	c := &randomCatalog{rng: catalogtest.NewRand(seed), insts: map[string]catalog.Instance{}, policies: map[string][]byte{}}
+	c := &randomCatalog{rng: catalogtest.NewRand(seed), insts: map[string]catalog.Instance{}, policies: map[string][]byte{},
+		proxyless: map[string]bool{}, fresh: map[string]bool{}}
 	srv := serve.New(serve.Options{Translate: cfg})
 	var history []string
 	for step := range steps {
 		history = append(history, c.step())
 		snap := c.snapshot()
 		srv.Apply(snap, time.Time{})
+		for id := range c.fresh {
+			// A new instance's node connects: a proxyless one says so.
+			n := &corev3.Node{Id: id, Cluster: c.insts[id].Service}
+			if c.proxyless[id] {
+				n.Metadata, _ = structpb.NewStruct(map[string]any{translate.MetaFlavor: translate.FlavorProxyless})
+			}
+			srv.SeenForTest(n)
+			delete(c.fresh, id)
+		}
 		ref := model.NewBuilder(model.BuilderOptions{}).Build(snap)
-		if err := compareServed(srv, ref, cfg); err != nil {
+		if err := compareServed(srv, ref, cfg, c.proxyless); err != nil {
 			t.Fatalf("step %d (seed %d): %v\nlast changes: %s", step, seed, err, strings.Join(history[max(0, len(history)-8):], "; "))
 		}
 	}
 }
 
 // compareServed checks every key of the server against the reference.
-func compareServed(srv *serve.Server, ref *model.Mesh, cfg translate.Config) error {
+func compareServed(srv *serve.Server, ref *model.Mesh, cfg translate.Config, proxyless map[string]bool) error {
 	status := map[string]serve.NodeStatus{}
 	for _, n := range srv.Nodes() {
 		status[n.Key] = n
@@ -189,16 +211,24 @@ func compareServed(srv *serve.Server, ref *model.Mesh, cfg translate.Config) err
 			return fmt.Errorf("%s is no instance any more but has a snapshot", key)
 		}
 	}
-	// As translate.SidecarFromScratch and EdgeFromScratch do, with the
-	// Shared of every service made once per step rather than per node.
+	// As translate.*FromScratch do, with the Shared of every service made
+	// once per step rather than per node.
 	shared := translate.AllShared(ref)
 	for key := range want {
 		var res *translate.Resources
 		var err error
-		if key == "edge" {
+		flavor := ""
+		switch {
+		case key == "edge":
 			in, _ := translate.EdgeInputsOf(ref, cfg, shared)
 			res = translate.Edge(in).Resources(shared)
-		} else {
+		case proxyless[key]:
+			flavor = translate.FlavorProxyless
+			var in *translate.ProxylessInputs
+			if in, _, err = translate.ProxylessInputsOf(ref, translate.Node{ID: key, Flavor: flavor}, shared); err == nil {
+				res = translate.Proxyless(in).Resources(shared)
+			}
+		default:
 			var in *translate.SidecarInputs
 			if in, _, err = translate.SidecarInputsOf(ref, translate.Node{ID: key}, cfg, shared); err == nil {
 				res = translate.Sidecar(in).Resources(shared)
@@ -210,7 +240,7 @@ func compareServed(srv *serve.Server, ref *model.Mesh, cfg translate.Config) err
 			}
 			continue
 		}
-		got, err := srv.ServedForTest(key)
+		got, err := srv.ServedForTest(key, flavor)
 		if err != nil {
 			return fmt.Errorf("%s: %v", key, err)
 		}

@@ -1,11 +1,19 @@
 package serve
 
-import cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
+import (
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
+)
 
-// ServedForTest returns the resources the cache holds for a key, by type
-// URL and name, in the compact form Envoy's responses are encoded from.
-func (s *Server) ServedForTest(key string) (map[string]map[string]cachetypes.Resource, error) {
-	snap, err := s.cache.get(key, "")
+// SeenForTest is what a node's first request does: its metadata is
+// applied and its snapshot built in its flavour.
+func (s *Server) SeenForTest(n *corev3.Node) { s.nodeSeen(n) }
+
+// ServedForTest returns the resources the cache of a flavour holds for a
+// key, by type URL and name, in the compact form responses are encoded
+// from.
+func (s *Server) ServedForTest(key, flavor string) (map[string]map[string]cachetypes.Resource, error) {
+	snap, err := s.cache.get(key, flavor)
 	if err != nil {
 		return nil, err
 	}
