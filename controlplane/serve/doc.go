@@ -50,7 +50,10 @@
 //	compact.go    the compact form of a resource (its encoded bytes)
 //	tracker.go    streams and nodes: what was sent, ACKed and NACKed
 //	grpc.go       the ADS gRPC server and go-control-plane's callbacks
-//	nodemeta.go   listener ports a sidecar asks for in its node metadata
+//	caches.go     the snapshot caches: Envoys' (ADS mode) and gRPC
+//	              clients' (a gRPC client names only what it dials)
+//	nodemeta.go   a node's metadata: its flavour (mesh_flavor=proxyless
+//	              for a gRPC client) and a sidecar's listener ports
 //	metrics.go    the Prometheus metrics
 //
 // Once validated and hashed, each resource is kept compact: its name as a

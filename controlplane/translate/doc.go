@@ -12,6 +12,12 @@
 //	            │    outbound (vhost per declared upstream), local_app,
 //	            │    otel_collector; + names of the Shared it references
 //	            │
+//	            ├─ ProxylessInputsOf(node) ─▶ ProxylessInputs, Reads
+//	            │    Proxyless(inputs) ─▶ NodeConfig: the inbound listener
+//	            │    of the app's xDS gRPC server; + the Shared's gRPC
+//	            │    flavour of each upstream (API listener <s>, route <s>,
+//	            │    clusters, load assignments of mesh_grpc_port)
+//	            │
 //	            ├─ EdgeInputsOf() ─▶ EdgeInputs, Reads
 //	            │    Edge(inputs) ─▶ NodeConfig: listener edge, /api/<prefix>
 //	            │    → svc_<owner>, JSON 404, CORS, local rate limit
