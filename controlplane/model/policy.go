@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -42,7 +43,15 @@ type Retries struct {
 	PerTryTimeout time.Duration // 0: each try may use what is left of Timeout
 	BackoffBase   time.Duration
 	BackoffMax    time.Duration
+	// GRPCOn are the gRPC status names (Envoy's and gRPC's retry_on
+	// spelling: unavailable, resource-exhausted, ...) a gRPC call is
+	// retried on.
+	GRPCOn []string
 }
+
+// GRPCRetryable are the gRPC status names retries.grpc_retry_on accepts:
+// those both Envoy and gRPC's xDS client retry on.
+var GRPCRetryable = []string{"cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"}
 
 // CircuitBreaker holds the per-cluster limits of the default priority.
 type CircuitBreaker struct {
@@ -59,6 +68,14 @@ type OutlierDetection struct {
 	Interval                  time.Duration
 	BaseEjectionTime          time.Duration
 	MaxEjectionPercent        uint32
+	// FailurePercentageThreshold ejects an instance whose share of failed
+	// requests in an interval reaches it (percent; 0 is off), once at
+	// least FailurePercentageMinimumHosts instances each had
+	// FailurePercentageRequestVolume requests. Envoy and gRPC clients
+	// both honour it; gRPC clients honour no consecutive-failure rule.
+	FailurePercentageThreshold     uint32
+	FailurePercentageMinimumHosts  uint32
+	FailurePercentageRequestVolume uint32
 }
 
 // Split is one version's share of the traffic.
@@ -76,6 +93,7 @@ func DefaultPolicy() Policy {
 			Attempts:    2,
 			BackoffBase: 25 * time.Millisecond,
 			BackoffMax:  250 * time.Millisecond,
+			GRPCOn:      []string{"unavailable"},
 		},
 		CircuitBreaker: CircuitBreaker{
 			MaxConnections:     1024,
@@ -89,6 +107,10 @@ func DefaultPolicy() Policy {
 			Interval:                  10 * time.Second,
 			BaseEjectionTime:          30 * time.Second,
 			MaxEjectionPercent:        50,
+			// Envoy's defaults for the rule; it is off until a threshold
+			// is set.
+			FailurePercentageMinimumHosts:  5,
+			FailurePercentageRequestVolume: 50,
 		},
 	}
 }
@@ -110,6 +132,7 @@ type retriesDoc struct {
 	PerTryTimeout *duration `json:"per_try_timeout,omitempty"`
 	BackoffBase   *duration `json:"backoff_base,omitempty"`
 	BackoffMax    *duration `json:"backoff_max,omitempty"`
+	GRPCRetryOn   []string  `json:"grpc_retry_on,omitempty"`
 }
 
 type breakerDoc struct {
@@ -125,6 +148,9 @@ type outlierDoc struct {
 	Interval                  *duration `json:"interval,omitempty"`
 	BaseEjectionTime          *duration `json:"base_ejection_time,omitempty"`
 	MaxEjectionPercent        *uint32   `json:"max_ejection_percent,omitempty"`
+	FailurePercentage         *uint32   `json:"failure_percentage_threshold,omitempty"`
+	FailureMinimumHosts       *uint32   `json:"failure_percentage_minimum_hosts,omitempty"`
+	FailureRequestVolume      *uint32   `json:"failure_percentage_request_volume,omitempty"`
 }
 
 type splitDoc struct {
@@ -216,6 +242,9 @@ func (doc *policyDoc) apply(p *Policy) {
 		setDur(&p.Retries.PerTryTimeout, r.PerTryTimeout)
 		setDur(&p.Retries.BackoffBase, r.BackoffBase)
 		setDur(&p.Retries.BackoffMax, r.BackoffMax)
+		if r.GRPCRetryOn != nil {
+			p.Retries.GRPCOn = r.GRPCRetryOn
+		}
 	}
 	if c := doc.CircuitBreaker; c != nil {
 		setU32(&p.CircuitBreaker.MaxConnections, c.MaxConnections)
@@ -229,6 +258,9 @@ func (doc *policyDoc) apply(p *Policy) {
 		setDur(&p.Outlier.Interval, o.Interval)
 		setDur(&p.Outlier.BaseEjectionTime, o.BaseEjectionTime)
 		setU32(&p.Outlier.MaxEjectionPercent, o.MaxEjectionPercent)
+		setU32(&p.Outlier.FailurePercentageThreshold, o.FailurePercentage)
+		setU32(&p.Outlier.FailurePercentageMinimumHosts, o.FailureMinimumHosts)
+		setU32(&p.Outlier.FailurePercentageRequestVolume, o.FailureRequestVolume)
 	}
 	for _, s := range doc.TrafficSplit {
 		p.Split = append(p.Split, Split(s))
@@ -269,8 +301,16 @@ func (p Policy) Validate() error {
 			bad("%s: must be at least 1 (0 would refuse every request)", field)
 		}
 	}
-	if p.Outlier.Consecutive5xx == 0 && p.Outlier.ConsecutiveGatewayFailure == 0 {
-		bad("outlier_detection: consecutive_5xx and consecutive_gateway_failure are both 0; set one to at least 1")
+	for i, code := range p.Retries.GRPCOn {
+		if !slices.Contains(GRPCRetryable, code) {
+			bad("retries.grpc_retry_on[%d]: %q is not one of %s", i, truncate(code, 40), strings.Join(GRPCRetryable, ", "))
+		}
+	}
+	if p.Outlier.Consecutive5xx == 0 && p.Outlier.ConsecutiveGatewayFailure == 0 && p.Outlier.FailurePercentageThreshold == 0 {
+		bad("outlier_detection: consecutive_5xx, consecutive_gateway_failure and failure_percentage_threshold are all 0; set one to at least 1")
+	}
+	if p.Outlier.FailurePercentageThreshold > 100 {
+		bad("outlier_detection.failure_percentage_threshold: %d is above 100", p.Outlier.FailurePercentageThreshold)
 	}
 	inRange("outlier_detection.interval", p.Outlier.Interval, time.Millisecond, maxOutlierPeriod)
 	inRange("outlier_detection.base_ejection_time", p.Outlier.BaseEjectionTime, time.Millisecond, maxEjectionTime)
@@ -318,6 +358,7 @@ func (p Policy) doc() policyDoc {
 			Attempts:    &attempts,
 			BackoffBase: d(p.Retries.BackoffBase),
 			BackoffMax:  d(p.Retries.BackoffMax),
+			GRPCRetryOn: p.Retries.GRPCOn,
 		},
 		CircuitBreaker: &breakerDoc{
 			MaxConnections:     u(p.CircuitBreaker.MaxConnections),
@@ -331,6 +372,9 @@ func (p Policy) doc() policyDoc {
 			Interval:                  d(p.Outlier.Interval),
 			BaseEjectionTime:          d(p.Outlier.BaseEjectionTime),
 			MaxEjectionPercent:        u(p.Outlier.MaxEjectionPercent),
+			FailurePercentage:         u(p.Outlier.FailurePercentageThreshold),
+			FailureMinimumHosts:       u(p.Outlier.FailurePercentageMinimumHosts),
+			FailureRequestVolume:      u(p.Outlier.FailurePercentageRequestVolume),
 		},
 	}
 	if p.Retries.PerTryTimeout != 0 {

@@ -16,10 +16,12 @@ func TestParsePolicy(t *testing.T) {
 	full := Policy{
 		Timeout:        3 * time.Second,
 		ConnectTimeout: 250 * time.Millisecond,
-		Retries:        Retries{Attempts: 3, PerTryTimeout: time.Second, BackoffBase: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond},
+		Retries: Retries{Attempts: 3, PerTryTimeout: time.Second, BackoffBase: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
+			GRPCOn: []string{"unavailable", "resource-exhausted"}},
 		CircuitBreaker: CircuitBreaker{MaxConnections: 10, MaxPendingRequests: 20, MaxRequests: 30, MaxRetries: 1},
-		Outlier:        OutlierDetection{Consecutive5xx: 3, ConsecutiveGatewayFailure: 0, Interval: 5 * time.Second, BaseEjectionTime: 10 * time.Second, MaxEjectionPercent: 100},
-		Split:          []Split{{"v1", 90}, {"v2", 10}},
+		Outlier: OutlierDetection{Consecutive5xx: 3, ConsecutiveGatewayFailure: 0, Interval: 5 * time.Second, BaseEjectionTime: 10 * time.Second, MaxEjectionPercent: 100,
+			FailurePercentageThreshold: 40, FailurePercentageMinimumHosts: 2, FailurePercentageRequestVolume: 10},
+		Split: []Split{{"v1", 90}, {"v2", 10}},
 	}
 	tests := []struct {
 		name    string
@@ -32,9 +34,10 @@ func TestParsePolicy(t *testing.T) {
 		{name: "comment allowed", in: `{"comment":"canary for ticket 12","timeout":"2s"}`, want: withTimeout},
 		{name: "everything", in: `{
 			"timeout":"3s","connect_timeout":"250ms",
-			"retries":{"attempts":3,"per_try_timeout":"1s","backoff_base":"10ms","backoff_max":"100ms"},
+			"retries":{"attempts":3,"per_try_timeout":"1s","backoff_base":"10ms","backoff_max":"100ms","grpc_retry_on":["unavailable","resource-exhausted"]},
 			"circuit_breaker":{"max_connections":10,"max_pending_requests":20,"max_requests":30,"max_retries":1},
-			"outlier_detection":{"consecutive_5xx":3,"consecutive_gateway_failure":0,"interval":"5s","base_ejection_time":"10s","max_ejection_percent":100},
+			"outlier_detection":{"consecutive_5xx":3,"consecutive_gateway_failure":0,"interval":"5s","base_ejection_time":"10s","max_ejection_percent":100,
+				"failure_percentage_threshold":40,"failure_percentage_minimum_hosts":2,"failure_percentage_request_volume":10},
 			"traffic_split":[{"version":"v1","weight":90},{"version":"v2","weight":10}]}`, want: full},
 		{name: "whitespace only", in: "  \n", wantErr: []string{"empty"}},
 		{name: "not JSON", in: `timeout: 2s`, wantErr: []string{"not valid JSON"}},
@@ -48,7 +51,9 @@ func TestParsePolicy(t *testing.T) {
 			wantErr: []string{"timeout:", "retries.attempts", "backoff_max", "max_requests", "max_ejection_percent"}},
 		{name: "per-try longer than timeout", in: `{"timeout":"1s","retries":{"per_try_timeout":"2s"}}`, wantErr: []string{"per_try_timeout"}},
 		{name: "huge timeout", in: `{"timeout":"72h"}`, wantErr: []string{"timeout: 72h0m0s is outside"}},
-		{name: "outlier disabled entirely", in: `{"outlier_detection":{"consecutive_5xx":0,"consecutive_gateway_failure":0}}`, wantErr: []string{"both 0"}},
+		{name: "outlier disabled entirely", in: `{"outlier_detection":{"consecutive_5xx":0,"consecutive_gateway_failure":0}}`, wantErr: []string{"all 0"}},
+		{name: "failure percentage alone", in: `{"outlier_detection":{"consecutive_5xx":0,"consecutive_gateway_failure":0,"failure_percentage_threshold":101}}`, wantErr: []string{"failure_percentage_threshold: 101 is above 100"}},
+		{name: "unknown gRPC retry code", in: `{"retries":{"grpc_retry_on":["unavailable","not-found"]}}`, wantErr: []string{`grpc_retry_on[1]: "not-found"`}},
 		{name: "split weights", in: `{"traffic_split":[{"version":"v1","weight":50},{"version":"v2","weight":40}]}`, wantErr: []string{"sum to 90"}},
 		{name: "split duplicate and zero", in: `{"traffic_split":[{"version":"v1","weight":100},{"version":"v1","weight":0}]}`, wantErr: []string{"appears twice", "at least 1"}},
 		{name: "split bad version", in: `{"traffic_split":[{"version":"v 1","weight":100}]}`, wantErr: []string{"not a version name"}},

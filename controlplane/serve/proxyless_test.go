@@ -295,3 +295,61 @@ func TestProxylessServerServesItsInboundListener(t *testing.T) {
 		t.Errorf("RPCs by instance: %v", got)
 	}
 }
+
+func TestProxylessFailurePercentageEjection(t *testing.T) {
+	h := start(t, translate.DefaultConfig())
+	backends := []backend{
+		startBackendWith(t, "user-1", answering{code: codes.Unavailable}),
+		startBackend(t, "user-2"),
+		startBackend(t, "user-3"),
+	}
+	withPolicy(h, proxylessShop(backends, []string{"v1", "v1", "v1"}), `{"retries":{"attempts":0},
+		"outlier_detection":{"interval":"100ms","base_ejection_time":"30s","max_ejection_percent":50,
+			"failure_percentage_threshold":50,"failure_percentage_minimum_hosts":2,"failure_percentage_request_volume":5}}`)
+	c := dialUser(t, h.addr)
+
+	if got := spread(t, c, backends, 30); got["user-2"]+got["user-3"] == 30 {
+		t.Fatalf("no call reached the failing instance before ejection: %v", got)
+	}
+	poll.Until(t, wait, func() (bool, string) {
+		got := spread(t, c, backends, 30)
+		return got["user-2"]+got["user-3"] == 30, fmt.Sprintf("RPCs by instance: %v", got)
+	})
+}
+
+func TestProxylessCircuitBreaker(t *testing.T) {
+	h := start(t, translate.DefaultConfig())
+	backends := []backend{startBackendWith(t, "user-1", answering{delay: 500 * time.Millisecond})}
+	withPolicy(h, proxylessShop(backends, []string{"v1"}), `{"retries":{"attempts":0},"circuit_breaker":{"max_requests":1}}`)
+	c := dialUser(t, h.addr)
+	if got := spread(t, c, backends, 1); got["user-1"] != 1 { // the client has its configuration
+		t.Fatalf("first call: %v", got)
+	}
+
+	const calls = 4
+	errs := make(chan error, calls)
+	for range calls {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			defer cancel()
+			_, err := c.Check(ctx, &healthpb.HealthCheckRequest{})
+			errs <- err
+		}()
+	}
+	var ok, refused int
+	for range calls {
+		switch err := <-errs; status.Code(err) {
+		case codes.OK:
+			ok++
+		case codes.Unavailable:
+			refused++
+		default:
+			t.Errorf("unexpected error: %v", err)
+		}
+	}
+	// At most one call is in flight at a time: the others are refused at
+	// once rather than queued.
+	if ok < 1 || refused < 1 {
+		t.Errorf("%d calls answered, %d refused by the circuit breaker; want both", ok, refused)
+	}
+}

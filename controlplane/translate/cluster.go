@@ -100,7 +100,20 @@ func outlierDetection(o model.OutlierDetection) *clusterv3.OutlierDetection {
 		od.ConsecutiveGatewayFailure = wrapperspb.UInt32(o.ConsecutiveGatewayFailure)
 		od.EnforcingConsecutiveGatewayFailure = wrapperspb.UInt32(100)
 	}
+	setFailurePercentage(od, o)
 	return od
+}
+
+// setFailurePercentage adds the policy's failure-percentage ejection, the
+// rule Envoy and gRPC clients both honour.
+func setFailurePercentage(od *clusterv3.OutlierDetection, o model.OutlierDetection) {
+	if o.FailurePercentageThreshold == 0 {
+		return
+	}
+	od.FailurePercentageThreshold = wrapperspb.UInt32(o.FailurePercentageThreshold)
+	od.EnforcingFailurePercentage = wrapperspb.UInt32(100)
+	od.FailurePercentageMinimumHosts = wrapperspb.UInt32(o.FailurePercentageMinimumHosts)
+	od.FailurePercentageRequestVolume = wrapperspb.UInt32(o.FailurePercentageRequestVolume)
 }
 
 // protocolOptions pins the upstream HTTP version: explicit HTTP/2 (prior

@@ -46,10 +46,6 @@ func ServerListenerName(addr string) string {
 	return strings.Replace(ServerListenerTemplate, "%s", addr, 1)
 }
 
-// grpcRetryOn are the gRPC status names a call is retried on: the call
-// did not reach a server able to answer it.
-const grpcRetryOn = "unavailable"
-
 // GRPCConfig is the proxyless flavour of a service's shared configuration:
 // the API listener a gRPC client dialling xds:///<service> asks for, its
 // route configuration, and the clusters it routes to.
@@ -190,7 +186,7 @@ func grpcAPIListener(service string) *listenerv3.Listener {
 }
 
 // grpcRoute routes every call of the target to the service with its
-// policy: the timeout as max_stream_duration, retries on UNAVAILABLE, and
+// policy: the timeout as max_stream_duration, retries on the policy's gRPC codes, and
 // the split by version as weighted clusters.
 func grpcRoute(in *upstreamConfigInputs) *routev3.RouteConfiguration {
 	p := in.Policy
@@ -209,9 +205,9 @@ func grpcRoute(in *upstreamConfigInputs) *routev3.RouteConfiguration {
 		}
 		a.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
 	}
-	if p.Retries.Attempts > 0 {
+	if p.Retries.Attempts > 0 && len(p.Retries.GRPCOn) > 0 {
 		a.RetryPolicy = &routev3.RetryPolicy{
-			RetryOn:    grpcRetryOn,
+			RetryOn:    strings.Join(p.Retries.GRPCOn, ","),
 			NumRetries: wrapperspb.UInt32(uint32(p.Retries.Attempts)),
 			RetryBackOff: &routev3.RetryPolicy_RetryBackOff{
 				BaseInterval: durationpb.New(p.Retries.BackoffBase),
@@ -234,9 +230,10 @@ func grpcRoute(in *upstreamConfigInputs) *routev3.RouteConfiguration {
 }
 
 // grpcCluster is an EDS cluster as gRPC reads it: round robin, the
-// policy's request limit.
+// policy's request limit, and its failure-percentage ejection (gRPC
+// honours no consecutive-failure rule).
 func grpcCluster(name string, p model.Policy) *clusterv3.Cluster {
-	return &clusterv3.Cluster{
+	c := &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
@@ -246,6 +243,16 @@ func grpcCluster(name string, p model.Policy) *clusterv3.Cluster {
 			MaxRequests: wrapperspb.UInt32(p.CircuitBreaker.MaxRequests),
 		}}},
 	}
+	if p.Outlier.FailurePercentageThreshold > 0 {
+		c.OutlierDetection = &clusterv3.OutlierDetection{
+			Interval:             durationpb.New(p.Outlier.Interval),
+			BaseEjectionTime:     durationpb.New(p.Outlier.BaseEjectionTime),
+			MaxEjectionPercent:   wrapperspb.UInt32(p.Outlier.MaxEjectionPercent),
+			EnforcingSuccessRate: wrapperspb.UInt32(0),
+		}
+		setFailurePercentage(c.OutlierDetection, p.Outlier)
+	}
+	return c
 }
 
 // grpcEndpoints are the load assignments of a service's gRPC clusters:

@@ -164,7 +164,13 @@ func routeAction(service string, p model.Policy, retryOn string, stripAPI bool) 
 	return a
 }
 
+// retryPolicy retries on the conditions retryOn names and, for gRPC
+// calls through the sidecar, on the policy's gRPC status names (Envoy
+// reads them from grpc-status).
 func retryPolicy(r model.Retries, retryOn string) *routev3.RetryPolicy {
+	if len(r.GRPCOn) > 0 {
+		retryOn += "," + strings.Join(r.GRPCOn, ",")
+	}
 	rp := &routev3.RetryPolicy{
 		RetryOn:    retryOn,
 		NumRetries: wrapperspb.UInt32(uint32(r.Attempts)),
