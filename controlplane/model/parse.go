@@ -121,6 +121,22 @@ func hasMeshMeta(meta map[string]string) bool {
 	return false
 }
 
+// metaPort reads the port in meta key of ci: 0 when it is absent, and
+// when it is no TCP port, a problem that says what follows.
+func (c *checker) metaPort(ci catalog.Instance, key, consequence string) int {
+	raw, ok := ci.Meta[key]
+	if !ok {
+		return 0
+	}
+	p, err := strconv.Atoi(strings.TrimSpace(raw))
+	if err != nil || p <= 0 || p > 65535 {
+		c.problem(SeverityError, KindPort, ci.Service, ci.ID, key,
+			"%q is not a TCP port (1-65535); %s", truncate(raw, 40), consequence)
+		return 0
+	}
+	return p
+}
+
 // instance checks one registration; it returns the meta it accepted
 // (oversized values removed).
 func (c *checker) instance(ci catalog.Instance) (*Instance, map[string]string) {
@@ -149,29 +165,12 @@ func (c *checker) instance(ci catalog.Instance) (*Instance, map[string]string) {
 		in.AddressOK = false
 	}
 
-	switch raw, ok := ci.Meta[MetaAppPort]; {
-	case !ok:
+	if _, ok := ci.Meta[MetaAppPort]; !ok {
 		c.problem(SeverityError, KindPort, ci.Service, ci.ID, MetaAppPort,
 			"missing; the sidecar of this instance gets no configuration (inbound needs the app port)")
-	default:
-		p, err := strconv.Atoi(strings.TrimSpace(raw))
-		if err != nil || p <= 0 || p > 65535 {
-			c.problem(SeverityError, KindPort, ci.Service, ci.ID, MetaAppPort,
-				"%q is not a TCP port (1-65535); the sidecar of this instance gets no configuration", truncate(raw, 40))
-		} else {
-			in.AppPort = p
-		}
 	}
-
-	if raw, ok := ci.Meta[MetaGRPCPort]; ok {
-		p, err := strconv.Atoi(strings.TrimSpace(raw))
-		if err != nil || p <= 0 || p > 65535 {
-			c.problem(SeverityError, KindPort, ci.Service, ci.ID, MetaGRPCPort,
-				"%q is not a TCP port (1-65535); proxyless gRPC clients do not reach this instance", truncate(raw, 40))
-		} else {
-			in.GRPCPort = p
-		}
-	}
+	in.AppPort = c.metaPort(ci, MetaAppPort, "the sidecar of this instance gets no configuration")
+	in.GRPCPort = c.metaPort(ci, MetaGRPCPort, "proxyless gRPC clients do not reach this instance")
 
 	in.Protocol = HTTP1
 	switch raw, ok := ci.Meta[MetaProtocol]; {
