@@ -9,6 +9,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/meshop/meshop/controlplane/model"
 	"github.com/meshop/meshop/controlplane/translate"
 )
 
@@ -42,7 +43,13 @@ func (s *Server) nodeSeen(n *corev3.Node) {
 			"metadata", metadataJSON(n), "err", meta.problem)
 	}
 	s.meta[n.GetId()] = meta
-	if known && old.opts == meta.opts || s.mesh == nil || s.mesh.Instance(n.GetId()) == nil {
+	if s.mesh == nil || s.mesh.Instance(n.GetId()) == nil {
+		// No instance (yet): keep the metadata for when one registers,
+		// but only while the Envoy is connected (see sweepMeta).
+		s.metaOrphans[n.GetId()] = true
+		return
+	}
+	if known && old.opts == meta.opts {
 		return
 	}
 	if st := s.snaps.nodes[n.GetId()]; st != nil && st.opts == meta.opts && st.lastErr == "" && st.group != nil {
@@ -107,4 +114,20 @@ func metadataJSON(n *corev3.Node) string {
 	}
 	b, _ := protojson.Marshal(n.GetMetadata())
 	return string(b)
+}
+
+// sweepMeta forgets the metadata of nodes that have no instance and no
+// open stream any more. It costs the number of such nodes, not the mesh.
+func (s *Server) sweepMeta(m *model.Mesh) {
+	for id := range s.metaOrphans {
+		switch {
+		case m.Instance(id) != nil:
+			delete(s.metaOrphans, id)
+		case !s.tracker.connected(id):
+			delete(s.metaOrphans, id)
+			if s.snaps.nodes[id] == nil {
+				delete(s.meta, id)
+			}
+		}
+	}
 }

@@ -71,6 +71,7 @@ func (s *Server) pass(m *model.Mesh, seen time.Time) []string {
 			failed++
 		}
 	}
+	s.sweepMeta(m)
 	s.ready = true
 	s.log.Debug("pass done", "index", m.Index, "visited", visited, "set", set, "failed", failed, "took", time.Since(start).String())
 	return ch.Instances

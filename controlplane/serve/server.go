@@ -48,9 +48,12 @@ type Server struct {
 	mesh   *model.Mesh
 	shared *sharedSet
 	snaps  *snapshots
-	// meta is what each node's metadata asks for, by node ID.
-	meta  map[string]nodeMeta
-	ready bool
+	// meta is what each node's metadata asks for, by node ID;
+	// metaOrphans are the IDs in meta with no instance, forgotten once
+	// their Envoy is gone too.
+	meta        map[string]nodeMeta
+	metaOrphans map[string]bool
+	ready       bool
 }
 
 // New returns a server; call Run to feed it and Serve to serve it.
@@ -75,13 +78,14 @@ func New(o Options) *Server {
 	}
 	log := o.Logger.With("component", "serve")
 	s := &Server{
-		log:     log,
-		metrics: o.Metrics,
-		opts:    o,
-		tracker: newTracker(o.Logger.With("component", "xds"), o.Metrics),
-		shared:  newSharedSet(),
-		snaps:   newSnapshots(),
-		meta:    map[string]nodeMeta{},
+		log:         log,
+		metrics:     o.Metrics,
+		opts:        o,
+		tracker:     newTracker(o.Logger.With("component", "xds"), o.Metrics),
+		shared:      newSharedSet(),
+		snaps:       newSnapshots(),
+		meta:        map[string]nodeMeta{},
+		metaOrphans: map[string]bool{},
 	}
 	s.grpc.init()
 	s.cache = newCaches(log)
@@ -127,7 +131,7 @@ func (s *Server) Nodes() []NodeStatus {
 	for i := range nodes {
 		n := &nodes[i]
 		n.Snapshot = s.snapshotStatusLocked(n.Key, n.ID)
-		n.Notes = append(n.Notes, s.notesLocked(n)...)
+		n.Notes = s.notesLocked(n)
 		seen[n.Key] = true
 	}
 	// Keys with a snapshot but no Envoy yet.
@@ -144,15 +148,21 @@ func (s *Server) Nodes() []NodeStatus {
 	return nodes
 }
 
-// notesLocked explains what the server knows is odd about a connected
-// node: rejected metadata, a configuration that does not build.
+// notesLocked explains what is odd about a connected node: rejected
+// metadata, then what the tracker found (an ID that is no instance, a
+// cluster that is not its service), then a configuration that does not
+// build and missing metadata.
 func (s *Server) notesLocked(n *NodeStatus) []string {
 	if n.Type == nodeEdge {
-		return nil
+		return n.Notes
 	}
 	var notes []string
 	if p := s.meta[n.ID].problem; p != "" {
 		notes = append(notes, "metadata rejected ("+p+"): default listener ports are used")
+	}
+	notes = append(notes, n.Notes...)
+	if n.Type == nodeUnknown {
+		return notes
 	}
 	if st := s.snaps.nodes[n.ID]; st != nil && st.lastErr != "" {
 		notes = append(notes, "configuration not set: "+st.lastErr)
