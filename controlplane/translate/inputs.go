@@ -56,8 +56,16 @@ type UpstreamRef struct {
 type upstreamConfigInputs struct {
 	Service  string
 	Protocol model.Protocol
-	Policy   model.Policy
+	Policy   policyFields
 }
+
+// policyFields is model.Policy without its MarshalJSON, which writes the
+// policy document's fields as a list kept by hand: the key of inputs
+// holding a policy covers every field of it.
+type policyFields model.Policy
+
+// policy is the model's view of the inputs' policy.
+func (in *upstreamConfigInputs) policy() model.Policy { return model.Policy(in.Policy) }
 
 // Key identifies the inputs: equal inputs, equal keys.
 func (in *SidecarInputs) Key() string { return key(in) }
@@ -67,10 +75,12 @@ func (in *EdgeInputs) Key() string { return key(in) }
 
 // key hashes the JSON form of inputs, every exported field of it: a field
 // added to an inputs type is part of its key without anyone listing it.
+// (No inputs type may hold a value whose MarshalJSON leaves fields out:
+// see policyFields.)
 func key(inputs any) string {
 	h := sha256.New()
 	if err := json.NewEncoder(h).Encode(inputs); err != nil {
-		// Inputs hold strings, numbers and durations only.
+		// Inputs hold strings, numbers, durations and slices of them.
 		panic(fmt.Sprintf("translate: encoding inputs %T: %v", inputs, err))
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])

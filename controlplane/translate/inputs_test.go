@@ -1,6 +1,7 @@
 package translate_test
 
 import (
+	"reflect"
 	"slices"
 	"testing"
 
@@ -127,4 +128,68 @@ func TestGatheringReportsItsReads(t *testing.T) {
 	if diff := cmp.Diff(translate.Reads{"routes", "upstream/order"}, reads); diff != "" {
 		t.Errorf("edge reads (-want +got):\n%s", diff)
 	}
+}
+
+// TestConfigKeyCoversEveryPolicyField changes each field of a policy in
+// turn, nested ones included: each change must change the key of the
+// service's shared configuration, or its callers would keep a stale one.
+func TestConfigKeyCoversEveryPolicyField(t *testing.T) {
+	keyOf := func(p model.Policy) string {
+		return translate.Upstream(&model.Service{Name: "user", Protocol: model.HTTP1, Policy: p}, nil).ConfigKey
+	}
+	base := keyOf(model.DefaultPolicy())
+	leaves := leafCount(reflect.TypeFor[model.Policy]())
+	if leaves < 20 {
+		t.Fatalf("only %d policy fields found; the walk misses some", leaves)
+	}
+	for i := range leaves {
+		p := model.DefaultPolicy()
+		p.Retries.GRPCOn = slices.Clone(p.Retries.GRPCOn)
+		path, _ := changeLeaf(t, reflect.ValueOf(&p).Elem(), "Policy", i)
+		if keyOf(p) == base {
+			t.Errorf("changing %s leaves the configuration key as it was", path)
+		}
+	}
+}
+
+// changeLeaf changes the i-th non-struct field of v (depth first) and
+// returns its path; while i is beyond v, it returns what is left of i.
+func changeLeaf(t *testing.T, v reflect.Value, path string, i int) (string, int) {
+	if v.Kind() == reflect.Struct {
+		for k := range v.NumField() {
+			var p string
+			if p, i = changeLeaf(t, v.Field(k), path+"."+v.Type().Field(k).Name, i); p != "" {
+				return p, 0
+			}
+		}
+		return "", i
+	}
+	if i > 0 {
+		return "", i - 1
+	}
+	switch v.Kind() {
+	case reflect.Slice:
+		v.Set(reflect.Append(v, reflect.New(v.Type().Elem()).Elem()))
+	case reflect.Int, reflect.Int64:
+		v.SetInt(v.Int() + 1)
+	case reflect.Uint32:
+		v.SetUint(v.Uint() + 1)
+	case reflect.String:
+		v.SetString(v.String() + "x")
+	default:
+		t.Fatalf("%s: kind %s is not covered by this test; extend it", path, v.Kind())
+	}
+	return path, 0
+}
+
+// leafCount is the number of non-struct fields in t, nested ones counted.
+func leafCount(t reflect.Type) int {
+	if t.Kind() != reflect.Struct {
+		return 1
+	}
+	n := 0
+	for i := range t.NumField() {
+		n += leafCount(t.Field(i).Type)
+	}
+	return n
 }

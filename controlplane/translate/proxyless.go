@@ -108,8 +108,8 @@ func Proxyless(in *ProxylessInputs) *NodeConfig {
 // or svc_<name>): a gRPC client asks for those and no others.
 func grpcConfig(in *upstreamConfigInputs) *GRPCConfig {
 	c := &GRPCConfig{Listener: grpcAPIListener(in.Service), Route: grpcRoute(in)}
-	for _, name := range grpcClusterNames(in.Service, in.Policy) {
-		c.Clusters = append(c.Clusters, grpcCluster(name, in.Policy))
+	for _, name := range grpcClusterNames(in.Service, in.policy()) {
+		c.Clusters = append(c.Clusters, grpcCluster(name, in.policy()))
 	}
 	return c
 }

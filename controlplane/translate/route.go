@@ -63,7 +63,7 @@ func upstreamVirtualHost(in *upstreamConfigInputs) *routev3.VirtualHost {
 	return &routev3.VirtualHost{
 		Name:    in.Service,
 		Domains: []string{in.Service, in.Service + ":*"},
-		Routes:  routesTo(in.Service, in.Policy, "", func() *routev3.RouteMatch { return prefixMatch("/") }, false),
+		Routes:  routesTo(in.Service, in.policy(), "", func() *routev3.RouteMatch { return prefixMatch("/") }, false),
 	}
 }
 

@@ -197,12 +197,12 @@ type UpstreamConfig struct {
 // equal one. Endpoints are built afresh: call Upstream only when the mesh
 // replaced svc (Changes says so).
 func Upstream(svc *model.Service, prev *Shared) *Shared {
-	in := &upstreamConfigInputs{Service: svc.Name, Protocol: svc.Protocol, Policy: svc.Policy}
+	in := &upstreamConfigInputs{Service: svc.Name, Protocol: svc.Protocol, Policy: policyFields(svc.Policy)}
 	s := &Shared{Name: svc.Name, ConfigKey: key(in), Endpoints: upstreamEndpoints(svc), GRPCEndpoints: grpcEndpoints(svc)}
 	if prev != nil && prev.ConfigKey == s.ConfigKey {
 		s.Config, s.GRPC = prev.Config, prev.GRPC
 	} else {
-		s.Config = &UpstreamConfig{Protocol: in.Protocol, Policy: in.Policy, Clusters: upstreamClusters(in), VirtualHost: upstreamVirtualHost(in)}
+		s.Config = &UpstreamConfig{Protocol: in.Protocol, Policy: in.policy(), Clusters: upstreamClusters(in), VirtualHost: upstreamVirtualHost(in)}
 		s.GRPC = grpcConfig(in)
 	}
 	return s
