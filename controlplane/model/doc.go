@@ -15,10 +15,10 @@
 // service keeps its last good policy). Validate returns every problem at
 // once.
 //
-// A Service or Instance that did not change is the very same pointer in
-// the next mesh, and one that changed is a new one: translate compares
-// meshes by identity (translate.Changed) to find what its readers must
-// look at again.
+// A Service or Instance that changed is a new one in the next mesh, and
+// one that did not is, as a rule, the very same pointer (a build from
+// nothing makes everything anew): translate compares meshes by identity
+// (translate.Changed), which may name more than changed, never less.
 //
 // A build costs what changed, not the size of the mesh. The snapshot's
 // maps and the mesh's are persistent (internal/pmap), so the Builder

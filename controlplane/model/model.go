@@ -18,7 +18,8 @@ import (
 // very same pointer in both, so pmap.Diff of two meshes' Services names
 // the services that were rebuilt, at the cost of the change: every
 // changed service, and possibly some whose content came out equal (a
-// policy or prefix owner set again); compare their hashes to tell.
+// policy or prefix owner set again). A build from nothing (a service
+// appearing or going, an ID taken twice) makes every one of them anew.
 type Mesh struct {
 	// Index and SeenAt come from the catalog snapshot the mesh was built
 	// from.
