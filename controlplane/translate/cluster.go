@@ -65,7 +65,7 @@ func edsCluster(name string, in *upstreamConfigInputs) *clusterv3.Cluster {
 		LbPolicy:                      clusterv3.Cluster_LEAST_REQUEST,
 		CircuitBreakers:               circuitBreakers(p.CircuitBreaker),
 		OutlierDetection:              outlierDetection(p.Outlier),
-		TypedExtensionProtocolOptions: protocolOptions(in.Protocol),
+		TypedExtensionProtocolOptions: upstreamProtocolOptions(in.Protocol),
 	}
 	return c
 }
@@ -134,6 +134,25 @@ func protocolOptions(p model.Protocol) map[string]*anyMsg {
 	return map[string]*anyMsg{httpProtocolOptionsKey: mustAny(opts)}
 }
 
+// upstreamProtocolOptions is how a caller's sidecar speaks to an
+// instance's sidecar: HTTP/2 to a service that speaks only HTTP/2, and
+// otherwise the protocol the call came in with, so that gRPC calls (HTTP/2)
+// and HTTP/1.1 requests both reach the inbound listener (codec AUTO) as
+// they were made.
+func upstreamProtocolOptions(p model.Protocol) map[string]*anyMsg {
+	if p == model.HTTP2 {
+		return protocolOptions(p)
+	}
+	opts := &httpv3.HttpProtocolOptions{
+		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(time.Minute)},
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{UseDownstreamProtocolConfig: &httpv3.HttpProtocolOptions_UseDownstreamHttpConfig{
+			HttpProtocolOptions:  &corev3.Http1ProtocolOptions{},
+			Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+		}},
+	}
+	return map[string]*anyMsg{httpProtocolOptionsKey: mustAny(opts)}
+}
+
 func loadAssignment(cluster string, insts []*model.Instance) *endpointv3.ClusterLoadAssignment {
 	lbs := make([]*endpointv3.LbEndpoint, 0, len(insts))
 	for _, in := range insts {
@@ -158,18 +177,24 @@ func loadAssignment(cluster string, insts []*model.Instance) *endpointv3.Cluster
 	return cla
 }
 
-// localAppCluster forwards inbound traffic to the app on loopback. The
-// service's own policy bounds it: its circuit breaker protects the app
-// from more concurrency than it was sized for.
-func localAppCluster(in *SidecarInputs) *clusterv3.Cluster {
+// localAppCluster forwards inbound traffic to a port of the app on
+// loopback: its HTTP port (local_app, in the service's protocol) or its
+// gRPC port (local_app_grpc, HTTP/2). The service's own policy bounds it:
+// its circuit breaker protects the app from more concurrency than it was
+// sized for.
+func localAppCluster(in *SidecarInputs, name string, port int) *clusterv3.Cluster {
 	own := in.Own.config
+	protocol := own.Protocol
+	if name == ClusterLocalAppGRPC {
+		protocol = model.HTTP2
+	}
 	return &clusterv3.Cluster{
-		Name:                          ClusterLocalApp,
+		Name:                          name,
 		ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
 		ConnectTimeout:                durationpb.New(own.Policy.ConnectTimeout),
-		LoadAssignment:                loadAssignmentTo(ClusterLocalApp, "127.0.0.1", uint32(in.AppPort)),
+		LoadAssignment:                loadAssignmentTo(name, "127.0.0.1", uint32(port)),
 		CircuitBreakers:               circuitBreakers(own.Policy.CircuitBreaker),
-		TypedExtensionProtocolOptions: protocolOptions(own.Protocol),
+		TypedExtensionProtocolOptions: protocolOptions(protocol),
 	}
 }
 

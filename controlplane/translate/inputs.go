@@ -21,6 +21,9 @@ type SidecarInputs struct {
 	// route follow the service's protocol and policy.
 	Own     UpstreamRef
 	AppPort int
+	// GRPCPort is the app's gRPC port (0: none): gRPC calls arriving at
+	// the inbound listener go there.
+	GRPCPort int
 	// InboundPort and OutboundPort are the listener ports in force (node
 	// metadata, or the Config defaults).
 	InboundPort, OutboundPort uint32
@@ -143,6 +146,7 @@ func SidecarInputsOf(m *model.Mesh, n Node, cfg Config, shared map[string]*Share
 	out := &SidecarInputs{
 		Own:          r.upstream(in.Service, shared),
 		AppPort:      in.AppPort,
+		GRPCPort:     in.GRPCPort,
 		InboundPort:  cmp.Or(n.InboundPort, cfg.InboundPort),
 		OutboundPort: cmp.Or(n.OutboundPort, cfg.OutboundPort),
 		Collector:    cfg.CollectorAddress,

@@ -35,22 +35,33 @@ const (
 func wrapBool(b bool) *wrapperspb.BoolValue { return wrapperspb.Bool(b) }
 
 // inboundRoute sends everything to the local app, bounded by the
-// service's own timeout. No retries here: the caller's sidecar retries,
-// and retrying in two places multiplies attempts.
-func inboundRoute(policy model.Policy) *routev3.RouteConfiguration {
+// service's own timeout; with grpc, calls whose content-type is
+// application/grpc go to its gRPC port. No retries here: the caller's
+// sidecar retries, and retrying in two places multiplies attempts.
+func inboundRoute(policy model.Policy, grpc bool) *routev3.RouteConfiguration {
+	to := func(name, cluster string, match *routev3.RouteMatch) *routev3.Route {
+		return &routev3.Route{
+			Name:  name,
+			Match: match,
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
+				Timeout:          durationpb.New(policy.Timeout),
+			}},
+		}
+	}
+	var routes []*routev3.Route
+	if grpc {
+		m := prefixMatch("/")
+		m.Grpc = &routev3.RouteMatch_GrpcRouteMatchOptions{} // content-type application/grpc*
+		routes = append(routes, to("local_app_grpc", ClusterLocalAppGRPC, m))
+	}
+	routes = append(routes, to("local_app", ClusterLocalApp, prefixMatch("/")))
 	return &routev3.RouteConfiguration{
 		Name: RouteInbound,
 		VirtualHosts: []*routev3.VirtualHost{{
 			Name:    ClusterLocalApp,
 			Domains: []string{"*"},
-			Routes: []*routev3.Route{{
-				Name:  "local_app",
-				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterLocalApp},
-					Timeout:          durationpb.New(policy.Timeout),
-				}},
-			}},
+			Routes:  routes,
 		}},
 		ValidateClusters: wrapBool(false),
 	}

@@ -26,7 +26,10 @@ const (
 	RouteOutbound    = "outbound"
 	RouteEdge        = "edge"
 	ClusterLocalApp  = "local_app"
-	ClusterCollector = "otel_collector"
+	// ClusterLocalAppGRPC is the app's gRPC port, where the inbound
+	// listener sends calls with content-type application/grpc.
+	ClusterLocalAppGRPC = "local_app_grpc"
+	ClusterCollector    = "otel_collector"
 	// EdgeCluster is the Envoy node cluster of every edge gateway.
 	EdgeCluster = "edge"
 )
@@ -232,7 +235,10 @@ func errUnknownNode(id string) error { return fmt.Errorf("%w: %q", ErrUnknownNod
 func Sidecar(in *SidecarInputs) *NodeConfig {
 	tracer := in.Own.Name + "-sidecar"
 	c := &NodeConfig{}
-	c.Clusters = append(c.Clusters, localAppCluster(in), collectorCluster(in.Collector))
+	c.Clusters = append(c.Clusters, localAppCluster(in, ClusterLocalApp, in.AppPort), collectorCluster(in.Collector))
+	if in.GRPCPort != 0 {
+		c.Clusters = append(c.Clusters, localAppCluster(in, ClusterLocalAppGRPC, in.GRPCPort))
+	}
 	c.Listeners = append(c.Listeners,
 		listener(ListenerInbound, "0.0.0.0", in.InboundPort, inboundDirection,
 			hcm(ListenerInbound, RouteInbound, tracer, nil)),
@@ -245,7 +251,7 @@ func Sidecar(in *SidecarInputs) *NodeConfig {
 		c.Upstreams = append(c.Upstreams, u.Name)
 	}
 	vhosts = append(vhosts, undeclaredVirtualHost(in.Own.Name))
-	c.Routes = append(c.Routes, inboundRoute(in.Own.config.Policy), &routev3.RouteConfiguration{
+	c.Routes = append(c.Routes, inboundRoute(in.Own.config.Policy, in.GRPCPort != 0), &routev3.RouteConfiguration{
 		Name:             RouteOutbound,
 		VirtualHosts:     vhosts,
 		ValidateClusters: wrapBool(false),
