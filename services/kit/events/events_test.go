@@ -349,8 +349,10 @@ func TestConsumerDedupesByEventID(t *testing.T) {
 			}})
 		// Another consumer is independent: it handles the event too.
 		f.consumer(ConsumerConfig{Name: "audit", Types: []string{OrderConfirmed}})
+		// A consumer's info can show nothing pending before its first
+		// delivery: wait for the effects too.
 		eventually(t, 10*time.Second, "both deliveries settled", func() bool {
-			return f.settled("notification") && f.settled("audit")
+			return f.effects("notification") == 1 && f.effects("audit") == 1 && f.settled("notification") && f.settled("audit")
 		})
 		if calls.Load() != 1 || f.effects("notification") != 1 {
 			t.Errorf("handler called %d times with %d effects, want 1 and 1", calls.Load(), f.effects("notification"))
