@@ -551,6 +551,7 @@ func (p *pass) finish() {
 		svc := *base // the previous mesh's Service is never modified
 		svc.PublicPrefixes = p.owned(&svc)
 		svc.Policy = p.policyFor(name)
+		svc.GRPCNotHonoured = svc.Policy.NotHonouredByGRPC()
 		p.setProblems(owner(ownerSplit, name), splitProblems(&svc))
 		m.Services = m.Services.Set(name, &svc)
 	}

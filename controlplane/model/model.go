@@ -96,6 +96,10 @@ type Service struct {
 	PublicPrefixes []string `json:"public_prefixes,omitempty"`
 	// Policy is the policy in force (KV, last good, or default).
 	Policy Policy `json:"policy"`
+	// GRPCNotHonoured lists the settings of Policy that proxyless gRPC
+	// clients do not apply (Envoys apply them all), so that /debug/model
+	// shows them rather than dropping them silently.
+	GRPCNotHonoured []string `json:"grpc_not_honoured,omitempty"`
 }
 
 // Endpoints returns the instances that receive traffic: passing checks and

@@ -342,6 +342,26 @@ func (p Policy) Validate() error {
 	return errors.Join(errs...)
 }
 
+// NotHonouredByGRPC lists, with why, the settings in p that a proxyless
+// gRPC client does not apply: it ejects on failure percentage only, and
+// of the circuit breaker it keeps only max_requests.
+func (p Policy) NotHonouredByGRPC() []string {
+	var out []string
+	if p.Outlier.Consecutive5xx > 0 || p.Outlier.ConsecutiveGatewayFailure > 0 {
+		why := "gRPC clients eject on failure_percentage_threshold only"
+		if p.Outlier.FailurePercentageThreshold == 0 {
+			why += ", which is off: they eject nothing"
+		}
+		out = append(out, "outlier_detection.consecutive_5xx/consecutive_gateway_failure: "+why)
+	}
+	out = append(out, "circuit_breaker.max_connections/max_pending_requests/max_retries: gRPC clients limit max_requests only")
+	out = append(out, "connect_timeout: gRPC clients dial with their own connect timeout")
+	if p.Retries.PerTryTimeout != 0 {
+		out = append(out, "retries.per_try_timeout: gRPC clients bound the whole call (timeout) only")
+	}
+	return out
+}
+
 // MarshalJSON writes the policy in the same schema ParsePolicy reads.
 func (p Policy) MarshalJSON() ([]byte, error) {
 	return json.Marshal(p.doc())

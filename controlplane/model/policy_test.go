@@ -131,3 +131,20 @@ func FuzzParsePolicy(f *testing.F) {
 		}
 	})
 }
+
+func TestNotHonouredByGRPC(t *testing.T) {
+	def := DefaultPolicy()
+	got := strings.Join(def.NotHonouredByGRPC(), "\n")
+	for _, want := range []string{"consecutive_5xx", "they eject nothing", "max_connections", "connect_timeout"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("default policy: %q not reported:\n%s", want, got)
+		}
+	}
+	p := def
+	p.Outlier.FailurePercentageThreshold = 50
+	p.Retries.PerTryTimeout = time.Second
+	got = strings.Join(p.NotHonouredByGRPC(), "\n")
+	if strings.Contains(got, "eject nothing") || !strings.Contains(got, "per_try_timeout") {
+		t.Errorf("with failure percentage and a per-try timeout:\n%s", got)
+	}
+}
