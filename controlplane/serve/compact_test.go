@@ -44,11 +44,14 @@ func testMesh(t *testing.T) *model.Mesh {
 func allResources(t *testing.T, m *model.Mesh) []cachetypes.Resource {
 	t.Helper()
 	var out []cachetypes.Resource
-	side, err := translate.SidecarFromScratch(m, translate.Node{ID: "order-1"}, translate.DefaultConfig())
+	side, err := translate.FromScratch(m, translate.Node{ID: "order-1"}, translate.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
-	edge := translate.EdgeFromScratch(m, translate.DefaultConfig())
+	edge, err := translate.FromScratch(m, translate.Node{Edge: true}, translate.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, r := range []*translate.Resources{side, edge} {
 		for _, rs := range r.ByType() {
 			out = append(out, rs...)
@@ -133,7 +136,7 @@ func TestCompactVirtualHostInsideARouteConfiguration(t *testing.T) {
 
 func TestConsistentUsesRecordedReferences(t *testing.T) {
 	m := testMesh(t)
-	side, err := translate.SidecarFromScratch(m, translate.Node{ID: "order-1"}, translate.DefaultConfig())
+	side, err := translate.FromScratch(m, translate.Node{ID: "order-1"}, translate.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,11 +185,11 @@ func TestIdenticalNodeResourcesShareOneEntry(t *testing.T) {
 	cfg := translate.DefaultConfig()
 	shared := translate.AllShared(m)
 	own := func(id string) *translate.NodeConfig {
-		in, _, err := translate.SidecarInputsOf(m, translate.Node{ID: id}, cfg, shared)
+		in, _, err := translate.InputsOf(m, translate.Node{ID: id}, cfg, shared)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return translate.Sidecar(in)
+		return in.Build()
 	}
 	user1, product := own("user-1"), own("product-1")
 	byName := func(nc *translate.NodeConfig) map[string]*entry {

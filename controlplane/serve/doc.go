@@ -18,11 +18,11 @@
 //	      or went, keys left pending; keys to re-assemble: those whose
 //	      snapshot holds a Shared whose load assignments changed
 //	                                      │
-//	      per key: SidecarInputsOf / EdgeInputsOf ─▶ inputs, reads
+//	      per key: translate.InputsOf ─▶ inputs, reads
 //	      snapshot key = inputs key + versions of the Shared it
 //	      references ──unchanged──▶ skip
 //	                                      │ changed
-//	      Sidecar / Edge(inputs) ─▶ own resources; with the Shared:
+//	      inputs.Build() ─▶ own resources; with the Shared's Parts:
 //	      Validate every resource, consistent ──fail──▶ not set; logged,
 //	                                      │               counted, /debug/nodes
 //	                                      ▼

@@ -162,7 +162,7 @@ func (c *randomCatalog) snapshot() *catalog.Snapshot {
 // and policy changes to a server, and checks after each that every
 // snapshot it serves equals a translation from nothing of the same
 // catalog: a new model builder and every translate function called
-// afresh (translate.SidecarFromScratch), with none of serve's
+// afresh (translate.FromScratch), with none of serve's
 // incremental state (its readers index, its Shared, its groups).
 func TestServedEqualsFromScratch(t *testing.T) {
 	steps := *equivalenceSteps
@@ -211,40 +211,26 @@ func compareServed(srv *serve.Server, ref *model.Mesh, cfg translate.Config, pro
 			return fmt.Errorf("%s is no instance any more but has a snapshot", key)
 		}
 	}
-	// As translate.*FromScratch do, with the Shared of every service made
+	// As translate.FromScratch does, with the Shared of every service made
 	// once per step rather than per node.
 	shared := translate.AllShared(ref)
 	for key := range want {
-		var res *translate.Resources
-		var err error
-		flavor := ""
-		switch {
-		case key == "edge":
-			in, _ := translate.EdgeInputsOf(ref, cfg, shared)
-			res = translate.Edge(in).Resources(shared)
-		case proxyless[key]:
-			flavor = translate.FlavorProxyless
-			var in *translate.ProxylessInputs
-			if in, _, err = translate.ProxylessInputsOf(ref, translate.Node{ID: key, Flavor: flavor}, shared); err == nil {
-				res = translate.Proxyless(in).Resources(shared)
-			}
-		default:
-			var in *translate.SidecarInputs
-			if in, _, err = translate.SidecarInputsOf(ref, translate.Node{ID: key}, cfg, shared); err == nil {
-				res = translate.Sidecar(in).Resources(shared)
-			}
+		n := translate.Node{ID: key, Edge: key == "edge"}
+		if proxyless[key] {
+			n.Flavor = translate.FlavorProxyless
 		}
+		in, _, err := translate.InputsOf(ref, n, cfg, shared)
 		if err != nil {
 			if st := status[key].Snapshot; st == nil || st.Error == "" {
 				return fmt.Errorf("%s: the reference fails (%v) but the server reports no error", key, err)
 			}
 			continue
 		}
-		got, err := srv.ServedForTest(key, flavor)
+		got, err := srv.ServedForTest(key, n.Flavor)
 		if err != nil {
 			return fmt.Errorf("%s: %v", key, err)
 		}
-		for typ, rs := range res.ByType() {
+		for typ, rs := range in.Build().Resources(shared).ByType() {
 			if err := sameResources(rs, got[typ]); err != nil {
 				return fmt.Errorf("%s %s: %v", key, typ, err)
 			}

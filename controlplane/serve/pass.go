@@ -103,8 +103,8 @@ func (s *Server) build(key string, seen time.Time, regather bool) (set bool, err
 		st = &nodeState{key: key, edge: key == edgeKey}
 		s.snaps.nodes[key] = st
 	}
-	opts := translate.Node{ID: key}
-	if meta, ok := s.meta[key]; ok {
+	opts := translate.Node{ID: key, Edge: st.edge}
+	if meta, ok := s.meta[key]; ok && !st.edge {
 		opts = meta.opts
 	}
 	defer func() {
@@ -151,10 +151,9 @@ func (s *Server) build(key string, seen time.Time, regather bool) (set bool, err
 
 // gathered is a node's inputs and the key of the snapshot they make.
 type gathered struct {
-	// One of the three flavours of inputs.
-	sidecar   *translate.SidecarInputs
-	edge      *translate.EdgeInputs
-	proxyless *translate.ProxylessInputs
+	// inputs is nil when the node's inputs did not change since its
+	// current group was translated (sameInputs).
+	inputs translate.Inputs
 	// inputsKey identifies the inputs; snapshotKey the inputs and the
 	// versions of the Shared they reference.
 	inputsKey, snapshotKey string
@@ -163,34 +162,13 @@ type gathered struct {
 // gather reads a node's inputs from the mesh and records what it read in
 // the readers index.
 func (s *Server) gather(st *nodeState, opts translate.Node) (*gathered, error) {
-	g := &gathered{}
-	var upstreams []translate.UpstreamRef
-	switch {
-	case st.edge:
-		in, reads := translate.EdgeInputsOf(s.mesh, s.opts.Translate, s.shared.shared)
-		s.snaps.index(st, reads)
-		g.edge, g.inputsKey, upstreams = in, in.Key(), in.Upstreams
-	case opts.Flavor == translate.FlavorProxyless:
-		in, reads, err := translate.ProxylessInputsOf(s.mesh, opts, s.shared.shared)
-		s.snaps.index(st, reads)
-		if err != nil {
-			return nil, err
-		}
-		g.proxyless, g.inputsKey, upstreams = in, in.Key(), in.Upstreams
-	default:
-		in, reads, err := translate.SidecarInputsOf(s.mesh, opts, s.opts.Translate, s.shared.shared)
-		s.snaps.index(st, reads)
-		if err != nil {
-			return nil, err
-		}
-		g.sidecar, g.inputsKey, upstreams = in, in.Key(), in.Upstreams
+	in, reads, err := translate.InputsOf(s.mesh, opts, s.opts.Translate, s.shared.shared)
+	s.snaps.index(st, reads)
+	if err != nil {
+		return nil, err
 	}
-	names := make([]string, len(upstreams))
-	for i, u := range upstreams {
-		names[i] = u.Name
-	}
-	g.snapshotKey = s.snapshotKey(g.inputsKey, names)
-	return g, nil
+	key := in.Key()
+	return &gathered{inputs: in, inputsKey: key, snapshotKey: s.snapshotKey(key, in.SharedNames())}, nil
 }
 
 // sameInputs is what gather would return for a node whose inputs did not
@@ -218,15 +196,7 @@ func (s *Server) newGroup(st *nodeState, in *gathered) (*group, error) {
 	if old := st.group; old != nil && old.inputsKey == in.inputsKey {
 		g.own, g.upstreams, g.flavor = old.own, old.upstreams, old.flavor
 	} else {
-		var nc *translate.NodeConfig
-		switch {
-		case in.edge != nil:
-			nc = translate.Edge(in.edge)
-		case in.proxyless != nil:
-			nc = translate.Proxyless(in.proxyless)
-		default:
-			nc = translate.Sidecar(in.sidecar)
-		}
+		nc := in.inputs.Build()
 		g.own, g.upstreams, g.flavor = ownEntries(s.snaps.pool, nc), nc.Upstreams, nc.Flavor
 	}
 	shared := make([]*sharedEntries, len(g.upstreams))

@@ -1,8 +1,6 @@
 package serve
 
 import (
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/meshop/meshop/controlplane/model"
@@ -10,9 +8,8 @@ import (
 )
 
 // sharedSet keeps the translate.Shared of every meshed service, with its
-// entries: each shared cluster and load assignment is validated, hashed
-// and compacted once per change of its service, not once per node that
-// calls it.
+// entries: each shared resource is validated, hashed and compacted once
+// per change of its service, not once per node that calls it.
 type sharedSet struct {
 	byName map[string]*sharedEntries
 	// shared is the Shared of every service, by name, for translate's
@@ -20,24 +17,13 @@ type sharedSet struct {
 	shared map[string]*translate.Shared
 }
 
-// sharedEntries is one service's Shared and its entries. version changes
-// whenever a cluster or a load assignment of it does: it is part of the
-// snapshot key of every node that references the service.
+// sharedEntries is one service's Shared and the entries of its parts,
+// by flavour and type. version changes whenever one of them does: it is
+// part of the snapshot key of every node that references the service.
 type sharedEntries struct {
-	shared    *translate.Shared
-	clusters  []*entry
-	endpoints []*entry
-	// grpc are the proxyless flavour's entries, by type.
-	grpc    map[resource.Type][]*entry
+	shared  *translate.Shared
+	parts   map[string]map[resource.Type][]*entry
 	version string
-}
-
-// of returns the entries a node of flavor holds, by type.
-func (se *sharedEntries) of(flavor string) map[resource.Type][]*entry {
-	if flavor == translate.FlavorProxyless {
-		return se.grpc
-	}
-	return map[resource.Type][]*entry{resource.ClusterType: se.clusters, resource.EndpointType: se.endpoints}
 }
 
 func newSharedSet() *sharedSet {
@@ -65,34 +51,32 @@ func (s *sharedSet) update(m *model.Mesh, ch *translate.Changes) (changed []stri
 		}
 		sh := translate.Upstream(svc, prevShared)
 		ch.SharedChanged(prevShared, sh)
-		se := &sharedEntries{shared: sh, endpoints: newEntries(sh.Endpoints),
-			grpc: map[resource.Type][]*entry{resource.EndpointType: newEntries(sh.GRPCEndpoints)}}
-		if prev != nil && prevShared.Config == sh.Config {
-			se.clusters = prev.clusters
-			for _, typ := range []resource.Type{resource.ListenerType, resource.RouteType, resource.ClusterType} {
-				se.grpc[typ] = prev.grpc[typ]
-			}
-		} else {
+		sameConfig := prev != nil && prevShared.Config == sh.Config
+		if !sameConfig {
 			// Callers embed the virtual host in their route
 			// configurations: keep it compact there too.
 			cfg := *sh.Config
 			cfg.VirtualHost = compactVirtualHost(cfg.VirtualHost)
 			sh.Config = &cfg
-			se.clusters = newEntries(cfg.Clusters)
-			se.grpc[resource.ListenerType] = newEntries([]*listenerv3.Listener{sh.GRPC.Listener})
-			se.grpc[resource.RouteType] = newEntries([]*routev3.RouteConfiguration{sh.GRPC.Route})
-			se.grpc[resource.ClusterType] = newEntries(sh.GRPC.Clusters)
 		}
+		se := &sharedEntries{shared: sh, parts: map[string]map[resource.Type][]*entry{}}
 		fp := newFP()
-		for _, es := range [][]*entry{se.clusters, se.endpoints} {
-			for _, e := range es {
-				fp.add(e.name, e.hash)
+		for _, flavor := range translate.Flavors {
+			p := sh.Parts(flavor).ByType()
+			es := map[resource.Type][]*entry{}
+			for _, typ := range snapshotTypes {
+				// Only load assignments change when the configuration
+				// did not.
+				if sameConfig && typ != resource.EndpointType {
+					es[typ] = prev.parts[flavor][typ]
+				} else {
+					es[typ] = newEntries(p[typ])
+				}
+				for _, e := range es[typ] {
+					fp.add(e.name, e.hash)
+				}
 			}
-		}
-		for _, typ := range snapshotTypes {
-			for _, e := range se.grpc[typ] {
-				fp.add(e.name, e.hash)
-			}
+			se.parts[flavor] = es
 		}
 		se.version = fp.sum()
 		s.byName[name] = se

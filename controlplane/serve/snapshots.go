@@ -197,7 +197,7 @@ func assemble(own map[resource.Type][]*entry, shared []*sharedEntries, flavor st
 		byType[typ] = slices.Clone(own[typ])
 	}
 	for _, s := range shared {
-		for typ, es := range s.of(flavor) {
+		for typ, es := range s.parts[flavor] {
 			byType[typ] = append(byType[typ], es...)
 		}
 	}

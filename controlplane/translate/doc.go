@@ -7,29 +7,26 @@
 //	            │    the outbound virtual host (Config, keyed by ConfigKey)
 //	            │    and load assignments: what every caller of svc shares
 //	            │
-//	            ├─ SidecarInputsOf(node) ─▶ SidecarInputs, Reads
-//	            │    Sidecar(inputs) ─▶ NodeConfig: inbound (→ local_app),
-//	            │    outbound (vhost per declared upstream), local_app,
-//	            │    otel_collector; + names of the Shared it references
-//	            │
-//	            ├─ ProxylessInputsOf(node) ─▶ ProxylessInputs, Reads
-//	            │    Proxyless(inputs) ─▶ NodeConfig: the inbound listener
-//	            │    of the app's xDS gRPC server; + the Shared's gRPC
-//	            │    flavour of each upstream (API listener <s>, route <s>,
-//	            │    clusters, load assignments of mesh_grpc_port)
-//	            │
-//	            ├─ EdgeInputsOf() ─▶ EdgeInputs, Reads
-//	            │    Edge(inputs) ─▶ NodeConfig: listener edge, /api/<prefix>
-//	            │    → svc_<owner>, JSON 404, CORS, local rate limit
+//	            ├─ InputsOf(node) ─▶ Inputs, Reads; Inputs.Build() ─▶ NodeConfig:
+//	            │    sidecar: inbound (→ local_app, local_app_grpc), outbound
+//	            │      (vhost per declared upstream), local_app,
+//	            │      otel_collector
+//	            │    proxyless: the inbound listener of the app's xDS gRPC
+//	            │      server
+//	            │    edge: listener edge, /api/<prefix> → svc_<owner>, JSON
+//	            │      404, CORS, local rate limit
+//	            │    + the names of the Shared it references, whose Parts in
+//	            │      the node's flavour join its snapshot (Envoy: clusters
+//	            │      and load assignments; gRPC: API listener <s>, route <s>,
+//	            │      clusters, load assignments of mesh_grpc_port)
 //	            │
 //	            └─ Changed(previous, mesh) ─▶ the read keys that differ
 //
-// Translation reports what it reads. A gathering (SidecarInputsOf,
-// EdgeInputsOf) reads the mesh through a recording reader and returns the
-// inputs with its Reads; the builders (Sidecar, Edge) read nothing but
-// their inputs, whose Key hashes every field. Serve compares keys and
-// reads, never a list of fields kept by hand; SidecarFromScratch and
-// EdgeFromScratch compose the same functions for the goldens and tests.
+// Translation reports what it reads. InputsOf reads the mesh through a
+// recording reader and returns the inputs with its Reads; Build reads
+// nothing but the inputs, whose Key hashes every field. Serve compares
+// keys and reads, never a list of fields kept by hand; FromScratch
+// composes the same functions for the goldens and tests.
 //
 // Every connection manager traces with the OpenTelemetry tracer to
 // otel_collector and logs JSON to stdout with the trace id. Every route to

@@ -12,10 +12,49 @@ import (
 	"github.com/meshop/meshop/controlplane/model"
 )
 
-// SidecarInputs is everything Sidecar builds a sidecar's own resources
-// from, gathered from the mesh by SidecarInputsOf. Sidecar reads nothing
-// else, so equal inputs give equal resources: Key tells, and the
-// instances of one service, whose inputs are equal, share one build.
+// Inputs is everything one node's configuration is built from, gathered
+// from the mesh by InputsOf: a *SidecarInputs, *EdgeInputs or
+// *ProxylessInputs. Build reads nothing else, so equal inputs give equal
+// resources: Key tells, and the instances of one service, whose inputs
+// are equal, share one build.
+type Inputs interface {
+	// Key identifies the inputs: equal inputs, equal keys.
+	Key() string
+	// SharedNames are the services whose Shared the configuration
+	// references, sorted (Build returns the same in NodeConfig.Upstreams).
+	SharedNames() []string
+	// Build translates the inputs.
+	Build() *NodeConfig
+}
+
+// InputsOf gathers the inputs of node n from m, with the Shared of every
+// meshed service from shared, and reports what it read. The node is the
+// edge, a proxyless gRPC client or a sidecar, as n says.
+func InputsOf(m *model.Mesh, n Node, cfg Config, shared map[string]*Shared) (Inputs, Reads, error) {
+	switch {
+	case n.Edge:
+		in, reads := edgeInputsOf(m, cfg, shared)
+		return in, reads, nil
+	case n.Flavor == FlavorProxyless:
+		return proxylessInputsOf(m, n, shared)
+	default:
+		return sidecarInputsOf(m, n, cfg, shared)
+	}
+}
+
+// FromScratch is the whole configuration of node n, built from nothing by
+// the functions serve calls one change at a time: the reference its
+// snapshots are tested against, and what the goldens render.
+func FromScratch(m *model.Mesh, n Node, cfg Config) (*Resources, error) {
+	shared := AllShared(m)
+	in, _, err := InputsOf(m, n, cfg, shared)
+	if err != nil {
+		return nil, err
+	}
+	return in.Build().Resources(shared), nil
+}
+
+// SidecarInputs is what a sidecar's own resources are built from.
 type SidecarInputs struct {
 	// Own is the instance's own service: its local_app cluster and inbound
 	// route follow the service's protocol and policy.
@@ -32,8 +71,7 @@ type SidecarInputs struct {
 	Upstreams []UpstreamRef
 }
 
-// EdgeInputs is everything Edge builds the edge's own resources from,
-// gathered by EdgeInputsOf.
+// EdgeInputs is what the edge's own resources are built from.
 type EdgeInputs struct {
 	// Routes are the public routes, longest prefix first.
 	Routes      []model.PublicRoute
@@ -70,11 +108,31 @@ type policyFields model.Policy
 // policy is the model's view of the inputs' policy.
 func (in *upstreamConfigInputs) policy() model.Policy { return model.Policy(in.Policy) }
 
-// Key identifies the inputs: equal inputs, equal keys.
+// Key implements Inputs.
 func (in *SidecarInputs) Key() string { return key(in) }
 
-// Key identifies the inputs: equal inputs, equal keys.
+// Key implements Inputs.
 func (in *EdgeInputs) Key() string { return key(in) }
+
+// SharedNames implements Inputs.
+func (in *SidecarInputs) SharedNames() []string { return names(in.Upstreams) }
+
+// SharedNames implements Inputs.
+func (in *EdgeInputs) SharedNames() []string { return names(in.Upstreams) }
+
+// Build implements Inputs.
+func (in *SidecarInputs) Build() *NodeConfig { return sidecar(in) }
+
+// Build implements Inputs.
+func (in *EdgeInputs) Build() *NodeConfig { return edge(in) }
+
+func names(refs []UpstreamRef) []string {
+	out := make([]string, len(refs))
+	for i, r := range refs {
+		out[i] = r.Name
+	}
+	return out
+}
 
 // key hashes the JSON form of inputs, every exported field of it: a field
 // added to an inputs type is part of its key without anyone listing it.
@@ -131,10 +189,8 @@ func (r *reader) upstream(name string, shared map[string]*Shared) UpstreamRef {
 	return UpstreamRef{Name: name, ConfigKey: s.ConfigKey, config: s.Config}
 }
 
-// SidecarInputsOf gathers the inputs of the sidecar of instance n.ID from
-// m, with the Shared of its upstreams from shared, and reports what it
-// read.
-func SidecarInputsOf(m *model.Mesh, n Node, cfg Config, shared map[string]*Shared) (*SidecarInputs, Reads, error) {
+// sidecarInputsOf gathers the inputs of the sidecar of instance n.ID.
+func sidecarInputsOf(m *model.Mesh, n Node, cfg Config, shared map[string]*Shared) (*SidecarInputs, Reads, error) {
 	r := &reader{m: m}
 	in := r.instance(n.ID)
 	if in == nil {
@@ -160,9 +216,8 @@ func SidecarInputsOf(m *model.Mesh, n Node, cfg Config, shared map[string]*Share
 	return out, r.done(), nil
 }
 
-// EdgeInputsOf gathers the inputs of the edge from m, with the Shared of
-// the public services from shared, and reports what it read.
-func EdgeInputsOf(m *model.Mesh, cfg Config, shared map[string]*Shared) (*EdgeInputs, Reads) {
+// edgeInputsOf gathers the inputs of the edge.
+func edgeInputsOf(m *model.Mesh, cfg Config, shared map[string]*Shared) (*EdgeInputs, Reads) {
 	r := &reader{m: m}
 	out := &EdgeInputs{
 		Routes:      r.routes(),

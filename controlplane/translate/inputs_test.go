@@ -45,13 +45,13 @@ func keysOf(t *testing.T, m *model.Mesh) map[string]string {
 	shared := translate.AllShared(m)
 	out := map[string]string{}
 	for id := range m.Instances.Keys() {
-		in, _, err := translate.SidecarInputsOf(m, translate.Node{ID: id}, cfg, shared)
+		in, _, err := translate.InputsOf(m, translate.Node{ID: id}, cfg, shared)
 		if err != nil {
 			t.Fatal(err)
 		}
 		out[id] = in.Key()
 	}
-	edge, _ := translate.EdgeInputsOf(m, cfg, shared)
+	edge, _, _ := translate.InputsOf(m, translate.Node{Edge: true}, cfg, shared)
 	out["edge"] = edge.Key()
 	for name := range m.Services.Keys() {
 		out["shared/"+name] = shared[name].ConfigKey
@@ -117,14 +117,14 @@ func TestGatheringReportsItsReads(t *testing.T) {
 	m := newKeyShop().build()
 	cfg := translate.DefaultConfig()
 	shared := translate.AllShared(m)
-	_, reads, err := translate.SidecarInputsOf(m, translate.Node{ID: "order-1"}, cfg, shared)
+	_, reads, err := translate.InputsOf(m, translate.Node{ID: "order-1"}, cfg, shared)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(translate.Reads{"instance/order-1", "upstream/order", "upstream/user"}, reads); diff != "" {
 		t.Errorf("order-1 reads (-want +got):\n%s", diff)
 	}
-	_, reads = translate.EdgeInputsOf(m, cfg, shared)
+	_, reads, _ = translate.InputsOf(m, translate.Node{Edge: true}, cfg, shared)
 	if diff := cmp.Diff(translate.Reads{"routes", "upstream/order"}, reads); diff != "" {
 		t.Errorf("edge reads (-want +got):\n%s", diff)
 	}

@@ -40,6 +40,10 @@ const (
 	ServerListenerTemplate = "grpc/server?xds.resource.listening_address=%s"
 )
 
+// Flavors are the flavours of node: "" for an Envoy, FlavorProxyless for
+// a gRPC client.
+var Flavors = []string{"", FlavorProxyless}
+
 // ServerListenerName is the name of the inbound listener of a proxyless
 // app's gRPC server listening on addr (ip:port).
 func ServerListenerName(addr string) string {
@@ -55,8 +59,7 @@ type GRPCConfig struct {
 	Clusters []*clusterv3.Cluster
 }
 
-// ProxylessInputs is everything Proxyless builds a proxyless node's
-// configuration from, gathered by ProxylessInputsOf.
+// ProxylessInputs is what a proxyless node's configuration is built from.
 type ProxylessInputs struct {
 	// Own is the node's own service.
 	Own UpstreamRef
@@ -67,12 +70,18 @@ type ProxylessInputs struct {
 	Upstreams []UpstreamRef
 }
 
-// Key identifies the inputs: equal inputs, equal keys.
+// Key implements Inputs.
 func (in *ProxylessInputs) Key() string { return key(in) }
 
-// ProxylessInputsOf gathers the inputs of the proxyless node of instance
-// n.ID and reports what it read.
-func ProxylessInputsOf(m *model.Mesh, n Node, shared map[string]*Shared) (*ProxylessInputs, Reads, error) {
+// SharedNames implements Inputs.
+func (in *ProxylessInputs) SharedNames() []string { return names(in.Upstreams) }
+
+// Build implements Inputs.
+func (in *ProxylessInputs) Build() *NodeConfig { return proxyless(in) }
+
+// proxylessInputsOf gathers the inputs of the proxyless node of instance
+// n.ID.
+func proxylessInputsOf(m *model.Mesh, n Node, shared map[string]*Shared) (*ProxylessInputs, Reads, error) {
 	r := &reader{m: m}
 	in := r.instance(n.ID)
 	if in == nil {
@@ -88,10 +97,10 @@ func ProxylessInputsOf(m *model.Mesh, n Node, shared map[string]*Shared) (*Proxy
 	return out, r.done(), nil
 }
 
-// Proxyless is the configuration of a proxyless node: the inbound
+// proxyless is the configuration of a proxyless node: the inbound
 // listener of its gRPC server, the shared gRPC configuration of each
 // upstream it declared, and nothing else.
-func Proxyless(in *ProxylessInputs) *NodeConfig {
+func proxyless(in *ProxylessInputs) *NodeConfig {
 	c := &NodeConfig{Flavor: FlavorProxyless}
 	if in.Listen != "" {
 		c.Listeners = append(c.Listeners, grpcServerListener(in.Listen, in.Own.Name))

@@ -92,6 +92,8 @@ type Node struct {
 	// Flavor is FlavorProxyless for a gRPC client (node metadata
 	// mesh_flavor), "" for an Envoy.
 	Flavor string
+	// Edge is set for the edge gateways' node (ID and ports unused).
+	Edge bool
 }
 
 // Resources is one node's whole configuration, each list sorted by name.
@@ -121,7 +123,7 @@ func asResources[T types.Resource](rs []T) []types.Resource {
 	return out
 }
 
-// NodeConfig is what Sidecar, Edge and Proxyless return: a node's own
+// NodeConfig is what Inputs.Build returns: a node's own
 // resources, each list sorted by name, and the services whose shared
 // resources (their Shared, in the node's flavour) complete its snapshot.
 type NodeConfig struct {
@@ -145,16 +147,11 @@ func (c *NodeConfig) Resources(shared map[string]*Shared) *Resources {
 		Routes:    slices.Clone(c.Routes),
 	}
 	for _, name := range c.Upstreams {
-		s := shared[name]
-		if c.Flavor == FlavorProxyless {
-			r.Listeners = append(r.Listeners, s.GRPC.Listener)
-			r.Routes = append(r.Routes, s.GRPC.Route)
-			r.Clusters = append(r.Clusters, s.GRPC.Clusters...)
-			r.Endpoints = append(r.Endpoints, s.GRPCEndpoints...)
-			continue
-		}
-		r.Clusters = append(r.Clusters, s.Config.Clusters...)
-		r.Endpoints = append(r.Endpoints, s.Endpoints...)
+		p := shared[name].Parts(c.Flavor)
+		r.Listeners = append(r.Listeners, p.Listeners...)
+		r.Routes = append(r.Routes, p.Routes...)
+		r.Clusters = append(r.Clusters, p.Clusters...)
+		r.Endpoints = append(r.Endpoints, p.Endpoints...)
 	}
 	slices.SortFunc(r.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.Name, b.Name) })
 	slices.SortFunc(r.Routes, func(a, b *routev3.RouteConfiguration) int { return cmp.Compare(a.Name, b.Name) })
@@ -178,6 +175,20 @@ type Shared struct {
 	ConfigKey     string
 	Endpoints     []*endpointv3.ClusterLoadAssignment
 	GRPCEndpoints []*endpointv3.ClusterLoadAssignment
+}
+
+// Parts are the resources of s that a node of flavor takes into its
+// snapshot.
+func (s *Shared) Parts(flavor string) *Resources {
+	if flavor == FlavorProxyless {
+		return &Resources{
+			Listeners: []*listenerv3.Listener{s.GRPC.Listener},
+			Routes:    []*routev3.RouteConfiguration{s.GRPC.Route},
+			Clusters:  s.GRPC.Clusters,
+			Endpoints: s.GRPCEndpoints,
+		}
+	}
+	return &Resources{Clusters: s.Config.Clusters, Endpoints: s.Endpoints}
 }
 
 // UpstreamConfig is the part of a service's shared configuration that its
@@ -229,10 +240,10 @@ var (
 
 func errUnknownNode(id string) error { return fmt.Errorf("%w: %q", ErrUnknownNode, id) }
 
-// Sidecar is the configuration of a sidecar's own resources: inbound to
+// sidecar is the configuration of a sidecar's own resources: inbound to
 // its app, outbound to each upstream it declared (their virtual hosts),
-// and nothing else. It reads only in.
-func Sidecar(in *SidecarInputs) *NodeConfig {
+// and nothing else.
+func sidecar(in *SidecarInputs) *NodeConfig {
 	tracer := in.Own.Name + "-sidecar"
 	c := &NodeConfig{}
 	c.Clusters = append(c.Clusters, localAppCluster(in, ClusterLocalApp, in.AppPort), collectorCluster(in.Collector))
@@ -260,10 +271,10 @@ func Sidecar(in *SidecarInputs) *NodeConfig {
 	return c
 }
 
-// Edge is the configuration every edge gateway shares: one listener, one
+// edge is the configuration every edge gateway shares: one listener, one
 // route table with /api/<prefix> for each public route, and (shared) the
-// clusters of the services that own them. It reads only in.
-func Edge(in *EdgeInputs) *NodeConfig {
+// clusters of the services that own them.
+func edge(in *EdgeInputs) *NodeConfig {
 	c := &NodeConfig{}
 	c.Clusters = append(c.Clusters, collectorCluster(in.Collector))
 	for _, u := range in.Upstreams {
@@ -285,34 +296,3 @@ func (c *NodeConfig) sort() {
 
 // IsEdge reports whether an Envoy node cluster is the edge's.
 func IsEdge(nodeCluster string) bool { return nodeCluster == EdgeCluster }
-
-// SidecarFromScratch is the whole configuration of the sidecar of
-// instance n.ID, built from nothing by the functions serve calls one
-// change at a time: the reference its snapshots are tested against.
-func SidecarFromScratch(m *model.Mesh, n Node, cfg Config) (*Resources, error) {
-	shared := AllShared(m)
-	in, _, err := SidecarInputsOf(m, n, cfg, shared)
-	if err != nil {
-		return nil, err
-	}
-	return Sidecar(in).Resources(shared), nil
-}
-
-// ProxylessFromScratch is the whole configuration of the proxyless node
-// of instance n.ID, built from nothing (see SidecarFromScratch).
-func ProxylessFromScratch(m *model.Mesh, n Node) (*Resources, error) {
-	shared := AllShared(m)
-	in, _, err := ProxylessInputsOf(m, n, shared)
-	if err != nil {
-		return nil, err
-	}
-	return Proxyless(in).Resources(shared), nil
-}
-
-// EdgeFromScratch is the whole configuration of the edge, built from
-// nothing (see SidecarFromScratch).
-func EdgeFromScratch(m *model.Mesh, cfg Config) *Resources {
-	shared := AllShared(m)
-	in, _ := EdgeInputsOf(m, cfg, shared)
-	return Edge(in).Resources(shared)
-}

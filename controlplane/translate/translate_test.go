@@ -110,14 +110,8 @@ func TestGolden(t *testing.T) {
 			m := model.NewBuilder(model.BuilderOptions{}).Build(gc.snapshot())
 			cfg := gc.config()
 			var res *translate.Resources
-			switch {
-			case translate.IsEdge(gc.Node.Cluster):
-				res = translate.EdgeFromScratch(m, cfg)
-			case gc.Node.Flavor == translate.FlavorProxyless:
-				res, err = translate.ProxylessFromScratch(m, translate.Node{ID: gc.Node.ID, Flavor: gc.Node.Flavor})
-			default:
-				res, err = translate.SidecarFromScratch(m, translate.Node{ID: gc.Node.ID, InboundPort: gc.Node.InboundPort, OutboundPort: gc.Node.OutboundPort}, cfg)
-			}
+			res, err = translate.FromScratch(m, translate.Node{ID: gc.Node.ID, InboundPort: gc.Node.InboundPort, OutboundPort: gc.Node.OutboundPort,
+				Flavor: gc.Node.Flavor, Edge: translate.IsEdge(gc.Node.Cluster)}, cfg)
 			if err != nil {
 				t.Fatalf("translate: %v", err)
 			}
@@ -283,7 +277,10 @@ func TestRegexWalkerFindsPatterns(t *testing.T) {
 			Meta: map[string]string{"mesh_protocol": "http", "mesh_app_port": "8080", "mesh_public_prefixes": "/users"}}},
 	})}
 	m := model.NewBuilder(model.BuilderOptions{}).Build(s)
-	res := translate.EdgeFromScratch(m, translate.DefaultConfig())
+	res, err := translate.FromScratch(m, translate.Node{Edge: true}, translate.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
 	var got []string
 	forEachRegex(res.Routes[0].ProtoReflect(), func(re string) {
 		if !slices.Contains(got, re) {
@@ -304,10 +301,10 @@ func TestSidecarErrors(t *testing.T) {
 	})}
 	m := model.NewBuilder(model.BuilderOptions{}).Build(s)
 	cfg := translate.DefaultConfig()
-	if _, err := translate.SidecarFromScratch(m, translate.Node{ID: "ghost-1"}, cfg); !errors.Is(err, translate.ErrUnknownNode) {
+	if _, err := translate.FromScratch(m, translate.Node{ID: "ghost-1"}, cfg); !errors.Is(err, translate.ErrUnknownNode) {
 		t.Errorf("unknown node: err = %v, want ErrUnknownNode", err)
 	}
-	if _, err := translate.SidecarFromScratch(m, translate.Node{ID: "user-1"}, cfg); !errors.Is(err, translate.ErrNoAppPort) {
+	if _, err := translate.FromScratch(m, translate.Node{ID: "user-1"}, cfg); !errors.Is(err, translate.ErrNoAppPort) {
 		t.Errorf("bad app port: err = %v, want ErrNoAppPort", err)
 	}
 }
@@ -323,12 +320,15 @@ func TestValidateCatchesPackedErrors(t *testing.T) {
 	m := model.NewBuilder(model.BuilderOptions{}).Build(s)
 	cfg := translate.DefaultConfig()
 	cfg.RateLimit.Interval = 0 // Envoy requires a positive fill interval
-	res := translate.EdgeFromScratch(m, cfg)
+	res, err := translate.FromScratch(m, translate.Node{Edge: true}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	l := res.Listeners[0]
 	if err := l.ValidateAll(); err != nil {
 		t.Fatalf("top-level ValidateAll unexpectedly failed: %v", err)
 	}
-	err := translate.Validate(l)
+	err = translate.Validate(l)
 	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("FillInterval")) {
 		t.Errorf("Validate = %v, want an error about the token bucket's fill interval", err)
 	}
