@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -315,7 +316,7 @@ func (p *pass) upstreams() {
 					up[u] = true
 				}
 			}
-			r.svc.Upstreams = sortedKeys(up)
+			r.svc.Upstreams = slices.Sorted(maps.Keys(up))
 			var old []string
 			if s := p.prevService(name); s != nil {
 				old = s.Upstreams
@@ -624,14 +625,5 @@ func missing(ps, others Problems) Problems {
 			out = append(out, p)
 		}
 	}
-	return out
-}
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
 	return out
 }

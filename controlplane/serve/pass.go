@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/meshop/meshop/controlplane/catalog"
@@ -47,7 +49,7 @@ func (s *Server) pass(m *model.Mesh, seen time.Time) []string {
 	if first {
 		regather = append(regather, edgeKey) // the edge has read nothing yet
 	}
-	regather = append(regather, sortedKeys(s.snaps.pending)...)
+	regather = append(regather, slices.Sorted(maps.Keys(s.snaps.pending))...)
 	reassemble := keysOf(s.snaps.referencers, versions)
 
 	var set, failed, visited int

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -135,7 +137,7 @@ func (s *Server) Nodes() []NodeStatus {
 		seen[n.Key] = true
 	}
 	// Keys with a snapshot but no Envoy yet.
-	for _, key := range sortedKeys(s.snaps.nodes) {
+	for _, key := range slices.Sorted(maps.Keys(s.snaps.nodes)) {
 		if seen[key] {
 			continue
 		}
@@ -228,7 +230,7 @@ func (s *Server) Resources(nodeID string) (key string, res map[string][]cachetyp
 	versions = map[string]string{}
 	for _, typ := range snapshotTypes {
 		items := snap.GetResources(typ)
-		for _, name := range sortedKeys(items) {
+		for _, name := range slices.Sorted(maps.Keys(items)) {
 			full, err := expand(items[name])
 			if err != nil {
 				return key, nil, nil, fmt.Errorf("%s %q: %w", shortType(typ), name, err)

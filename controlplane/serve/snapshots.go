@@ -3,6 +3,7 @@ package serve
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -254,7 +255,7 @@ func consistent(byType map[resource.Type][]*entry) error {
 		}
 		have := byType[dep.to]
 		if len(refs) != len(have) {
-			return fmt.Errorf("mismatched %q reference and resource lengths: len(%v) != %d", dep.to, sortedKeys(refs), len(have))
+			return fmt.Errorf("mismatched %q reference and resource lengths: len(%v) != %d", dep.to, slices.Sorted(maps.Keys(refs)), len(have))
 		}
 		for _, e := range have {
 			if !refs[e.name] {
@@ -274,14 +275,5 @@ func versionsJSON(v map[resource.Type]string) map[string]string {
 	for k, x := range v {
 		out[shortType(k)] = x
 	}
-	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
 	return out
 }
