@@ -57,15 +57,21 @@ func listener(name, addr string, port uint32, dir corev3.TrafficDirection, m *hc
 	}
 }
 
+// routerFilter is the last HTTP filter of every connection manager, the
+// one that routes.
+func routerFilter() *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{
+		Name:       "envoy.filters.http.router",
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})},
+	}
+}
+
 // hcm is the HTTP connection manager every listener uses: routes from RDS
 // over ADS, OpenTelemetry tracing, JSON access logs on stdout and JSON
 // bodies for the errors Envoy itself generates. filters run before the
 // router.
 func hcm(statPrefix, routeName, tracedAs string, filters []*hcmv3.HttpFilter) *hcmv3.HttpConnectionManager {
-	filters = append(filters, &hcmv3.HttpFilter{
-		Name:       "envoy.filters.http.router",
-		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})},
-	})
+	filters = append(filters, routerFilter())
 	return &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix,
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,

@@ -10,7 +10,6 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -155,23 +154,11 @@ func grpcServerListener(addr, service string) *listenerv3.Listener {
 				}},
 			}},
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{{
-			Name:       "envoy.filters.http.router",
-			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})},
-		}},
+		HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
 	}
-	return &listenerv3.Listener{
-		Name:             ServerListenerName(addr),
-		Address:          socketAddress(host, uint32(p)),
-		TrafficDirection: inboundDirection,
-		FilterChains: []*listenerv3.FilterChain{{
-			Name: "inbound",
-			Filters: []*listenerv3.Filter{{
-				Name:       "envoy.filters.network.http_connection_manager",
-				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(m)},
-			}},
-		}},
-	}
+	l := listener(ServerListenerName(addr), host, uint32(p), inboundDirection, m)
+	l.FilterChains[0].Name = "inbound"
+	return l
 }
 
 // grpcAPIListener is the listener a client dialling xds:///<service> asks
@@ -183,10 +170,7 @@ func grpcAPIListener(service string) *listenerv3.Listener {
 			ConfigSource:    adsSource(),
 			RouteConfigName: service,
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{{
-			Name:       "envoy.filters.http.router",
-			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})},
-		}},
+		HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
 	}
 	return &listenerv3.Listener{
 		Name:        service,
