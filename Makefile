@@ -41,6 +41,25 @@ lint: ## gofmt and go vet
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	go vet $(PKGS)
 
+# Pinned protobuf generators (make proto): change the versions here. protoc
+# itself is Debian's protobuf-compiler; protoc-gen-go is the
+# google.golang.org/protobuf of the workspace's go.mod files.
+PROTOC_VERSION := 3.21.12
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+
+.PHONY: proto
+proto: ## regenerate the gRPC contracts' Go code (services/*/proto) with the pinned generators
+	@v=$$(protoc --version 2>/dev/null); [ "$$v" = "libprotoc $(PROTOC_VERSION)" ] || { echo "proto: need protoc $(PROTOC_VERSION), found '$${v:-none}': install it with apt-get install protobuf-compiler (Debian bookworm)"; exit 1; }
+	GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(BIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	@for dir in services/*/proto; do \
+		files=$$(cd $$dir && find . -name '*.proto' -printf '%P\n' | sort); \
+		echo "protoc ($$dir)" $$files; \
+		(cd $$dir && protoc -I . --plugin=protoc-gen-go=$(BIN)/protoc-gen-go --plugin=protoc-gen-go-grpc=$(BIN)/protoc-gen-go-grpc \
+			--go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative $$files) || exit 1; \
+	done
+
 .PHONY: tools
 tools: ## build the pinned Consul and Jaeger into ./bin (skipped when already built at the pin)
 	@$(CONSUL_GOENV) scripts/build-tool.sh $(BIN)/consul consul/tool $(CONSUL_MODULE) $(CONSUL_VERSION) $(CONSUL_MODULE)
