@@ -3,7 +3,6 @@ package user
 import (
 	"context"
 	"log/slog"
-	"net/http"
 
 	"github.com/go-kit/kit/endpoint"
 
@@ -44,13 +43,12 @@ type deleteRequest struct{ ID string }
 // userResponse is a user or the error that took its place.
 type userResponse struct {
 	*User
-	Err     error `json:"-"`
-	created bool
+	Err error `json:"-"`
 }
 
-// deleteResponse is empty: 204, or the error that took its place.
+// deleteResponse is empty, or the error that took its place.
 type deleteResponse struct {
-	Err error `json:"-"`
+	Err error
 }
 
 var (
@@ -61,15 +59,6 @@ var (
 func (r userResponse) Failed() error   { return r.Err }
 func (r deleteResponse) Failed() error { return r.Err }
 
-func (r userResponse) StatusCode() int {
-	if r.created {
-		return http.StatusCreated
-	}
-	return http.StatusOK
-}
-
-func (r deleteResponse) StatusCode() int { return http.StatusNoContent }
-
 func respond(u User, err error) userResponse {
 	if err != nil {
 		return userResponse{Err: err}
@@ -79,11 +68,7 @@ func respond(u User, err error) userResponse {
 
 func makeCreateEndpoint(svc Service) endpoint.Endpoint {
 	return func(ctx context.Context, request any) (any, error) {
-		u, err := svc.Create(ctx, request.(createRequest).NewUser)
-		if err != nil {
-			return userResponse{Err: err}, nil
-		}
-		return userResponse{User: &u, created: true}, nil
+		return respond(svc.Create(ctx, request.(createRequest).NewUser)), nil
 	}
 }
 

@@ -12,12 +12,13 @@ import (
 
 	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/errs"
+	"github.com/meshop/meshop/services/user/client"
 )
 
 // Service manages user profiles. Get and Me are for users: the caller is
 // the verified token's identity, which the context carries (kit/auth).
-// Create, Lookup and Delete are for other services, over /internal routes
-// the edge never exposes.
+// Create, Lookup and Delete are for other services, over the internal gRPC
+// API (transport_grpc.go) the edge never exposes.
 type Service interface {
 	Create(ctx context.Context, nu NewUser) (User, error)
 	// Get returns profile id to its owner or an admin. Anyone else gets
@@ -68,7 +69,12 @@ func (s *service) Create(ctx context.Context, nu NewUser) (User, error) {
 	return u, nil
 }
 
-func notFound(id string) error { return errs.Newf(errs.NotFound, "user_not_found", "no user %q", id) }
+func notFound(id string) error {
+	return errs.Newf(errs.NotFound, client.ReasonUserNotFound, "no user %q", id)
+}
+
+// errNoID refuses a Lookup or Delete that names no profile.
+var errNoID = errs.New(errs.Invalid, client.ReasonInvalidUserID, "the user id is required")
 
 func (s *service) Get(ctx context.Context, id string) (User, error) {
 	caller, err := auth.Require(ctx)
@@ -90,6 +96,9 @@ func (s *service) Me(ctx context.Context) (User, error) {
 }
 
 func (s *service) Lookup(ctx context.Context, id string) (User, error) {
+	if id == "" {
+		return User{}, errNoID
+	}
 	if !idPattern.MatchString(id) {
 		return User{}, notFound(id)
 	}
@@ -97,6 +106,9 @@ func (s *service) Lookup(ctx context.Context, id string) (User, error) {
 }
 
 func (s *service) Delete(ctx context.Context, id string) error {
+	if id == "" {
+		return errNoID
+	}
 	if !idPattern.MatchString(id) {
 		return nil // no such profile can exist
 	}
@@ -128,7 +140,7 @@ func validate(nu NewUser) (User, error) {
 		problems["role"] = "must be customer or admin"
 	}
 	if len(problems) > 0 {
-		return User{}, errs.New(errs.Validation, "invalid_user", "the user has invalid fields").WithDetails(problems)
+		return User{}, errs.New(errs.Validation, client.ReasonInvalidUser, "the user has invalid fields").WithDetails(problems)
 	}
 	return u, nil
 }

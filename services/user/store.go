@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/sqldb"
+	"github.com/meshop/meshop/services/user/client"
 )
 
 const (
@@ -30,9 +31,9 @@ func (s *SQLStore) Insert(ctx context.Context, u User) error {
 	if sqldb.IsUniqueViolation(err) {
 		var n int
 		if s.db.GetContext(ctx, &n, s.db.Rebind(emailTakenSQL), u.Email) == nil && n > 0 {
-			return errs.New(errs.Conflict, "email_taken", "a user with this email already exists")
+			return errs.New(errs.Conflict, client.ReasonEmailTaken, "a user with this email already exists")
 		}
-		return errs.Newf(errs.Conflict, "user_exists", "user %s already exists", u.ID)
+		return errs.Newf(errs.Conflict, client.ReasonUserExists, "user %s already exists", u.ID)
 	}
 	if err != nil {
 		return sqldb.Err("insert user", err)
@@ -45,7 +46,7 @@ func (s *SQLStore) Get(ctx context.Context, id string) (User, error) {
 	var u User
 	err := s.db.GetContext(ctx, &u, s.db.Rebind(getUserSQL), id)
 	if errors.Is(err, sql.ErrNoRows) {
-		return User{}, errs.Newf(errs.NotFound, "user_not_found", "no user %q", id)
+		return User{}, notFound(id)
 	}
 	if err != nil {
 		return User{}, sqldb.Err("get user", err)

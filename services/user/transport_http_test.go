@@ -1,6 +1,7 @@
 package user
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -20,13 +21,21 @@ import (
 	"github.com/meshop/meshop/services/kit/instrument"
 )
 
-func newTestAPI(t *testing.T) (*httptest.Server, *authtest.Issuer) {
+// testAPI is the HTTP API over a SQLite store, and the service behind it
+// (profiles are created over gRPC, not HTTP).
+type testAPI struct {
+	*httptest.Server
+	svc Service
+}
+
+func newTestAPI(t *testing.T) (testAPI, *authtest.Issuer) {
 	store := openStore(t, "sqlite:"+filepath.Join(t.TempDir(), "user.db"))
-	e := NewEndpoints(New(store), slog.New(slog.DiscardHandler), instrument.NewMetrics(prometheus.NewRegistry(), "user"))
+	svc := New(store)
+	e := NewEndpoints(svc, slog.New(slog.DiscardHandler), instrument.NewMetrics(prometheus.NewRegistry(), "user"))
 	iss := authtest.NewIssuer(t)
 	srv := httptest.NewServer(NewHTTPHandler(e, iss.Verifier().Middleware))
 	t.Cleanup(srv.Close)
-	return srv, iss
+	return testAPI{Server: srv, svc: svc}, iss
 }
 
 // do sends a request, with a bearer token when token is not empty, and
@@ -59,32 +68,32 @@ func errorCode(body map[string]any) string {
 	return code
 }
 
-func create(t *testing.T, srv *httptest.Server, body string) map[string]any {
+// create creates a profile through the service and returns its id.
+func create(t *testing.T, srv testAPI, email, name string) string {
 	t.Helper()
-	status, created := do(t, "POST", srv.URL+"/internal/users", body, "")
-	if status != http.StatusCreated {
-		t.Fatalf("create: %d %v", status, created)
+	u, err := srv.svc.Create(context.Background(), NewUser{Email: email, Name: name})
+	if err != nil {
+		t.Fatalf("create: %v", err)
 	}
-	return created
+	return u.ID
 }
 
-func TestHTTPCreateAndGet(t *testing.T) {
+func TestHTTPGet(t *testing.T) {
 	srv, iss := newTestAPI(t)
-	created := create(t, srv, `{"email":" Ada@Example.com ","name":"Ada Lovelace"}`)
-	if created["email"] != "ada@example.com" || created["role"] != "customer" {
-		t.Fatalf("create: %v", created)
-	}
-	id, _ := created["id"].(string)
+	id := create(t, srv, " Ada@Example.com ", "Ada Lovelace")
 	own := iss.Token(t, id, auth.RoleCustomer)
+	var first map[string]any
 	for _, path := range []string{"/users/" + id, "/users/me"} {
 		status, got := do(t, "GET", srv.URL+path, "", own)
-		if status != http.StatusOK || got["id"] != id || got["name"] != "Ada Lovelace" || got["created_at"] != created["created_at"] {
+		if status != http.StatusOK || got["id"] != id || got["name"] != "Ada Lovelace" || got["email"] != "ada@example.com" ||
+			got["role"] != "customer" || got["created_at"] == nil {
 			t.Errorf("GET %s with the owner's token: %d %v", path, status, got)
 		}
-	}
-	// Services read profiles without a token, on the internal route.
-	if status, got := do(t, "GET", srv.URL+"/internal/users/"+id, "", ""); status != http.StatusOK || got["email"] != "ada@example.com" {
-		t.Errorf("internal lookup: %d %v", status, got)
+		if first == nil {
+			first = got
+		} else if got["created_at"] != first["created_at"] {
+			t.Errorf("GET %s: created_at %v, want %v", path, got["created_at"], first["created_at"])
+		}
 	}
 	// An admin reads anyone's profile.
 	if status, got := do(t, "GET", srv.URL+"/users/"+id, "", iss.Token(t, "someone-else", auth.RoleAdmin)); status != http.StatusOK || got["id"] != id {
@@ -92,25 +101,10 @@ func TestHTTPCreateAndGet(t *testing.T) {
 	}
 }
 
-func TestHTTPDelete(t *testing.T) {
-	srv, _ := newTestAPI(t)
-	id := create(t, srv, `{"email":"ada@example.com","name":"Ada"}`)["id"].(string)
-	for i := range 2 { // idempotent
-		if status, body := do(t, "DELETE", srv.URL+"/internal/users/"+id, "", ""); status != http.StatusNoContent || body != nil {
-			t.Errorf("delete %d: %d %v", i+1, status, body)
-		}
-	}
-	if status, _ := do(t, "GET", srv.URL+"/internal/users/"+id, "", ""); status != http.StatusNotFound {
-		t.Errorf("after delete: %d, want 404", status)
-	}
-	// The email is free again: a registration retried after an undo works.
-	create(t, srv, `{"email":"ada@example.com","name":"Ada"}`)
-}
-
 func TestHTTPBadInput(t *testing.T) {
 	srv, iss := newTestAPI(t)
-	taken := create(t, srv, `{"email":"taken@example.com","name":"T"}`)["id"].(string)
-	other := create(t, srv, `{"email":"other@example.com","name":"O"}`)["id"].(string)
+	taken := create(t, srv, "taken@example.com", "T")
+	other := create(t, srv, "other@example.com", "O")
 	customer := iss.Token(t, taken, auth.RoleCustomer)
 	admin := iss.Token(t, "admin-1", auth.RoleAdmin)
 
@@ -130,14 +124,6 @@ func TestHTTPBadInput(t *testing.T) {
 		wantStatus                      int
 		wantCode                        string
 	}{
-		{"malformed json", "POST", "/internal/users", `{"email":`, "", 400, "malformed_json"},
-		{"unknown field", "POST", "/internal/users", `{"email":"a@b.co","name":"A","admin":true}`, "", 400, "unknown_field"},
-		{"wrong type", "POST", "/internal/users", `{"email":"a@b.co","name":42}`, "", 400, "wrong_type"},
-		{"missing fields", "POST", "/internal/users", `{}`, "", 422, "invalid_user"},
-		{"bad email", "POST", "/internal/users", `{"email":"not-an-email","name":"A"}`, "", 422, "invalid_user"},
-		{"bad role", "POST", "/internal/users", `{"email":"a@b.co","name":"A","role":"root"}`, "", 422, "invalid_user"},
-		{"duplicate email", "POST", "/internal/users", `{"email":"TAKEN@example.com","name":"T2"}`, "", 409, "email_taken"},
-		{"oversized", "POST", "/internal/users", `{"name":"` + strings.Repeat("a", 70_000) + `"}`, "", 413, "body_too_large"},
 		{"me without token", "GET", "/users/me", "", "", 401, "unauthenticated"},
 		{"get without token", "GET", "/users/" + taken, "", "", 401, "unauthenticated"},
 		{"another user's profile", "GET", "/users/" + other, "", customer, 404, "user_not_found"},
@@ -149,9 +135,9 @@ func TestHTTPBadInput(t *testing.T) {
 		{"alg none", "GET", "/users/" + other, "", algNone, 401, "invalid_token"},
 		{"unknown key", "GET", "/users/me", "", authtest.NewIssuer(t).Token(t, taken, auth.RoleCustomer), 401, "invalid_token"},
 		{"me without a profile", "GET", "/users/me", "", iss.Token(t, "ghost", auth.RoleCustomer), 404, "user_not_found"},
-		{"internal unknown id", "GET", "/internal/users/nope", "", "", 404, "user_not_found"},
-		{"internal bad id", "GET", "/internal/users/a%20b", "", "", 404, "user_not_found"},
 		{"unknown route", "GET", "/nothing", "", "", 404, "no_route"},
+		{"no internal HTTP route (gRPC now)", "GET", "/internal/users/" + taken, "", "", 404, "no_route"},
+		{"no internal HTTP create", "POST", "/internal/users", `{"email":"a@b.co","name":"A"}`, "", 404, "no_route"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

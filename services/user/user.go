@@ -1,13 +1,14 @@
 // Package user owns user profiles: who a user is (email, name) and what
 // they may do (role). Credentials live in auth; profiles are created by it
-// through POST /internal/users.
+// through the internal gRPC API.
 //
-//	HTTP ──▶ kit/auth middleware (public routes) ──▶ transport_http.go ──▶ endpoints.go ──▶ service.go ──▶ store.go ──▶ DB
+//	HTTP ──▶ kit/auth middleware ──▶ transport_http.go ──┐
+//	gRPC (meshop.user.v1.Users) ──▶ transport_grpc.go ───┴▶ endpoints.go ──▶ service.go ──▶ store.go ──▶ DB
 //
 // Public routes (/users) need a bearer token: a user reads its own profile,
-// an admin any. Internal routes (/internal/users) serve other services
-// without a token; the edge never routes /internal, so only services
-// inside the mesh reach them.
+// an admin any. The gRPC API (proto/meshop/user/v1, called through package
+// client) serves other services without a token; the edge never routes
+// it, so only services inside the mesh reach it.
 package user
 
 import (
