@@ -62,8 +62,7 @@ type productResponse struct {
 // reservationResponse is a reservation or the error that took its place.
 type reservationResponse struct {
 	*Reservation
-	Err     error `json:"-"`
-	created bool
+	Err error
 }
 
 var (
@@ -76,11 +75,8 @@ func (r pageResponse) Failed() error        { return r.Err }
 func (r productResponse) Failed() error     { return r.Err }
 func (r reservationResponse) Failed() error { return r.Err }
 
-func (r productResponse) StatusCode() int     { return statusCode(r.created) }
-func (r reservationResponse) StatusCode() int { return statusCode(r.created) }
-
-func statusCode(created bool) int {
-	if created {
+func (r productResponse) StatusCode() int {
+	if r.created {
 		return http.StatusCreated
 	}
 	return http.StatusOK
@@ -118,11 +114,11 @@ func makeCreateEndpoint(svc Service) endpoint.Endpoint {
 
 func makeReserveEndpoint(svc Service) endpoint.Endpoint {
 	return func(ctx context.Context, request any) (any, error) {
-		r, created, err := svc.Reserve(ctx, request.(reserveRequest).ReserveRequest)
+		r, _, err := svc.Reserve(ctx, request.(reserveRequest).ReserveRequest)
 		if err != nil {
 			return reservationResponse{Err: err}, nil
 		}
-		return reservationResponse{Reservation: &r, created: created}, nil
+		return reservationResponse{Reservation: &r}, nil
 	}
 }
 

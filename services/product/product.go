@@ -13,7 +13,11 @@
 // inventory.updated event to the outbox, and only through conditional
 // updates (stock >= wanted), so it is never oversold.
 //
-//	HTTP ──▶ transport_http.go ──▶ endpoints.go ──▶ service.go ──▶ store.go ──▶ DB (+ outbox)
+//	HTTP (the catalog) ─────────────────────▶ transport_http.go ──┐
+//	gRPC (meshop.product.v1.Reservations) ──▶ transport_grpc.go ──┴▶ endpoints.go ──▶ service.go ──▶ store.go ──▶ DB (+ outbox)
+//
+// The reservation calls are the internal gRPC API (proto/meshop/product/v1,
+// called through package client); the edge never routes it.
 package product
 
 import (
@@ -61,7 +65,7 @@ type NewProduct struct {
 	Stock       int    `json:"stock"`
 }
 
-// ReserveRequest is the body of POST /internal/reservations.
+// ReserveRequest is what Reserve takes (the gRPC ReserveRequest).
 type ReserveRequest struct {
 	OrderID string        `json:"order_id"`
 	Items   []ItemRequest `json:"items"`

@@ -13,6 +13,7 @@ import (
 	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/paging"
+	"github.com/meshop/meshop/services/product/client"
 )
 
 // Service is the catalog and its stock.
@@ -140,11 +141,11 @@ func (s *service) Reserve(ctx context.Context, req ReserveRequest) (Reservation,
 	// The order reserved before: the same request gets the same answer.
 	switch {
 	case r.Status == StatusReleased:
-		return Reservation{}, false, errs.Newf(errs.Conflict, "reservation_released",
+		return Reservation{}, false, errs.Newf(errs.Conflict, client.ReasonReservationReleased,
 			"the reservation of order %s was released; it cannot reserve again", req.OrderID).
 			WithDetails(map[string]any{"order_id": req.OrderID})
 	case !sameItems(r.Items, req.Items):
-		return Reservation{}, false, errs.Newf(errs.Conflict, "idempotency_mismatch",
+		return Reservation{}, false, errs.Newf(errs.Conflict, client.ReasonIdempotencyMismatch,
 			"order %s already reserved different items", req.OrderID).
 			WithDetails(map[string]any{"order_id": req.OrderID})
 	}
@@ -178,13 +179,13 @@ func validateReserve(req ReserveRequest) error {
 		}
 	}
 	if len(problems) > 0 {
-		return errs.New(errs.Validation, "invalid_reservation", "the reservation has invalid fields").WithDetails(problems)
+		return errs.New(errs.Validation, client.ReasonInvalidReservation, "the reservation has invalid fields").WithDetails(problems)
 	}
 	// A product id no product can have is an unknown product, as the
 	// store would say; checked here so it never reaches SQL.
 	for _, it := range req.Items {
 		if !idPattern.MatchString(it.ProductID) {
-			return errs.Newf(errs.Validation, "unknown_product", "no product %q", it.ProductID).
+			return errs.Newf(errs.Validation, client.ReasonUnknownProduct, "no product %q", it.ProductID).
 				WithDetails(map[string]any{"product_id": it.ProductID})
 		}
 	}
@@ -205,15 +206,18 @@ func sameItems(have []ReservedItem, want []ItemRequest) bool {
 }
 
 func (s *service) Commit(ctx context.Context, orderID string) (Reservation, error) {
-	if !idPattern.MatchString(orderID) {
-		return Reservation{}, errs.Newf(errs.NotFound, "reservation_not_found", "no reservation for order %q", orderID)
+	if orderID == "" {
+		return Reservation{}, errs.New(errs.Invalid, client.ReasonInvalidOrderID, "the order id is required")
+	}
+	if !idPattern.MatchString(orderID) { // no reservation can have it
+		return Reservation{}, errs.Newf(errs.NotFound, client.ReasonReservationNotFound, "no reservation for order %q", orderID)
 	}
 	r, err := s.store.Commit(ctx, orderID)
 	if err != nil {
 		return Reservation{}, err
 	}
 	if r.Status == StatusReleased {
-		return Reservation{}, errs.Newf(errs.Conflict, "reservation_released",
+		return Reservation{}, errs.Newf(errs.Conflict, client.ReasonReservationReleased,
 			"the reservation of order %s was released; it cannot be committed", orderID).
 			WithDetails(map[string]any{"order_id": orderID})
 	}
@@ -222,14 +226,14 @@ func (s *service) Commit(ctx context.Context, orderID string) (Reservation, erro
 
 func (s *service) Release(ctx context.Context, orderID string) (Reservation, error) {
 	if !idPattern.MatchString(orderID) {
-		return Reservation{}, errs.Newf(errs.Validation, "invalid_order_id", "order id %q is not valid", orderID)
+		return Reservation{}, errs.Newf(errs.Validation, client.ReasonInvalidOrderID, "order id %q is not valid", orderID)
 	}
 	r, err := s.store.Release(ctx, orderID)
 	if err != nil {
 		return Reservation{}, err
 	}
 	if r.Status == StatusCommitted {
-		return Reservation{}, errs.Newf(errs.Conflict, "reservation_committed",
+		return Reservation{}, errs.Newf(errs.Conflict, client.ReasonReservationCommitted,
 			"the reservation of order %s was committed; it cannot be released", orderID).
 			WithDetails(map[string]any{"order_id": orderID})
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
 	"github.com/meshop/meshop/services/kit/sqldb"
+	"github.com/meshop/meshop/services/product/client"
 )
 
 const (
@@ -144,13 +145,13 @@ func (s *SQLStore) whyNotTaken(ctx context.Context, tx *events.Tx, it ItemReques
 	var available int
 	err := tx.GetContext(ctx, &available, tx.Rebind(getStockSQL), it.ProductID)
 	if errors.Is(err, sql.ErrNoRows) {
-		return errs.Newf(errs.Validation, "unknown_product", "no product %q", it.ProductID).
+		return errs.Newf(errs.Validation, client.ReasonUnknownProduct, "no product %q", it.ProductID).
 			WithDetails(map[string]any{"product_id": it.ProductID})
 	}
 	if err != nil {
 		return sqldb.Err("read stock", err)
 	}
-	return errs.Newf(errs.Conflict, "out_of_stock", "only %d of %s left, %d requested", available, it.ProductID, it.Quantity).
+	return errs.Newf(errs.Conflict, client.ReasonOutOfStock, "only %d of %s left, %d requested", available, it.ProductID, it.Quantity).
 		WithDetails(map[string]any{"product_id": it.ProductID, "requested": it.Quantity, "available": available})
 }
 
@@ -189,7 +190,7 @@ func (s *SQLStore) transition(ctx context.Context, orderID string, step func() e
 			return r, err
 		}
 	}
-	return Reservation{}, errs.Newf(errs.Unavailable, "reservation_busy",
+	return Reservation{}, errs.Newf(errs.Unavailable, client.ReasonReservationBusy,
 		"the reservation of order %s is changing; retry", orderID)
 }
 
@@ -254,7 +255,7 @@ func (s *SQLStore) GetReservation(ctx context.Context, orderID string) (Reservat
 	var r Reservation
 	err := s.db.GetContext(ctx, &r, s.db.Rebind(getResSQL), orderID)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Reservation{}, errs.Newf(errs.NotFound, "reservation_not_found", "no reservation for order %q", orderID)
+		return Reservation{}, errs.Newf(errs.NotFound, client.ReasonReservationNotFound, "no reservation for order %q", orderID)
 	}
 	if err != nil {
 		return Reservation{}, sqldb.Err("get reservation", err)

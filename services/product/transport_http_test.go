@@ -76,47 +76,8 @@ func TestHTTPCatalog(t *testing.T) {
 	}
 }
 
-func TestHTTPReservations(t *testing.T) {
-	srv := newTestAPI(t)
-	body := `{"order_id":"o1","items":[{"product_id":"p-espresso","quantity":2}]}`
-	status, r := send(t, "POST", srv.URL+"/internal/reservations", nil, body)
-	items, _ := r["items"].([]any)
-	if status != 201 || r["status"] != "RESERVED" || r["order_id"] != "o1" || len(items) != 1 {
-		t.Fatalf("reserve: %d %v", status, r)
-	}
-	line := items[0].(map[string]any)
-	if line["product_id"] != "p-espresso" || line["quantity"] != 2.0 || line["unit_price_cents"] != 2400.0 || line["currency"] != "USD" {
-		t.Errorf("reserved line = %v", line)
-	}
-	if status, again := send(t, "POST", srv.URL+"/internal/reservations", nil, body); status != 200 || again["status"] != "RESERVED" {
-		t.Errorf("repeat: %d %v", status, again)
-	}
-	if status, c := send(t, "POST", srv.URL+"/internal/reservations/o1/commit", nil, ""); status != 200 || c["status"] != "COMMITTED" || c["order_id"] != "o1" {
-		t.Errorf("commit: %d %v", status, c)
-	}
-	if status, c := send(t, "POST", srv.URL+"/internal/reservations/o1/commit", nil, ""); status != 200 || c["status"] != "COMMITTED" {
-		t.Errorf("commit again: %d %v", status, c)
-	}
-	if status, rel := send(t, "POST", srv.URL+"/internal/reservations/o2/release", nil, ""); status != 200 || rel["status"] != "RELEASED" {
-		t.Errorf("release unknown: %d %v", status, rel)
-	}
-	if status, p := send(t, "GET", srv.URL+"/products/p-espresso", nil, ""); status != 200 || p["stock"] != 98.0 {
-		t.Errorf("espresso after commit: %d %v", status, p)
-	}
-}
-
 func TestHTTPBadInput(t *testing.T) {
 	srv := newTestAPI(t)
-	if status, _ := send(t, "POST", srv.URL+"/internal/reservations", nil, `{"order_id":"done","items":[{"product_id":"p-mug","quantity":1}]}`); status != 201 {
-		t.Fatal("seed reservation")
-	}
-	if status, _ := send(t, "POST", srv.URL+"/internal/reservations/done/commit", nil, ""); status != 200 {
-		t.Fatal("seed commit")
-	}
-	if status, _ := send(t, "POST", srv.URL+"/internal/reservations/gone/release", nil, ""); status != 200 {
-		t.Fatal("seed release")
-	}
-	const res = "/internal/reservations"
 	tests := []struct {
 		name, method, path string
 		header             map[string]string
@@ -139,24 +100,8 @@ func TestHTTPBadInput(t *testing.T) {
 		{"create unknown field", "POST", "/products", admin, `{"name":"X","sku":"1"}`, 400, "unknown_field", nil},
 		{"create wrong type", "POST", "/products", admin, `{"name":"X","price_cents":"1"}`, 400, "wrong_type", nil},
 		{"create oversized", "POST", "/products", admin, `{"description":"` + strings.Repeat("a", 70_000) + `"}`, 413, "body_too_large", nil},
-		{"reserve malformed", "POST", res, nil, `{"order_id":"o9","items":[`, 400, "malformed_json", nil},
-		{"reserve empty body", "POST", res, nil, ``, 400, "empty_body", nil},
-		{"reserve unknown field", "POST", res, nil, `{"order_id":"o9","items":[],"rush":true}`, 400, "unknown_field", nil},
-		{"reserve wrong type", "POST", res, nil, `{"order_id":"o9","items":[{"product_id":"p-mug","quantity":"1"}]}`, 400, "wrong_type", nil},
-		{"reserve missing fields", "POST", res, nil, `{}`, 422, "invalid_reservation", nil},
-		{"reserve zero quantity", "POST", res, nil, `{"order_id":"o9","items":[{"product_id":"p-mug","quantity":0}]}`, 422, "invalid_reservation", nil},
-		{"reserve negative quantity", "POST", res, nil, `{"order_id":"o9","items":[{"product_id":"p-mug","quantity":-3}]}`, 422, "invalid_reservation", nil},
-		{"reserve unknown product", "POST", res, nil, `{"order_id":"o9","items":[{"product_id":"p-mug","quantity":1},{"product_id":"p-unicorn","quantity":1}]}`,
-			422, "unknown_product", map[string]any{"product_id": "p-unicorn"}},
-		{"reserve more than stock", "POST", res, nil, `{"order_id":"o9","items":[{"product_id":"p-mug","quantity":1},{"product_id":"p-cupping-set","quantity":2}]}`,
-			409, "out_of_stock", map[string]any{"product_id": "p-cupping-set", "requested": 2.0, "available": 1.0}},
-		{"reserve oversized", "POST", res, nil, `{"order_id":"o9","items":[` + strings.Repeat(`{"product_id":"p-mug","quantity":1},`, 3000) + `]}`, 413, "body_too_large", nil},
-		{"reserve other items for order", "POST", res, nil, `{"order_id":"done","items":[{"product_id":"p-mug","quantity":5}]}`, 409, "idempotency_mismatch", nil},
-		{"reserve after release", "POST", res, nil, `{"order_id":"gone","items":[{"product_id":"p-mug","quantity":1}]}`, 409, "reservation_released", nil},
-		{"commit unknown", "POST", res + "/nope/commit", nil, "", 404, "reservation_not_found", nil},
-		{"commit released", "POST", res + "/gone/commit", nil, "", 409, "reservation_released", nil},
-		{"release committed", "POST", res + "/done/release", nil, "", 409, "reservation_committed", nil},
-		{"unknown route", "GET", "/internal/reservations/done", nil, "", 404, "no_route", nil},
+		{"unknown route", "GET", "/nothing", nil, "", 404, "no_route", nil},
+		{"no internal HTTP route (gRPC now)", "POST", "/internal/reservations", nil, `{"order_id":"o9","items":[{"product_id":"p-mug","quantity":1}]}`, 404, "no_route", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -171,13 +116,6 @@ func TestHTTPBadInput(t *testing.T) {
 				}
 			}
 		})
-	}
-	// None of the refused requests took stock or wrote a reservation.
-	if status, p := send(t, "GET", srv.URL+"/products/p-mug", nil, ""); status != 200 || p["stock"] != 119.0 {
-		t.Errorf("mug after bad input: %d %v", status, p)
-	}
-	if status, _ := send(t, "POST", srv.URL+"/internal/reservations/o9/commit", nil, ""); status != 404 {
-		t.Errorf("o9 was written: commit answered %d", status)
 	}
 }
 

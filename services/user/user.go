@@ -3,7 +3,7 @@
 // through the internal gRPC API.
 //
 //	HTTP ──▶ kit/auth middleware ──▶ transport_http.go ──┐
-//	gRPC (meshop.user.v1.Users) ──▶ transport_grpc.go ───┴▶ endpoints.go ──▶ service.go ──▶ store.go ──▶ DB
+//	gRPC (meshop.user.v1.Users) ───▶ transport_grpc.go ──┴▶ endpoints.go ──▶ service.go ──▶ store.go ──▶ DB
 //
 // Public routes (/users) need a bearer token: a user reads its own profile,
 // an admin any. The gRPC API (proto/meshop/user/v1, called through package
