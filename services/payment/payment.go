@@ -1,21 +1,25 @@
 // Package payment charges orders through a card provider, exactly once per
 // order, and keeps the result:
 //
-//	POST /internal/payments ──▶ insert PENDING (order_id unique: the one charge's claim)
+//	gRPC Charge ──────────────▶ insert PENDING (order_id unique: the one charge's claim)
 //	      │                         │ lost the insert: the first payment's outcome
 //	      ▼                         ▼
 //	provider.Charge (own timeout) ──▶ SUCCEEDED / DECLINED / FAILED + event, one tx
 //	      │ no answer in time
 //	      ▼
-//	   UNKNOWN ──(next POST for the order, or the Resolver)──▶ provider.Lookup(order_id)
-//	                                                          ──▶ the provider's own answer
+//	   UNKNOWN ──(next Charge of the order, or the Resolver)──▶ provider.Lookup(order_id)
+//	                                                            ──▶ the provider's own answer
 //
 // An outcome is never guessed: only the provider's answer settles a payment,
 // and the provider is idempotent on the order id, so asking again never
 // charges twice.
 //
-//	HTTP ──▶ transport_http.go ──▶ endpoints.go ──▶ service.go ──┬──▶ store.go ──▶ DB (+ outbox)
-//	                              resolver.go ──────────────────┘└──▶ provider.go ──▶ card provider
+//	HTTP (GET /payments/{id}) ──────────▶ transport_http.go ──┐
+//	gRPC (meshop.payment.v1.Payments) ──▶ transport_grpc.go ──┴▶ endpoints.go ──▶ service.go ──┬──▶ store.go ──▶ DB (+ outbox)
+//	                                                             resolver.go ──────────────────┘└──▶ provider.go ──▶ card provider
+//
+// Charging is the internal gRPC API (proto/meshop/payment/v1, called
+// through package client); the edge never routes it.
 package payment
 
 import (
@@ -23,6 +27,7 @@ import (
 	"time"
 
 	"github.com/meshop/meshop/services/kit/sqldb"
+	"github.com/meshop/meshop/services/payment/client"
 )
 
 //go:embed migrations/*.sql
@@ -51,7 +56,7 @@ const (
 const (
 	ReasonDeclined     = "card_declined"
 	ReasonProviderErr  = "provider_error"
-	ReasonInvalidToken = "invalid_card_token"
+	ReasonInvalidToken = client.ReasonInvalidCardToken
 )
 
 // Payment is one order's payment.
@@ -76,7 +81,7 @@ func (p Payment) Final() bool {
 	return p.Status == StatusSucceeded || p.Status == StatusDeclined || p.Status == StatusFailed
 }
 
-// ChargeRequest is the body of POST /internal/payments.
+// ChargeRequest is what Charge takes (the gRPC ChargeRequest).
 type ChargeRequest struct {
 	OrderID     string `json:"order_id"`
 	UserID      string `json:"user_id"`

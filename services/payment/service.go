@@ -12,6 +12,7 @@ import (
 	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
+	"github.com/meshop/meshop/services/payment/client"
 )
 
 // Service charges orders and shows payments to their owners.
@@ -24,6 +25,9 @@ type Service interface {
 	Charge(ctx context.Context, req ChargeRequest) (p Payment, created bool, err error)
 	// Get returns a payment of the caller's.
 	Get(ctx context.Context, id string) (Payment, error)
+	// GetByOrder returns the payment of an order, whatever its status, to
+	// another service (no caller identity): NotFound when it has none.
+	GetByOrder(ctx context.Context, orderID string) (Payment, error)
 	// SettleUnknown asks the provider about every payment whose outcome is
 	// unknown and records its answers; it returns how many it settled.
 	SettleUnknown(ctx context.Context) (int, error)
@@ -102,7 +106,7 @@ func (s *service) Charge(ctx context.Context, req ChargeRequest) (Payment, bool,
 		AmountCents: req.AmountCents, Currency: req.Currency, CardToken: req.CardToken, CreatedAt: now, UpdatedAt: now,
 	}
 	err := s.store.Insert(ctx, p)
-	if e := errs.As(err); err != nil && e.Code == "payment_exists" {
+	if e := errs.As(err); err != nil && e.Code == codePaymentExists {
 		p, err := s.replay(ctx, req)
 		return p, false, err
 	}
@@ -135,7 +139,7 @@ func (s *service) replay(ctx context.Context, req ChargeRequest) (Payment, error
 		return Payment{}, err
 	}
 	if p.AmountCents != req.AmountCents || p.Currency != req.Currency || p.UserID != req.UserID || p.CardToken != req.CardToken {
-		return Payment{}, errs.Newf(errs.Conflict, "idempotency_mismatch",
+		return Payment{}, errs.Newf(errs.Conflict, client.ReasonIdempotencyMismatch,
 			"order %s was already charged with a different request", req.OrderID).
 			WithDetails(map[string]any{"payment_id": p.ID, "order_id": p.OrderID})
 	}
@@ -241,7 +245,7 @@ func (s *service) settle(ctx context.Context, p Payment, c Charge) (Payment, err
 // the failed payment).
 func answer(p Payment) error {
 	if p.Status == StatusFailed && p.Reason == ReasonInvalidToken {
-		return errs.New(errs.Validation, "invalid_card_token", "the card token is not valid").
+		return errs.New(errs.Validation, client.ReasonInvalidCardToken, "the card token is not valid").
 			WithDetails(map[string]any{"payment_id": p.ID, "order_id": p.OrderID})
 	}
 	return nil
@@ -249,7 +253,7 @@ func answer(p Payment) error {
 
 // pending is the answer while p's outcome is unknown: retry later.
 func pending(p Payment, cause error) error {
-	return errs.Wrap(errs.Unavailable, "payment_pending",
+	return errs.Wrap(errs.Unavailable, client.ReasonPaymentPending,
 		"the payment's outcome is not known yet; retry the same request", cause).
 		WithDetails(map[string]any{"payment_id": p.ID, "order_id": p.OrderID})
 }
@@ -259,7 +263,7 @@ func (s *service) Get(ctx context.Context, id string) (Payment, error) {
 	if err != nil {
 		return Payment{}, err
 	}
-	notFound := errs.Newf(errs.NotFound, "payment_not_found", "no payment %q", id)
+	notFound := errs.Newf(errs.NotFound, client.ReasonPaymentNotFound, "no payment %q", id)
 	if !idPattern.MatchString(id) {
 		return Payment{}, notFound
 	}
@@ -274,6 +278,21 @@ func (s *service) Get(ctx context.Context, id string) (Payment, error) {
 		return Payment{}, notFound // not "forbidden": do not reveal that it exists
 	}
 	return p, nil
+}
+
+func (s *service) GetByOrder(ctx context.Context, orderID string) (Payment, error) {
+	if orderID == "" {
+		return Payment{}, errs.New(errs.Invalid, client.ReasonInvalidOrderID, "the order id is required")
+	}
+	notFound := errs.Newf(errs.NotFound, client.ReasonPaymentNotFound, "order %q has no payment", orderID)
+	if !idPattern.MatchString(orderID) {
+		return Payment{}, notFound // no order can have it
+	}
+	p, err := s.store.GetByOrder(ctx, orderID)
+	if errs.Is(err, errs.NotFound) {
+		return Payment{}, notFound
+	}
+	return p, err
 }
 
 // settleBatch bounds one SettleUnknown pass.
@@ -318,10 +337,10 @@ func validate(req ChargeRequest) error {
 		problems["card_token"] = "is required (e.g. tok_visa)"
 	}
 	if len(problems) > 0 {
-		return errs.New(errs.Validation, "invalid_payment", "the payment has invalid fields").WithDetails(problems)
+		return errs.New(errs.Validation, client.ReasonInvalidPayment, "the payment has invalid fields").WithDetails(problems)
 	}
 	if !tokenPattern.MatchString(req.CardToken) {
-		return errs.New(errs.Validation, "invalid_card_token", "the card token is not valid")
+		return errs.New(errs.Validation, client.ReasonInvalidCardToken, "the card token is not valid")
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
 	"github.com/meshop/meshop/services/kit/sqldb"
+	"github.com/meshop/meshop/services/payment/client"
 )
 
 const (
@@ -40,13 +41,18 @@ func NewStore(db *sqlx.DB, outbox *events.Outbox) *SQLStore {
 	return &SQLStore{db: db, outbox: outbox}
 }
 
+// codePaymentExists is the Conflict of an Insert for an order that has a
+// payment: the service answers it with the first payment, so it never
+// leaves the service.
+const codePaymentExists = "payment_exists"
+
 // Insert adds p; another payment for the same order is a Conflict with
 // code payment_exists.
 func (s *SQLStore) Insert(ctx context.Context, p Payment) error {
 	_, err := s.db.ExecContext(ctx, s.db.Rebind(insertPaymentSQL), p.ID, p.OrderID, p.UserID, p.Status, p.AmountCents,
 		p.Currency, p.Reason, p.CardToken, p.ChargeID, p.CreatedAt, p.UpdatedAt)
 	if sqldb.IsUniqueViolation(err) {
-		return errs.Newf(errs.Conflict, "payment_exists", "order %s already has a payment", p.OrderID)
+		return errs.Newf(errs.Conflict, codePaymentExists, "order %s already has a payment", p.OrderID)
 	}
 	if err != nil {
 		return sqldb.Err("insert payment", err)
@@ -68,7 +74,7 @@ func (s *SQLStore) get(ctx context.Context, query, arg string) (Payment, error) 
 	var p Payment
 	err := s.db.GetContext(ctx, &p, s.db.Rebind(query), arg)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Payment{}, errs.New(errs.NotFound, "payment_not_found", "no such payment")
+		return Payment{}, errs.New(errs.NotFound, client.ReasonPaymentNotFound, "no such payment")
 	}
 	if err != nil {
 		return Payment{}, sqldb.Err("get payment", err)

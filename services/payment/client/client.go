@@ -1,0 +1,144 @@
+// Package client is how other services call the payment service's
+// internal API, the gRPC service meshop.payment.v1.Payments
+// (proto/meshop/payment/v1): order charges an order at checkout, once.
+//
+//	order ──▶ Client.Charge ──▶ go-kit gRPC client (kit/rpc) ──▶ mesh ──▶ payment's NewGRPCServer
+//
+// Its types are plain Go, not the generated messages, so callers depend on
+// this package only. A declined or failed charge is an answer (its
+// Status), not an error. Every error is an *errs.Error (kit/errs): a
+// refusal of the payment service keeps its kind and its Code, one of the
+// Reason constants below; a call that got no answer is Unavailable.
+package client
+
+import (
+	"context"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	"google.golang.org/grpc"
+
+	"github.com/meshop/meshop/services/kit/rpc"
+	paymentv1 "github.com/meshop/meshop/services/payment/proto/meshop/payment/v1"
+)
+
+// The reasons the payment service refuses a call: the errs Code of the
+// error (the google.rpc.ErrorInfo reason on the wire), also in the public
+// HTTP error bodies of the callers that pass them on.
+const (
+	// ReasonInvalidPayment: Charge got invalid fields (Validation; the
+	// details name them).
+	ReasonInvalidPayment = "invalid_payment"
+	// ReasonInvalidCardToken: the card token is malformed or unknown to
+	// the provider (Validation; when the provider refused it, the details
+	// name the FAILED payment: {payment_id, order_id}).
+	ReasonInvalidCardToken = "invalid_card_token"
+	// ReasonIdempotencyMismatch: the order was charged with another amount,
+	// currency, user or card (Conflict; details {payment_id, order_id}).
+	ReasonIdempotencyMismatch = "idempotency_mismatch"
+	// ReasonPaymentPending: the charge's outcome is not known yet; retry
+	// the same request (Unavailable; details {payment_id, order_id}).
+	ReasonPaymentPending = "payment_pending"
+	// ReasonPaymentNotFound: the order has no payment (NotFound).
+	ReasonPaymentNotFound = "payment_not_found"
+	// ReasonInvalidOrderID: GetPaymentByOrder got no order id (Invalid).
+	ReasonInvalidOrderID = "invalid_order_id"
+)
+
+// Payment statuses. SUCCEEDED, DECLINED and FAILED are final.
+const (
+	StatusPending   = "PENDING"
+	StatusUnknown   = "UNKNOWN"
+	StatusSucceeded = "SUCCEEDED"
+	StatusDeclined  = "DECLINED"
+	StatusFailed    = "FAILED"
+)
+
+// Charge asks to pay for an order.
+type Charge struct {
+	OrderID     string
+	UserID      string
+	AmountCents int64
+	Currency    string // ISO 4217, e.g. USD
+	CardToken   string
+}
+
+// Payment is one order's payment.
+type Payment struct {
+	ID          string
+	OrderID     string
+	UserID      string
+	Status      string // one of the Status constants
+	AmountCents int64
+	Currency    string
+	Reason      string // why it did not succeed: card_declined, provider_error, invalid_card_token
+	CreatedAt   time.Time
+}
+
+// Client calls the payment service over one gRPC connection (from the
+// mesh client: meshclient.Client.Conn("payment")).
+type Client struct {
+	charge, byOrder endpoint.Endpoint
+}
+
+// New returns a client over conn.
+func New(conn *grpc.ClientConn) *Client {
+	svc := paymentv1.Payments_ServiceDesc.ServiceName
+	return &Client{
+		charge:  rpc.ClientEndpoint(conn, svc, "Charge", encodeCharge, decodeCharge, &paymentv1.ChargeResponse{}),
+		byOrder: rpc.ClientEndpoint(conn, svc, "GetPaymentByOrder", encodeByOrder, decodeByOrder, &paymentv1.GetPaymentByOrderResponse{}),
+	}
+}
+
+// Charge pays for c.OrderID, once: a repeat returns the first payment.
+func (c *Client) Charge(ctx context.Context, ch Charge) (Payment, error) {
+	resp, err := c.charge(ctx, ch)
+	if err != nil {
+		return Payment{}, err
+	}
+	return resp.(Payment), nil
+}
+
+// GetPaymentByOrder returns the payment of orderID, whatever its status.
+func (c *Client) GetPaymentByOrder(ctx context.Context, orderID string) (Payment, error) {
+	resp, err := c.byOrder(ctx, orderID)
+	if err != nil {
+		return Payment{}, err
+	}
+	return resp.(Payment), nil
+}
+
+func encodeCharge(_ context.Context, request any) (any, error) {
+	c := request.(Charge)
+	return &paymentv1.ChargeRequest{OrderId: c.OrderID, UserId: c.UserID, AmountCents: c.AmountCents,
+		Currency: c.Currency, CardToken: c.CardToken}, nil
+}
+
+func decodeCharge(_ context.Context, reply any) (any, error) {
+	return fromProto(reply.(*paymentv1.ChargeResponse).GetPayment()), nil
+}
+
+func encodeByOrder(_ context.Context, request any) (any, error) {
+	return &paymentv1.GetPaymentByOrderRequest{OrderId: request.(string)}, nil
+}
+
+func decodeByOrder(_ context.Context, reply any) (any, error) {
+	return fromProto(reply.(*paymentv1.GetPaymentByOrderResponse).GetPayment()), nil
+}
+
+var statuses = map[paymentv1.PaymentStatus]string{
+	paymentv1.PaymentStatus_PAYMENT_STATUS_PENDING:   StatusPending,
+	paymentv1.PaymentStatus_PAYMENT_STATUS_UNKNOWN:   StatusUnknown,
+	paymentv1.PaymentStatus_PAYMENT_STATUS_SUCCEEDED: StatusSucceeded,
+	paymentv1.PaymentStatus_PAYMENT_STATUS_DECLINED:  StatusDeclined,
+	paymentv1.PaymentStatus_PAYMENT_STATUS_FAILED:    StatusFailed,
+}
+
+func fromProto(p *paymentv1.Payment) Payment {
+	out := Payment{ID: p.GetId(), OrderID: p.GetOrderId(), UserID: p.GetUserId(), Status: statuses[p.GetStatus()],
+		AmountCents: p.GetAmountCents(), Currency: p.GetCurrency(), Reason: p.GetReason()}
+	if p.GetCreatedAt() != nil {
+		out.CreatedAt = p.GetCreatedAt().AsTime()
+	}
+	return out
+}
