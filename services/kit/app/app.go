@@ -2,9 +2,11 @@
 // service's main reads the same way and only its own parts differ:
 //
 //	app.New(spec)      settings from the environment → logger → telemetry →
-//	                   Consul client → mesh client → metrics registry
+//	                   Consul client → mesh client → metrics registry → gRPC server
+//	app.GRPC           where the service registers its gRPC services
 //	app.OpenDB         database from DATABASE_URL, migrations applied
-//	app.Run(routes)    listen → serve → register in Consul → ready;
+//	app.Run(routes)    listen (HTTP and gRPC) → serve → register in Consul →
+//	                   ready once registered and the gRPC server serves;
 //	                   SIGINT/SIGTERM → /ready 503 → drain → deregister → exit
 //
 // Settings are documented in Settings; each is one environment variable.
@@ -37,6 +39,7 @@ import (
 	"github.com/meshop/meshop/services/kit/instrument"
 	kitlog "github.com/meshop/meshop/services/kit/log"
 	"github.com/meshop/meshop/services/kit/meshclient"
+	"github.com/meshop/meshop/services/kit/rpc"
 	"github.com/meshop/meshop/services/kit/sqldb"
 	"github.com/meshop/meshop/services/kit/telemetry"
 )
@@ -51,15 +54,16 @@ type Spec struct {
 // Settings are a service's environment variables (defaults in brackets).
 type Settings struct {
 	HTTPAddr        string        // HTTP_ADDR [127.0.0.1:8080]: where the app listens; port 0 picks one
+	GRPCAddr        string        // GRPC_ADDR [127.0.0.1:9090]: where the app's gRPC server listens; port 0 picks one
 	AdvertiseAddr   string        // ADVERTISE_ADDR [host of HTTP_ADDR]: Consul Address (the sidecar's, in sidecar mode)
 	AdvertisePort   int           // ADVERTISE_PORT [the app's port]: Consul Port (sidecar inbound 15006, in sidecar mode)
 	InstanceID      string        // INSTANCE_ID [<service>-<random>]: Consul ID and Envoy node id
 	Version         string        // SERVICE_VERSION [v1]
 	ConsulAddr      string        // CONSUL_HTTP_ADDR [127.0.0.1:8500]
-	MeshMode        string        // MESH_MODE (required): sidecar or direct
+	MeshMode        string        // MESH_MODE (required): sidecar or proxyless
 	EgressURL       string        // MESH_EGRESS_URL [http://127.0.0.1:15001]: sidecar egress listener
+	XDSBootstrap    string        // GRPC_XDS_BOOTSTRAP (proxyless mode, required): gRPC's xDS bootstrap file, see rpc.Bootstrap
 	CallTimeout     time.Duration // MESH_CALL_TIMEOUT [2s]: deadline of each call to another service
-	Retries         int           // MESH_RETRIES [2]: direct mode only; Envoy retries in sidecar mode
 	DatabaseURL     string        // DATABASE_URL [sqlite:<service>.db]: postgres://... or sqlite:...
 	NATSURL         string        // NATS_URL [nats://127.0.0.1:4222]: the events bus (JetStream)
 	OTLPEndpoint    string        // OTEL_EXPORTER_OTLP_ENDPOINT [unset: no export], e.g. http://127.0.0.1:4317
@@ -75,15 +79,16 @@ type Settings struct {
 func LoadSettings(r *config.Reader, svc string) (Settings, error) {
 	s := Settings{
 		HTTPAddr:        r.String("HTTP_ADDR", "127.0.0.1:8080"),
+		GRPCAddr:        r.String("GRPC_ADDR", "127.0.0.1:9090"),
 		AdvertiseAddr:   r.String("ADVERTISE_ADDR", ""),
 		AdvertisePort:   r.Int("ADVERTISE_PORT", 0, 1, 65535),
 		InstanceID:      r.String("INSTANCE_ID", svc+"-"+randomSuffix()),
 		Version:         r.String("SERVICE_VERSION", "v1"),
 		ConsulAddr:      r.String("CONSUL_HTTP_ADDR", "127.0.0.1:8500"),
-		MeshMode:        r.OneOf("MESH_MODE", "", meshclient.Sidecar, meshclient.Direct),
+		MeshMode:        r.OneOf("MESH_MODE", "", meshclient.Sidecar, meshclient.Proxyless),
 		EgressURL:       r.String("MESH_EGRESS_URL", "http://127.0.0.1:15001"),
+		XDSBootstrap:    r.String(rpc.BootstrapEnv, ""),
 		CallTimeout:     r.Duration("MESH_CALL_TIMEOUT", 2*time.Second),
-		Retries:         r.Int("MESH_RETRIES", 2, 0, 10),
 		DatabaseURL:     r.String("DATABASE_URL", "sqlite:"+svc+".db"),
 		NATSURL:         r.String("NATS_URL", "nats://127.0.0.1:4222"),
 		OTLPEndpoint:    r.String("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
@@ -95,6 +100,14 @@ func LoadSettings(r *config.Reader, svc string) (Settings, error) {
 	}
 	if _, _, err := net.SplitHostPort(s.HTTPAddr); err != nil {
 		r.Fail("HTTP_ADDR", "must be host:port, got %q", s.HTTPAddr)
+	}
+	if _, _, err := net.SplitHostPort(s.GRPCAddr); err != nil {
+		r.Fail("GRPC_ADDR", "must be host:port, got %q", s.GRPCAddr)
+	}
+	if s.MeshMode == meshclient.Proxyless {
+		if err := rpc.CheckBootstrap(s.XDSBootstrap, s.InstanceID, svc); err != nil {
+			r.Fail(rpc.BootstrapEnv, "%v", err)
+		}
 	}
 	level, err := kitlog.ParseLevel(r.String("LOG_LEVEL", "info"))
 	if err != nil {
@@ -118,7 +131,10 @@ type App struct {
 	Telemetry *telemetry.Telemetry
 	Consul    *api.Client
 	Mesh      *meshclient.Client
-	Metrics   *prometheus.Registry
+	// GRPC is the service's gRPC server: register its gRPC services here
+	// before Run. It serves grpc.health.v1.Health already.
+	GRPC    *rpc.Server
+	Metrics *prometheus.Registry
 	// Requests measures the service's methods (see instrument.Endpoint).
 	Requests *instrument.Metrics
 }
@@ -147,14 +163,25 @@ func New(ctx context.Context, spec Spec) (*App, error) {
 	a.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.Requests = instrument.NewMetrics(a.Metrics, spec.Name)
 	a.Mesh, err = meshclient.New(meshclient.Config{
-		Mode: settings.MeshMode, EgressURL: settings.EgressURL, Consul: a.Consul, Upstreams: spec.Upstreams,
-		Timeout: settings.CallTimeout, Retries: settings.Retries, Telemetry: a.Telemetry, Logger: a.Logger,
+		Mode: settings.MeshMode, EgressURL: settings.EgressURL, Upstreams: spec.Upstreams,
+		Timeout: settings.CallTimeout, Telemetry: a.Telemetry, Metrics: a.Metrics, Logger: a.Logger,
 	})
 	if err != nil {
 		return nil, err
 	}
-	a.Logger.Warn("mesh mode: "+settings.MeshMode, "instance", settings.InstanceID, "upstreams", spec.Upstreams,
-		"egress", map[bool]string{true: settings.EgressURL, false: "consul " + settings.ConsulAddr}[settings.MeshMode == meshclient.Sidecar])
+	a.GRPC, err = rpc.NewServer(rpc.ServerConfig{
+		Service: spec.Name, Proxyless: settings.MeshMode == meshclient.Proxyless,
+		Telemetry: a.Telemetry, Metrics: a.Metrics, Logger: a.Logger, DrainTimeout: settings.DrainTimeout,
+	})
+	if err != nil {
+		a.Mesh.Close()
+		return nil, err
+	}
+	via := "egress " + settings.EgressURL
+	if settings.MeshMode == meshclient.Proxyless {
+		via = "xDS bootstrap " + settings.XDSBootstrap
+	}
+	a.Logger.Warn("mesh mode: "+settings.MeshMode, "instance", settings.InstanceID, "upstreams", spec.Upstreams, "via", via)
 	return a, nil
 }
 
@@ -188,16 +215,22 @@ func (a *App) Run(ctx context.Context, routes *http.ServeMux, actors ...Actor) e
 	if err != nil {
 		return fmt.Errorf("listen on HTTP_ADDR %s: %w", a.Settings.HTTPAddr, err)
 	}
+	grpcLn, err := net.Listen("tcp", a.Settings.GRPCAddr)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("listen on GRPC_ADDR %s: %w", a.Settings.GRPCAddr, err)
+	}
 	server := httpserver.New(httpserver.Config{
 		Service: a.Spec.Name, Routes: routes, Metrics: a.Metrics, Telemetry: a.Telemetry,
-		Logger: a.Logger, DrainTimeout: a.Settings.DrainTimeout,
+		Logger: a.Logger, DrainTimeout: a.Settings.DrainTimeout, Serving: a.GRPC.Serving,
 	})
-	registrar := consulreg.New(a.Consul.Agent(), a.instance(ln.Addr().(*net.TCPAddr)), a.Logger)
+	registrar := consulreg.New(a.Consul.Agent(), a.instance(ln.Addr().(*net.TCPAddr), grpcLn.Addr().(*net.TCPAddr)), a.Logger)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var g run.Group
 	g.Add(func() error { return server.Run(ctx, ln, registrar) }, func(error) { cancel() })
+	g.Add(func() error { return a.GRPC.Run(ctx, grpcLn) }, func(error) { cancel() })
 	for _, actor := range actors {
 		g.Add(func() error { return actor(ctx) }, func(error) { cancel() })
 	}
@@ -210,8 +243,8 @@ func (a *App) Run(ctx context.Context, routes *http.ServeMux, actors ...Actor) e
 	return err
 }
 
-// instance is the Consul registration for the bound listener.
-func (a *App) instance(bound *net.TCPAddr) consulreg.Instance {
+// instance is the Consul registration for the bound listeners.
+func (a *App) instance(bound, grpcBound *net.TCPAddr) consulreg.Instance {
 	s := a.Settings
 	addr, port := s.AdvertiseAddr, s.AdvertisePort
 	if addr == "" {
@@ -224,9 +257,15 @@ func (a *App) instance(bound *net.TCPAddr) consulreg.Instance {
 	if port == 0 {
 		port = bound.Port
 	}
+	// The gRPC check goes where gRPC callers go: through the sidecar's
+	// inbound (which forwards gRPC to the app), or to the app itself.
+	grpcCheck := net.JoinHostPort(addr, strconv.Itoa(grpcBound.Port))
+	if s.MeshMode == meshclient.Sidecar {
+		grpcCheck = net.JoinHostPort(addr, strconv.Itoa(port))
+	}
 	return consulreg.Instance{
 		ID: s.InstanceID, Service: a.Spec.Name, Version: s.Version,
-		Address: addr, Port: port, AppPort: bound.Port,
+		Address: addr, Port: port, AppPort: bound.Port, GRPCPort: grpcBound.Port, GRPCCheckAddr: grpcCheck,
 		Upstreams: a.Spec.Upstreams, PublicPrefixes: a.Spec.PublicPrefixes,
 		CheckURL:      "http://" + net.JoinHostPort(addr, strconv.Itoa(port)) + "/health",
 		CheckInterval: s.CheckInterval, CheckTimeout: s.CheckTimeout, DeregisterAfter: s.DeregisterAfter,

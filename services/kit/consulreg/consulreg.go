@@ -6,7 +6,9 @@
 //
 // The registration carries the mesh meta the control plane reads
 // (mesh_protocol, mesh_upstreams, mesh_public_prefixes, mesh_app_port,
-// version) and an HTTP check on /health.
+// version, and mesh_grpc_port when the app serves gRPC), an HTTP check on
+// /health and, for an app serving gRPC, a gRPC health check
+// (grpc.health.v1).
 package consulreg
 
 import (
@@ -27,6 +29,7 @@ const (
 	MetaUpstreams      = "mesh_upstreams"
 	MetaPublicPrefixes = "mesh_public_prefixes"
 	MetaAppPort        = "mesh_app_port"
+	MetaGRPCPort       = "mesh_grpc_port"
 	MetaVersion        = "version"
 )
 
@@ -38,11 +41,16 @@ type Instance struct {
 	Address        string   // where the sidecar's inbound listener (direct mode: the app) accepts
 	Port           int      //   "
 	AppPort        int      // the app's own port
+	GRPCPort       int      // the app's gRPC port; 0: no gRPC
 	Upstreams      []string // services this one calls
 	PublicPrefixes []string // app paths exposed at the edge, e.g. "/orders"
 	// CheckURL is the /health URL Consul polls; empty means
 	// http://Address:Port/health.
-	CheckURL        string
+	CheckURL string
+	// GRPCCheckAddr is the host:port of the gRPC health check (the app's
+	// gRPC port, or the sidecar's inbound, which forwards gRPC to it);
+	// empty means Address:GRPCPort. Unused without GRPCPort.
+	GRPCCheckAddr   string
 	CheckInterval   time.Duration
 	CheckTimeout    time.Duration
 	DeregisterAfter time.Duration // DeregisterCriticalServiceAfter
@@ -54,28 +62,45 @@ func (in Instance) Registration() *api.AgentServiceRegistration {
 	if checkURL == "" {
 		checkURL = "http://" + net.JoinHostPort(in.Address, strconv.Itoa(in.Port)) + "/health"
 	}
+	checks := api.AgentServiceChecks{{
+		CheckID:                        "service:" + in.ID + ":health",
+		Name:                           in.Service + " /health",
+		HTTP:                           checkURL,
+		Method:                         "GET",
+		Interval:                       in.CheckInterval.String(),
+		Timeout:                        in.CheckTimeout.String(),
+		DeregisterCriticalServiceAfter: in.DeregisterAfter.String(),
+	}}
+	meta := map[string]string{
+		MetaProtocol:       "http",
+		MetaUpstreams:      strings.Join(in.Upstreams, ","),
+		MetaPublicPrefixes: strings.Join(in.PublicPrefixes, ","),
+		MetaAppPort:        strconv.Itoa(in.AppPort),
+		MetaVersion:        in.Version,
+	}
+	if in.GRPCPort != 0 {
+		meta[MetaGRPCPort] = strconv.Itoa(in.GRPCPort)
+		addr := in.GRPCCheckAddr
+		if addr == "" {
+			addr = net.JoinHostPort(in.Address, strconv.Itoa(in.GRPCPort))
+		}
+		checks = append(checks, &api.AgentServiceCheck{
+			CheckID:                        "service:" + in.ID + ":grpc",
+			Name:                           in.Service + " gRPC health",
+			GRPC:                           addr,
+			Interval:                       in.CheckInterval.String(),
+			Timeout:                        in.CheckTimeout.String(),
+			DeregisterCriticalServiceAfter: in.DeregisterAfter.String(),
+		})
+	}
 	return &api.AgentServiceRegistration{
 		ID:      in.ID,
 		Name:    in.Service,
 		Tags:    []string{in.Version},
 		Address: in.Address,
 		Port:    in.Port,
-		Meta: map[string]string{
-			MetaProtocol:       "http",
-			MetaUpstreams:      strings.Join(in.Upstreams, ","),
-			MetaPublicPrefixes: strings.Join(in.PublicPrefixes, ","),
-			MetaAppPort:        strconv.Itoa(in.AppPort),
-			MetaVersion:        in.Version,
-		},
-		Check: &api.AgentServiceCheck{
-			CheckID:                        "service:" + in.ID + ":health",
-			Name:                           in.Service + " /health",
-			HTTP:                           checkURL,
-			Method:                         "GET",
-			Interval:                       in.CheckInterval.String(),
-			Timeout:                        in.CheckTimeout.String(),
-			DeregisterCriticalServiceAfter: in.DeregisterAfter.String(),
-		},
+		Meta:    meta,
+		Checks:  checks,
 	}
 }
 

@@ -17,7 +17,7 @@ import (
 func TestRegistration(t *testing.T) {
 	in := Instance{
 		ID: "order-1a2b", Service: "order", Version: "v1", Address: "10.0.0.5", Port: 15006, AppPort: 8080,
-		Upstreams: []string{"user", "product", "payment"}, PublicPrefixes: []string{"/orders"},
+		GRPCPort: 9090, GRPCCheckAddr: "10.0.0.5:15006", Upstreams: []string{"user", "product", "payment"}, PublicPrefixes: []string{"/orders"},
 		CheckInterval: 2 * time.Second, CheckTimeout: time.Second, DeregisterAfter: time.Minute,
 	}
 	got := in.Registration()
@@ -26,11 +26,15 @@ func TestRegistration(t *testing.T) {
 		Meta: map[string]string{
 			"mesh_protocol": "http", "mesh_upstreams": "user,product,payment",
 			"mesh_public_prefixes": "/orders", "mesh_app_port": "8080", "version": "v1",
+			"mesh_grpc_port": "9090",
 		},
-		Check: &api.AgentServiceCheck{
+		Checks: api.AgentServiceChecks{{
 			CheckID: "service:order-1a2b:health", Name: "order /health", HTTP: "http://10.0.0.5:15006/health",
 			Method: "GET", Interval: "2s", Timeout: "1s", DeregisterCriticalServiceAfter: "1m0s",
-		},
+		}, {
+			CheckID: "service:order-1a2b:grpc", Name: "order gRPC health", GRPC: "10.0.0.5:15006",
+			Interval: "2s", Timeout: "1s", DeregisterCriticalServiceAfter: "1m0s",
+		}},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("registration (-want +got):\n%s", diff)

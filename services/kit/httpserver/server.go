@@ -45,6 +45,10 @@ type Config struct {
 	Logger    *slog.Logger
 	// DrainTimeout bounds how long shutdown waits for in-flight requests.
 	DrainTimeout time.Duration
+	// Serving, when set, must also report true before /ready answers 200:
+	// the app's gRPC server, which in proxyless mode serves only once the
+	// control plane has configured it.
+	Serving func() bool
 }
 
 // Server serves one service's HTTP API.
@@ -125,17 +129,21 @@ func withRoute(routes *http.ServeMux) http.Handler {
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Ready reports whether /ready answers 200.
-func (s *Server) Ready() bool { return s.state.Load() == ready }
+func (s *Server) Ready() bool {
+	return s.state.Load() == ready && (s.cfg.Serving == nil || s.cfg.Serving())
+}
 
 func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "service": s.cfg.Service})
 }
 
 func (s *Server) readiness(w http.ResponseWriter, _ *http.Request) {
-	switch s.state.Load() {
-	case ready:
+	switch state := s.state.Load(); {
+	case state == ready && s.Ready():
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "service": s.cfg.Service})
-	case draining:
+	case state == ready:
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "grpc_not_serving", "service": s.cfg.Service})
+	case state == draining:
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining", "service": s.cfg.Service})
 	default:
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting", "service": s.cfg.Service})

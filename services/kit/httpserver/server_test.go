@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -212,5 +213,35 @@ func TestTracingAndRouting(t *testing.T) {
 		if want := []string{tt.wantSpan}; tt.wantSpan == "" && len(names) != 0 || tt.wantSpan != "" && !slices.Equal(names, want) {
 			t.Errorf("%s %s: spans %q, want %q", tt.method, tt.path, names, tt.wantSpan)
 		}
+	}
+}
+
+func TestNotReadyUntilServingSaysSo(t *testing.T) {
+	var serving atomic.Bool
+	tel, err := telemetry.New(context.Background(), telemetry.Config{Service: "order", SampleRate: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(Config{Service: "order", Routes: http.NewServeMux(), Metrics: prometheus.NewRegistry(),
+		Telemetry: tel, Logger: slog.New(slog.DiscardHandler), Serving: serving.Load})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	reg := &fakeRegistrar{allow: make(chan struct{})}
+	close(reg.allow)
+	ctx, stop := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(ctx, ln, reg) }()
+	defer func() { stop(); <-ran }()
+
+	waitFor(t, "registered", func() bool { return len(reg.got()) == 1 })
+	if code, body := get(t, base+"/ready"); code != 503 || !strings.Contains(body, "grpc_not_serving") {
+		t.Fatalf("/ready while gRPC is not serving = %d %s", code, body)
+	}
+	serving.Store(true)
+	if code, _ := get(t, base+"/ready"); code != 200 {
+		t.Fatalf("/ready once gRPC serves = %d", code)
 	}
 }

@@ -1,252 +1,136 @@
-// Package meshclient is the one way a Meshop service calls another by
-// service name. Two modes, chosen explicitly by configuration (DESIGN §8):
+// Package meshclient is the one way a Meshop service calls another: one
+// gRPC connection per declared upstream, dialled as the mesh mode says
+// (DESIGN §8), handed to the provider's client package.
 //
-//	sidecar: app ──http://127.0.0.1:15001, Host: <service>──▶ Envoy egress ──▶ upstream
-//	         (Envoy discovers, balances, retries and traces; we never retry)
-//	direct:  app ──Consul passing instances (go-kit sd/consul)──▶ round robin
-//	         ──▶ retry (idempotent methods, connection errors only) ──▶ upstream
+//	sidecar:   app ──h2c to the egress (127.0.0.1:15001), :authority <service>──▶ Envoy ──▶ upstream
+//	proxyless: app ──xds:///<service>──▶ grpc-go's xDS client, configured by our
+//	           control plane (endpoints, routes, retries, timeouts, ejection) ──▶ upstream
 //
+// One mesh client, two transports; there is no second discovery path.
 // Every call has a deadline (the shorter of the caller's and the client's
-// timeout), carries the trace context (otelhttp transport), and fails with
-// an *errs.Error: the upstream's own error body when it answered one,
-// Unavailable when it could not be reached in time.
+// timeout), carries the trace context (otelgrpc) and is counted per method
+// (grpc_client_handled_total, grpc_client_handling_seconds).
 package meshclient
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
+	"maps"
+	"net/url"
 	"slices"
 	"time"
 
-	"github.com/go-kit/kit/endpoint"
-	"github.com/go-kit/kit/sd"
-	consulsd "github.com/go-kit/kit/sd/consul"
-	"github.com/go-kit/kit/sd/lb"
-	"github.com/hashicorp/consul/api"
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	_ "google.golang.org/grpc/xds" // registers the xds:/// resolver and balancers
 
 	"github.com/meshop/meshop/services/kit/errs"
-	kitlog "github.com/meshop/meshop/services/kit/log"
 	"github.com/meshop/meshop/services/kit/telemetry"
 )
 
 // Modes.
 const (
-	Sidecar = "sidecar"
-	Direct  = "direct"
+	Sidecar   = "sidecar"
+	Proxyless = "proxyless"
 )
-
-// maxResponseBytes caps what is read from an upstream answer.
-const maxResponseBytes = 4 << 20
 
 // Config configures a Client.
 type Config struct {
-	Mode      string      // Sidecar or Direct
-	EgressURL string      // sidecar mode: the local Envoy egress listener
-	Consul    *api.Client // direct mode: where passing instances are found
-	Upstreams []string    // the services this one may call (mesh_upstreams)
-	Timeout   time.Duration
-	// Retries is how many extra attempts direct mode makes for idempotent
-	// requests that could not reach an instance.
-	Retries   int
+	Mode      string // Sidecar or Proxyless
+	EgressURL string // sidecar mode: the local Envoy egress listener, e.g. http://127.0.0.1:15001
+	Upstreams []string
+	Timeout   time.Duration // default deadline of each call
 	Telemetry *telemetry.Telemetry
+	Metrics   prometheus.Registerer
 	Logger    *slog.Logger
+	// DialOptions are added to every connection's own (a test's xDS
+	// resolver with its bootstrap).
+	DialOptions []grpc.DialOption
 }
 
-// Client calls upstream services.
+// Client holds the connections to a service's upstreams.
 type Client struct {
-	cfg       Config
-	http      *http.Client
-	balancers map[string]lb.Balancer // direct mode, one per upstream
-	stops     []func()
+	cfg   Config
+	conns map[string]*grpc.ClientConn
 }
 
-// New returns a client for cfg. In direct mode it starts one Consul watch
-// per declared upstream.
+// New returns a client with one connection per declared upstream. gRPC
+// connects lazily: nothing is dialled before the first call.
 func New(cfg Config) (*Client, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Second
 	}
-	c := &Client{cfg: cfg}
-	c.http = &http.Client{Transport: otelhttp.NewTransport(http.DefaultTransport,
-		otelhttp.WithTracerProvider(cfg.Telemetry.TracerProvider),
-		otelhttp.WithPropagators(cfg.Telemetry.Propagator),
-		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
-			return r.Method + " " + serviceOf(r.Context())
-		}),
-	)}
+	var target func(service string) string
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	switch cfg.Mode {
 	case Sidecar:
-		if cfg.EgressURL == "" {
-			return nil, errors.New("meshclient: sidecar mode needs the egress URL")
+		u, err := url.Parse(cfg.EgressURL)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("meshclient: sidecar mode needs the egress URL (http://host:port), got %q", cfg.EgressURL)
 		}
-	case Direct:
-		if cfg.Consul == nil {
-			return nil, errors.New("meshclient: direct mode needs a Consul client")
-		}
-		c.balancers = make(map[string]lb.Balancer, len(cfg.Upstreams))
-		logger := kitlog.GoKit(cfg.Logger.With("component", "meshclient"))
-		sdClient := consulsd.NewClient(cfg.Consul)
-		for _, svc := range cfg.Upstreams {
-			instancer := consulsd.NewInstancer(sdClient, logger, svc, nil, true)
-			endpointer := sd.NewEndpointer(instancer, c.factory, logger)
-			c.balancers[svc] = lb.NewRoundRobin(endpointer)
-			c.stops = append(c.stops, endpointer.Close, instancer.Stop)
-		}
+		// Envoy routes on :authority, as it routes HTTP on Host.
+		target = func(string) string { return "passthrough:///" + u.Host }
+	case Proxyless:
+		target = func(service string) string { return "xds:///" + service }
 	default:
-		return nil, fmt.Errorf("meshclient: unknown mode %q (want %s or %s)", cfg.Mode, Sidecar, Direct)
+		return nil, fmt.Errorf("meshclient: unknown mode %q (want %s or %s)", cfg.Mode, Sidecar, Proxyless)
+	}
+	metrics := grpcprom.NewClientMetrics(grpcprom.WithClientHandlingTimeHistogram())
+	if err := cfg.Metrics.Register(metrics); err != nil {
+		return nil, fmt.Errorf("meshclient: metrics: %w", err)
+	}
+	opts = append(opts,
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(
+			otelgrpc.WithTracerProvider(cfg.Telemetry.TracerProvider),
+			otelgrpc.WithPropagators(cfg.Telemetry.Propagator))),
+		grpc.WithChainUnaryInterceptor(deadline(cfg.Timeout), metrics.UnaryClientInterceptor()),
+	)
+	opts = append(opts, cfg.DialOptions...)
+
+	c := &Client{cfg: cfg, conns: make(map[string]*grpc.ClientConn, len(cfg.Upstreams))}
+	for _, svc := range cfg.Upstreams {
+		conn, err := grpc.NewClient(target(svc), append(opts, grpc.WithAuthority(svc))...)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("meshclient: connection to %s: %w", svc, err)
+		}
+		c.conns[svc] = conn
 	}
 	return c, nil
 }
 
-// Close stops the Consul watches.
+// Conn is the connection to service, which must be a declared upstream.
+func (c *Client) Conn(service string) (*grpc.ClientConn, error) {
+	conn, ok := c.conns[service]
+	if !ok {
+		return nil, errs.Newf(errs.Internal, "undeclared_upstream", "%s is not a declared upstream of this service (declared: %v)",
+			service, slices.Sorted(maps.Keys(c.conns)))
+	}
+	return conn, nil
+}
+
+// Close closes every connection.
 func (c *Client) Close() {
-	for _, stop := range c.stops {
-		stop()
+	var all []error
+	for _, conn := range c.conns {
+		all = append(all, conn.Close())
+	}
+	if err := errors.Join(all...); err != nil {
+		c.cfg.Logger.Warn("closing upstream connections", "err", err)
 	}
 }
 
-// Call sends method path to service. A non-nil body is sent as JSON; a 2xx
-// JSON answer is decoded into out when out is non-nil. header adds request
-// headers (Idempotency-Key, Authorization).
-func (c *Client) Call(ctx context.Context, service, method, path string, header http.Header, body, out any) error {
-	if !slices.Contains(c.cfg.Upstreams, service) {
-		return errs.Newf(errs.Internal, "undeclared_upstream", "%s is not a declared upstream of this service", service)
+// deadline bounds every call by timeout, keeping an earlier deadline of the
+// caller's.
+func deadline(timeout time.Duration) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return invoker(ctx, method, req, reply, cc, opts...)
 	}
-	var payload []byte
-	if body != nil {
-		var err error
-		if payload, err = json.Marshal(body); err != nil {
-			return errs.Wrap(errs.Internal, "encode_request", "could not encode the request", err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
-	defer cancel()
-	ctx = context.WithValue(ctx, serviceKey{}, service)
-	call := call{method: method, path: path, header: header, body: payload}
-
-	var resp *response
-	var err error
-	if c.cfg.Mode == Sidecar {
-		resp, err = c.send(ctx, c.cfg.EgressURL, service, call)
-	} else {
-		resp, err = c.sendDirect(ctx, service, call)
-	}
-	if err != nil {
-		return c.unreachable(ctx, service, err)
-	}
-	if resp.status >= 300 {
-		var b errs.Body
-		_ = json.Unmarshal(resp.body, &b)
-		return errs.FromBody(resp.status, b)
-	}
-	if out != nil {
-		if err := json.Unmarshal(resp.body, out); err != nil {
-			return errs.Wrap(errs.Internal, "bad_upstream_response", service+" answered with a body that is not the expected JSON", err)
-		}
-	}
-	return nil
-}
-
-// unreachable turns a failure to get an answer into an Unavailable error.
-func (c *Client) unreachable(ctx context.Context, service string, err error) error {
-	var retryErr lb.RetryError
-	if errors.As(err, &retryErr) && retryErr.Final != nil {
-		err = retryErr.Final
-	}
-	details := map[string]any{"service": service}
-	switch {
-	case errors.Is(err, lb.ErrNoEndpoints):
-		return errs.Wrap(errs.Unavailable, "no_healthy_upstream", service+" has no passing instance", err).WithDetails(details)
-	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return errs.Wrap(errs.Unavailable, "upstream_timeout", service+" did not answer in time", err).WithDetails(details)
-	default:
-		return errs.Wrap(errs.Unavailable, "upstream_unavailable", service+" could not be reached", err).WithDetails(details)
-	}
-}
-
-// call is one request, kept as data so direct mode can resend it.
-type call struct {
-	method, path string
-	header       http.Header
-	body         []byte
-}
-
-func (r call) idempotent() bool {
-	return r.method == http.MethodGet || r.method == http.MethodHead
-}
-
-// response is an upstream answer read in full: retries cancel the attempt's
-// context as soon as they return, so bodies cannot be streamed past that.
-type response struct {
-	status int
-	body   []byte
-}
-
-// send sends r to baseURL with Host: service.
-func (c *Client) send(ctx context.Context, baseURL, service string, r call) (*response, error) {
-	var body io.Reader
-	if r.body != nil {
-		body = bytes.NewReader(r.body)
-	}
-	req, err := http.NewRequestWithContext(ctx, r.method, baseURL+r.path, body)
-	if err != nil {
-		return nil, err
-	}
-	for k, vs := range r.header {
-		req.Header[k] = vs
-	}
-	req.Host = service
-	req.Header.Set("Accept", "application/json")
-	if r.body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
-	if err != nil {
-		return nil, err
-	}
-	return &response{status: resp.StatusCode, body: b}, nil
-}
-
-// sendDirect picks a passing instance round robin; idempotent requests that
-// fail to get an answer are retried on the next instance.
-func (c *Client) sendDirect(ctx context.Context, service string, r call) (*response, error) {
-	attempts := 1
-	if r.idempotent() {
-		attempts += c.cfg.Retries
-	}
-	deadline, _ := ctx.Deadline()
-	retry := lb.RetryWithCallback(time.Until(deadline), c.balancers[service], func(n int, err error) (bool, error) {
-		return n < attempts && !errors.Is(err, lb.ErrNoEndpoints), nil
-	})
-	resp, err := retry(ctx, r)
-	if err != nil {
-		return nil, err
-	}
-	return resp.(*response), nil
-}
-
-// factory makes the endpoint for one instance ("host:port") of a service.
-func (c *Client) factory(instance string) (endpoint.Endpoint, io.Closer, error) {
-	return func(ctx context.Context, request any) (any, error) {
-		return c.send(ctx, "http://"+instance, serviceOf(ctx), request.(call))
-	}, nil, nil
-}
-
-type serviceKey struct{}
-
-func serviceOf(ctx context.Context) string {
-	s, _ := ctx.Value(serviceKey{}).(string)
-	return s
 }

@@ -2,178 +2,133 @@ package meshclient
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/httptest"
-	"strconv"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
-	"github.com/meshop/meshop/localenv"
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/telemetry"
 )
 
-func testTelemetry(t *testing.T) (*telemetry.Telemetry, *tracetest.InMemoryExporter) {
+// egress is a stand-in for the sidecar's egress listener: a gRPC server
+// that records the :authority and trace header of each call.
+type egress struct {
+	healthpb.UnimplementedHealthServer
+	calls chan metadata.MD
+	block bool
+}
+
+func (e *egress) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	e.calls <- md
+	if e.block {
+		<-ctx.Done()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+}
+
+func startEgress(t *testing.T, e *egress) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, e)
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	return "http://" + ln.Addr().String()
+}
+
+func newClient(t *testing.T, cfg Config) (*Client, *prometheus.Registry, *tracetest.InMemoryExporter) {
+	t.Helper()
 	exp := tracetest.NewInMemoryExporter()
 	tel, err := telemetry.New(context.Background(), telemetry.Config{Service: "order", SampleRate: 1, Exporter: exp})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tel, exp
-}
-
-func TestSidecarMode(t *testing.T) {
-	var gotHost, gotKey, gotTraceparent string
-	egress := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		gotHost, gotKey, gotTraceparent = r.Host, r.Header.Get("Idempotency-Key"), r.Header.Get("traceparent")
-		switch r.URL.Path {
-		case "/users/u1":
-			json.NewEncoder(w).Encode(map[string]string{"id": "u1", "name": "Ada"})
-		case "/users/missing":
-			w.WriteHeader(http.StatusNotFound)
-			json.NewEncoder(w).Encode(errs.Body{Error: errs.BodyError{Code: "user_not_found", Message: "no user missing"}})
-		case "/slow":
-			<-r.Context().Done()
-		case "/broken":
-			w.WriteHeader(http.StatusBadGateway)
-		}
-	}))
-	defer egress.Close()
-	tel, exp := testTelemetry(t)
-	c, err := New(Config{Mode: Sidecar, EgressURL: egress.URL, Upstreams: []string{"user"},
-		Timeout: 200 * time.Millisecond, Telemetry: tel, Logger: slog.New(slog.DiscardHandler)})
+	reg := prometheus.NewRegistry()
+	cfg.Telemetry, cfg.Metrics, cfg.Logger = tel, reg, slog.New(slog.DiscardHandler)
+	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	var user struct{ ID, Name string }
-	if err := c.Call(context.Background(), "user", "GET", "/users/u1", http.Header{"Idempotency-Key": {"k1"}}, nil, &user); err != nil {
-		t.Fatal(err)
-	}
-	if user.Name != "Ada" || gotHost != "user" || gotKey != "k1" || gotTraceparent == "" {
-		t.Errorf("user=%+v host=%q key=%q traceparent=%q", user, gotHost, gotKey, gotTraceparent)
-	}
-	tel.TracerProvider.ForceFlush(context.Background())
-	if spans := exp.GetSpans(); len(spans) != 1 || spans[0].Name != "GET user" {
-		t.Errorf("client spans = %v, want one named \"GET user\"", spans)
-	}
-
-	tests := []struct {
-		name, service, path string
-		wantKind            errs.Kind
-		wantCode            string
-	}{
-		{"upstream error body kept", "user", "/users/missing", errs.NotFound, "user_not_found"},
-		{"deadline", "user", "/slow", errs.Unavailable, "upstream_timeout"},
-		{"5xx without body", "user", "/broken", errs.Unavailable, "unavailable"},
-		{"undeclared upstream", "payment", "/payments", errs.Internal, "undeclared_upstream"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := c.Call(context.Background(), tt.service, "GET", tt.path, nil, nil, nil)
-			if e := errs.As(err); err == nil || e.Kind != tt.wantKind || e.Code != tt.wantCode {
-				t.Errorf("err = %v, want kind %v code %s", err, tt.wantKind, tt.wantCode)
-			}
-		})
-	}
+	t.Cleanup(c.Close)
+	return c, reg, exp
 }
 
-// TestDirectMode runs against a real Consul: two passing instances share
-// the load, a critical one gets nothing, and a GET to an instance that
-// refuses connections is retried on another.
-func TestDirectMode(t *testing.T) {
-	consul := localenv.ConsulT(t)
-	client, err := api.NewClient(&api.Config{Address: consul.HTTPAddr()})
+func TestSidecarModeSendsToTheEgressWithTheUpstreamAsAuthority(t *testing.T) {
+	e := &egress{calls: make(chan metadata.MD, 1)}
+	url := startEgress(t, e)
+	c, reg, exp := newClient(t, Config{Mode: Sidecar, EgressURL: url, Upstreams: []string{"user"}})
+
+	conn, err := c.Conn("user")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	hits := map[string]int{}
-	serve := func(name string) string {
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			mu.Lock()
-			hits[name]++
-			mu.Unlock()
-			json.NewEncoder(w).Encode(map[string]string{"instance": name})
-		}))
-		t.Cleanup(srv.Close)
-		return srv.Listener.Addr().String()
-	}
-	register := func(id, addr, status string) {
-		host, port, _ := net.SplitHostPort(addr)
-		p, _ := strconv.Atoi(port)
-		err := client.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: id, Name: "user", Address: host, Port: p,
-			Check: &api.AgentServiceCheck{CheckID: id + ":ttl", TTL: "1h", Status: status}})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	register("user-a", serve("a"), api.HealthPassing)
-	register("user-b", serve("b"), api.HealthPassing)
-	register("user-sick", serve("sick"), api.HealthCritical)
-	dead, _ := localenv.FreePort() // nothing listens here
-	register("user-dead", "127.0.0.1:"+strconv.Itoa(dead), api.HealthPassing)
-
-	tel, _ := testTelemetry(t)
-	c, err := New(Config{Mode: Direct, Consul: client, Upstreams: []string{"user"}, Timeout: 2 * time.Second,
-		Retries: 2, Telemetry: tel, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
+	if _, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-
-	// The watch may still be catching up with the registrations: poll until
-	// both live instances have answered, then count a fresh round.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var got struct{ Instance string }
-		if err := c.Call(context.Background(), "user", "GET", "/x", nil, nil, &got); err != nil {
-			t.Fatalf("GET failed although retries should reach a live instance: %v", err)
-		}
-		mu.Lock()
-		both := hits["a"] > 0 && hits["b"] > 0
-		mu.Unlock()
-		if both {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("round robin never reached both instances: %v", hits)
-		}
+	md := <-e.calls
+	if got := md.Get(":authority"); len(got) != 1 || got[0] != "user" {
+		t.Errorf(":authority = %v, want [user]", got)
 	}
-	mu.Lock()
-	clear(hits)
-	mu.Unlock()
-	for range 30 {
-		if err := c.Call(context.Background(), "user", "GET", "/x", nil, nil, nil); err != nil {
-			t.Fatalf("GET: %v", err)
-		}
+	if len(md.Get("traceparent")) != 1 {
+		t.Errorf("no traceparent in %v", md)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if hits["sick"] != 0 || hits["a"] < 5 || hits["b"] < 5 || hits["a"]+hits["b"] != 30 {
-		t.Errorf("hits = %v: want 30 answers shared by a and b, none from sick", hits)
+	if err := c.cfg.Telemetry.TracerProvider.ForceFlush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if spans := exp.GetSpans(); len(spans) != 1 || spans[0].Name != "grpc.health.v1.Health/Check" {
+		t.Errorf("client spans = %v", spans)
+	}
+	if n := testutil.CollectAndCount(reg, "grpc_client_handled_total"); n != 1 {
+		t.Errorf("grpc_client_handled_total has %d series, want 1", n)
 	}
 }
 
-func TestDirectModeNoInstances(t *testing.T) {
-	consul := localenv.ConsulT(t)
-	client, _ := api.NewClient(&api.Config{Address: consul.HTTPAddr()})
-	tel, _ := testTelemetry(t)
-	c, err := New(Config{Mode: Direct, Consul: client, Upstreams: []string{"user"}, Timeout: time.Second,
-		Telemetry: tel, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
+func TestCallsHaveTheClientsDeadline(t *testing.T) {
+	e := &egress{calls: make(chan metadata.MD, 1), block: true}
+	url := startEgress(t, e)
+	c, _, _ := newClient(t, Config{Mode: Sidecar, EgressURL: url, Upstreams: []string{"user"}, Timeout: 100 * time.Millisecond})
+	conn, _ := c.Conn("user")
+	_, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("err = %v, want DeadlineExceeded", err)
 	}
-	defer c.Close()
-	err = c.Call(context.Background(), "user", "GET", "/users/u1", nil, nil, nil)
-	if e := errs.As(err); e.Kind != errs.Unavailable || e.Code != "no_healthy_upstream" {
-		t.Errorf("err = %v, want no_healthy_upstream", err)
+	if e := errs.As(errs.FromGRPC(err)); e.Kind != errs.Unavailable || e.Code != "upstream_timeout" {
+		t.Errorf("FromGRPC = %v, want Unavailable upstream_timeout", e)
 	}
 }
+
+func TestUndeclaredUpstreamIsRefused(t *testing.T) {
+	c, _, _ := newClient(t, Config{Mode: Proxyless, Upstreams: []string{"user"}})
+	if _, err := c.Conn("payment"); errs.As(err).Code != "undeclared_upstream" {
+		t.Fatalf("Conn(payment) = %v, want undeclared_upstream", err)
+	}
+}
+
+func TestBadConfigIsRefused(t *testing.T) {
+	for name, cfg := range map[string]Config{
+		"unknown mode":   {Mode: "direct"},
+		"no egress URL":  {Mode: Sidecar},
+		"egress not URL": {Mode: Sidecar, EgressURL: "127.0.0.1:15001"},
+	} {
+		cfg.Metrics, cfg.Logger = prometheus.NewRegistry(), slog.New(slog.DiscardHandler)
+		if _, err := New(cfg); err == nil {
+			t.Errorf("%s: New accepted %+v", name, cfg)
+		}
+	}
+}
+
