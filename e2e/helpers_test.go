@@ -40,8 +40,15 @@ func TestRegistrationWaitsForConsul(t *testing.T) {
 	if err := sys.Consul.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	port, _ := localenv.FreePort()
-	env := sys.Env("user", "user-early", port)
+	ports, err := localenv.FreePorts(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ports[0]
+	env, err := sys.Env("user", "user-early", port, ports[1])
+	if err != nil {
+		t.Fatal(err)
+	}
 	p, err := localenv.StartProcess("user-early", filepath.Join(dir, "logs", "user-early.log"), env, filepath.Join(dir, "bin", "user"))
 	if err != nil {
 		t.Fatal(err)

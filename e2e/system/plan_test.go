@@ -14,7 +14,7 @@ func ports(p Plan) map[string]int {
 		"edge": p.Edge, "edge admin": p.EdgeAdmin,
 	}
 	for _, svc := range Services {
-		out[svc] = p.Services[svc]
+		out[svc], out[svc+" grpc"] = p.Services[svc], p.GRPC[svc]
 		sc := p.Sidecars[svc]
 		out[svc+" inbound"], out[svc+" egress"], out[svc+" admin"] = sc.Inbound, sc.Outbound, sc.Admin
 	}

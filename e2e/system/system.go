@@ -1,15 +1,19 @@
 // Package system starts the whole local Meshop system as real processes:
 // Consul and Jaeger (localenv), NATS with JetStream embedded in this
-// process, then each service built from this workspace and run in direct
-// mode with SQLite, each registered in Consul. `make run` starts it on the
+// process, the control plane, then each service built from this workspace,
+// with SQLite, each registered in Consul. Without Envoy the services run
+// proxyless (DESIGN §8): each gets a gRPC xDS bootstrap naming its
+// instance and the control plane, so grpc-go's xDS client in every app
+// executes what the control plane serves. `make run` starts it on the
 // fixed local port plan; system tests start it on free ports.
 //
 //	Start ──▶ build binaries ──▶ Consul ──▶ Jaeger ──▶ NATS ──▶ control plane ──▶ services (wait /ready)
 //	Stop  ──▶ services (SIGTERM: drain, deregister) ──▶ control plane ──▶ NATS ──▶ Jaeger ──▶ Consul
 //
-// Without Envoy nothing connects to the control plane, but it watches the
-// same Consul and keeps every instance's (and the edge's) configuration
-// ready: /debug/config_dump shows what each sidecar would get.
+// Proxyless, there is no edge: API clients call the apps' HTTP ports
+// (printed in the plan). The control plane still keeps every sidecar's and
+// the edge's configuration ready: /debug/config_dump shows what each would
+// get.
 package system
 
 import (
@@ -26,6 +30,7 @@ import (
 	"time"
 
 	"github.com/meshop/meshop/localenv"
+	"github.com/meshop/meshop/services/kit/rpc"
 )
 
 // Services in start order.
@@ -40,10 +45,11 @@ type Plan struct {
 	// (gRPC) and debug HTTP ports.
 	ControlPlaneXDS, ControlPlaneDebug int
 	Services                           map[string]int // app HTTP port per service
+	GRPC                               map[string]int // app gRPC port per service
 
 	// Envoy, when set, is the envoy binary: every service then runs in
 	// sidecar mode behind its own Envoy (ports in Sidecars) and an edge
-	// Envoy serves the API on Edge. Empty means direct mode.
+	// Envoy serves the API on Edge. Empty means proxyless mode.
 	Envoy           string
 	Sidecars        map[string]SidecarPorts
 	Edge, EdgeAdmin int
@@ -64,6 +70,7 @@ func FixedPlan(dir string) Plan {
 		NATS:            localenv.NATSOptions{Dir: filepath.Join(dir, "nats"), Port: 14222},
 		ControlPlaneXDS: 18000, ControlPlaneDebug: 18080,
 		Services: map[string]int{"auth": 8101, "user": 8102, "product": 8103, "order": 8104, "payment": 8105, "notification": 8106},
+		GRPC:     map[string]int{"auth": 9101, "user": 9102, "product": 9103, "order": 9104, "payment": 9105, "notification": 9106},
 		// Sidecars: inbound 151xx, egress 152xx, admin 153xx, xx as the app's 81xx.
 		Sidecars: map[string]SidecarPorts{
 			"auth": {15101, 15201, 15301}, "user": {15102, 15202, 15302}, "product": {15103, 15203, 15303},
@@ -75,7 +82,7 @@ func FixedPlan(dir string) Plan {
 
 // FreePlan picks free ports for every part.
 func FreePlan(dir string) (Plan, error) {
-	ports, err := localenv.FreePorts(14 + 4*len(Services))
+	ports, err := localenv.FreePorts(14 + 5*len(Services))
 	if err != nil {
 		return Plan{}, err
 	}
@@ -86,12 +93,13 @@ func FreePlan(dir string) (Plan, error) {
 		NATS:            localenv.NATSOptions{Dir: filepath.Join(dir, "nats"), Port: ports[9]},
 		ControlPlaneXDS: ports[10], ControlPlaneDebug: ports[11],
 		Edge: ports[12], EdgeAdmin: ports[13],
-		Services: map[string]int{}, Sidecars: map[string]SidecarPorts{},
+		Services: map[string]int{}, GRPC: map[string]int{}, Sidecars: map[string]SidecarPorts{},
 	}
 	for i, svc := range Services {
-		at := 14 + 4*i
+		at := 14 + 5*i
 		p.Services[svc] = ports[at]
 		p.Sidecars[svc] = SidecarPorts{Inbound: ports[at+1], Outbound: ports[at+2], Admin: ports[at+3]}
+		p.GRPC[svc] = ports[at+4]
 	}
 	return p, nil
 }
@@ -117,7 +125,7 @@ type System struct {
 // databases and binaries.
 func Start(ctx context.Context, plan Plan, dir string) (*System, error) {
 	s := &System{Plan: plan, Dir: dir, instances: map[string]*Instance{}, binDir: filepath.Join(dir, "bin")}
-	for _, d := range []string{plan.Consul.Dir, plan.Jaeger.Dir, s.binDir, filepath.Join(dir, "data"), filepath.Join(dir, "logs")} {
+	for _, d := range []string{plan.Consul.Dir, plan.Jaeger.Dir, s.binDir, filepath.Join(dir, "data"), filepath.Join(dir, "logs"), filepath.Join(dir, "xds")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err
 		}
@@ -212,16 +220,25 @@ type Instance struct {
 // URL is the instance's base URL.
 func (i *Instance) URL() string { return "http://127.0.0.1:" + strconv.Itoa(i.Port) }
 
-// Env returns the environment of service svc's instance on port.
-func (s *System) Env(svc, id string, port int) []string {
-	mode := []string{"MESH_MODE=direct"}
+// Env returns the environment of service svc's instance id on its HTTP
+// and gRPC ports. Proxyless, it writes the instance's xDS bootstrap.
+func (s *System) Env(svc, id string, port, grpcPort int) ([]string, error) {
+	var mode []string
 	if s.Plan.Envoy != "" {
 		sc := s.Plan.Sidecars[svc]
 		mode = []string{"MESH_MODE=sidecar", "MESH_EGRESS_URL=http://127.0.0.1:" + strconv.Itoa(sc.Outbound),
 			"ADVERTISE_ADDR=127.0.0.1", "ADVERTISE_PORT=" + strconv.Itoa(sc.Inbound)}
+	} else {
+		bootstrap := filepath.Join(s.Dir, "xds", id+".json")
+		controlPlane := "127.0.0.1:" + strconv.Itoa(s.Plan.ControlPlaneXDS)
+		if err := rpc.WriteBootstrap(bootstrap, rpc.NewBootstrap(controlPlane, id, svc)); err != nil {
+			return nil, fmt.Errorf("system: xDS bootstrap of %s: %w", id, err)
+		}
+		mode = []string{"MESH_MODE=proxyless", rpc.BootstrapEnv + "=" + bootstrap}
 	}
 	return append(mode,
 		"HTTP_ADDR=127.0.0.1:"+strconv.Itoa(port),
+		"GRPC_ADDR=127.0.0.1:"+strconv.Itoa(grpcPort),
 		"INSTANCE_ID="+id,
 		"CONSUL_HTTP_ADDR="+s.Consul.HTTPAddr(),
 		"DATABASE_URL=sqlite:"+filepath.Join(s.Dir, "data", svc+".db"),
@@ -229,12 +246,7 @@ func (s *System) Env(svc, id string, port int) []string {
 		"NATS_URL="+s.NATS.URL(),
 		"CHECK_INTERVAL=1s", "CHECK_TIMEOUT=1s", "DEREGISTER_AFTER=1m",
 		"DRAIN_TIMEOUT=5s",
-	)
-}
-
-// serviceEnv is Env plus the plan's extra environment.
-func (s *System) serviceEnv(svc, id string, port int) []string {
-	return append(s.Env(svc, id, port), s.Plan.Env...)
+	), nil
 }
 
 // StartService starts an instance of svc on its planned port (or the
@@ -243,7 +255,11 @@ func (s *System) serviceEnv(svc, id string, port int) []string {
 func (s *System) StartService(ctx context.Context, svc string, extraEnv []string) (*Instance, error) {
 	id := svc + "-local"
 	port := s.Plan.Services[svc]
-	env := append(s.serviceEnv(svc, id, port), extraEnv...)
+	env, err := s.Env(svc, id, port, s.Plan.GRPC[svc])
+	if err != nil {
+		return nil, err
+	}
+	env = append(append(env, s.Plan.Env...), extraEnv...)
 	p, err := localenv.StartProcess(svc, filepath.Join(s.Dir, "logs", svc+".log"), env, filepath.Join(s.binDir, svc))
 	if err != nil {
 		return nil, err

@@ -32,16 +32,16 @@ func run() error {
 	}
 	dir := filepath.Join(root, ".run")
 	plan := system.FixedPlan(dir)
-	if os.Getenv("MESH_MODE") != "direct" {
+	if os.Getenv("MESH_MODE") != "proxyless" {
 		plan.Envoy = system.LookupEnvoy()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	if plan.Envoy != "" {
-		fmt.Printf("sidecar mode: %s runs a sidecar per service and the edge on :%d (MESH_MODE=direct make run to skip Envoy)\n", plan.Envoy, plan.Edge)
+		fmt.Printf("sidecar mode: %s runs a sidecar per service and the edge on :%d (MESH_MODE=proxyless make run to skip Envoy)\n", plan.Envoy, plan.Edge)
 	} else {
-		fmt.Println("direct mode: no envoy on PATH, so services find each other through Consul (go-kit sd/consul)")
+		fmt.Printf("proxyless mode: no envoy on PATH, so the services' gRPC clients and servers take their config from the control plane (xDS on :%d)\n", plan.ControlPlaneXDS)
 	}
 	fmt.Println("starting Consul, Jaeger, NATS, the control plane and the services")
 	sys, err := system.Start(ctx, plan, dir)
@@ -67,7 +67,7 @@ func printPlan(sys *system.System) {
 	}
 	for _, svc := range system.Services {
 		if inst := sys.Instance(svc); inst != nil {
-			fmt.Fprintf(w, "%s app\t%s\n", svc, inst.URL())
+			fmt.Fprintf(w, "%s app (gRPC on :%d)\t%s\n", svc, sys.Plan.GRPC[svc], inst.URL())
 		}
 	}
 	fmt.Fprintf(w, "logs and databases\t%s\n", sys.Dir)
