@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,7 +20,7 @@ import (
 )
 
 // TestPurchase starts the whole local system (real Consul, Jaeger, NATS and
-// the six services in direct mode) and drives what a client does: register,
+// the six services, proxyless unless an envoy is on PATH) and drives what a client does: register,
 // log in, browse, buy, see the order, its payment and its notifications;
 // then a declined card; then the degraded and shutdown paths.
 func TestPurchase(t *testing.T) {
@@ -54,7 +56,8 @@ func TestPurchase(t *testing.T) {
 			s := waitPassing(t, consul, svc, 1)[0].Service
 			if s.ID != svc+"-local" || s.Port != sys.Instance(svc).Port || s.Address != "127.0.0.1" ||
 				s.Meta["mesh_protocol"] != "http" || s.Meta["version"] != "v1" ||
-				s.Meta["mesh_app_port"] != strconv.Itoa(sys.Instance(svc).Port) {
+				s.Meta["mesh_app_port"] != strconv.Itoa(sys.Instance(svc).Port) ||
+				s.Meta["mesh_grpc_port"] != strconv.Itoa(sys.Plan.GRPC[svc]) {
 				t.Errorf("%s registration: %+v", svc, s)
 			}
 			if s.Meta["mesh_upstreams"] != upstreams[svc] {
@@ -63,7 +66,36 @@ func TestPurchase(t *testing.T) {
 		}
 	})
 
+	t.Run("every app is a connected proxyless node", func(t *testing.T) {
+		if sys.Plan.Envoy != "" {
+			t.Skip("sidecar mode: the apps' Envoys are the nodes")
+		}
+		var nodes struct {
+			Nodes []struct {
+				ID, Cluster, Type string
+				Connected         bool
+				Nacks             int
+				Notes             []string
+			}
+		}
+		getJSON(t, sys.ControlPlaneURL()+"/debug/nodes", &nodes)
+		connected := map[string]bool{}
+		for _, n := range nodes.Nodes {
+			if n.Type == "proxyless" && n.Connected && n.Nacks == 0 && len(n.Notes) == 0 && n.Cluster+"-local" == n.ID {
+				connected[n.ID] = true
+			}
+		}
+		for _, svc := range system.Services {
+			if !connected[svc+"-local"] {
+				t.Errorf("%s-local is not a connected proxyless node without NACKs or notes: %+v", svc, nodes.Nodes)
+			}
+		}
+	})
+
 	t.Run("control plane holds each sidecar's and the edge's config", func(t *testing.T) {
+		if sys.Plan.Envoy == "" {
+			t.Skip("proxyless mode: the apps are gRPC nodes (previous test); sidecar snapshots are checked by the control plane's own tests")
+		}
 		upstreams := map[string][]string{"user": {"auth"}, "auth": {"user"}, "product": {"auth"}, "payment": {"auth"},
 			"order": {"auth", "user", "product", "payment"}, "notification": {"auth", "user"}}
 		for _, svc := range system.Services {
@@ -171,6 +203,13 @@ func TestPurchase(t *testing.T) {
 		if orderSpan == nil || orderSpan.ParentID() != "00f067aa0ba902b7" {
 			t.Fatalf("no order server span under the caller's span in %+v", spans)
 		}
+		// order → product and order → payment are gRPC: a client span in
+		// order and the server span in the provider below it.
+		for _, provider := range []string{"product", "payment"} {
+			if !hasGRPCHop(spans, "order", provider) {
+				t.Errorf("no gRPC client span of order with a %s server span below it in %+v", provider, spans)
+			}
+		}
 		for _, s := range spans {
 			if s.Service != "order" && s.SpanID != orderSpan.SpanID && !descendsFrom(spans, s, orderSpan.SpanID) {
 				t.Errorf("%s span %q is not below the order span", s.Service, s.OperationName)
@@ -264,5 +303,37 @@ func waitClusters(t *testing.T, controlPlane, node string, want []string) {
 			t.Fatalf("node %s: clusters %v, want exactly %v", node, got, want)
 		}
 		<-time.After(200 * time.Millisecond)
+	}
+}
+
+// hasGRPCHop reports whether spans hold a gRPC call from caller to
+// provider: a client span of caller for a meshop.<provider>.v1 method with
+// the provider's server span of the same method as its child.
+func hasGRPCHop(spans []localenv.Span, caller, provider string) bool {
+	prefix := "meshop." + provider + ".v1."
+	for _, client := range spans {
+		if client.Service != caller || !strings.HasPrefix(client.OperationName, prefix) || client.Tag("span.kind") != "client" {
+			continue
+		}
+		for _, server := range spans {
+			if server.Service == provider && server.OperationName == client.OperationName &&
+				server.Tag("span.kind") == "server" && server.ParentID() == client.SpanID {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// getJSON decodes the JSON answer of a GET.
+func getJSON(t *testing.T, url string, out any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
 	}
 }

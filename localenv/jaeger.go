@@ -88,6 +88,17 @@ type Span struct {
 }
 
 // ParentID is the span's CHILD_OF parent, or "".
+// Tag is the value of the span's tag key as a string ("" when absent),
+// e.g. Tag("span.kind") is "client" or "server".
+func (s Span) Tag(key string) string {
+	for _, t := range s.Tags {
+		if t.Key == key {
+			return fmt.Sprint(t.Value)
+		}
+	}
+	return ""
+}
+
 func (s Span) ParentID() string {
 	for _, r := range s.References {
 		if r.RefType == "CHILD_OF" {
