@@ -187,7 +187,7 @@ func TestGrafanaDashboardsQueryRealMetrics(t *testing.T) {
 	}
 
 	known := metricNames(t)
-	metric := regexp.MustCompile(`\b(meshop_[a-z0-9_]+|envoy_[a-z0-9_]+)`)
+	metric := regexp.MustCompile(`\b(meshop_[a-z0-9_]+|envoy_[a-z0-9_]+|grpc_(?:client|server)_[a-z0-9_]+)`)
 	files, _ := filepath.Glob(filepath.Join(root, "observability", "grafana", "dashboards", "*.json"))
 	if len(files) == 0 {
 		t.Fatal("no dashboards")
@@ -225,11 +225,13 @@ func TestGrafanaDashboardsQueryRealMetrics(t *testing.T) {
 			}
 		}
 	}
-	// The issue's panels: push latency, connected Envoys, NACKs; request
-	// rate, errors and latency of the services.
+	// The issues' panels: push latency, connected Envoys, NACKs; request
+	// rate, errors and latency of the services; per-hop gRPC calls and
+	// latency on both ends (the kit's grpc-ecosystem Prometheus metrics).
 	for _, m := range []string{
 		"meshop_controlplane_push_latency_seconds_bucket", "meshop_controlplane_connected_nodes", "meshop_controlplane_xds_nacks_total",
 		"meshop_requests_total", "meshop_request_duration_seconds_bucket",
+		"grpc_client_handled_total", "grpc_client_handling_seconds_bucket", "grpc_server_handled_total", "grpc_server_handling_seconds_bucket",
 	} {
 		if !used[m] {
 			t.Errorf("no dashboard panel queries %s", m)
