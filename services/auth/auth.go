@@ -1,23 +1,25 @@
 // Package auth owns credentials and access tokens. It registers users
 // (creating their profile in the user service, which owns the user's
 // role), logs them in with a short-lived ES256 token, and publishes the
-// public keys that verify those tokens (JWKS), which every other service
-// fetches through kit/auth.
+// public keys that verify those tokens (JWKS): publicly at GET /auth/jwks,
+// and to the other services' kit/auth verifiers over gRPC
+// (meshop.auth.v1.Keys; package client is their KeySource).
 //
-//	HTTP ──▶ transport_http.go ──▶ endpoints.go ──▶ service.go ──┬──▶ store.go ──▶ DB (credentials, signing_keys, outbox)
-//	                                                 │           └──▶ users.go ──▶ mesh ──▶ user (/internal/users)
-//	                                                 ├──▶ keys.go      signing keys: create, rotate, JWKS
-//	                                                 ├──▶ password.go  argon2id
-//	                                                 └──▶ ratelimit.go login token buckets
+//	HTTP ──────────────────▶ transport_http.go ──┐
+//	gRPC (GetKeySet) ──────▶ transport_grpc.go ──┴▶ endpoints.go ──▶ service.go ──┬──▶ store.go ──▶ DB (credentials, signing_keys, outbox)
+//	                                                                  │           └──▶ users.go ──▶ userclient ──▶ mesh ──▶ user (gRPC meshop.user.v1.Users)
+//	                                                                  ├──▶ keys.go      signing keys: create, rotate, JWKS
+//	                                                                  ├──▶ password.go  argon2id
+//	                                                                  └──▶ ratelimit.go login token buckets
 //
 // Registration writes in this order, so a failed profile creation leaves
 // neither credentials nor event:
 //
-//  1. POST /internal/users on user with the new id: user's unique email
+//  1. Users.Create on user with the new id: user's unique email
 //     settles races between two registrations of one email.
 //  2. One transaction: insert the credentials + record user.registered in
 //     the outbox. If it fails, the profile is deleted again
-//     (DELETE /internal/users/{id}, best effort, logged when it fails).
+//     (Users.Delete, best effort, logged when it fails).
 //
 // A crash between 1 and 2 leaves a profile without credentials: nobody can
 // log in as it and no event announced it; its email answers 409 until an

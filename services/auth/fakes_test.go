@@ -14,6 +14,7 @@ import (
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
 	"github.com/meshop/meshop/services/kit/kittest"
+	userclient "github.com/meshop/meshop/services/user/client"
 )
 
 // fakeUsers is the user service in memory; createErr and getErr make it fail.
@@ -35,7 +36,7 @@ func (f *fakeUsers) Create(_ context.Context, p Profile) error {
 	}
 	for _, q := range f.profiles {
 		if q.Email == p.Email {
-			return errs.New(errs.Conflict, "email_taken", "a user with this email already exists")
+			return errs.New(errs.Conflict, userclient.ReasonEmailTaken, "a user with this email already exists")
 		}
 	}
 	f.profiles[p.ID] = p
@@ -58,7 +59,7 @@ func (f *fakeUsers) Get(_ context.Context, id string) (Profile, error) {
 	}
 	p, ok := f.profiles[id]
 	if !ok {
-		return Profile{}, errs.New(errs.NotFound, "user_not_found", "no user")
+		return Profile{}, errs.New(errs.NotFound, userclient.ReasonUserNotFound, "no user")
 	}
 	return p, nil
 }

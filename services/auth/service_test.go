@@ -14,6 +14,7 @@ import (
 	"github.com/meshop/meshop/services/kit/events"
 	"github.com/meshop/meshop/services/kit/kittest"
 	"github.com/meshop/meshop/services/kit/sqldb"
+	userclient "github.com/meshop/meshop/services/user/client"
 )
 
 // outbox returns the envelopes recorded in the store's outbox.
@@ -94,7 +95,7 @@ func TestRegisterProfileFailureWritesNothing(t *testing.T) {
 		wantKind errs.Kind
 	}{
 		{"user down", errs.New(errs.Unavailable, "upstream_timeout", "user did not answer in time"), errs.Unavailable},
-		{"email taken in user", errs.New(errs.Conflict, "email_taken", "taken"), errs.Conflict},
+		{"email taken in user", errs.New(errs.Conflict, userclient.ReasonEmailTaken, "taken"), errs.Conflict},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, Config{})
