@@ -7,6 +7,8 @@ import (
 
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
+	paymentclient "github.com/meshop/meshop/services/payment/client"
+	productclient "github.com/meshop/meshop/services/product/client"
 )
 
 // Checkout is a saga run by the order service, synchronously, through the
@@ -50,12 +52,12 @@ func (s *service) checkout(ctx context.Context, o Order) (Order, error) {
 		return o, pending(o, err)
 	}
 	switch p.Status {
-	case "SUCCEEDED":
+	case paymentclient.StatusSucceeded:
 		if err := s.Inventory.Commit(ctx, o.ID); err != nil {
 			return o, pending(o, err)
 		}
 		return s.finish(ctx, o, StatusConfirmed, &p.ID, nil, nil)
-	case "DECLINED":
+	case paymentclient.StatusDeclined:
 		return s.cancel(ctx, o, ReasonPaymentDeclined, &p.ID, nil)
 	default: // FAILED: the provider could not charge
 		return s.cancel(ctx, o, ReasonPaymentFailed, &p.ID, nil)
@@ -170,9 +172,10 @@ var reasonKinds = map[string]errs.Kind{
 	ReasonPaymentDeclined: errs.PaymentDeclined,
 	ReasonPaymentFailed:   errs.PaymentDeclined,
 	ReasonTimeout:         errs.Unavailable,
-	"out_of_stock":        errs.Conflict,
-	"unknown_product":     errs.Validation,
-	"invalid_card_token":  errs.Validation,
+
+	productclient.ReasonOutOfStock:       errs.Conflict,
+	productclient.ReasonUnknownProduct:   errs.Validation,
+	paymentclient.ReasonInvalidCardToken: errs.Validation,
 }
 
 // pending is the answer while a dependency is unreachable mid-checkout.

@@ -5,6 +5,9 @@ import (
 	"sync"
 
 	"github.com/meshop/meshop/services/kit/errs"
+	paymentclient "github.com/meshop/meshop/services/payment/client"
+	productclient "github.com/meshop/meshop/services/product/client"
+	userclient "github.com/meshop/meshop/services/user/client"
 )
 
 // fakeUsers answers from a map, or fails with err.
@@ -19,7 +22,7 @@ func (f fakeUsers) Get(_ context.Context, id string) (Profile, error) {
 	}
 	p, ok := f.profiles[id]
 	if !ok {
-		return Profile{}, errs.New(errs.NotFound, "user_not_found", "no user")
+		return Profile{}, errs.New(errs.NotFound, userclient.ReasonUserNotFound, "no user")
 	}
 	return p, nil
 }
@@ -54,25 +57,25 @@ func (f *fakeInventory) Reserve(_ context.Context, orderID string, lines []ItemR
 		return Reservation{}, unreachable
 	}
 	switch f.state[orderID] {
-	case "RELEASED":
-		return Reservation{}, errs.New(errs.Conflict, "reservation_released", "released")
+	case productclient.StatusReleased:
+		return Reservation{}, errs.New(errs.Conflict, productclient.ReasonReservationReleased, "released")
 	case "":
 		for _, l := range lines {
 			if _, ok := f.stock[l.ProductID]; !ok {
-				return Reservation{}, errs.New(errs.Validation, "unknown_product", "no such product").
+				return Reservation{}, errs.New(errs.Validation, productclient.ReasonUnknownProduct, "no such product").
 					WithDetails(map[string]any{"product_id": l.ProductID})
 			}
 			if f.stock[l.ProductID] < l.Quantity {
-				return Reservation{}, errs.New(errs.Conflict, "out_of_stock", "not enough").
+				return Reservation{}, errs.New(errs.Conflict, productclient.ReasonOutOfStock, "not enough").
 					WithDetails(map[string]any{"product_id": l.ProductID, "available": f.stock[l.ProductID]})
 			}
 		}
 		for _, l := range lines {
 			f.stock[l.ProductID] -= l.Quantity
 		}
-		f.reserved[orderID], f.state[orderID] = lines, "RESERVED"
+		f.reserved[orderID], f.state[orderID] = lines, productclient.StatusReserved
 	}
-	r := Reservation{OrderID: orderID, Status: "RESERVED"}
+	r := Reservation{OrderID: orderID, Status: productclient.StatusReserved}
 	for _, l := range f.reserved[orderID] {
 		r.Items = append(r.Items, ReservationItem{ProductID: l.ProductID, Quantity: l.Quantity, UnitPriceCents: f.prices[l.ProductID], Currency: "USD"})
 	}
@@ -85,7 +88,7 @@ func (f *fakeInventory) Commit(_ context.Context, orderID string) error {
 	if f.down {
 		return unreachable
 	}
-	f.state[orderID] = "COMMITTED"
+	f.state[orderID] = productclient.StatusCommitted
 	return nil
 }
 
@@ -95,12 +98,12 @@ func (f *fakeInventory) Release(_ context.Context, orderID string) error {
 	if f.down {
 		return unreachable
 	}
-	if f.state[orderID] == "RESERVED" {
+	if f.state[orderID] == productclient.StatusReserved {
 		for _, l := range f.reserved[orderID] {
 			f.stock[l.ProductID] += l.Quantity
 		}
 	}
-	f.state[orderID] = "RELEASED"
+	f.state[orderID] = productclient.StatusReleased
 	return nil
 }
 
@@ -127,9 +130,10 @@ func (f *fakePayments) Charge(_ context.Context, c Charge) (Payment, error) {
 	if p, ok := f.payments[c.OrderID]; ok {
 		return p, nil
 	}
-	status := map[string]string{"tok_visa": "SUCCEEDED", "tok_declined": "DECLINED", "tok_error": "FAILED"}[c.CardToken]
+	status := map[string]string{"tok_visa": paymentclient.StatusSucceeded, "tok_declined": paymentclient.StatusDeclined,
+		"tok_error": paymentclient.StatusFailed}[c.CardToken]
 	if status == "" {
-		return Payment{}, errs.New(errs.Validation, "invalid_card_token", "unknown card token")
+		return Payment{}, errs.New(errs.Validation, paymentclient.ReasonInvalidCardToken, "unknown card token")
 	}
 	f.charges++
 	p := Payment{ID: "pay-" + c.OrderID, Status: status}

@@ -2,10 +2,14 @@
 // the order stands (PENDING → CONFIRMED or CANCELLED). An order is returned
 // with its user's profile, fetched from the user service through the mesh;
 // when user cannot answer in time the order still comes back, with
-// "user": null and "degraded": ["user"].
+// "user": null and "degraded": ["user"]. Checkout reserves stock at product
+// and charges at payment (checkout.go). Every call to another service is
+// gRPC, through the provider's client package:
 //
 //	HTTP ──▶ transport_http.go ──▶ endpoints.go ──▶ service.go ──┬──▶ store.go ──▶ DB
-//	                                                             └──▶ users.go ──▶ mesh ──▶ user
+//	                                                             ├──▶ users.go ───────▶ userclient ─────▶ mesh ──▶ user
+//	                                                             └──▶ upstreams.go ──┬▶ productclient ──▶ mesh ──▶ product
+//	                                                                                 └▶ paymentclient ──▶ mesh ──▶ payment
 package order
 
 import (

@@ -39,6 +39,23 @@ func withAda(t *testing.T) *harness {
 	return newHarness(t, fakeUsers{profiles: map[string]Profile{"u1": ada}})
 }
 
+// withAdaOverGRPC is withAda with the fakes served over gRPC and reached
+// through the adapters: what the fakes answer crosses the wire as the
+// providers' answers do.
+func withAdaOverGRPC(t *testing.T) *harness {
+	h := withAda(t)
+	up := serveFakes(t, fakeUsers{profiles: map[string]Profile{"u1": ada}}, h.inventory, h.payments)
+	h.deps.Users, h.deps.Inventory, h.deps.Payments = up.users, up.inventory, up.payments
+	h.svc = New(h.deps)
+	return h
+}
+
+// transports are the two ways the tests reach the fakes.
+var transports = []struct {
+	name    string
+	harness func(*testing.T) *harness
+}{{"direct", withAda}, {"over gRPC", withAdaOverGRPC}}
+
 func request(card string, lines ...ItemRequest) CreateRequest {
 	if len(lines) == 0 {
 		lines = []ItemRequest{{ProductID: "p1", Quantity: 2}}
@@ -63,7 +80,12 @@ func as(userID string) context.Context {
 }
 
 func TestCheckoutConfirms(t *testing.T) {
-	h := withAda(t)
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) { testCheckoutConfirms(t, tr.harness(t)) })
+	}
+}
+
+func testCheckoutConfirms(t *testing.T, h *harness) {
 	o, replayed, err := h.svc.Create(as("u1"), "k1", request("tok_visa", ItemRequest{"p1", 2}, ItemRequest{"p2", 1}))
 	if err != nil || replayed {
 		t.Fatalf("Create = %v, replayed %v", err, replayed)
@@ -100,30 +122,32 @@ func TestCheckoutRefusals(t *testing.T) {
 		{"unknown product", request("tok_visa", ItemRequest{"p-none", 1}), errs.Validation, "unknown_product", "unknown_product"},
 		{"unknown card", request("tok_bogus"), errs.Validation, "invalid_card_token", "invalid_card_token"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			h := withAda(t)
-			_, _, err := h.svc.Create(as("u1"), "k1", tt.req)
-			e := errs.As(err)
-			if e.Kind != tt.wantKind || e.Code != tt.wantCode || e.Details["order_id"] == nil {
-				t.Fatalf("err = %+v, want %v %s with details.order_id", e, tt.wantKind, tt.wantCode)
-			}
-			o, err := h.store.Get(context.Background(), e.Details["order_id"].(string))
-			if err != nil || o.Status != StatusCancelled || deref(o.CancelReason) != tt.wantReason {
-				t.Errorf("order = %+v (%v), want CANCELLED %s", o, err, tt.wantReason)
-			}
-			if h.inventory.stockOf("p1") != 10 || h.inventory.stockOf("p2") != 1 {
-				t.Errorf("stock not restored: p1=%d p2=%d", h.inventory.stockOf("p1"), h.inventory.stockOf("p2"))
-			}
-			if got := outboxTypes(t, h.store, o.ID); len(got) != 2 || got[1] != "order.cancelled" {
-				t.Errorf("events = %v", got)
-			}
-			// A replay answers the same outcome.
-			_, replayed, err := h.svc.Create(as("u1"), "k1", tt.req)
-			if !replayed || errs.As(err).Kind != tt.wantKind {
-				t.Errorf("replay: replayed=%v err=%v", replayed, err)
-			}
-		})
+	for _, tr := range transports {
+		for _, tt := range tests {
+			t.Run(tr.name+"/"+tt.name, func(t *testing.T) {
+				h := tr.harness(t)
+				_, _, err := h.svc.Create(as("u1"), "k1", tt.req)
+				e := errs.As(err)
+				if e.Kind != tt.wantKind || e.Code != tt.wantCode || e.Details["order_id"] == nil {
+					t.Fatalf("err = %+v, want %v %s with details.order_id", e, tt.wantKind, tt.wantCode)
+				}
+				o, err := h.store.Get(context.Background(), e.Details["order_id"].(string))
+				if err != nil || o.Status != StatusCancelled || deref(o.CancelReason) != tt.wantReason {
+					t.Errorf("order = %+v (%v), want CANCELLED %s", o, err, tt.wantReason)
+				}
+				if h.inventory.stockOf("p1") != 10 || h.inventory.stockOf("p2") != 1 {
+					t.Errorf("stock not restored: p1=%d p2=%d", h.inventory.stockOf("p1"), h.inventory.stockOf("p2"))
+				}
+				if got := outboxTypes(t, h.store, o.ID); len(got) != 2 || got[1] != "order.cancelled" {
+					t.Errorf("events = %v", got)
+				}
+				// A replay answers the same outcome.
+				_, replayed, err := h.svc.Create(as("u1"), "k1", tt.req)
+				if !replayed || errs.As(err).Kind != tt.wantKind {
+					t.Errorf("replay: replayed=%v err=%v", replayed, err)
+				}
+			})
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshop/meshop/services/kit/auth/authtest"
@@ -13,8 +14,11 @@ import (
 	"github.com/meshop/meshop/services/kit/kittest"
 )
 
-func newTestAPI(t *testing.T) *httptest.Server {
-	h := withAda(t)
+func newTestAPI(t *testing.T) *httptest.Server { return newTestAPIOver(t, withAda) }
+
+// newTestAPIOver is the HTTP API over the fakes reached as harness says.
+func newTestAPIOver(t *testing.T, harness func(*testing.T) *harness) *httptest.Server {
+	h := harness(t)
 	e := NewEndpoints(h.svc, slog.New(slog.DiscardHandler), instrument.NewMetrics(prometheus.NewRegistry(), "order"))
 	srv := httptest.NewServer(NewHTTPHandler(e, authtest.HeaderIdentity))
 	t.Cleanup(srv.Close)
@@ -95,5 +99,42 @@ func TestHTTPBadInput(t *testing.T) {
 	resp, _ := kittest.Send(t, "POST", srv.URL+"/orders", caller, goodBody)
 	if resp.StatusCode != 201 || resp.Header.Get("Idempotent-Replayed") != "" {
 		t.Errorf("first valid use of k-bad: %d replayed=%q", resp.StatusCode, resp.Header.Get("Idempotent-Replayed"))
+	}
+}
+
+// TestHTTPRefusalsSameOverGRPC checks that a provider's refusal reaches the
+// public API the same whether it crossed gRPC or not: status and body
+// (but the ids of the order and payment) are equal.
+func TestHTTPRefusalsSameOverGRPC(t *testing.T) {
+	for _, tt := range []struct{ name, body string }{
+		{"out of stock", `{"items":[{"product_id":"p2","quantity":5}],"payment":{"card_token":"tok_visa"}}`},
+		{"unknown product", `{"items":[{"product_id":"nope","quantity":1}],"payment":{"card_token":"tok_visa"}}`},
+		{"declined", strings.Replace(goodBody, "tok_visa", "tok_declined", 1)},
+		{"unknown card", strings.Replace(goodBody, "tok_visa", "tok_bogus", 1)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var statuses []int
+			var bodies []map[string]any
+			for _, tr := range transports {
+				srv := newTestAPIOver(t, tr.harness)
+				resp, body := kittest.Send(t, "POST", srv.URL+"/orders", map[string]string{"X-Test-User": "u1", "Idempotency-Key": "k1"}, tt.body)
+				if e, ok := body["error"].(map[string]any); ok {
+					if details, ok := e["details"].(map[string]any); ok {
+						for _, id := range []string{"order_id", "payment_id"} {
+							if details[id] != nil {
+								details[id] = "(" + id + ")"
+							}
+						}
+					}
+				}
+				statuses, bodies = append(statuses, resp.StatusCode), append(bodies, body)
+			}
+			if statuses[0] < 400 || statuses[0] != statuses[1] {
+				t.Errorf("statuses %v, want one error status", statuses)
+			}
+			if diff := cmp.Diff(bodies[0], bodies[1]); diff != "" {
+				t.Errorf("body (-direct +over gRPC):\n%s", diff)
+			}
+		})
 	}
 }

@@ -2,8 +2,9 @@ package order
 
 import (
 	"context"
-	"net/http"
-	"net/url"
+
+	paymentclient "github.com/meshop/meshop/services/payment/client"
+	productclient "github.com/meshop/meshop/services/product/client"
 )
 
 // Inventory reserves stock for an order at the product service. Every call
@@ -17,17 +18,17 @@ type Inventory interface {
 
 // Reservation is what the product service reserved.
 type Reservation struct {
-	OrderID string            `json:"order_id"`
-	Status  string            `json:"status"`
-	Items   []ReservationItem `json:"items"`
+	OrderID string
+	Status  string
+	Items   []ReservationItem
 }
 
 // ReservationItem is one reserved, priced line.
 type ReservationItem struct {
-	ProductID      string `json:"product_id"`
-	Quantity       int    `json:"quantity"`
-	UnitPriceCents int64  `json:"unit_price_cents"`
-	Currency       string `json:"currency"`
+	ProductID      string
+	Quantity       int
+	UnitPriceCents int64
+	Currency       string
 }
 
 // Payments charges orders at the payment service, idempotently on order id.
@@ -37,46 +38,62 @@ type Payments interface {
 
 // Charge is a payment request.
 type Charge struct {
-	OrderID     string `json:"order_id"`
-	UserID      string `json:"user_id"`
-	AmountCents int64  `json:"amount_cents"`
-	Currency    string `json:"currency"`
-	CardToken   string `json:"card_token"`
+	OrderID     string
+	UserID      string
+	AmountCents int64
+	Currency    string
+	CardToken   string
 }
 
 // Payment is the payment service's answer.
 type Payment struct {
-	ID     string `json:"id"`
-	Status string `json:"status"` // SUCCEEDED, DECLINED, FAILED
+	ID     string
+	Status string // paymentclient.StatusSucceeded, StatusDeclined or StatusFailed
 }
 
-// MeshInventory is Inventory over the mesh (product's /internal/reservations).
-type MeshInventory struct{ Mesh Caller }
+// NewInventory is Inventory over the product service's gRPC API (package
+// productclient, on meshclient.Client.Conn("product")).
+func NewInventory(c *productclient.Client) Inventory { return inventory{c} }
 
-// Reserve implements Inventory.
-func (m MeshInventory) Reserve(ctx context.Context, orderID string, lines []ItemRequest) (Reservation, error) {
-	var r Reservation
-	body := map[string]any{"order_id": orderID, "items": lines}
-	err := m.Mesh.Call(ctx, "product", http.MethodPost, "/internal/reservations", nil, body, &r)
-	return r, err
+type inventory struct{ product *productclient.Client }
+
+func (i inventory) Reserve(ctx context.Context, orderID string, lines []ItemRequest) (Reservation, error) {
+	items := make([]productclient.Item, len(lines))
+	for n, l := range lines {
+		items[n] = productclient.Item{ProductID: l.ProductID, Quantity: l.Quantity}
+	}
+	r, err := i.product.Reserve(ctx, orderID, items)
+	if err != nil {
+		return Reservation{}, err
+	}
+	out := Reservation{OrderID: r.OrderID, Status: r.Status, Items: make([]ReservationItem, len(r.Items))}
+	for n, it := range r.Items {
+		out.Items[n] = ReservationItem{ProductID: it.ProductID, Quantity: it.Quantity, UnitPriceCents: it.UnitPriceCents, Currency: it.Currency}
+	}
+	return out, nil
 }
 
-// Commit implements Inventory.
-func (m MeshInventory) Commit(ctx context.Context, orderID string) error {
-	return m.Mesh.Call(ctx, "product", http.MethodPost, "/internal/reservations/"+url.PathEscape(orderID)+"/commit", nil, nil, nil)
+func (i inventory) Commit(ctx context.Context, orderID string) error {
+	_, err := i.product.Commit(ctx, orderID)
+	return err
 }
 
-// Release implements Inventory.
-func (m MeshInventory) Release(ctx context.Context, orderID string) error {
-	return m.Mesh.Call(ctx, "product", http.MethodPost, "/internal/reservations/"+url.PathEscape(orderID)+"/release", nil, nil, nil)
+func (i inventory) Release(ctx context.Context, orderID string) error {
+	_, err := i.product.Release(ctx, orderID)
+	return err
 }
 
-// MeshPayments is Payments over the mesh (payment's /internal/payments).
-type MeshPayments struct{ Mesh Caller }
+// NewPayments is Payments over the payment service's gRPC API (package
+// paymentclient, on meshclient.Client.Conn("payment")).
+func NewPayments(c *paymentclient.Client) Payments { return payments{c} }
 
-// Charge implements Payments.
-func (m MeshPayments) Charge(ctx context.Context, c Charge) (Payment, error) {
-	var p Payment
-	err := m.Mesh.Call(ctx, "payment", http.MethodPost, "/internal/payments", nil, c, &p)
-	return p, err
+type payments struct{ payment *paymentclient.Client }
+
+func (p payments) Charge(ctx context.Context, c Charge) (Payment, error) {
+	paid, err := p.payment.Charge(ctx, paymentclient.Charge{OrderID: c.OrderID, UserID: c.UserID,
+		AmountCents: c.AmountCents, Currency: c.Currency, CardToken: c.CardToken})
+	if err != nil {
+		return Payment{}, err
+	}
+	return Payment{ID: paid.ID, Status: paid.Status}, nil
 }
