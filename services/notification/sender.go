@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/smtp"
-	"net/url"
 	"strings"
+
+	userclient "github.com/meshop/meshop/services/user/client"
 )
 
 // Sender delivers a notification. Handle calls it inside the transaction
@@ -56,19 +56,13 @@ func (s SMTPSender) Send(ctx context.Context, n Notification) error {
 	return nil
 }
 
-// MeshRecipients reads email addresses from the user service's internal
-// profile route, through the mesh.
-type MeshRecipients struct {
-	Mesh interface {
-		Call(ctx context.Context, service, method, path string, header http.Header, body, out any) error
-	}
-}
+// NewRecipients reads email addresses from the user service's profiles,
+// over its gRPC API (package userclient, on meshclient.Client.Conn("user")).
+func NewRecipients(c *userclient.Client) Recipients { return recipients{c} }
 
-// Email implements Recipients.
-func (m MeshRecipients) Email(ctx context.Context, userID string) (string, error) {
-	var p struct {
-		Email string `json:"email"`
-	}
-	err := m.Mesh.Call(ctx, "user", http.MethodGet, "/internal/users/"+url.PathEscape(userID), nil, nil, &p)
+type recipients struct{ user *userclient.Client }
+
+func (r recipients) Email(ctx context.Context, userID string) (string, error) {
+	p, err := r.user.Lookup(ctx, userID)
 	return p.Email, err
 }
