@@ -100,5 +100,6 @@ require (
 
 replace (
 	github.com/meshop/meshop/localenv => ../../localenv
+	github.com/meshop/meshop/services/auth => ../auth
 	github.com/meshop/meshop/services/kit => ../kit
 )
