@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net/http"
 )
 
 // The token contract between the auth service, which signs, and every
@@ -83,7 +82,8 @@ func (k JWK) PublicKey() (*ecdsa.PublicKey, error) {
 	return pub, nil
 }
 
-// KeySource fetches the current JWKS.
+// KeySource fetches the current JWKS. Every service but auth uses the auth
+// service's gRPC client (services/auth/client), whose *Client is one.
 type KeySource interface {
 	JWKS(ctx context.Context) (JWKS, error)
 }
@@ -93,18 +93,3 @@ type KeySourceFunc func(ctx context.Context) (JWKS, error)
 
 // JWKS calls f.
 func (f KeySourceFunc) JWKS(ctx context.Context) (JWKS, error) { return f(ctx) }
-
-// Caller is the part of the mesh client the verifier uses.
-type Caller interface {
-	Call(ctx context.Context, service, method, path string, header http.Header, body, out any) error
-}
-
-// MeshKeys is the KeySource of every service but auth: GET /auth/jwks on
-// the auth service, through the mesh (declare "auth" as an upstream).
-func MeshKeys(mesh Caller) KeySource {
-	return KeySourceFunc(func(ctx context.Context) (JWKS, error) {
-		var set JWKS
-		err := mesh.Call(ctx, Service, http.MethodGet, JWKSPath, nil, nil, &set)
-		return set, err
-	})
-}

@@ -377,27 +377,3 @@ func TestMiddleware(t *testing.T) {
 		})
 	}
 }
-
-func TestMeshKeys(t *testing.T) {
-	iss := authtest.NewIssuer(t)
-	var gotService, gotPath string
-	mesh := callerFunc(func(_ context.Context, service, method, path string, _ http.Header, _, out any) error {
-		gotService, gotPath = service, method+" "+path
-		set, _ := iss.JWKS(context.Background())
-		*(out.(*auth.JWKS)) = set
-		return nil
-	})
-	v := auth.NewVerifier(auth.MeshKeys(mesh), auth.VerifierConfig{})
-	if _, err := v.Verify(context.Background(), iss.Token(t, "u1", auth.RoleCustomer)); err != nil {
-		t.Fatal(err)
-	}
-	if gotService != "auth" || gotPath != "GET /auth/jwks" {
-		t.Errorf("called %s %s, want auth GET /auth/jwks", gotService, gotPath)
-	}
-}
-
-type callerFunc func(ctx context.Context, service, method, path string, header http.Header, body, out any) error
-
-func (f callerFunc) Call(ctx context.Context, service, method, path string, header http.Header, body, out any) error {
-	return f(ctx, service, method, path, header, body, out)
-}
