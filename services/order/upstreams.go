@@ -3,6 +3,7 @@ package order
 import (
 	"context"
 
+	"github.com/meshop/meshop/services/kit/errs"
 	paymentclient "github.com/meshop/meshop/services/payment/client"
 	productclient "github.com/meshop/meshop/services/product/client"
 )
@@ -64,7 +65,7 @@ func (i inventory) Reserve(ctx context.Context, orderID string, lines []ItemRequ
 	}
 	r, err := i.product.Reserve(ctx, orderID, items)
 	if err != nil {
-		return Reservation{}, err
+		return Reservation{}, named("product", err)
 	}
 	out := Reservation{OrderID: r.OrderID, Status: r.Status, Items: make([]ReservationItem, len(r.Items))}
 	for n, it := range r.Items {
@@ -75,12 +76,12 @@ func (i inventory) Reserve(ctx context.Context, orderID string, lines []ItemRequ
 
 func (i inventory) Commit(ctx context.Context, orderID string) error {
 	_, err := i.product.Commit(ctx, orderID)
-	return err
+	return named("product", err)
 }
 
 func (i inventory) Release(ctx context.Context, orderID string) error {
 	_, err := i.product.Release(ctx, orderID)
-	return err
+	return named("product", err)
 }
 
 // NewPayments is Payments over the payment service's gRPC API (package
@@ -93,7 +94,17 @@ func (p payments) Charge(ctx context.Context, c Charge) (Payment, error) {
 	paid, err := p.payment.Charge(ctx, paymentclient.Charge{OrderID: c.OrderID, UserID: c.UserID,
 		AmountCents: c.AmountCents, Currency: c.Currency, CardToken: c.CardToken})
 	if err != nil {
-		return Payment{}, err
+		return Payment{}, named("payment", err)
 	}
 	return Payment{ID: paid.ID, Status: paid.Status}, nil
+}
+
+// named adds the dependency's name to an Unavailable error (details
+// "service", which checkout's 503 checkout_pending reports as
+// "dependency"); refusals and nil pass as they are.
+func named(service string, err error) error {
+	if !errs.Is(err, errs.Unavailable) || errs.As(err).Details["service"] != nil {
+		return err
+	}
+	return errs.As(err).WithDetails(map[string]any{"service": service})
 }
