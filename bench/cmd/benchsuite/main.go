@@ -2,13 +2,21 @@
 // BENCHMARKS.md from what it measured:
 //
 //	go build controlplane, xdsload ──▶ xdsload (ours vs Consul's xDS)  ──▶ results/xdsload.json
-//	go test -bench (translate, serve, kithttp) ──▶ results/*.txt ──▶ benchstat
+//	go test -bench (translate, serve) ──▶ results/*.txt ──▶ benchstat
+//	kit stacks vs bare (kithttp, kitgrpc), interleaved rounds ──▶ results/*.txt ──▶ benchstat
 //	servicepath (whole local system, 1% and 100% sampling) ──▶ results/servicepath.json
 //	──▶ BENCHMARKS.md (the generated section) + results/convergence.png
 //
 // -quick runs a reduced suite (N=100, small catalog, short runs) in under
 // five minutes. Every number in the generated section comes from a file in
 // the results directory and the command that wrote it is listed there.
+//
+// A kit stack and its bare baseline are run in interleaved rounds: the
+// test binary is built once and each round runs every stack once, one
+// invocation each, the first stack rotating from round to round, so the
+// machine's changing load reaches every stack alike. The report pairs each
+// round's stack with that round's baseline: throughput ratio per round,
+// median (held to the target) and minimum.
 package main
 
 import (
@@ -28,6 +36,39 @@ import (
 	"github.com/meshop/meshop/bench/servicepath"
 	"github.com/meshop/meshop/localenv"
 )
+
+// A microBench is one go test -bench run of the suite, its output
+// results/<name>.txt, compared by benchstat -col col.
+type microBench struct {
+	name, pkg, bench string
+	benchtime        string // "" is the suite's BenchTime
+	col              string
+	title            string // the report's heading for it
+	// stacks make it a comparison of a kit stack with a bare baseline on
+	// the same handler, sub-benchmarks stack=<name> (stacks[0] is the
+	// baseline), run in interleaved rounds; target is the stack whose
+	// median throughput ratio is held to targetRatio, by issue.
+	stacks []string
+	target string
+	issue  int
+}
+
+// targetRatio is the throughput a kit stack must keep of its bare
+// baseline (median of the interleaved rounds).
+const targetRatio = 0.85
+
+var micros = []microBench{
+	{name: "translate", pkg: "./controlplane/translate", bench: "Endpoints10k", benchtime: "20x",
+		title: "Translating 10,000 endpoints (`BenchmarkEndpoints10k`, controlplane/translate): per endpoint, the load assignment alone and with what serve adds once per change (validation, the marshal that hashes it)"},
+	{name: "serve", pkg: "./controlplane/serve", bench: "SingleChange", benchtime: "200x", col: "/services",
+		title: "Cost of one change (`BenchmarkSingleChange`, controlplane/serve): one instance flips health in a catalog of 100 or 1,000 services × 10 instances (30 callers rebuilt)"},
+	{name: "kithttp", pkg: "./bench/kithttp", bench: "HTTP", col: "/stack",
+		stacks: []string{"bare", "kit-sample-1pct", "kit-sample-100pct"}, target: "kit-sample-1pct", issue: 6,
+		title: "Kit HTTP stack vs bare net/http (`BenchmarkHTTP`, bench/kithttp): one JSON POST round trip over loopback, parallel clients; ns/op is inverse throughput"},
+	{name: "kitgrpc", pkg: "./bench/kitgrpc", bench: "GRPC", col: "/stack",
+		stacks: []string{"bare", "kit"}, target: "kit", issue: 10,
+		title: "Kit gRPC stack vs bare grpc-go (`BenchmarkGRPC`, bench/kitgrpc): one unary call over loopback on one connection, parallel clients, the kit tracing every call (sampling 1, client and server); ns/op is inverse throughput"},
+}
 
 func main() {
 	if err := run(); err != nil {
@@ -61,11 +102,13 @@ func run() error {
 		out     string
 		results string
 		skip    string
+		only    string
 	)
 	flag.BoolVar(&q, "quick", false, "the reduced suite (under five minutes)")
 	flag.StringVar(&out, "out", "", "report to write, its generated section replaced (default BENCHMARKS.md, or .bench/BENCHMARKS.md with -quick)")
 	flag.StringVar(&results, "results", "", "directory for raw results (default bench/results, or .bench/results with -quick)")
 	flag.StringVar(&skip, "skip", "", "parts to skip: xds, micro, stat, service (comma separated)")
+	flag.StringVar(&only, "micro", "", "the microbenchmarks micro and stat run (comma separated; default all: translate, serve, kithttp, kitgrpc)")
 	flag.Parse()
 	root, err := localenv.RepoRoot()
 	if err != nil {
@@ -101,6 +144,14 @@ func run() error {
 	defer cancel()
 	b := &runner{root: root, results: results, work: work, s: s}
 	skipped := func(part string) bool { return strings.Contains(","+skip+",", ","+part+",") }
+	for _, m := range micros {
+		if only == "" || strings.Contains(","+only+",", ","+m.name+",") {
+			b.micros = append(b.micros, m)
+		}
+	}
+	if len(b.micros) == 0 {
+		return fmt.Errorf("-micro %q names none of the microbenchmarks", only)
+	}
 
 	start := time.Now()
 	for _, part := range []struct {
@@ -128,6 +179,7 @@ func run() error {
 type runner struct {
 	root, results, work string
 	s                   suite
+	micros              []microBench // the ones this run runs
 	commands            []string
 }
 
@@ -143,18 +195,28 @@ func (b *runner) sh(ctx context.Context, outFile string, name string, args ...st
 		line += " > " + rel(b.root, outFile)
 	}
 	b.commands = append(b.commands, line)
-	b.logf("$ %s", line)
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = b.root
-	cmd.Stderr = os.Stderr
-	cmd.Stdout = os.Stderr
+	var out io.Writer
 	if outFile != "" {
 		f, err := os.Create(outFile)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		cmd.Stdout = io.MultiWriter(f, os.Stderr)
+		out = f
+	}
+	return b.exec(ctx, out, line, name, args...)
+}
+
+// exec runs a command from the repository root, its stdout to out (when
+// not nil) and stderr; line is how it is logged.
+func (b *runner) exec(ctx context.Context, out io.Writer, line string, name string, args ...string) error {
+	b.logf("$ %s", line)
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = b.root
+	cmd.Stderr = os.Stderr
+	cmd.Stdout = os.Stderr
+	if out != nil {
+		cmd.Stdout = io.MultiWriter(out, os.Stderr)
 	}
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("%s: %w", line, err)
@@ -205,19 +267,55 @@ func (b *runner) xds(ctx context.Context) error {
 }
 
 func (b *runner) micro(ctx context.Context) error {
-	count, bt := fmt.Sprint(b.s.BenchCount), b.s.BenchTime
-	runs := []struct{ file, pkg, bench, benchtime string }{
-		{"translate.txt", "./controlplane/translate", "Endpoints10k", "20x"},
-		{"serve.txt", "./controlplane/serve", "SingleChange", "200x"},
-		{"kithttp.txt", "./bench/kithttp", "HTTP", bt},
-	}
-	for _, r := range runs {
-		if err := b.sh(ctx, filepath.Join(b.results, r.file), "go", "test", "-run", "^$", "-bench", r.bench,
-			"-benchtime", r.benchtime, "-count", count, r.pkg); err != nil {
+	for _, m := range b.micros {
+		benchtime := m.benchtime
+		if benchtime == "" {
+			benchtime = b.s.BenchTime
+		}
+		out := filepath.Join(b.results, m.name+".txt")
+		if len(m.stacks) > 0 {
+			if err := b.interleaved(ctx, m, benchtime, out); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := b.sh(ctx, out, "go", "test", "-run", "^$", "-bench", m.bench,
+			"-benchtime", benchtime, "-count", fmt.Sprint(b.s.BenchCount), m.pkg); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// interleaved runs a comparison's stacks in BenchCount rounds: the test
+// binary built once, then in each round every stack once, one invocation
+// each, the round's first stack rotating; all of it appended to out in the
+// order it ran (the report pairs the stacks round by round).
+func (b *runner) interleaved(ctx context.Context, m microBench, benchtime, out string) error {
+	bin := filepath.Join(b.results, "bin", m.name+".test")
+	if err := b.sh(ctx, "", "go", "test", "-c", "-o", rel(b.root, bin), m.pkg); err != nil {
+		return err
+	}
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	args := func(stack string) []string {
+		return []string{"-test.run", "^$", "-test.bench", m.bench + "/stack=" + stack + "$", "-test.benchtime", benchtime, "-test.count", "1"}
+	}
+	b.commands = append(b.commands, fmt.Sprintf("%d rounds, each running every stack once in turn (%s; the first one rotating): %s %s >> %s",
+		b.s.BenchCount, strings.Join(m.stacks, ", "), rel(b.root, bin), strings.Join(args("<stack>"), " "), rel(b.root, out)))
+	for round := range b.s.BenchCount {
+		for i := range m.stacks {
+			stack := m.stacks[(round+i)%len(m.stacks)]
+			line := fmt.Sprintf("[round %d/%d] %s %s >> %s", round+1, b.s.BenchCount, rel(b.root, bin), strings.Join(args(stack), " "), rel(b.root, out))
+			if err := b.exec(ctx, f, line, bin, args(stack)...); err != nil {
+				return err
+			}
+		}
+	}
+	return f.Close()
 }
 
 // stat compares the microbenchmark runs with benchstat (installed into
@@ -228,13 +326,13 @@ func (b *runner) stat(ctx context.Context) error {
 		b.logf("no %s (make bench installs it): benchstat tables skipped", rel(b.root, benchstat))
 		return nil
 	}
-	for _, r := range []struct{ file, col string }{{"translate.txt", ""}, {"serve.txt", "/services"}, {"kithttp.txt", "/stack"}} {
+	for _, m := range b.micros {
 		args := []string{}
-		if r.col != "" {
-			args = append(args, "-col", r.col)
+		if m.col != "" {
+			args = append(args, "-col", m.col)
 		}
-		args = append(args, rel(b.root, filepath.Join(b.results, r.file)))
-		if err := b.sh(ctx, filepath.Join(b.results, strings.TrimSuffix(r.file, ".txt")+".benchstat"), rel(b.root, benchstat), args...); err != nil {
+		args = append(args, rel(b.root, filepath.Join(b.results, m.name+".txt")))
+		if err := b.sh(ctx, filepath.Join(b.results, m.name+".benchstat"), rel(b.root, benchstat), args...); err != nil {
 			return err
 		}
 	}

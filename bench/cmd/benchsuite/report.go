@@ -162,12 +162,17 @@ func byServer(fs []fleet, server string, n int) *fleet {
 	return nil
 }
 
+// median is the middle value of xs (the mean of the two middle ones when
+// there is an even number).
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
 	}
 	s := slices.Clone(xs)
 	slices.Sort(s)
+	if len(s)%2 == 0 {
+		return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
 	return s[len(s)/2]
 }
 
@@ -358,24 +363,20 @@ func (r *report) targets(x *xdsReport) {
 			r.p("| cost of one change flat (BenchmarkSingleChange, 100 vs 1,000 services) | %.2f ms vs %.2f ms (%.1f×) | %s |", small/1e6, big/1e6, big/small, yes(big <= 1.5*small))
 		}
 	}
-	if kh := benchMeans(filepath.Join(r.results, "kithttp.txt")); len(kh) > 0 {
-		bare, kit := kh["BenchmarkHTTP/stack=bare"], kh["BenchmarkHTTP/stack=kit-sample-1pct"]
-		if bare > 0 && kit > 0 {
-			r.p("| kit HTTP stack ≥ 0.85× bare net/http throughput at 1%% sampling | %.2f× | %s |", bare/kit, yes(bare/kit >= 0.85))
-		}
-	}
 	r.p("")
+	r.p("The kit stacks' throughput targets (issue 6: HTTP) are under Microbenchmarks, with their interleaved rounds.\n")
 }
 
-// benchMeans reads go test -bench output and returns the mean ns/op per
-// benchmark name (the -N GOMAXPROCS suffix dropped).
-func benchMeans(path string) map[string]float64 {
+// benchRuns reads go test -bench output and returns the ns/op of every
+// run per benchmark name (the -N GOMAXPROCS suffix dropped), in the
+// order of the file.
+func benchRuns(path string) map[string][]float64 {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil
 	}
 	defer f.Close()
-	sum, cnt := map[string]float64{}, map[string]int{}
+	out := map[string][]float64{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
@@ -390,19 +391,40 @@ func benchMeans(path string) map[string]float64 {
 		}
 		for i := 2; i+1 < len(fields); i += 2 {
 			if fields[i+1] == "ns/op" {
-				v, err := strconv.ParseFloat(fields[i], 64)
-				if err == nil {
-					sum[name] += v
-					cnt[name]++
+				if v, err := strconv.ParseFloat(fields[i], 64); err == nil {
+					out[name] = append(out[name], v)
 				}
 			}
 		}
 	}
+	return out
+}
+
+// benchMeans is the mean ns/op per benchmark name of go test -bench output.
+func benchMeans(path string) map[string]float64 {
 	out := map[string]float64{}
-	for k, v := range sum {
-		out[k] = v / float64(cnt[k])
+	for name, runs := range benchRuns(path) {
+		var sum float64
+		for _, v := range runs {
+			sum += v
+		}
+		out[name] = sum / float64(len(runs))
 	}
 	return out
+}
+
+// roundRatios pairs a comparison's stack with its baseline round by round
+// (the k-th run of each in the file, which the suite wrote in interleaved
+// rounds): each round's throughput ratio stack ÷ baseline, which is the
+// baseline's ns/op ÷ the stack's.
+func roundRatios(runs map[string][]float64, m microBench, stack string) []float64 {
+	name := func(s string) string { return "Benchmark" + m.bench + "/stack=" + s }
+	base, got := runs[name(m.stacks[0])], runs[name(stack)]
+	var ratios []float64
+	for i := range min(len(base), len(got)) {
+		ratios = append(ratios, base[i]/got[i])
+	}
+	return ratios
 }
 
 func (r *report) plot(x *xdsReport) error {
@@ -420,22 +442,64 @@ func (r *report) plot(x *xdsReport) error {
 
 func (r *report) micro(x *xdsReport, haveXDS bool) {
 	r.p("## Microbenchmarks\n")
-	for _, b := range []struct{ file, title string }{
-		{"translate", "Translating 10,000 endpoints (`BenchmarkEndpoints10k`, controlplane/translate): per endpoint, the load assignment alone and with what serve adds once per change (validation, the marshal that hashes it)"},
-		{"serve", "Cost of one change (`BenchmarkSingleChange`, controlplane/serve): one instance flips health in a catalog of 100 or 1,000 services × 10 instances (30 callers rebuilt)"},
-		{"kithttp", "Kit HTTP stack vs bare net/http (`BenchmarkHTTP`, bench/kithttp): one JSON POST round trip over loopback, parallel clients; ns/op is inverse throughput"},
-	} {
-		r.p("%s:\n", b.title)
-		stat, err := os.ReadFile(filepath.Join(r.results, b.file+".benchstat"))
+	for _, m := range micros {
+		r.p("%s:\n", m.title)
+		stat, err := os.ReadFile(filepath.Join(r.results, m.name+".benchstat"))
 		if err != nil {
-			stat, err = os.ReadFile(filepath.Join(r.results, b.file+".txt"))
+			stat, err = os.ReadFile(filepath.Join(r.results, m.name+".txt"))
 		}
 		if err != nil {
 			r.p("(not run)\n")
 			continue
 		}
 		r.p("```\n%s```\n", string(stat))
+		if len(m.stacks) > 0 {
+			r.rounds(m)
+		}
 	}
+}
+
+// rounds is a comparison's table of interleaved rounds: each stack's
+// throughput, its ratio to the baseline's in every round, their median
+// (held to the target) and minimum.
+func (r *report) rounds(m microBench) {
+	runs := benchRuns(filepath.Join(r.results, m.name+".txt"))
+	base := runs["Benchmark"+m.bench+"/stack="+m.stacks[0]]
+	if len(base) == 0 {
+		return
+	}
+	perSec := func(ns []float64) string {
+		var xs []float64
+		for _, v := range ns {
+			xs = append(xs, 1e9/v)
+		}
+		return fmt.Sprintf("%.0f/s", median(xs))
+	}
+	r.p("Interleaved rounds (each round ran every stack once, in turn); throughput ÷ `%s`'s in the same round; target (issue %d): median ≥ %.2f× for `%s`:\n",
+		m.stacks[0], m.issue, targetRatio, m.target)
+	r.p("| stack | throughput (median of rounds) | ÷ %s, each round | median | minimum | target |", m.stacks[0])
+	r.p("|---|---|---|---|---|---|")
+	r.p("| %s | %s | | | | |", m.stacks[0], perSec(base))
+	for _, stack := range m.stacks[1:] {
+		ratios := roundRatios(runs, m, stack)
+		if len(ratios) == 0 {
+			continue
+		}
+		var each []string
+		for _, v := range ratios {
+			each = append(each, fmt.Sprintf("%.2f", v))
+		}
+		met := ""
+		if stack == m.target {
+			met = fmt.Sprintf("≥ %.2f×: **no**", targetRatio)
+			if median(ratios) >= targetRatio {
+				met = fmt.Sprintf("≥ %.2f×: yes", targetRatio)
+			}
+		}
+		r.p("| %s | %s | %s | %.2f× | %.2f× | %s |", stack, perSec(runs["Benchmark"+m.bench+"/stack="+stack]), strings.Join(each, ", "),
+			median(ratios), slices.Min(ratios), met)
+	}
+	r.p("")
 }
 
 func (r *report) service() {
