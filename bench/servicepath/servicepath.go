@@ -1,10 +1,13 @@
 // Package servicepath measures checkouts through the whole local system
 // (e2e/system: Consul, Jaeger, NATS, the control plane and the six
-// services in direct mode, each a real process) at a fixed offered rate:
+// services, each a real process) at a fixed offered rate. Its plan is
+// system.FreePlan's, which names no Envoy, so the services run proxyless:
+// each app's grpc-go xDS client is configured by the control plane and
+// calls its upstreams directly, with no sidecar in the path.
 //
 //	register + log in (auth) ──▶ a product with ample stock (product, admin)
 //	──▶ POST /orders at Rate per second for Duration (order → user,
-//	    product, payment; events through NATS to notification)
+//	    product, payment over gRPC; events through NATS to notification)
 //
 // Latency is measured from each request's scheduled start, so a slow
 // system is charged for the requests that queued behind a slow one
@@ -52,7 +55,7 @@ type Result struct {
 
 const admin = "bench-admin@meshop.example"
 
-// Run starts the system, drives checkouts and stops it.
+// Run starts the system (proxyless), drives checkouts and stops it.
 func Run(ctx context.Context, o Options) (Result, error) {
 	if o.MaxInFlight == 0 {
 		o.MaxInFlight = 256

@@ -507,8 +507,8 @@ func (r *report) service() {
 	if readJSON(filepath.Join(r.results, "servicepath.json"), &res) != nil {
 		return
 	}
-	r.p("## Service path: checkout through the whole local system (direct mode)\n")
-	r.p("`bench/servicepath`: `e2e/system` starts Consul, Jaeger, NATS, the control plane and the six services (real processes, SQLite, direct mode); one user checks out one item (`POST /orders` with `tok_visa`, a fresh `Idempotency-Key`) at a fixed offered rate; latency from each request's scheduled start.\n")
+	r.p("## Service path: checkout through the whole local system (proxyless mode)\n")
+	r.p("`bench/servicepath`: `e2e/system` starts Consul, Jaeger, NATS, the control plane and the six services (real processes, SQLite, proxyless: each app's grpc-go xDS client configured by the control plane, no Envoy; order calls user, product and payment over gRPC); one user checks out one item (`POST /orders` with `tok_visa`, a fresh `Idempotency-Key`) at a fixed offered rate; latency from each request's scheduled start.\n")
 	r.p("| tracing sampled | offered | sent | ok | throughput | p50 | p99 | max | failures |")
 	r.p("|---|---|---|---|---|---|---|---|---|")
 	for _, x := range res {
