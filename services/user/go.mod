@@ -9,6 +9,7 @@ require (
 	github.com/google/uuid v1.6.0
 	github.com/jmoiron/sqlx v1.4.0
 	github.com/meshop/meshop/localenv v0.0.0
+	github.com/meshop/meshop/services/auth v0.0.0
 	github.com/meshop/meshop/services/kit v0.0.0
 	github.com/prometheus/client_golang v1.25.0
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20261026165753-2ffab32bce7e
