@@ -23,8 +23,10 @@ import (
 )
 
 // The reasons the payment service refuses a call: the errs Code of the
-// error (the google.rpc.ErrorInfo reason on the wire), also in the public
-// HTTP error bodies of the callers that pass them on.
+// error, as the public HTTP error bodies of the callers that pass it on
+// show it. Match it with errs.As(err).Code == ReasonX. On the wire the
+// google.rpc.ErrorInfo reason carries it in upper snake case
+// (errs.Reason: "INVALID_PAYMENT").
 const (
 	// ReasonInvalidPayment: Charge got invalid fields (Validation; the
 	// details name them).

@@ -23,8 +23,10 @@ import (
 )
 
 // The reasons the product service refuses a reservation call: the errs
-// Code of the error (the google.rpc.ErrorInfo reason on the wire), also in
-// the public HTTP error bodies of the callers that pass them on.
+// Code of the error, as the public HTTP error bodies of the callers that
+// pass it on show it. Match it with errs.As(err).Code == ReasonX. On the
+// wire the google.rpc.ErrorInfo reason carries it in upper snake case
+// (errs.Reason: "OUT_OF_STOCK").
 const (
 	// ReasonInvalidReservation: Reserve got invalid fields (Validation;
 	// the details name them).

@@ -20,9 +20,10 @@ import (
 	userv1 "github.com/meshop/meshop/services/user/proto/meshop/user/v1"
 )
 
-// The reasons the user service refuses a call: the errs Code of the error
-// (the google.rpc.ErrorInfo reason on the wire), also in the public HTTP
-// error bodies.
+// The reasons the user service refuses a call: the errs Code of the error,
+// as public HTTP error bodies show it. Match it with
+// errs.As(err).Code == ReasonX. On the wire the google.rpc.ErrorInfo
+// reason carries it in upper snake case (errs.Reason: "USER_NOT_FOUND").
 const (
 	// ReasonInvalidUser: Create got invalid fields (Validation; the details
 	// name them).
