@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/meshop/meshop/services/auth"
+	authv1 "github.com/meshop/meshop/services/auth/proto/meshop/auth/v1"
 	"github.com/meshop/meshop/services/kit/app"
 	kitauth "github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/config"
 	"github.com/meshop/meshop/services/kit/events"
+	userclient "github.com/meshop/meshop/services/user/client"
 )
 
 func main() {
@@ -101,7 +103,11 @@ func run() error {
 		return fmt.Errorf("signing keys: %w", err)
 	}
 
-	svc := auth.New(store, auth.MeshUsers{Mesh: a.Mesh}, keys, auth.Config{
+	userConn, err := a.Mesh.Conn("user")
+	if err != nil {
+		return err
+	}
+	svc := auth.New(store, auth.NewUsers(userclient.New(userConn)), keys, auth.Config{
 		Issuer: settings.Issuer, Audience: settings.Audience, TokenTTL: settings.TokenTTL,
 		LoginPerEmail: auth.Rate{Burst: settings.LoginPerEmail, Per: settings.LoginPeriod},
 		LoginPerAddr:  auth.Rate{Burst: settings.LoginPerAddr, Per: settings.LoginPeriod},
@@ -109,5 +115,6 @@ func run() error {
 	})
 	endpoints := auth.NewEndpoints(svc, a.Logger, a.Requests)
 	handler := auth.NewHTTPHandler(endpoints, auth.ClientAddr(settings.XFFHops))
+	authv1.RegisterKeysServer(a.GRPC, auth.NewGRPCServer(endpoints))
 	return a.Run(ctx, handler, relay.Run, keys.Run(settings.KeyCheckInterval))
 }

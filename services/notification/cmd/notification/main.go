@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"os"
 
+	authclient "github.com/meshop/meshop/services/auth/client"
 	"github.com/meshop/meshop/services/kit/app"
 	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/config"
 	"github.com/meshop/meshop/services/kit/events"
 	"github.com/meshop/meshop/services/notification"
+	userclient "github.com/meshop/meshop/services/user/client"
 )
 
 func main() {
@@ -48,7 +50,11 @@ func run() error {
 
 	var sender notification.Sender = notification.LogSender{Logger: a.Logger}
 	if smtpAddr != "" {
-		sender = notification.SMTPSender{Addr: smtpAddr, From: smtpFrom, Recipients: notification.MeshRecipients{Mesh: a.Mesh}}
+		userConn, err := a.Mesh.Conn("user")
+		if err != nil {
+			return err
+		}
+		sender = notification.SMTPSender{Addr: smtpAddr, From: smtpFrom, Recipients: notification.NewRecipients(userclient.New(userConn))}
 		a.Logger.Info("sending mail through SMTP", "addr", smtpAddr)
 	}
 	store := notification.NewStore(db)
@@ -63,6 +69,10 @@ func run() error {
 	}
 
 	endpoints := notification.NewEndpoints(notification.New(store), a.Logger, a.Requests)
-	verifier := auth.NewVerifier(auth.MeshKeys(a.Mesh), auth.VerifierConfig{Logger: a.Logger})
+	authConn, err := a.Mesh.Conn("auth")
+	if err != nil {
+		return err
+	}
+	verifier := auth.NewVerifier(authclient.New(authConn), auth.VerifierConfig{Logger: a.Logger})
 	return a.Run(ctx, notification.NewHTTPHandler(endpoints, verifier.Middleware), relay.Run, consumer.Run)
 }

@@ -11,11 +11,15 @@ import (
 	"os"
 	"time"
 
+	authclient "github.com/meshop/meshop/services/auth/client"
 	"github.com/meshop/meshop/services/kit/app"
 	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/config"
 	"github.com/meshop/meshop/services/kit/events"
 	"github.com/meshop/meshop/services/order"
+	paymentclient "github.com/meshop/meshop/services/payment/client"
+	productclient "github.com/meshop/meshop/services/product/client"
+	userclient "github.com/meshop/meshop/services/user/client"
 )
 
 func main() {
@@ -51,16 +55,32 @@ func run() error {
 	}
 	defer bus.Close()
 
+	userConn, err := a.Mesh.Conn("user")
+	if err != nil {
+		return err
+	}
+	productConn, err := a.Mesh.Conn("product")
+	if err != nil {
+		return err
+	}
+	paymentConn, err := a.Mesh.Conn("payment")
+	if err != nil {
+		return err
+	}
 	store := order.NewStore(db, events.NewOutbox(a.Telemetry.Propagator, relay.Notify))
 	recoverer.Deps = order.Deps{
 		Store:     store,
-		Users:     order.MeshUsers{Mesh: a.Mesh},
-		Inventory: order.MeshInventory{Mesh: a.Mesh},
-		Payments:  order.MeshPayments{Mesh: a.Mesh},
+		Users:     order.NewUsers(userclient.New(userConn)),
+		Inventory: order.NewInventory(productclient.New(productConn)),
+		Payments:  order.NewPayments(paymentclient.New(paymentConn)),
 		Logger:    a.Logger,
 	}
 	svc := order.New(recoverer.Deps)
 	endpoints := order.NewEndpoints(svc, a.Logger, a.Requests)
-	verifier := auth.NewVerifier(auth.MeshKeys(a.Mesh), auth.VerifierConfig{Logger: a.Logger})
+	authConn, err := a.Mesh.Conn("auth")
+	if err != nil {
+		return err
+	}
+	verifier := auth.NewVerifier(authclient.New(authConn), auth.VerifierConfig{Logger: a.Logger})
 	return a.Run(ctx, order.NewHTTPHandler(endpoints, verifier.Middleware), relay.Run, recoverer.Run)
 }

@@ -8,11 +8,13 @@ import (
 	"os"
 	"time"
 
+	authclient "github.com/meshop/meshop/services/auth/client"
 	"github.com/meshop/meshop/services/kit/app"
 	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/config"
 	"github.com/meshop/meshop/services/kit/events"
 	"github.com/meshop/meshop/services/payment"
+	paymentv1 "github.com/meshop/meshop/services/payment/proto/meshop/payment/v1"
 )
 
 func main() {
@@ -64,10 +66,15 @@ func run() error {
 	}
 	defer bus.Close()
 
-	verifier := auth.NewVerifier(auth.MeshKeys(a.Mesh), auth.VerifierConfig{Logger: a.Logger})
+	authConn, err := a.Mesh.Conn("auth")
+	if err != nil {
+		return err
+	}
+	verifier := auth.NewVerifier(authclient.New(authConn), auth.VerifierConfig{Logger: a.Logger})
 	provider := payment.NewSimulator(settings.ProviderLatency)
 	svc := payment.New(payment.NewStore(db, events.NewOutbox(a.Telemetry.Propagator, relay.Notify)), provider, payment.Config{ProviderTimeout: settings.ProviderTimeout})
 	resolver := payment.Resolver{Service: svc, Interval: settings.ResolveInterval, Logger: a.Logger}
 	endpoints := payment.NewEndpoints(svc, a.Logger, a.Requests)
+	paymentv1.RegisterPaymentsServer(a.GRPC, payment.NewGRPCServer(endpoints))
 	return a.Run(ctx, payment.NewHTTPHandler(endpoints, verifier.Middleware), relay.Run, resolver.Run)
 }

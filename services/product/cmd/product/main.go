@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"os"
 
+	authclient "github.com/meshop/meshop/services/auth/client"
 	"github.com/meshop/meshop/services/kit/app"
 	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/events"
 	"github.com/meshop/meshop/services/product"
+	productv1 "github.com/meshop/meshop/services/product/proto/meshop/product/v1"
 )
 
 func main() {
@@ -36,8 +38,13 @@ func run() error {
 	}
 	defer bus.Close()
 
-	verifier := auth.NewVerifier(auth.MeshKeys(a.Mesh), auth.VerifierConfig{Logger: a.Logger})
+	authConn, err := a.Mesh.Conn("auth")
+	if err != nil {
+		return err
+	}
+	verifier := auth.NewVerifier(authclient.New(authConn), auth.VerifierConfig{Logger: a.Logger})
 	svc := product.New(product.NewStore(db, events.NewOutbox(a.Telemetry.Propagator, relay.Notify)))
 	endpoints := product.NewEndpoints(svc, a.Logger, a.Requests)
+	productv1.RegisterReservationsServer(a.GRPC, product.NewGRPCServer(endpoints))
 	return a.Run(ctx, product.NewHTTPHandler(endpoints, verifier.Middleware), relay.Run)
 }

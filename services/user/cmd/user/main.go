@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"os"
 
+	authclient "github.com/meshop/meshop/services/auth/client"
 	"github.com/meshop/meshop/services/kit/app"
 	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/user"
+	userv1 "github.com/meshop/meshop/services/user/proto/meshop/user/v1"
 )
 
 func main() {
@@ -31,8 +33,13 @@ func run() error {
 	}
 	defer db.Close()
 
-	verifier := auth.NewVerifier(auth.MeshKeys(a.Mesh), auth.VerifierConfig{Logger: a.Logger})
+	authConn, err := a.Mesh.Conn("auth")
+	if err != nil {
+		return err
+	}
+	verifier := auth.NewVerifier(authclient.New(authConn), auth.VerifierConfig{Logger: a.Logger})
 	svc := user.New(user.NewStore(db))
 	endpoints := user.NewEndpoints(svc, a.Logger, a.Requests)
+	userv1.RegisterUsersServer(a.GRPC, user.NewGRPCServer(endpoints))
 	return a.Run(ctx, user.NewHTTPHandler(endpoints, verifier.Middleware))
 }
