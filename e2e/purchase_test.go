@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -183,6 +184,49 @@ func TestPurchase(t *testing.T) {
 		waitNotification(t, url("notification", "/notifications"), bearer, "order.cancelled")
 	})
 
+	t.Run("concurrent checkouts with one Idempotency-Key make one order and one charge", func(t *testing.T) {
+		stock := stockOf()
+		ordersBefore := len(call[map[string]any](t, "GET", url("order", "/orders?limit=100"), bearer, "", http.StatusOK)["items"].([]any))
+		headers := map[string]string{"Authorization": bearer["Authorization"], "Idempotency-Key": "buy-concurrently"}
+		body := fmt.Sprintf(`{"items":[{"product_id":%q,"quantity":1}],"payment":{"card_token":"tok_visa"}}`, productID)
+		const n = 8
+		ids := make(chan string, n)
+		var wg sync.WaitGroup
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ids <- postOrder(t, url("order", "/orders"), headers, body)
+			}()
+		}
+		wg.Wait()
+		close(ids)
+		var first string
+		for id := range ids {
+			if first == "" {
+				first = id
+			}
+			if id != first {
+				t.Fatalf("one Idempotency-Key made orders %s and %s", first, id)
+			}
+		}
+		o := call[map[string]any](t, "GET", url("order", "/orders/"+first), bearer, "", http.StatusOK)
+		if o["status"] != "CONFIRMED" {
+			t.Errorf("order = %v, want CONFIRMED", o)
+		}
+		if got := stockOf(); got != stock-1 {
+			t.Errorf("stock after %d concurrent identical checkouts = %d, want %d (reserved once)", n, got, stock-1)
+		}
+		after := call[map[string]any](t, "GET", url("order", "/orders?limit=100"), bearer, "", http.StatusOK)["items"].([]any)
+		if len(after) != ordersBefore+1 {
+			t.Errorf("orders went from %d to %d, want one more", ordersBefore, len(after))
+		}
+		payment := call[map[string]any](t, "GET", url("payment", "/payments/"+o["payment_id"].(string)), bearer, "", http.StatusOK)
+		if payment["status"] != "SUCCEEDED" || payment["order_id"] != first {
+			t.Errorf("payment = %v", payment)
+		}
+	})
+
 	t.Run("the checkout trace spans order, product, payment and notification", func(t *testing.T) {
 		want := []string{"order", "product", "payment", "notification"}
 		var spans []localenv.Span
@@ -336,4 +380,37 @@ func getJSON(t *testing.T, url string, out any) {
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
+}
+
+// postOrder posts a checkout that must end CONFIRMED (201) or, when it
+// raced an identical request still in flight, be told to retry (503
+// checkout_pending naming the order); it returns the order id.
+func postOrder(t *testing.T, url string, header map[string]string, body string) string {
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Error(err)
+		return ""
+	}
+	defer resp.Body.Close()
+	var answer struct {
+		ID, Status string
+		Error      struct {
+			Code    string
+			Details struct{ OrderID string `json:"order_id"` }
+		}
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(raw, &answer)
+	switch {
+	case resp.StatusCode == http.StatusCreated && answer.Status == "CONFIRMED":
+		return answer.ID
+	case resp.StatusCode == http.StatusServiceUnavailable && answer.Error.Code == "checkout_pending":
+		return answer.Error.Details.OrderID
+	}
+	t.Errorf("POST /orders = %d %s", resp.StatusCode, raw)
+	return ""
 }
