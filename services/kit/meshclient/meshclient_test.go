@@ -131,4 +131,3 @@ func TestBadConfigIsRefused(t *testing.T) {
 		}
 	}
 }
-

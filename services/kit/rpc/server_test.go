@@ -63,7 +63,9 @@ func startServer(t *testing.T, answer func(service string) (any, error)) (*Serve
 	desc := healthpb.Health_ServiceDesc
 	desc.ServiceName = "meshop.test.v1.Checker"
 	s.RegisterService(&desc, checker{handler: grpctransport.NewServer(
-		func(_ context.Context, req any) (any, error) { return answer(req.(*healthpb.HealthCheckRequest).GetService()) },
+		func(_ context.Context, req any) (any, error) {
+			return answer(req.(*healthpb.HealthCheckRequest).GetService())
+		},
 		func(_ context.Context, req any) (any, error) { return req, nil },
 		EncodeResponse(func(_ context.Context, resp any) (any, error) { return resp, nil }),
 	)})
