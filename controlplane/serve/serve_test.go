@@ -422,6 +422,31 @@ func TestUnknownAndBadNodes(t *testing.T) {
 	}
 }
 
+// TestProxylessNodeOfAnotherServiceIsRefused: a proxyless node whose
+// bootstrap names a service that is not its instance's gets its stream
+// refused with the reason, a log line and a /debug/nodes entry, and no
+// configuration.
+func TestProxylessNodeOfAnotherServiceIsRefused(t *testing.T) {
+	h := start(t, translate.DefaultConfig())
+	h.srv.Apply(newShop().snapshot(), time.Now())
+	e := envoysim.StartT(t, h.addr, envoysim.Options{ID: "order-1", Cluster: "payment",
+		Metadata: map[string]any{translate.MetaFlavor: translate.FlavorProxyless}})
+	poll.Until(t, wait, func() (bool, string) { return e.Err() != nil, "refused node's stream still open" })
+	if st, _ := status.FromError(e.Err()); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), `node.cluster "payment" is not the service "order"`) {
+		t.Errorf("stream ended with %v", e.Err())
+	}
+	if s := e.State(); len(s.Listeners)+len(s.Clusters) != 0 {
+		t.Errorf("refused node got config: %d listeners, %d clusters", len(s.Listeners), len(s.Clusters))
+	}
+	n := h.node("order-1")
+	if n.Connected || len(n.Notes) != 1 || !strings.Contains(n.Notes[0], "names its own service") {
+		t.Errorf("/debug/nodes entry = %+v", n)
+	}
+	if !strings.Contains(h.logs.String(), "proxyless node refused") {
+		t.Error("refusal not logged")
+	}
+}
+
 func TestNodeMetadataPorts(t *testing.T) {
 	h := start(t, translate.DefaultConfig())
 	h.srv.Apply(newShop().snapshot(), time.Now())

@@ -185,6 +185,17 @@ func (t *tracker) request(id streamKey, node *corev3.Node) (first bool, err erro
 		t.log.Warn("envoy connected without a node id; stream refused", "stream", id.id, "delta", delta, "cluster", node.GetCluster())
 		return false, status.Error(codes.InvalidArgument, "meshop control plane: node.id is empty; set it to the Consul instance ID (sidecar) or edge-<n> with node.cluster=edge")
 	}
+	if refusal := proxylessRefusal(t.mesh, node); refusal != "" {
+		// The node stays listed with the reason, but gets no stream.
+		n := t.nodes[node.GetId()]
+		if n == nil {
+			n = &NodeStatus{ID: node.GetId(), Type: nodeProxyless, LastSent: map[string]Sent{}, LastAck: map[string]Ack{}}
+			t.nodes[node.GetId()] = n
+		}
+		n.Cluster, n.Metadata, n.Notes = node.GetCluster(), node.GetMetadata().AsMap(), []string{refusal}
+		t.log.Warn("proxyless node refused", "node", node.GetId(), "cluster", node.GetCluster(), "err", refusal)
+		return false, status.Error(codes.FailedPrecondition, "meshop control plane: "+refusal)
+	}
 	s.node = node.GetId()
 	n := t.nodes[s.node]
 	if n == nil {
@@ -217,6 +228,22 @@ func (t *tracker) request(id streamKey, node *corev3.Node) (first bool, err erro
 		}
 	}
 	return true, nil
+}
+
+// proxylessRefusal is why a proxyless node gets no configuration at all:
+// its bootstrap names a service other than its instance's, so its
+// listeners and routes would be another service's. ("" for any other
+// node: a sidecar's instance ID decides, with a note.)
+func proxylessRefusal(m *model.Mesh, node *corev3.Node) string {
+	if m == nil || node.GetMetadata().GetFields()[translate.MetaFlavor].GetStringValue() != translate.FlavorProxyless {
+		return ""
+	}
+	in := m.Instance(node.GetId())
+	if in == nil || node.GetCluster() == in.Service {
+		return ""
+	}
+	return fmt.Sprintf("node.cluster %q is not the service %q of instance %q; a proxyless app's bootstrap names its own service",
+		node.GetCluster(), in.Service, in.ID)
 }
 
 // classify says what a node is in mesh m and what is odd about it.
