@@ -54,7 +54,7 @@ func TestRecipientsOverGRPC(t *testing.T) {
 		t.Errorf("Email(u1) = %q, %v", email, err)
 	}
 	_, err = recipients.Email(ctx, "u9")
-	if e := errs.As(err); e.Kind != errs.NotFound || e.Code != userclient.ReasonUserNotFound {
+	if e := errs.As(err); e.Kind != errs.NotFound || errs.Reason(err) != userclient.ReasonUserNotFound {
 		t.Errorf("Email(u9) = %v, want NotFound %s", err, userclient.ReasonUserNotFound)
 	}
 }

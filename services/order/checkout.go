@@ -109,8 +109,9 @@ func (s *service) price(ctx context.Context, o *Order, res Reservation) error {
 }
 
 // cancel releases the reservation (a no-op, recorded, if there was none)
-// and cancels the order with reason; cause is the dependency's refusal, if
-// one caused it.
+// and cancels the order with reason, stored as cancel_reason: one of
+// order's Cancel reasons, or the errs Code (lower snake case, as public
+// error bodies show it) of cause, the dependency's refusal, if one caused it.
 func (s *service) cancel(ctx context.Context, o Order, reason string, paymentID *string, cause error) (Order, error) {
 	if err := s.Inventory.Release(ctx, o.ID); err != nil {
 		return o, pending(o, err)
@@ -167,15 +168,18 @@ func outcome(o Order, cause error) error {
 	return errs.Newf(kind, reason, "the order is cancelled: %s", strings.ReplaceAll(reason, "_", " ")).WithDetails(details)
 }
 
-// reasonKinds are the error kinds of the cancel reasons.
+// reasonKinds are the error kinds of the cancel reasons, keyed by the
+// stored cancel_reason (lower snake case): order's own reasons, and the
+// errs Code of a provider's refusal, which is its client Reason constant
+// (upper snake case) lower-cased.
 var reasonKinds = map[string]errs.Kind{
 	ReasonPaymentDeclined: errs.PaymentDeclined,
 	ReasonPaymentFailed:   errs.PaymentDeclined,
 	ReasonTimeout:         errs.Unavailable,
 
-	productclient.ReasonOutOfStock:       errs.Conflict,
-	productclient.ReasonUnknownProduct:   errs.Validation,
-	paymentclient.ReasonInvalidCardToken: errs.Validation,
+	strings.ToLower(productclient.ReasonOutOfStock):       errs.Conflict,
+	strings.ToLower(productclient.ReasonUnknownProduct):   errs.Validation,
+	strings.ToLower(paymentclient.ReasonInvalidCardToken): errs.Validation,
 }
 
 // pending is the answer while a dependency is unreachable mid-checkout.

@@ -18,7 +18,7 @@ func TestUsersOverGRPC(t *testing.T) {
 		t.Errorf("Get = %+v, %v; want %+v", p, err, profile)
 	}
 	_, err := up.users.Get(ctx, "u9")
-	if e := errs.As(err); e.Kind != errs.NotFound || e.Code != userclient.ReasonUserNotFound {
+	if e := errs.As(err); e.Kind != errs.NotFound || errs.Reason(err) != userclient.ReasonUserNotFound {
 		t.Errorf("missing profile: %v, want NotFound %s", err, userclient.ReasonUserNotFound)
 	}
 	up.stop()

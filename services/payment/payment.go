@@ -27,7 +27,6 @@ import (
 	"time"
 
 	"github.com/meshop/meshop/services/kit/sqldb"
-	"github.com/meshop/meshop/services/payment/client"
 )
 
 //go:embed migrations/*.sql
@@ -52,11 +51,14 @@ const (
 	StatusFailed    = "FAILED"
 )
 
-// Reasons a payment did not succeed.
+// Reasons a payment did not succeed: data stored with the payment and sent
+// as its Reason, not error reasons. (A charge the provider fails with
+// ReasonInvalidToken is also refused, with the error reason
+// client.ReasonInvalidCardToken.)
 const (
 	ReasonDeclined     = "card_declined"
 	ReasonProviderErr  = "provider_error"
-	ReasonInvalidToken = client.ReasonInvalidCardToken
+	ReasonInvalidToken = "invalid_card_token"
 )
 
 // Payment is one order's payment.

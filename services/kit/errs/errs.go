@@ -5,12 +5,23 @@
 // JSON body is the one of DESIGN §2:
 //
 //	{"error":{"code":"out_of_stock","message":"...","details":{...}}}
+//
+// Code is lower snake case: it is what public error bodies show and what
+// services store. Its upper-snake form is the error's Reason: the
+// google.rpc.ErrorInfo reason on the gRPC wire (see GRPCStatus, FromGRPC)
+// and the value of the Reason constants providers' client packages export.
+// The constructors lower-case the code they are given, so a provider passes
+// its client constant as is, and a caller matches a refusal by its reason:
+//
+//	errs.New(errs.Conflict, client.ReasonOutOfStock, "...") // Code "out_of_stock"
+//	if errs.Reason(err) == client.ReasonOutOfStock { ... }  // "OUT_OF_STOCK"
 package errs
 
 import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 )
 
 // Kind classifies an error by what the caller can do about it.
@@ -72,25 +83,28 @@ func KindForStatus(status int) Kind {
 // Error is the error type every layer returns.
 type Error struct {
 	Kind    Kind
-	Code    string         // stable snake_case identifier, e.g. "out_of_stock"
+	Code    string         // stable lower snake_case identifier, e.g. "out_of_stock"; Reason(err) is its upper form
 	Message string         // safe to show to the client
 	Details map[string]any // optional structured context for the client
 	Err     error          // the cause; logged, never sent to the client
 }
 
-// New returns an error of kind with code and message.
+// New returns an error of kind with code and message. The code is stored
+// lower-cased, so a client package's Reason constant ("OUT_OF_STOCK") and
+// its snake_case code ("out_of_stock") make the same error.
 func New(kind Kind, code, message string) *Error {
-	return &Error{Kind: kind, Code: code, Message: message}
+	return &Error{Kind: kind, Code: strings.ToLower(code), Message: message}
 }
 
-// Newf is New with a formatted message.
+// Newf is New (code lower-cased) with a formatted message.
 func Newf(kind Kind, code, format string, args ...any) *Error {
 	return New(kind, code, fmt.Sprintf(format, args...))
 }
 
-// Wrap returns an error of kind with code and message caused by err.
+// Wrap returns an error of kind with code (lower-cased, as in New) and
+// message caused by err.
 func Wrap(kind Kind, code, message string, err error) *Error {
-	return &Error{Kind: kind, Code: code, Message: message, Err: err}
+	return &Error{Kind: kind, Code: strings.ToLower(code), Message: message, Err: err}
 }
 
 // WithDetails returns a copy of e with details added.

@@ -65,3 +65,36 @@ func TestIsAndUnwrap(t *testing.T) {
 		t.Errorf("cause lost in %v", err)
 	}
 }
+
+// A provider builds its refusal from its client package's upper-snake
+// Reason constant; the Code (public bodies, stored values) stays lower
+// snake case and Reason gives the constant back.
+func TestConstructorsStoreTheCodeLowerCased(t *testing.T) {
+	const reasonOutOfStock = "OUT_OF_STOCK" // as a client package exports it
+	cause := errors.New("boom")
+	tests := []struct {
+		name string
+		err  *Error
+	}{
+		{"New", New(Conflict, reasonOutOfStock, "only 2 left")},
+		{"Newf", Newf(Conflict, reasonOutOfStock, "only %d left", 2)},
+		{"Wrap", Wrap(Conflict, reasonOutOfStock, "only 2 left", cause)},
+		{"New with a lower-case code", New(Conflict, "out_of_stock", "only 2 left")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.err.Code != "out_of_stock" {
+				t.Errorf("Code = %q, want out_of_stock", tt.err.Code)
+			}
+			if got := Reason(fmt.Errorf("reserving: %w", tt.err)); got != reasonOutOfStock {
+				t.Errorf("Reason = %q, want %s", got, reasonOutOfStock)
+			}
+			if _, body := ToBody(tt.err); body.Error.Code != "out_of_stock" {
+				t.Errorf("body code = %q, want out_of_stock", body.Error.Code)
+			}
+			if st := tt.err.GRPCStatus(); Reason(FromGRPC(st.Err())) != reasonOutOfStock {
+				t.Errorf("reason after a gRPC round trip = %q, want %s", Reason(FromGRPC(st.Err())), reasonOutOfStock)
+			}
+		})
+	}
+}

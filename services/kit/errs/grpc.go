@@ -41,7 +41,8 @@ func (k Kind) GRPCCode() codes.Code { return grpcCodes[k] }
 
 // Reason is the google.rpc.ErrorInfo reason of err: its Code in upper snake
 // case ("out_of_stock" → "OUT_OF_STOCK"), as providers' client packages
-// export them. Callers match it against those constants.
+// export them. Callers match it against those constants:
+// errs.Reason(err) == client.ReasonOutOfStock.
 func Reason(err error) string {
 	e := As(err)
 	if e.Code == "" {

@@ -7,8 +7,9 @@
 // Its types are plain Go, not the generated messages, so callers depend on
 // this package only. A declined or failed charge is an answer (its
 // Status), not an error. Every error is an *errs.Error (kit/errs): a
-// refusal of the payment service keeps its kind and its Code, one of the
-// Reason constants below; a call that got no answer is Unavailable.
+// refusal of the payment service keeps its kind and its reason
+// (errs.Reason), one of the Reason constants below; a call that got no
+// answer is Unavailable.
 package client
 
 import (
@@ -22,29 +23,29 @@ import (
 	paymentv1 "github.com/meshop/meshop/services/payment/proto/meshop/payment/v1"
 )
 
-// The reasons the payment service refuses a call: the errs Code of the
-// error, as the public HTTP error bodies of the callers that pass it on
-// show it. Match it with errs.As(err).Code == ReasonX. On the wire the
-// google.rpc.ErrorInfo reason carries it in upper snake case
-// (errs.Reason: "INVALID_PAYMENT").
+// The reasons the payment service refuses a call: the google.rpc.ErrorInfo
+// reason on the wire, in upper snake case. Match with
+// errs.Reason(err) == ReasonX. The error's errs Code, as the public HTTP
+// error bodies of the callers that pass it on show it, is the same in lower
+// snake case ("invalid_payment").
 const (
 	// ReasonInvalidPayment: Charge got invalid fields (Validation; the
 	// details name them).
-	ReasonInvalidPayment = "invalid_payment"
+	ReasonInvalidPayment = "INVALID_PAYMENT"
 	// ReasonInvalidCardToken: the card token is malformed or unknown to
 	// the provider (Validation; when the provider refused it, the details
 	// name the FAILED payment: {payment_id, order_id}).
-	ReasonInvalidCardToken = "invalid_card_token"
+	ReasonInvalidCardToken = "INVALID_CARD_TOKEN"
 	// ReasonIdempotencyMismatch: the order was charged with another amount,
 	// currency, user or card (Conflict; details {payment_id, order_id}).
-	ReasonIdempotencyMismatch = "idempotency_mismatch"
+	ReasonIdempotencyMismatch = "IDEMPOTENCY_MISMATCH"
 	// ReasonPaymentPending: the charge's outcome is not known yet; retry
 	// the same request (Unavailable; details {payment_id, order_id}).
-	ReasonPaymentPending = "payment_pending"
+	ReasonPaymentPending = "PAYMENT_PENDING"
 	// ReasonPaymentNotFound: the order has no payment (NotFound).
-	ReasonPaymentNotFound = "payment_not_found"
+	ReasonPaymentNotFound = "PAYMENT_NOT_FOUND"
 	// ReasonInvalidOrderID: GetPaymentByOrder got no order id (Invalid).
-	ReasonInvalidOrderID = "invalid_order_id"
+	ReasonInvalidOrderID = "INVALID_ORDER_ID"
 )
 
 // Payment statuses. SUCCEEDED, DECLINED and FAILED are final.

@@ -7,8 +7,8 @@
 //
 // Its types are plain Go, not the generated messages, so callers depend on
 // this package only. Every error is an *errs.Error (kit/errs): a refusal of
-// the product service keeps its kind and its Code, one of the Reason
-// constants below; a call that got no answer is Unavailable.
+// the product service keeps its kind and its reason (errs.Reason), one of
+// the Reason constants below; a call that got no answer is Unavailable.
 package client
 
 import (
@@ -22,39 +22,39 @@ import (
 	productv1 "github.com/meshop/meshop/services/product/proto/meshop/product/v1"
 )
 
-// The reasons the product service refuses a reservation call: the errs
-// Code of the error, as the public HTTP error bodies of the callers that
-// pass it on show it. Match it with errs.As(err).Code == ReasonX. On the
-// wire the google.rpc.ErrorInfo reason carries it in upper snake case
-// (errs.Reason: "OUT_OF_STOCK").
+// The reasons the product service refuses a reservation call: the
+// google.rpc.ErrorInfo reason on the wire, in upper snake case. Match with
+// errs.Reason(err) == ReasonX. The error's errs Code, as the public HTTP
+// error bodies of the callers that pass it on show it, is the same in lower
+// snake case ("out_of_stock").
 const (
 	// ReasonInvalidReservation: Reserve got invalid fields (Validation;
 	// the details name them).
-	ReasonInvalidReservation = "invalid_reservation"
+	ReasonInvalidReservation = "INVALID_RESERVATION"
 	// ReasonUnknownProduct: an item names no product (Validation; details
 	// {product_id}).
-	ReasonUnknownProduct = "unknown_product"
+	ReasonUnknownProduct = "UNKNOWN_PRODUCT"
 	// ReasonOutOfStock: an item wants more than is left (Conflict; details
 	// {product_id, requested, available}).
-	ReasonOutOfStock = "out_of_stock"
+	ReasonOutOfStock = "OUT_OF_STOCK"
 	// ReasonIdempotencyMismatch: the order reserved other items before
 	// (Conflict).
-	ReasonIdempotencyMismatch = "idempotency_mismatch"
+	ReasonIdempotencyMismatch = "IDEMPOTENCY_MISMATCH"
 	// ReasonReservationReleased: the order's reservation was released; it
 	// can neither reserve again nor commit (Conflict).
-	ReasonReservationReleased = "reservation_released"
+	ReasonReservationReleased = "RESERVATION_RELEASED"
 	// ReasonReservationCommitted: the order's reservation was committed; it
 	// cannot be released (Conflict).
-	ReasonReservationCommitted = "reservation_committed"
+	ReasonReservationCommitted = "RESERVATION_COMMITTED"
 	// ReasonReservationNotFound: Commit found no reservation for the order
 	// (NotFound).
-	ReasonReservationNotFound = "reservation_not_found"
+	ReasonReservationNotFound = "RESERVATION_NOT_FOUND"
 	// ReasonReservationBusy: another call for the same order is in flight;
 	// retry (Unavailable).
-	ReasonReservationBusy = "reservation_busy"
+	ReasonReservationBusy = "RESERVATION_BUSY"
 	// ReasonInvalidOrderID: Commit or Release got no valid order id
 	// (Invalid or Validation).
-	ReasonInvalidOrderID = "invalid_order_id"
+	ReasonInvalidOrderID = "INVALID_ORDER_ID"
 )
 
 // Reservation statuses.

@@ -5,8 +5,8 @@
 //
 // Its types are plain Go, not the generated messages, so callers depend on
 // this package only. Every error is an *errs.Error (kit/errs): a refusal of
-// the user service keeps its kind and its Code, one of the Reason
-// constants below; a call that got no answer is Unavailable.
+// the user service keeps its kind and its reason (errs.Reason), one of the
+// Reason constants below; a call that got no answer is Unavailable.
 package client
 
 import (
@@ -20,22 +20,22 @@ import (
 	userv1 "github.com/meshop/meshop/services/user/proto/meshop/user/v1"
 )
 
-// The reasons the user service refuses a call: the errs Code of the error,
-// as public HTTP error bodies show it. Match it with
-// errs.As(err).Code == ReasonX. On the wire the google.rpc.ErrorInfo
-// reason carries it in upper snake case (errs.Reason: "USER_NOT_FOUND").
+// The reasons the user service refuses a call: the google.rpc.ErrorInfo
+// reason on the wire, in upper snake case. Match with
+// errs.Reason(err) == ReasonX. The error's errs Code, as public HTTP error
+// bodies show it, is the same in lower snake case ("user_not_found").
 const (
 	// ReasonInvalidUser: Create got invalid fields (Validation; the details
 	// name them).
-	ReasonInvalidUser = "invalid_user"
+	ReasonInvalidUser = "INVALID_USER"
 	// ReasonInvalidUserID: Lookup or Delete got no id (Invalid).
-	ReasonInvalidUserID = "invalid_user_id"
+	ReasonInvalidUserID = "INVALID_USER_ID"
 	// ReasonUserNotFound: no profile has the id (NotFound).
-	ReasonUserNotFound = "user_not_found"
+	ReasonUserNotFound = "USER_NOT_FOUND"
 	// ReasonEmailTaken: Create's email belongs to another profile (Conflict).
-	ReasonEmailTaken = "email_taken"
+	ReasonEmailTaken = "EMAIL_TAKEN"
 	// ReasonUserExists: Create's id belongs to another profile (Conflict).
-	ReasonUserExists = "user_exists"
+	ReasonUserExists = "USER_EXISTS"
 )
 
 // Profile is a user's profile.
