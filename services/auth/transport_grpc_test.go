@@ -3,48 +3,21 @@ package auth
 import (
 	"context"
 	"log/slog"
-	"net"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/meshop/meshop/services/auth/client"
 	authv1 "github.com/meshop/meshop/services/auth/proto/meshop/auth/v1"
 	kitauth "github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/instrument"
+	"github.com/meshop/meshop/services/kit/kittest"
 	userclient "github.com/meshop/meshop/services/user/client"
 	userv1 "github.com/meshop/meshop/services/user/proto/meshop/user/v1"
 )
-
-// serveGRPC serves register's services in process and returns a
-// connection to them and a function that stops the server.
-func serveGRPC(t *testing.T, register func(grpc.ServiceRegistrar)) (*grpc.ClientConn, func()) {
-	t.Helper()
-	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer()
-	register(srv)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		srv.Stop()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	conn, err := grpc.NewClient("passthrough:///auth",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn, srv.Stop
-}
 
 // TestGRPCKeySet checks that the client is a KeySource: a verifier that
 // fetches the keys over gRPC verifies auth's tokens.
@@ -52,7 +25,7 @@ func TestGRPCKeySet(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, Config{})
 	e := NewEndpoints(f.svc, slog.New(slog.DiscardHandler), instrument.NewMetrics(prometheus.NewRegistry(), "auth"))
-	conn, stop := serveGRPC(t, func(s grpc.ServiceRegistrar) { authv1.RegisterKeysServer(s, NewGRPCServer(e)) })
+	conn, stop := kittest.ServeGRPC(t, func(s grpc.ServiceRegistrar) { authv1.RegisterKeysServer(s, NewGRPCServer(e)) })
 	keys := client.New(conn)
 
 	got, err := keys.JWKS(ctx)
@@ -113,7 +86,7 @@ func (s usersServer) Delete(ctx context.Context, req *userv1.DeleteRequest) (*us
 func TestUsersOverGRPC(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, Config{AdminEmails: []string{"root@example.com"}})
-	conn, stop := serveGRPC(t, func(s grpc.ServiceRegistrar) { userv1.RegisterUsersServer(s, usersServer{fake: f.users}) })
+	conn, stop := kittest.ServeGRPC(t, func(s grpc.ServiceRegistrar) { userv1.RegisterUsersServer(s, usersServer{fake: f.users}) })
 	svc := New(f.store, NewUsers(userclient.New(conn)), f.keys, Config{Hasher: testHasher, Now: f.clock.Now,
 		AdminEmails: []string{"root@example.com"}})
 

@@ -2,14 +2,12 @@ package notification
 
 import (
 	"context"
-	"net"
 	"testing"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/meshop/meshop/services/kit/errs"
+	"github.com/meshop/meshop/services/kit/kittest"
 	userclient "github.com/meshop/meshop/services/user/client"
 	userv1 "github.com/meshop/meshop/services/user/proto/meshop/user/v1"
 )
@@ -29,31 +27,16 @@ func (s usersServer) Lookup(_ context.Context, req *userv1.LookupRequest) (*user
 }
 
 func TestRecipientsOverGRPC(t *testing.T) {
-	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer()
-	userv1.RegisterUsersServer(srv, usersServer{emails: map[string]string{"u1": "ada@example.com"}})
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		srv.Stop()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
+	conn, _ := kittest.ServeGRPC(t, func(s grpc.ServiceRegistrar) {
+		userv1.RegisterUsersServer(s, usersServer{emails: map[string]string{"u1": "ada@example.com"}})
 	})
-	conn, err := grpc.NewClient("passthrough:///user",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
 	recipients := NewRecipients(userclient.New(conn))
 
 	ctx := context.Background()
 	if email, err := recipients.Email(ctx, "u1"); err != nil || email != "ada@example.com" {
 		t.Errorf("Email(u1) = %q, %v", email, err)
 	}
-	_, err = recipients.Email(ctx, "u9")
+	_, err := recipients.Email(ctx, "u9")
 	if e := errs.As(err); e.Kind != errs.NotFound || errs.Reason(err) != userclient.ReasonUserNotFound {
 		t.Errorf("Email(u9) = %v, want NotFound %s", err, userclient.ReasonUserNotFound)
 	}

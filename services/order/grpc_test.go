@@ -2,14 +2,12 @@ package order
 
 import (
 	"context"
-	"net"
 	"testing"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/meshop/meshop/services/kit/kittest"
 	paymentclient "github.com/meshop/meshop/services/payment/client"
 	paymentv1 "github.com/meshop/meshop/services/payment/proto/meshop/payment/v1"
 	productclient "github.com/meshop/meshop/services/product/client"
@@ -111,30 +109,15 @@ type upstreams struct {
 
 func serveFakes(t *testing.T, users fakeUsers, inventory *fakeInventory, payments *fakePayments) upstreams {
 	t.Helper()
-	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer()
-	userv1.RegisterUsersServer(srv, usersServer{fake: users})
-	productv1.RegisterReservationsServer(srv, reservationsServer{fake: inventory})
-	paymentv1.RegisterPaymentsServer(srv, paymentsServer{fake: payments})
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		srv.Stop()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
+	conn, stop := kittest.ServeGRPC(t, func(s grpc.ServiceRegistrar) {
+		userv1.RegisterUsersServer(s, usersServer{fake: users})
+		productv1.RegisterReservationsServer(s, reservationsServer{fake: inventory})
+		paymentv1.RegisterPaymentsServer(s, paymentsServer{fake: payments})
 	})
-	conn, err := grpc.NewClient("passthrough:///fakes",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
 	return upstreams{
 		users:     NewUsers(userclient.New(conn)),
 		inventory: NewInventory(productclient.New(conn)),
 		payments:  NewPayments(paymentclient.New(conn)),
-		stop:      srv.Stop,
+		stop:      stop,
 	}
 }

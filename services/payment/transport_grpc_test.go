@@ -3,21 +3,17 @@ package payment
 import (
 	"context"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
 	"github.com/meshop/meshop/services/kit/instrument"
+	"github.com/meshop/meshop/services/kit/kittest"
 	"github.com/meshop/meshop/services/payment/client"
 	paymentv1 "github.com/meshop/meshop/services/payment/proto/meshop/payment/v1"
 )
@@ -27,36 +23,8 @@ import (
 func serveGRPC(t *testing.T, svc Service) *grpc.ClientConn {
 	t.Helper()
 	e := NewEndpoints(svc, slog.New(slog.DiscardHandler), instrument.NewMetrics(prometheus.NewRegistry(), "payment"))
-	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer()
-	paymentv1.RegisterPaymentsServer(srv, NewGRPCServer(e))
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		srv.Stop()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	conn, err := grpc.NewClient("passthrough:///payment",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn, _ := kittest.ServeGRPC(t, func(s grpc.ServiceRegistrar) { paymentv1.RegisterPaymentsServer(s, NewGRPCServer(e)) })
 	return conn
-}
-
-// errorInfo returns err's gRPC code and the reason of its meshop ErrorInfo.
-func errorInfo(err error) (codes.Code, string) {
-	st := status.Convert(err)
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == errs.Domain {
-			return st.Code(), info.GetReason()
-		}
-	}
-	return st.Code(), ""
 }
 
 func chargeOf(orderID, token string) client.Charge {
@@ -183,7 +151,7 @@ func TestGRPCInvalidArgument(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, reason := errorInfo(tt.call(context.Background()))
+			code, reason := kittest.ErrorInfo(tt.call(context.Background()))
 			if code != codes.InvalidArgument || reason != tt.wantReason {
 				t.Errorf("got %v %q, want InvalidArgument %q", code, reason, tt.wantReason)
 			}

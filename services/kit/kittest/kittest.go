@@ -5,10 +5,12 @@
 //	Outbox      the events a store recorded in its outbox
 //	Send        one request to a service's JSON API, and its decoded answer
 //	ErrorOf     the code and details of an error body (DESIGN §2)
+//	ServeGRPC   gRPC services served in process, and a connection to them
+//	ErrorInfo   the code and Meshop reason of a gRPC error
 //
 // It is an ordinary package, not an internal one: each service is a module
 // of its own, and Go lets no other module import a kit/internal package.
-// Only _test.go files import it. It imports nothing of the kit but sqldb,
+// Only _test.go files import it. It imports nothing of the kit but sqldb and errs,
 // so package tests inside the kit (events) can use it without an import
 // cycle; Outbox is generic for the same reason. Test doubles of one kit
 // package stay beside it (auth/authtest), as net/http/httptest does.
