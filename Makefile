@@ -66,7 +66,7 @@ tools: ## build the pinned Consul and Jaeger into ./bin (skipped when already bu
 	@$(JAEGER_GOENV) scripts/build-tool.sh $(BIN)/jaeger observability/jaeger $(JAEGER_MODULE) $(JAEGER_VERSION) $(JAEGER_MODULE)/cmd/jaeger
 
 .PHONY: run
-run: tools ## run the local system (Consul, Jaeger, control plane, services in direct mode); Ctrl-C stops it
+run: tools ## run the local system (Consul, Jaeger, control plane, services: proxyless, or sidecar with envoy on PATH); Ctrl-C stops it
 	go build -o $(BIN)/meshop-local ./e2e/cmd/meshop-local
 	$(BIN)/meshop-local
 

@@ -400,7 +400,9 @@ func postOrder(t *testing.T, url string, header map[string]string, body string) 
 		ID, Status string
 		Error      struct {
 			Code    string
-			Details struct{ OrderID string `json:"order_id"` }
+			Details struct {
+				OrderID string `json:"order_id"`
+			}
 		}
 	}
 	raw, _ := io.ReadAll(resp.Body)

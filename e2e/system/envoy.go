@@ -21,7 +21,7 @@ import (
 type SidecarPorts struct{ Inbound, Outbound, Admin int }
 
 // LookupEnvoy returns the envoy binary on PATH, or "" when there is none
-// (then the local system runs in direct mode).
+// (then the local system runs in proxyless mode).
 func LookupEnvoy() string {
 	path, err := exec.LookPath("envoy")
 	if err != nil {

@@ -12,7 +12,7 @@
 //	instrument    go-kit endpoint middleware: logging and Prometheus metrics
 //	kittest       the test helpers services share: test databases, outbox reads, API calls
 //	log           slog JSON with svc, trace_id, span_id; a go-kit adapter
-//	meshclient    calls to other services by name (sidecar or direct mode)
+//	meshclient    gRPC calls to other services by name (sidecar or proxyless mode)
 //	paging        limit and cursor of list endpoints, and the page they answer
 //	sqldb         sqlx over PostgreSQL or SQLite: open, migrate, transactions, store errors
 //	telemetry     OpenTelemetry tracer provider, OTLP exporter, propagators

@@ -1,8 +1,8 @@
 // Command meshop-local runs the local Meshop system (`make run`): Consul,
-// Jaeger, NATS (embedded) and every service in direct mode with SQLite, on
-// the fixed local port plan, until Ctrl-C. State (logs, databases, the
-// JetStream store) lives in ./.run and survives restarts; `make clean`
-// removes it.
+// Jaeger, NATS (embedded), the control plane and every service with SQLite
+// (proxyless, or behind sidecars where envoy is on PATH), on the fixed
+// local port plan, until Ctrl-C. State (logs, databases, the JetStream
+// store) lives in ./.run and survives restarts; `make clean` removes it.
 package main
 
 import (

@@ -38,7 +38,7 @@ type Instance struct {
 	ID             string   // <service>-<suffix>; also the Envoy node id
 	Service        string   // Consul service name
 	Version        string   // "v1"
-	Address        string   // where the sidecar's inbound listener (direct mode: the app) accepts
+	Address        string   // where the sidecar's inbound listener (proxyless mode: the app) accepts
 	Port           int      //   "
 	AppPort        int      // the app's own port
 	GRPCPort       int      // the app's gRPC port; 0: no gRPC
