@@ -1,6 +1,11 @@
 package serve
 
 import (
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/meshop/meshop/controlplane/model"
@@ -79,6 +84,7 @@ func (s *sharedSet) update(m *model.Mesh, ch *translate.Changes) (changed []stri
 			se.parts[flavor] = es
 		}
 		se.version = fp.sum()
+		se.keepCompact(sameConfig)
 		s.byName[name] = se
 		s.shared[name] = sh
 		if prev == nil || prev.version != se.version {
@@ -86,4 +92,36 @@ func (s *sharedSet) update(m *model.Mesh, ch *translate.Changes) (changed []stri
 		}
 	}
 	return changed
+}
+
+// keepCompact makes the Shared hold the compact forms of its resources
+// (those of its entries) instead of the trees translation built: nothing
+// reads more of them than names and bytes, and full trees of every
+// service's load assignments, in both flavours, would stay in memory for
+// as long as the service does. When the configuration was reused
+// (sameConfig), its resources are already the previous, compact ones.
+func (se *sharedEntries) keepCompact(sameConfig bool) {
+	sh, sidecar, grpc := se.shared, se.parts[""], se.parts[translate.FlavorProxyless]
+	sh.Endpoints = compactForms[*endpointv3.ClusterLoadAssignment](sidecar[resource.EndpointType])
+	sh.GRPCEndpoints = compactForms[*endpointv3.ClusterLoadAssignment](grpc[resource.EndpointType])
+	if sameConfig {
+		return
+	}
+	cfg := *sh.Config
+	cfg.Clusters = compactForms[*clusterv3.Cluster](sidecar[resource.ClusterType])
+	sh.Config = &cfg
+	sh.GRPC = &translate.GRPCConfig{
+		Listener: compactForms[*listenerv3.Listener](grpc[resource.ListenerType])[0],
+		Route:    compactForms[*routev3.RouteConfiguration](grpc[resource.RouteType])[0],
+		Clusters: compactForms[*clusterv3.Cluster](grpc[resource.ClusterType]),
+	}
+}
+
+// compactForms are the resources of es, as type T.
+func compactForms[T cachetypes.Resource](es []*entry) []T {
+	out := make([]T, len(es))
+	for i, e := range es {
+		out[i] = e.res.(T)
+	}
+	return out
 }
