@@ -7,7 +7,8 @@
 //
 //	repo/bin/consul ──StartConsul──▶ *Process (agent -server, own data dir)
 //	repo/bin/jaeger ──StartJaeger──▶ *Process (OTLP in, query API out)
-//	nats-server/v2  ──StartNATS────▶ *NATS in this process (JetStream store in Dir)
+//	nats-server/v2  ──StartNATS────▶ *NATS in this process (JetStream store in Dir;
+//	                                 no anonymous clients, a user per service)
 //	TEST_POSTGRES_URL ──Postgres(t)──▶ fresh database, dropped after the test
 //
 // Functions whose name ends in T take a *testing.T, pick free ports, and

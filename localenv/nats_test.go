@@ -1,16 +1,53 @@
 package localenv
 
 import (
+	"net/url"
 	"strings"
 	"testing"
 )
 
 func TestNATSStartsOnAFreePort(t *testing.T) {
 	n := NATST(t)
-	if !strings.HasPrefix(n.URL(), "nats://127.0.0.1:") || strings.HasSuffix(n.URL(), ":4222") {
-		t.Fatalf("URL = %q, want nats://127.0.0.1:<free port>", n.URL())
+	if !strings.HasPrefix(n.Addr(), "nats://127.0.0.1:") || strings.HasSuffix(n.Addr(), ":4222") {
+		t.Fatalf("Addr = %q, want nats://127.0.0.1:<free port>", n.Addr())
 	}
 	if _, err := StartNATS(NATSOptions{}); err == nil {
 		t.Error("StartNATS without Dir succeeded")
+	}
+}
+
+// The permissions themselves are tested against a real client in
+// services/kit/events (permissions_test.go); here, the URLs.
+func TestNATSHandsOutOneUserPerService(t *testing.T) {
+	n := NATST(t)
+	host := strings.TrimPrefix(n.Addr(), "nats://")
+	passwords := map[string]bool{}
+	for _, user := range append([]string{NATSAdminUser}, NATSServices...) {
+		raw := n.AdminURL()
+		if user != NATSAdminUser {
+			raw = n.ServiceURL(user)
+		}
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pw, _ := u.User.Password()
+		if u.Scheme != "nats" || u.Host != host || u.User.Username() != user || len(pw) < 32 || passwords[pw] {
+			t.Errorf("URL of %s = %s, want nats://%s:<own password>@%s", user, u.Redacted(), user, host)
+		}
+		passwords[pw] = true
+	}
+	if n.URL() != n.AdminURL() {
+		t.Error("URL() is not AdminURL()")
+	}
+	for _, user := range []string{NATSAdminUser, "nobody"} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("ServiceURL(%q) did not panic", user)
+				}
+			}()
+			n.ServiceURL(user)
+		}()
 	}
 }

@@ -41,7 +41,8 @@ func EachDatabase(t *testing.T, test func(t *testing.T, databaseURL string)) {
 }
 
 // NATST starts an embedded NATS server with JetStream on a free port, its
-// store in a temp dir, and shuts it down when the test ends.
+// store in a temp dir, and shuts it down when the test ends. Connect with
+// AdminURL, or ServiceURL(svc) to act as a service.
 func NATST(t testing.TB) *NATS {
 	t.Helper()
 	n, err := StartNATS(NATSOptions{Dir: t.TempDir()})

@@ -30,7 +30,8 @@ type fixture struct {
 	t    *testing.T
 	ctx  context.Context
 	db   *sqlx.DB
-	bus  *Bus
+	nats *localenv.NATS
+	bus  *Bus // the admin user's: may publish any subject
 	tel  *telemetry.Telemetry
 	exp  *tracetest.InMemoryExporter
 	logs *localenv.LogBuffer
@@ -56,10 +57,10 @@ func newFixture(t *testing.T, dbURL string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := localenv.NATST(t)
+	f.nats = localenv.NATST(t)
 	connectCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	f.bus, err = Connect(connectCtx, n.URL(), f.log)
+	f.bus, err = Connect(connectCtx, f.nats.AdminURL(), f.log)
 	if err != nil {
 		t.Fatal(err)
 	}
