@@ -37,16 +37,17 @@ func TestRegistrationWaitsForConsul(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sys.Stop() })
-	if err := sys.Consul.Stop(10 * time.Second); err != nil {
-		t.Fatal(err)
-	}
 	ports, err := localenv.FreePorts(2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := ports[0]
-	env, err := sys.Env("user", "user-early", port, ports[1])
+	// The instance's Consul token is created while Consul is still up.
+	env, err := sys.Env(ctx, "user", "user-early", port, ports[1])
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.Consul.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	p, err := localenv.StartProcess("user-early", filepath.Join(dir, "logs", "user-early.log"), env, filepath.Join(dir, "bin", "user"))
@@ -69,7 +70,7 @@ func TestRegistrationWaitsForConsul(t *testing.T) {
 	if err := p.WaitHTTP(waitCtx, base+"/ready", 200); err != nil {
 		t.Fatalf("never became ready after Consul came up: %v\n%s", err, p.Tail(2000))
 	}
-	consul, _ := api.NewClient(&api.Config{Address: sys.Consul.HTTPAddr()})
+	consul, _ := api.NewClient(&api.Config{Address: sys.Consul.HTTPAddr(), Token: sys.Consul.ManagementToken()})
 	svcs, err := consul.Agent().Services()
 	if err != nil {
 		t.Fatal(err)

@@ -44,7 +44,7 @@ func TestPurchase(t *testing.T) {
 			dumpLogs(t, dir)
 		}
 	})
-	consul, err := api.NewClient(&api.Config{Address: sys.Consul.HTTPAddr()})
+	consul, err := api.NewClient(&api.Config{Address: sys.Consul.HTTPAddr(), Token: sys.Consul.ManagementToken()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,12 +1,18 @@
 package localenv
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -18,11 +24,17 @@ type ConsulOptions struct {
 	// ServerPort and SerfLANPort are Consul's internal RPC and gossip ports.
 	ServerPort  int
 	SerfLANPort int
+	// ManagementToken is the ACL system's initial management token (ACLs
+	// are always on, default deny). "" reads Dir/management-token, or
+	// creates it there: a local run keeps its token across restarts.
+	ManagementToken string
 }
 
 // Consul is a single-node Consul server agent (UI enabled) that keeps its
 // state in a data directory, so a restart keeps the catalog: the way a real
-// server behaves, and what restart tests need.
+// server behaves, and what restart tests need. ACLs are on with default
+// deny: anonymous requests read nothing and write nothing, and every
+// client presents a token (ManagementToken, ServiceToken, PolicyToken).
 type Consul struct {
 	Opts ConsulOptions
 	*Process
@@ -36,6 +48,11 @@ func StartConsul(ctx context.Context, opts ConsulOptions) (*Consul, error) {
 	bin, err := Binary("consul")
 	if err != nil {
 		return nil, err
+	}
+	if opts.ManagementToken == "" {
+		if opts.ManagementToken, err = keptToken(filepath.Join(opts.Dir, "management-token")); err != nil {
+			return nil, err
+		}
 	}
 	c := &Consul{Opts: opts}
 	if err := c.start(ctx, bin); err != nil {
@@ -56,7 +73,13 @@ func (c *Consul) start(ctx context.Context, bin string) error {
 ports { http = %d, https = -1, dns = -1, grpc = %d, grpc_tls = -1, serf_lan = %d, serf_wan = -1, server = %d }
 connect { enabled = true }
 ui_config { enabled = true }
-log_level = "info"`, o.HTTPPort, grpc, o.SerfLANPort, o.ServerPort)
+acl {
+  enabled = true
+  default_policy = "deny"
+  enable_token_persistence = true
+  tokens { initial_management = %q, agent = %q }
+}
+log_level = "info"`, o.HTTPPort, grpc, o.SerfLANPort, o.ServerPort, o.ManagementToken, o.ManagementToken)
 	args := []string{"agent", "-server", "-bootstrap-expect=1", "-node=meshop-local",
 		"-bind=127.0.0.1", "-client=127.0.0.1",
 		"-data-dir=" + filepath.Join(o.Dir, "data"), "-hcl=" + hcl}
@@ -65,7 +88,10 @@ log_level = "info"`, o.HTTPPort, grpc, o.SerfLANPort, o.ServerPort)
 		return err
 	}
 	c.Process = p
-	return c.waitLeader(ctx)
+	if err := c.waitLeader(ctx); err != nil {
+		return err
+	}
+	return c.waitACL(ctx)
 }
 
 func (c *Consul) waitLeader(ctx context.Context) error {
@@ -92,6 +118,134 @@ func (c *Consul) waitLeader(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// waitACL waits until the management token is known: a new server
+// creates it shortly after it elects itself leader.
+func (c *Consul) waitACL(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		err := c.call(ctx, http.MethodGet, "/v1/acl/token/self", nil, nil)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-c.Done():
+			return fmt.Errorf("localenv: consul exited before its ACLs were ready:\n%s", c.Tail(3000))
+		case <-ctx.Done():
+			return fmt.Errorf("localenv: consul's management token not usable after 30s: %w", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// ManagementToken is the token that may do anything: tests' own clients
+// and the Consul UI use it.
+func (c *Consul) ManagementToken() string { return c.Opts.ManagementToken }
+
+// ServiceToken creates a token with Consul's service identity of service:
+// it registers, checks and deregisters that service (and its sidecar)
+// and reads the catalog, nothing else.
+func (c *Consul) ServiceToken(ctx context.Context, service string) (string, error) {
+	var tok struct{ SecretID string }
+	err := c.call(ctx, http.MethodPut, "/v1/acl/token", map[string]any{
+		"Description":       "meshop service " + service,
+		"ServiceIdentities": []map[string]string{{"ServiceName": service}},
+	}, &tok)
+	return tok.SecretID, err
+}
+
+// PolicyToken creates (or replaces) the ACL policy name with rules and a
+// token that carries it alone.
+func (c *Consul) PolicyToken(ctx context.Context, name, rules string) (string, error) {
+	var policy struct{ ID string }
+	if err := c.call(ctx, http.MethodGet, "/v1/acl/policy/name/"+name, nil, &policy); err != nil && !errors.Is(err, errNotFound) {
+		return "", err
+	}
+	path := "/v1/acl/policy"
+	if policy.ID != "" {
+		path += "/" + policy.ID
+	}
+	if err := c.call(ctx, http.MethodPut, path, map[string]any{"Name": name, "Rules": rules}, &policy); err != nil {
+		return "", err
+	}
+	var tok struct{ SecretID string }
+	err := c.call(ctx, http.MethodPut, "/v1/acl/token", map[string]any{
+		"Description": "meshop " + name,
+		"Policies":    []map[string]string{{"ID": policy.ID}},
+	}, &tok)
+	return tok.SecretID, err
+}
+
+// ControlPlaneToken creates a token with the control plane's policy,
+// consul/acl/controlplane.hcl in the repository (the file compose and
+// operators use too).
+func (c *Consul) ControlPlaneToken(ctx context.Context) (string, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	rules, err := os.ReadFile(filepath.Join(root, "consul", "acl", "controlplane.hcl"))
+	if err != nil {
+		return "", fmt.Errorf("localenv: control plane ACL policy: %w", err)
+	}
+	return c.PolicyToken(ctx, "meshop-controlplane", string(rules))
+}
+
+var errNotFound = errors.New("not found")
+
+// call sends one request to the agent's HTTP API with the management
+// token and decodes a JSON answer into out (when not nil).
+func (c *Consul) call(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.HTTPAddr()+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-Consul-Token", c.Opts.ManagementToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return fmt.Errorf("consul %s %s: %w", method, path, errNotFound)
+	case resp.StatusCode != http.StatusOK:
+		return fmt.Errorf("consul %s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
+	case out != nil:
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// keptToken reads the token kept in path, or creates a random one there.
+func keptToken(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("localenv: consul management token: %w", err)
+	}
+	u := make([]byte, 16)
+	rand.Read(u)
+	u[6], u[8] = u[6]&0x0f|0x40, u[8]&0x3f|0x80 // a version 4 UUID, as Consul's tokens are
+	tok := fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:])
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("localenv: consul management token: %w", err)
+	}
+	return tok, nil
 }
 
 // Restart stops the agent and starts it again on the same ports and data.

@@ -164,12 +164,6 @@ func (n *NATS) ServiceURL(svc string) string {
 // for tests and operators, never for an app.
 func (n *NATS) AdminURL() string { return n.userURL(NATSAdminUser) }
 
-// URL is AdminURL.
-//
-// Deprecated: give apps ServiceURL(svc) and tests AdminURL; URL stays
-// until e2e/system hands each service its own credentials.
-func (n *NATS) URL() string { return n.AdminURL() }
-
 // Services are the services with a user, sorted.
 func (n *NATS) Services() []string {
 	var out []string

@@ -37,9 +37,6 @@ func TestNATSHandsOutOneUserPerService(t *testing.T) {
 		}
 		passwords[pw] = true
 	}
-	if n.URL() != n.AdminURL() {
-		t.Error("URL() is not AdminURL()")
-	}
 	for _, user := range []string{NATSAdminUser, "nobody"} {
 		func() {
 			defer func() {

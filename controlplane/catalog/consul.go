@@ -27,10 +27,12 @@ type Source interface {
 // ConsulSource reads from a Consul agent's HTTP API.
 type ConsulSource struct{ client *api.Client }
 
-// NewConsulSource returns a Source for the agent at addr (host:port).
-func NewConsulSource(addr string) (*ConsulSource, error) {
+// NewConsulSource returns a Source for the agent at addr (host:port),
+// reading with token (see consul/acl/controlplane.hcl).
+func NewConsulSource(addr, token string) (*ConsulSource, error) {
 	cfg := api.DefaultConfig()
 	cfg.Address = addr
+	cfg.Token = token
 	// One connection per blocking query, so one per service: small
 	// buffers (the requests are short GETs) keep that at a few KiB each
 	// instead of 8 KiB.

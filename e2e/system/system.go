@@ -191,8 +191,13 @@ func (s *System) ControlPlaneURL() string {
 // startControlPlane runs the control plane against the system's Consul,
 // with Envoys' spans going to the system's Jaeger.
 func (s *System) startControlPlane(ctx context.Context) error {
+	token, err := s.Consul.ControlPlaneToken(ctx)
+	if err != nil {
+		return err
+	}
 	env := []string{
 		"CONSUL_HTTP_ADDR=" + s.Consul.HTTPAddr(),
+		"CONSUL_HTTP_TOKEN=" + token,
 		"XDS_ADDR=127.0.0.1:" + strconv.Itoa(s.Plan.ControlPlaneXDS),
 		"DEBUG_ADDR=127.0.0.1:" + strconv.Itoa(s.Plan.ControlPlaneDebug),
 		"MESH_COLLECTOR_ADDR=127.0.0.1:" + strconv.Itoa(s.Plan.Jaeger.OTLPGRPCPort),
@@ -221,8 +226,13 @@ type Instance struct {
 func (i *Instance) URL() string { return "http://127.0.0.1:" + strconv.Itoa(i.Port) }
 
 // Env returns the environment of service svc's instance id on its HTTP
-// and gRPC ports. Proxyless, it writes the instance's xDS bootstrap.
-func (s *System) Env(svc, id string, port, grpcPort int) ([]string, error) {
+// and gRPC ports, with a new Consul token of svc's service identity.
+// Proxyless, it writes the instance's xDS bootstrap.
+func (s *System) Env(ctx context.Context, svc, id string, port, grpcPort int) ([]string, error) {
+	token, err := s.Consul.ServiceToken(ctx, svc)
+	if err != nil {
+		return nil, fmt.Errorf("system: Consul token of %s: %w", svc, err)
+	}
 	var mode []string
 	if s.Plan.Envoy != "" {
 		sc := s.Plan.Sidecars[svc]
@@ -241,9 +251,10 @@ func (s *System) Env(svc, id string, port, grpcPort int) ([]string, error) {
 		"GRPC_ADDR=127.0.0.1:"+strconv.Itoa(grpcPort),
 		"INSTANCE_ID="+id,
 		"CONSUL_HTTP_ADDR="+s.Consul.HTTPAddr(),
+		"CONSUL_HTTP_TOKEN="+token,
 		"DATABASE_URL=sqlite:"+filepath.Join(s.Dir, "data", svc+".db"),
 		"OTEL_EXPORTER_OTLP_ENDPOINT="+s.Jaeger.OTLPEndpoint(),
-		"NATS_URL="+s.NATS.URL(),
+		"NATS_URL="+s.NATS.ServiceURL(svc),
 		"CHECK_INTERVAL=1s", "CHECK_TIMEOUT=1s", "DEREGISTER_AFTER=1m",
 		"DRAIN_TIMEOUT=5s",
 	), nil
@@ -255,7 +266,7 @@ func (s *System) Env(svc, id string, port, grpcPort int) ([]string, error) {
 func (s *System) StartService(ctx context.Context, svc string, extraEnv []string) (*Instance, error) {
 	id := svc + "-local"
 	port := s.Plan.Services[svc]
-	env, err := s.Env(svc, id, port, s.Plan.GRPC[svc])
+	env, err := s.Env(ctx, svc, id, port, s.Plan.GRPC[svc])
 	if err != nil {
 		return nil, err
 	}
@@ -300,6 +311,7 @@ func (s *System) waitPassing(ctx context.Context, svc, id string) error {
 	for {
 		var checks []struct{ ServiceID, Status string }
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		req.Header.Set("X-Consul-Token", s.Consul.ManagementToken())
 		if resp, err := http.DefaultClient.Do(req); err == nil {
 			_ = json.NewDecoder(resp.Body).Decode(&checks)
 			resp.Body.Close()

@@ -20,6 +20,7 @@ import (
 // it (handy for local runs); README.md documents the table below.
 type config struct {
 	ConsulAddr     string
+	ConsulToken    string
 	ConsulWait     time.Duration
 	ConsulSettle   time.Duration
 	XDSAddr        string
@@ -89,6 +90,8 @@ func settings() []setting {
 	return []setting{
 		{"CONSUL_HTTP_ADDR", "consul", "127.0.0.1:8500", "Consul agent HTTP address (host:port)",
 			addr(func(c *config) *string { return &c.ConsulAddr })},
+		{"CONSUL_HTTP_TOKEN", "consul-token", "", "Consul ACL token, with the policy consul/acl/controlplane.hcl (the variable is better than the flag, which ps shows)",
+			func(c *config, v string) error { c.ConsulToken = v; return nil }},
 		{"CONSUL_WAIT", "consul-wait", "5m", "longest wait of one Consul blocking query",
 			dur(func(c *config) *time.Duration { return &c.ConsulWait }, time.Second)},
 		{"CONSUL_SETTLE", "consul-settle", "15s", "after a Consul outage, keep instances that were passing for this long while its checks run again (0 disables)",

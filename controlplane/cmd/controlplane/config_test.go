@@ -73,7 +73,11 @@ func TestREADMEDocumentsEverySetting(t *testing.T) {
 	}
 	readme := string(b)
 	for _, s := range settings() {
-		row := "| `" + s.env + "` | `-" + s.flag + "` | `" + s.def + "` |"
+		def := "`" + s.def + "`"
+		if s.def == "" {
+			def = "(none)"
+		}
+		row := "| `" + s.env + "` | `-" + s.flag + "` | " + def + " |"
 		if !strings.Contains(readme, row) {
 			t.Errorf("README.md has no row starting %s", row)
 		}

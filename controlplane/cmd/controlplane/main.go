@@ -64,7 +64,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// Stage 1: catalog.
 	var watcher *catalog.Watcher
 	{
-		src, err := catalog.NewConsulSource(cfg.ConsulAddr)
+		src, err := catalog.NewConsulSource(cfg.ConsulAddr, cfg.ConsulToken)
 		if err != nil {
 			return fmt.Errorf("consul client: %w", err)
 		}

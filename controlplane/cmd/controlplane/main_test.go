@@ -27,20 +27,25 @@ type cp struct {
 
 // startCP runs the control plane in-process, exactly as main does, on
 // free ports against the given Consul.
-func startCP(t *testing.T, consulAddr string) *cp {
+func startCP(t *testing.T, consul *localenv.Consul) *cp {
 	t.Helper()
+	token, err := consul.ControlPlaneToken(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
 	ports, err := localenv.FreePorts(2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &cp{xds: "127.0.0.1:" + strconv.Itoa(ports[0]), debug: "127.0.0.1:" + strconv.Itoa(ports[1]), logs: &localenv.LogBuffer{}}
 	env := map[string]string{
-		"CONSUL_HTTP_ADDR": consulAddr,
-		"XDS_ADDR":         c.xds,
-		"DEBUG_ADDR":       c.debug,
-		"CONSUL_WAIT":      "10s",
-		"SHUTDOWN_GRACE":   "2s",
-		"CONSUL_SETTLE":    "3s",
+		"CONSUL_HTTP_ADDR":  consul.HTTPAddr(),
+		"CONSUL_HTTP_TOKEN": token,
+		"XDS_ADDR":          c.xds,
+		"DEBUG_ADDR":        c.debug,
+		"CONSUL_WAIT":       "10s",
+		"SHUTDOWN_GRACE":    "2s",
+		"CONSUL_SETTLE":     "3s",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -108,7 +113,7 @@ func registerShop(a *consultest.Agent) {
 func TestOrderConfigDump(t *testing.T) {
 	agent, consul := consultest.Start(t)
 	registerShop(agent)
-	c := startCP(t, consul.HTTPAddr())
+	c := startCP(t, consul)
 
 	var body string
 	poll.Until(t, 10*time.Second, func() (bool, string) {
@@ -137,7 +142,7 @@ func TestConsulToEnvoys(t *testing.T) {
 	agent, consul := consultest.Start(t)
 	registerShop(agent)
 	agent.PutPolicy("user", `{"timeout":"2s"}`)
-	c := startCP(t, consul.HTTPAddr())
+	c := startCP(t, consul)
 
 	// Every sidecar that calls user: order (SotW), auth and notification
 	// (delta); plus one that does not (payment) and the edge.

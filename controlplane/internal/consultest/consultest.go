@@ -24,14 +24,15 @@ type Agent struct {
 func Start(t testing.TB) (*Agent, *localenv.Consul) {
 	t.Helper()
 	c := localenv.ConsulT(t)
-	return New(t, c.HTTPAddr()), c
+	return New(t, c.HTTPAddr(), c.ManagementToken()), c
 }
 
-// New returns an Agent for the agent at addr.
-func New(t testing.TB, addr string) *Agent {
+// New returns an Agent for the agent at addr, acting with token.
+func New(t testing.TB, addr, token string) *Agent {
 	t.Helper()
 	cfg := api.DefaultConfig()
 	cfg.Address = addr
+	cfg.Token = token
 	cl, err := api.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)

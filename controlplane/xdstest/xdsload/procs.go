@@ -232,7 +232,7 @@ type inProcess struct {
 }
 
 func startInProcess(consulAddr string) (*inProcess, error) {
-	src, err := catalog.NewConsulSource(consulAddr)
+	src, err := catalog.NewConsulSource(consulAddr, "") // the load tool's Consul runs without ACLs
 	if err != nil {
 		return nil, err
 	}

@@ -58,9 +58,10 @@ func printPlan(sys *system.System) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "\nWHAT\tURL")
 	fmt.Fprintf(w, "Consul UI\thttp://%s/ui\n", sys.Consul.HTTPAddr())
+	fmt.Fprintf(w, "Consul management token (ACLs on: log in to the UI with it)\t%s\n", sys.Consul.ManagementToken())
 	fmt.Fprintf(w, "Jaeger query API (UI: see README)\t%s/api/services\n", sys.Jaeger.UIURL())
 	fmt.Fprintf(w, "OTLP gRPC\t%s\n", sys.Jaeger.OTLPEndpoint())
-	fmt.Fprintf(w, "NATS JetStream (embedded)\t%s\n", sys.NATS.URL())
+	fmt.Fprintf(w, "NATS JetStream (embedded; a user per service)\t%s\n", sys.NATS.Addr())
 	fmt.Fprintf(w, "control plane debug (xDS on :%d)\t%s/debug/nodes\n", sys.Plan.ControlPlaneXDS, sys.ControlPlaneURL())
 	if sys.Plan.Envoy != "" {
 		fmt.Fprintf(w, "API through the edge Envoy\thttp://127.0.0.1:%d/api/products\n", sys.Plan.Edge)

@@ -60,6 +60,7 @@ type Settings struct {
 	InstanceID      string        // INSTANCE_ID [<service>-<random>]: Consul ID and Envoy node id
 	Version         string        // SERVICE_VERSION [v1]
 	ConsulAddr      string        // CONSUL_HTTP_ADDR [127.0.0.1:8500]
+	ConsulToken     string        // CONSUL_HTTP_TOKEN [none]: ACL token with this service's service identity
 	MeshMode        string        // MESH_MODE (required): sidecar or proxyless
 	EgressURL       string        // MESH_EGRESS_URL [http://127.0.0.1:15001]: sidecar egress listener
 	XDSBootstrap    string        // GRPC_XDS_BOOTSTRAP (proxyless mode, required): gRPC's xDS bootstrap file, see rpc.Bootstrap
@@ -85,6 +86,7 @@ func LoadSettings(r *config.Reader, svc string) (Settings, error) {
 		InstanceID:      r.String("INSTANCE_ID", svc+"-"+randomSuffix()),
 		Version:         r.String("SERVICE_VERSION", "v1"),
 		ConsulAddr:      r.String("CONSUL_HTTP_ADDR", "127.0.0.1:8500"),
+		ConsulToken:     r.String("CONSUL_HTTP_TOKEN", ""),
 		MeshMode:        r.OneOf("MESH_MODE", "", meshclient.Sidecar, meshclient.Proxyless),
 		EgressURL:       r.String("MESH_EGRESS_URL", "http://127.0.0.1:15001"),
 		XDSBootstrap:    r.String(rpc.BootstrapEnv, ""),
@@ -155,7 +157,7 @@ func New(ctx context.Context, spec Spec) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.Consul, err = api.NewClient(&api.Config{Address: settings.ConsulAddr})
+	a.Consul, err = api.NewClient(&api.Config{Address: settings.ConsulAddr, Token: settings.ConsulToken})
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", err)
 	}
@@ -197,7 +199,7 @@ func (a *App) Events(ctx context.Context, db *sqlx.DB) (*events.Bus, *events.Rel
 	defer cancel()
 	bus, err := events.Connect(connectCtx, a.Settings.NATSURL, a.Logger)
 	if err != nil {
-		return nil, nil, fmt.Errorf("events bus at NATS_URL %s: %w", a.Settings.NATSURL, err)
+		return nil, nil, fmt.Errorf("events bus (NATS_URL): %w", err)
 	}
 	relay := events.NewRelay(events.RelayConfig{DB: db, Bus: bus, Telemetry: a.Telemetry, Logger: a.Logger})
 	return bus, relay, nil
