@@ -106,10 +106,21 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		resp.Body.Close()
 		return resp.StatusCode, nil
 	}
-	// Warm up: connections, prepared statements, JIT-free but caches.
-	for i := range 20 {
-		if st, err := checkout(fmt.Sprintf("warm-%d", i)); err != nil || st != http.StatusCreated {
-			return res, fmt.Errorf("warm-up checkout: status %d, %v", st, err)
+	// Warm up (connections, prepared statements, caches) with 20
+	// checkouts in a row that succeed. The control plane pushes the last
+	// instances' endpoints within its debounce after they pass their
+	// checks, so the first checkouts may find an upstream not yet routed.
+	deadline := time.Now().Add(30 * time.Second)
+	for i, ok := 0, 0; ok < 20; i++ {
+		st, err := checkout(fmt.Sprintf("warm-%d", i))
+		switch {
+		case err == nil && st == http.StatusCreated:
+			ok++
+		case time.Now().After(deadline):
+			return res, fmt.Errorf("warm-up checkout: status %d, %v (still failing after 30s)", st, err)
+		default:
+			ok = 0
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
 

@@ -303,7 +303,7 @@ func (s *System) StartService(ctx context.Context, svc string, extraEnv []string
 	return inst, nil
 }
 
-// waitPassing waits until Consul's health check of instance id passes:
+// waitPassing waits until Consul's health checks of instance id pass:
 // only then do other services (and Envoys) route to it, so a system
 // reported as started answers at once.
 func (s *System) waitPassing(ctx context.Context, svc, id string) error {
@@ -316,14 +316,23 @@ func (s *System) waitPassing(ctx context.Context, svc, id string) error {
 			_ = json.NewDecoder(resp.Body).Decode(&checks)
 			resp.Body.Close()
 		}
+		// Every check of the instance (HTTP and gRPC) must pass: the
+		// control plane routes only to instances whose checks all do.
+		own, passing := 0, 0
 		for _, c := range checks {
-			if c.ServiceID == id && c.Status == "passing" {
-				return nil
+			if c.ServiceID == id {
+				own++
+				if c.Status == "passing" {
+					passing++
+				}
 			}
+		}
+		if own > 0 && passing == own {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("system: %s never passed its Consul health check: %v", id, checks)
+			return fmt.Errorf("system: %s never passed its Consul health checks: %v", id, checks)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
