@@ -78,7 +78,7 @@ clean: ## remove built binaries and local run state
 COMPOSE ?= docker compose
 
 .PHONY: up
-up: ## build the images, start the mesh in Docker and wait until it answers; prints the URLs
+up: .env ## build the images, start the mesh in Docker and wait until it answers; prints the URLs
 	$(COMPOSE) up -d --build --wait --wait-timeout 600
 	@echo
 	@echo "Meshop is up (docker compose; make down stops it and deletes its data):"
@@ -90,6 +90,11 @@ up: ## build the images, start the mesh in Docker and wait until it answers; pri
 	@echo "  Prometheus             http://localhost:9090"
 	@echo "  control-plane debug    http://localhost:18080/debug/nodes"
 
+# The compose file's secrets, made once per checkout and never committed.
+.env:
+	@echo "AUTH_KEY_ENCRYPTION_KEY=$$(head -c 32 /dev/urandom | base64)" > $@
+	@echo "wrote $@ (AUTH_KEY_ENCRYPTION_KEY for docker compose; keep it with the volumes)"
+
 .PHONY: down
 down: ## stop the Docker mesh and delete its volumes
 	$(COMPOSE) --profile order3 down -v --remove-orphans
@@ -99,7 +104,7 @@ logs: ## follow the Docker mesh's logs (one service: make logs S=order)
 	$(COMPOSE) logs -f --tail=100 $(S)
 
 .PHONY: e2e
-e2e: ## the Docker system test: compose up, purchase via the edge, traces, order failover (skips without Docker)
+e2e: .env ## the Docker system test: compose up, purchase via the edge, traces, order failover (skips without Docker)
 	go test -tags e2e -count=1 -v -timeout 30m ./e2e/compose/...
 
 # ---- Benchmarks: BENCHMARKS.md ----------------------------------------------

@@ -48,7 +48,10 @@ func loadCompose(t *testing.T, env map[string]string, profiles []string, files .
 	if err != nil {
 		t.Fatal(err)
 	}
-	details.Environment = types.Mapping(env)
+	// What make up writes to .env.
+	withSecrets := map[string]string{"AUTH_KEY_ENCRYPTION_KEY": "dGVzdC1vbmx5LWtleS1vZi0zMi1ieXRlcy0wMDAwMDA="}
+	maps.Copy(withSecrets, env)
+	details.Environment = types.Mapping(withSecrets)
 	p, err := loader.LoadWithContext(ctx, *details, loader.WithProfiles(profiles))
 	if err != nil {
 		t.Fatalf("compose files %v do not load: %v", files, err)

@@ -230,22 +230,36 @@ func (c *Consul) call(ctx context.Context, method, path string, in, out any) err
 
 // keptToken reads the token kept in path, or creates a random one there.
 func keptToken(path string) (string, error) {
-	if b, err := os.ReadFile(path); err == nil {
-		return strings.TrimSpace(string(b)), nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("localenv: consul management token: %w", err)
-	}
-	u := make([]byte, 16)
-	rand.Read(u)
-	u[6], u[8] = u[6]&0x0f|0x40, u[8]&0x3f|0x80 // a version 4 UUID, as Consul's tokens are
-	tok := fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:])
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+	tok, err := KeptSecret(path, func(u []byte) string {
+		u[6], u[8] = u[6]&0x0f|0x40, u[8]&0x3f|0x80 // a version 4 UUID, as Consul's tokens are
+		return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:])
+	}, 16)
+	if err != nil {
 		return "", fmt.Errorf("localenv: consul management token: %w", err)
 	}
 	return tok, nil
+}
+
+// KeptSecret reads the secret kept in path, or makes one of n random
+// bytes (format turns them into text) and keeps it there, readable by
+// the owner only: a local run's secrets survive its restarts, as its
+// data does.
+func KeptSecret(path string, format func(random []byte) string, n int) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	random := make([]byte, n)
+	rand.Read(random)
+	secret := format(random)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return secret, nil
 }
 
 // Restart stops the agent and starts it again on the same ports and data.

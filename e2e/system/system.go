@@ -18,6 +18,7 @@ package system
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -118,6 +119,9 @@ type System struct {
 	mu        sync.Mutex
 	instances map[string]*Instance
 	binDir    string
+	// authKey is auth's AUTH_KEY_ENCRYPTION_KEY, kept in the run's
+	// directory: the signing keys in auth's database open after a restart.
+	authKey string
 }
 
 // Start builds the service binaries and starts Consul, Jaeger and every
@@ -134,6 +138,9 @@ func Start(ctx context.Context, plan Plan, dir string) (*System, error) {
 		return nil, err
 	}
 	var err error
+	if s.authKey, err = localenv.KeptSecret(filepath.Join(dir, "auth-key-encryption-key"), base64.StdEncoding.EncodeToString, 32); err != nil {
+		return nil, fmt.Errorf("system: auth's key encryption key: %w", err)
+	}
 	if s.Consul, err = localenv.StartConsul(ctx, plan.Consul); err != nil {
 		return nil, err
 	}
@@ -245,6 +252,9 @@ func (s *System) Env(ctx context.Context, svc, id string, port, grpcPort int) ([
 			return nil, fmt.Errorf("system: xDS bootstrap of %s: %w", id, err)
 		}
 		mode = []string{"MESH_MODE=proxyless", rpc.BootstrapEnv + "=" + bootstrap}
+	}
+	if svc == "auth" {
+		mode = append(mode, "AUTH_KEY_ENCRYPTION_KEY="+s.authKey)
 	}
 	return append(mode,
 		"HTTP_ADDR=127.0.0.1:"+strconv.Itoa(port),

@@ -125,7 +125,7 @@ func newFixture(t *testing.T, cfg Config) fixture {
 	f := fixture{users: newFakeUsers(), clock: newClock(), notified: new(int)}
 	f.store = openStore(t, sqliteURL(t), func() { *f.notified++ })
 	f.keys = NewKeyring(f.store, KeyPolicy{RotationAge: 24 * time.Hour, PublishDelay: 15 * time.Second,
-		TokenTTL: 15 * time.Minute, Leeway: 30 * time.Second}, f.clock.Now, slog.New(slog.DiscardHandler))
+		TokenTTL: 15 * time.Minute, Leeway: 30 * time.Second}, testSealer(t), f.clock.Now, slog.New(slog.DiscardHandler))
 	if err := f.keys.Maintain(context.Background()); err != nil {
 		t.Fatal(err)
 	}

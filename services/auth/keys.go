@@ -22,7 +22,7 @@ import (
 type SigningKey struct {
 	Kid        string    `db:"kid"`
 	Algorithm  string    `db:"algorithm"`
-	PrivateKey string    `db:"private_key"` // PKCS#8 PEM
+	PrivateKey string    `db:"private_key"` // PKCS#8 PEM, sealed (KeySealer)
 	CreatedAt  time.Time `db:"created_at"`
 	// ActiveFrom is when the key starts signing; until then it is only
 	// published, so every verifier can learn it before the first token.
@@ -61,6 +61,7 @@ type KeyPolicy struct {
 type Keyring struct {
 	store  KeyStore
 	policy KeyPolicy
+	sealer *KeySealer
 	now    func() time.Time
 	logger *slog.Logger
 
@@ -81,12 +82,13 @@ type loadedKey struct {
 	jwk  kitauth.JWK
 }
 
-// NewKeyring returns a keyring over store; call Maintain before use.
-func NewKeyring(store KeyStore, policy KeyPolicy, now func() time.Time, logger *slog.Logger) *Keyring {
+// NewKeyring returns a keyring over store whose private keys sealer
+// encrypts at rest; call Maintain before use.
+func NewKeyring(store KeyStore, policy KeyPolicy, sealer *KeySealer, now func() time.Time, logger *slog.Logger) *Keyring {
 	if now == nil {
 		now = func() time.Time { return time.Now().UTC() }
 	}
-	return &Keyring{store: store, policy: policy, now: now, logger: logger.With("component", "keyring")}
+	return &Keyring{store: store, policy: policy, sealer: sealer, now: now, logger: logger.With("component", "keyring")}
 }
 
 // Maintain makes the stored keys follow the policy, then loads them: the
@@ -108,7 +110,9 @@ func (k *Keyring) Maintain(ctx context.Context) error {
 		}
 	}
 	switch {
-	case current == nil:
+	case current == nil || !k.usable(*current):
+		// No key, or one this instance cannot open (stored in clear, or
+		// under another encryption key): a new one signs at once.
 		if err := k.rotate(ctx, now, now); err != nil {
 			return err
 		}
@@ -134,9 +138,10 @@ func (k *Keyring) rotate(ctx context.Context, now, activeFrom time.Time) error {
 	if err != nil {
 		return fmt.Errorf("keyring: encode: %w", err)
 	}
+	kid := now.Format("20060102") + "-" + rand.Text()[:12]
 	key := SigningKey{
-		Kid: now.Format("20060102") + "-" + rand.Text()[:12], Algorithm: kitauth.Algorithm,
-		PrivateKey: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
+		Kid: kid, Algorithm: kitauth.Algorithm,
+		PrivateKey: k.sealer.Seal(kid, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))),
 		CreatedAt:  now, ActiveFrom: activeFrom,
 	}
 	retireAfter := activeFrom.Add(k.policy.TokenTTL + k.policy.Leeway)
@@ -155,7 +160,7 @@ func (k *Keyring) load(ctx context.Context) error {
 	}
 	keys := make([]loadedKey, 0, len(stored))
 	for _, s := range stored {
-		lk, err := parseKey(s)
+		lk, err := k.parseKey(s)
 		if err != nil {
 			k.logger.ErrorContext(ctx, "unusable signing key skipped", "kid", s.Kid, "err", err.Error())
 			continue
@@ -174,11 +179,21 @@ func (k *Keyring) load(ctx context.Context) error {
 	return nil
 }
 
-func parseKey(s SigningKey) (loadedKey, error) {
+// usable reports whether s can sign here.
+func (k *Keyring) usable(s SigningKey) bool {
+	_, err := k.parseKey(s)
+	return err == nil
+}
+
+func (k *Keyring) parseKey(s SigningKey) (loadedKey, error) {
 	if s.Algorithm != kitauth.Algorithm {
 		return loadedKey{}, fmt.Errorf("algorithm %q", s.Algorithm)
 	}
-	block, _ := pem.Decode([]byte(s.PrivateKey))
+	privatePEM, err := k.sealer.Open(s.Kid, s.PrivateKey)
+	if err != nil {
+		return loadedKey{}, err
+	}
+	block, _ := pem.Decode([]byte(privatePEM))
 	if block == nil {
 		return loadedKey{}, errors.New("not PEM")
 	}

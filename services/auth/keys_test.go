@@ -22,7 +22,8 @@ func TestKeyRotation(t *testing.T) {
 	store := openStore(t, sqliteURL(t), nil)
 	c := newClock()
 	policy := KeyPolicy{RotationAge: 24 * time.Hour, PublishDelay: 15 * time.Second, TokenTTL: 15 * time.Minute, Leeway: 30 * time.Second}
-	ring := NewKeyring(store, policy, c.Now, slog.New(slog.DiscardHandler))
+	sealer := testSealer(t)
+	ring := NewKeyring(store, policy, sealer, c.Now, slog.New(slog.DiscardHandler))
 
 	// First start: one key, signing at once.
 	if err := ring.Maintain(ctx); err != nil {
@@ -39,7 +40,7 @@ func TestKeyRotation(t *testing.T) {
 	// A restart before the rotation age keeps the key, also in a new
 	// keyring (the key is persisted).
 	c.Advance(time.Hour)
-	restarted := NewKeyring(store, policy, c.Now, slog.New(slog.DiscardHandler))
+	restarted := NewKeyring(store, policy, sealer, c.Now, slog.New(slog.DiscardHandler))
 	if err := restarted.Maintain(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,7 @@ type Settings struct {
 	KeyRotationAge   time.Duration
 	KeyPublishDelay  time.Duration
 	KeyCheckInterval time.Duration
+	KeySealer        *auth.KeySealer // from AUTH_KEY_ENCRYPTION_KEY (required)
 }
 
 func loadSettings(r *config.Reader) (Settings, error) {
@@ -52,6 +53,11 @@ func loadSettings(r *config.Reader) (Settings, error) {
 		KeyRotationAge:   r.Duration("AUTH_KEY_ROTATION_AGE", 30*24*time.Hour),
 		KeyPublishDelay:  r.Duration("AUTH_KEY_PUBLISH_DELAY", 15*time.Second),
 		KeyCheckInterval: r.Duration("AUTH_KEY_CHECK_INTERVAL", time.Minute),
+	}
+	if sealer, err := auth.ParseKeySealer(r.String("AUTH_KEY_ENCRYPTION_KEY", "")); err != nil {
+		r.Fail("AUTH_KEY_ENCRYPTION_KEY", "%v", err)
+	} else {
+		s.KeySealer = sealer
 	}
 	for _, e := range strings.Split(r.String("AUTH_ADMIN_EMAILS", ""), ",") {
 		if e = strings.TrimSpace(e); e != "" {
@@ -98,7 +104,7 @@ func run() error {
 	keys := auth.NewKeyring(store, auth.KeyPolicy{
 		RotationAge: settings.KeyRotationAge, PublishDelay: settings.KeyPublishDelay,
 		TokenTTL: settings.TokenTTL, Leeway: 30 * time.Second, // kit/auth's default leeway
-	}, nil, a.Logger)
+	}, settings.KeySealer, nil, a.Logger)
 	if err := keys.Maintain(ctx); err != nil {
 		return fmt.Errorf("signing keys: %w", err)
 	}
