@@ -70,6 +70,12 @@ run: tools ## run the local system (Consul, Jaeger, control plane, services: pro
 	go build -o $(BIN)/meshop-local ./e2e/cmd/meshop-local
 	$(BIN)/meshop-local
 
+.PHONY: grant-admin
+grant-admin: ## make a registered user an admin in make run's user database: make grant-admin EMAIL=ada@example.com
+	@test -n "$(EMAIL)" || { echo "usage: make grant-admin EMAIL=<a registered user's email>"; exit 2; }
+	go build -o $(BIN)/user ./services/user/cmd/user
+	DATABASE_URL=sqlite:$(CURDIR)/.run/data/user.db $(BIN)/user grant-admin "$(EMAIL)"
+
 .PHONY: clean
 clean: ## remove built binaries and local run state
 	rm -rf $(BIN) .run

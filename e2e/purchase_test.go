@@ -162,6 +162,18 @@ func TestPurchase(t *testing.T) {
 	waitNotification(t, url("notification", "/notifications"), bearer, "order.confirmed")
 	waitNotification(t, url("notification", "/notifications"), bearer, "user.registered")
 
+	t.Run("only an operator makes an admin", func(t *testing.T) {
+		product := `{"name":"Operator Beans","description":"granted","price_cents":100,"currency":"USD","stock":1}`
+		call[map[string]any](t, "POST", url("product", "/products"), bearer, product, http.StatusForbidden)
+		if err := sys.GrantAdmin(context.Background(), "Grace@Example.com"); err != nil {
+			t.Fatal(err)
+		}
+		relogin := call[map[string]any](t, "POST", url("auth", "/auth/login"), nil,
+			`{"email":"grace@example.com","password":"correct horse battery"}`, http.StatusOK)
+		admin := map[string]string{"Authorization": "Bearer " + relogin["access_token"].(string)}
+		call[map[string]any](t, "POST", url("product", "/products"), admin, product, http.StatusCreated)
+	})
+
 	t.Run("declined card cancels and restores stock", func(t *testing.T) {
 		stock := stockOf()
 		declined := call[map[string]any](t, "POST", url("order", "/orders"),

@@ -65,7 +65,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	plan.Env = []string{"OTEL_TRACES_SAMPLER_ARG=" + strconv.FormatFloat(o.Sampling, 'f', -1, 64), "AUTH_ADMIN_EMAILS=" + admin}
+	plan.Env = []string{"OTEL_TRACES_SAMPLER_ARG=" + strconv.FormatFloat(o.Sampling, 'f', -1, 64)}
 	sys, err := system.Start(ctx, plan, o.Dir)
 	if err != nil {
 		return res, err
@@ -77,6 +77,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	// A buyer who is also the admin, and a product that cannot run out.
 	if _, err := call(ctx, client, "POST", url("auth", "/auth/register"), "",
 		`{"email":"`+admin+`","password":"correct horse battery","name":"Bench"}`, http.StatusCreated); err != nil {
+		return res, err
+	}
+	if err := sys.GrantAdmin(ctx, admin); err != nil {
 		return res, err
 	}
 	login, err := call(ctx, client, "POST", url("auth", "/auth/login"), "",

@@ -348,6 +348,18 @@ func (s *System) waitPassing(ctx context.Context, svc, id string) error {
 	}
 }
 
+// GrantAdmin makes the registered user with email an admin, as an
+// operator does (user grant-admin on user's database); their next login
+// carries the role.
+func (s *System) GrantAdmin(ctx context.Context, email string) error {
+	cmd := exec.CommandContext(ctx, filepath.Join(s.binDir, "user"), "grant-admin", email)
+	cmd.Env = append(os.Environ(), "DATABASE_URL=sqlite:"+filepath.Join(s.Dir, "data", "user.db"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("system: user grant-admin %s: %w\n%s", email, err, out)
+	}
+	return nil
+}
+
 // Instance returns the running instance of svc, or nil.
 func (s *System) Instance(svc string) *Instance {
 	s.mu.Lock()

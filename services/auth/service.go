@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"math"
 	"net/mail"
-	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -59,11 +58,9 @@ type Config struct {
 	// Login rate limits; a zero Burst disables one.
 	LoginPerEmail Rate
 	LoginPerAddr  Rate
-	// AdminEmails register with role admin (bootstrap of the first admins).
-	AdminEmails []string
-	Hasher      *Hasher          // [DefaultHasher]
-	Now         func() time.Time // [time.Now in UTC]
-	Logger      *slog.Logger     // [discard]
+	Hasher        *Hasher          // [DefaultHasher]
+	Now           func() time.Time // [time.Now in UTC]
+	Logger        *slog.Logger     // [discard]
 }
 
 type service struct {
@@ -94,9 +91,6 @@ func New(store Store, users Users, keys Keys, cfg Config) Service {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	for i, e := range cfg.AdminEmails {
-		cfg.AdminEmails[i] = normalizeEmail(e)
 	}
 	return &service{
 		store: store, users: users, keys: keys, cfg: cfg,
@@ -152,13 +146,9 @@ func (s *service) Register(ctx context.Context, req RegisterRequest) (string, er
 	if err != nil {
 		return "", errs.Wrap(errs.Internal, "event", "build user.registered", err)
 	}
-	role := kitauth.RoleCustomer
-	if slices.Contains(s.cfg.AdminEmails, req.Email) {
-		role = kitauth.RoleAdmin
-	}
-
-	// 1. The profile, first: if it fails, nothing was written here.
-	if err := s.users.Create(ctx, Profile{ID: c.UserID, Email: c.Email, Name: req.Name, Role: role}); err != nil {
+	// 1. The profile, first (every new user is a customer: an operator
+	// grants admin in user, never a registration): if it fails, nothing was written here.
+	if err := s.users.Create(ctx, Profile{ID: c.UserID, Email: c.Email, Name: req.Name, Role: kitauth.RoleCustomer}); err != nil {
 		if e := errs.As(err); e.Kind == errs.Conflict {
 			return "", errEmailTaken // user's unique email lost a race to another registration
 		}

@@ -127,14 +127,16 @@ func TestRegisterCredentialsFailureUndoesProfile(t *testing.T) {
 	}
 }
 
-func TestRegisterAdminEmail(t *testing.T) {
-	f := newFixture(t, Config{AdminEmails: []string{"Root@Example.com"}})
+// TestRegisterNeverGrantsAdmin: every registration makes a customer; an
+// operator grants admin in user (user grant-admin).
+func TestRegisterNeverGrantsAdmin(t *testing.T) {
+	f := newFixture(t, Config{})
 	id, err := f.svc.Register(context.Background(), RegisterRequest{Email: "root@example.com", Password: "correct horse", Name: "Root"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := f.users.profiles[id].Role; got != kitauth.RoleAdmin {
-		t.Errorf("role = %q, want admin", got)
+	if got := f.users.profiles[id].Role; got != kitauth.RoleCustomer {
+		t.Errorf("role = %q, want customer", got)
 	}
 }
 

@@ -85,18 +85,19 @@ func (s usersServer) Delete(ctx context.Context, req *userv1.DeleteRequest) (*us
 // reached over gRPC, through NewUsers.
 func TestUsersOverGRPC(t *testing.T) {
 	ctx := context.Background()
-	f := newFixture(t, Config{AdminEmails: []string{"root@example.com"}})
+	f := newFixture(t, Config{})
 	conn, stop := kittest.ServeGRPC(t, func(s grpc.ServiceRegistrar) { userv1.RegisterUsersServer(s, usersServer{fake: f.users}) })
-	svc := New(f.store, NewUsers(userclient.New(conn)), f.keys, Config{Hasher: testHasher, Now: f.clock.Now,
-		AdminEmails: []string{"root@example.com"}})
+	svc := New(f.store, NewUsers(userclient.New(conn)), f.keys, Config{Hasher: testHasher, Now: f.clock.Now})
 
 	id, err := svc.Register(ctx, RegisterRequest{Email: "root@example.com", Password: "correct horse", Name: "Root"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := f.users.profiles[id]; p.Email != "root@example.com" || p.Name != "Root" || p.Role != kitauth.RoleAdmin {
+	if p := f.users.profiles[id]; p.Email != "root@example.com" || p.Name != "Root" || p.Role != kitauth.RoleCustomer {
 		t.Errorf("profile created = %+v", p)
 	}
+	// An operator makes root an admin in user; the next login carries it.
+	f.users.profiles[id] = Profile{ID: id, Email: "root@example.com", Name: "Root", Role: kitauth.RoleAdmin}
 	_, err = svc.Register(ctx, RegisterRequest{Email: "root@example.com", Password: "other horse", Name: "Root 2"})
 	if e := errs.As(err); e.Kind != errs.Conflict || e.Code != "email_taken" {
 		t.Errorf("second registration: %v, want 409 email_taken", err)

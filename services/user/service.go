@@ -136,8 +136,8 @@ func validate(nu NewUser) (User, error) {
 	if n := utf8.RuneCountInString(u.Name); n == 0 || n > 100 {
 		problems["name"] = "must be 1-100 characters"
 	}
-	if u.Role != RoleCustomer && u.Role != RoleAdmin {
-		problems["role"] = "must be customer or admin"
+	if u.Role != RoleCustomer {
+		problems["role"] = "must be customer: only an operator grants admin (user grant-admin)"
 	}
 	if len(problems) > 0 {
 		return User{}, errs.New(errs.Validation, client.ReasonInvalidUser, "the user has invalid fields").WithDetails(problems)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 
 	"github.com/jmoiron/sqlx"
 
@@ -17,6 +18,7 @@ const (
 	getUserSQL    = `SELECT id, email, name, role, created_at FROM users WHERE id = ?`
 	emailTakenSQL = `SELECT COUNT(*) FROM users WHERE email = ?`
 	deleteUserSQL = `DELETE FROM users WHERE id = ?`
+	setRoleSQL    = `UPDATE users SET role = ? WHERE email = ?`
 )
 
 // SQLStore is the sqlx Store, on PostgreSQL or SQLite.
@@ -53,6 +55,19 @@ func (s *SQLStore) Get(ctx context.Context, id string) (User, error) {
 	}
 	u.CreatedAt = u.CreatedAt.UTC()
 	return u, nil
+}
+
+// SetRole gives the user with email the role: the operator's way to make
+// an admin (cmd/user grant-admin), which no API offers.
+func (s *SQLStore) SetRole(ctx context.Context, email, role string) error {
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(setRoleSQL), role, strings.ToLower(strings.TrimSpace(email)))
+	if err != nil {
+		return sqldb.Err("set role", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return errs.Newf(errs.NotFound, client.ReasonUserNotFound, "no user with email %q", email)
+	}
+	return nil
 }
 
 // Delete removes the user with id, if there is one.

@@ -51,6 +51,17 @@ func TestStore(t *testing.T) {
 			t.Errorf("Get(nobody) = %v, want NotFound", err)
 		}
 
+		// The operator's grant, by email as typed.
+		if err := s.SetRole(ctx, " Ada@Example.com ", RoleAdmin); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Get(ctx, "u1"); err != nil || got.Role != RoleAdmin {
+			t.Errorf("after SetRole: %+v, %v", got, err)
+		}
+		if err := s.SetRole(ctx, "nobody@example.com", RoleAdmin); !errs.Is(err, errs.NotFound) {
+			t.Errorf("SetRole(nobody) = %v, want NotFound", err)
+		}
+
 		for i := range 2 { // deleting is idempotent
 			if err := s.Delete(ctx, "u1"); err != nil {
 				t.Fatalf("Delete %d: %v", i+1, err)

@@ -97,6 +97,10 @@ func TestGRPCInvalidArgument(t *testing.T) {
 			_, err := raw.Create(ctx, &userv1.CreateRequest{Email: "a@b.co", Name: "A", Role: "root"})
 			return err
 		}, client.ReasonInvalidUser},
+		{"create an admin (only an operator grants it)", func(ctx context.Context) error {
+			_, err := raw.Create(ctx, &userv1.CreateRequest{Email: "a@b.co", Name: "A", Role: "admin"})
+			return err
+		}, client.ReasonInvalidUser},
 		{"create with a bad id", func(ctx context.Context) error {
 			_, err := raw.Create(ctx, &userv1.CreateRequest{Id: "a b", Email: "a@b.co", Name: "A"})
 			return err

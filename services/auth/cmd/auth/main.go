@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/meshop/meshop/services/auth"
@@ -34,7 +33,6 @@ type Settings struct {
 	LoginPerAddr     int
 	LoginPeriod      time.Duration
 	XFFHops          int
-	AdminEmails      []string
 	KeyRotationAge   time.Duration
 	KeyPublishDelay  time.Duration
 	KeyCheckInterval time.Duration
@@ -58,11 +56,6 @@ func loadSettings(r *config.Reader) (Settings, error) {
 		r.Fail("AUTH_KEY_ENCRYPTION_KEY", "%v", err)
 	} else {
 		s.KeySealer = sealer
-	}
-	for _, e := range strings.Split(r.String("AUTH_ADMIN_EMAILS", ""), ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			s.AdminEmails = append(s.AdminEmails, e)
-		}
 	}
 	if s.TokenTTL < time.Minute || s.TokenTTL > 24*time.Hour {
 		r.Fail("AUTH_TOKEN_TTL", "must be between 1m and 24h")
@@ -117,7 +110,7 @@ func run() error {
 		Issuer: settings.Issuer, Audience: settings.Audience, TokenTTL: settings.TokenTTL,
 		LoginPerEmail: auth.Rate{Burst: settings.LoginPerEmail, Per: settings.LoginPeriod},
 		LoginPerAddr:  auth.Rate{Burst: settings.LoginPerAddr, Per: settings.LoginPeriod},
-		AdminEmails:   settings.AdminEmails, Logger: a.Logger,
+		Logger:        a.Logger,
 	})
 	endpoints := auth.NewEndpoints(svc, a.Logger, a.Requests)
 	handler := auth.NewHTTPHandler(endpoints, auth.ClientAddr(settings.XFFHops))

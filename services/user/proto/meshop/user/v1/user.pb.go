@@ -121,7 +121,7 @@ type CreateRequest struct {
 	Email string `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
 	// name is required: 1-100 characters.
 	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
-	// role is "customer" (the default when empty) or "admin".
+	// role is "customer" (the default when empty); "admin" is refused: only an operator grants it (user grant-admin).
 	Role          string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
