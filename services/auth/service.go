@@ -55,7 +55,9 @@ type Config struct {
 	Issuer   string        // [kit/auth Issuer]
 	Audience string        // [kit/auth Audience]
 	TokenTTL time.Duration // [15m]
-	// Login rate limits; a zero Burst disables one.
+	// Login rate limits; a zero Burst disables one. LoginPerEmail counts
+	// the attempts on one email from one client address: someone guessing
+	// a password from elsewhere cannot lock its owner out.
 	LoginPerEmail Rate
 	LoginPerAddr  Rate
 	Hasher        *Hasher          // [DefaultHasher]
@@ -208,12 +210,13 @@ func (s *service) Login(ctx context.Context, req LoginRequest, clientAddr string
 	return s.issue(ctx, c, profile.Role)
 }
 
-// limit takes one attempt from the address's and the email's buckets.
+// limit takes one attempt from the address's bucket and from the bucket
+// of the email at that address.
 func (s *service) limit(addr, email string) error {
 	for _, l := range []struct {
 		lim *Limiter
 		key string
-	}{{s.byAddr, addr}, {s.byEmail, email}} {
+	}{{s.byAddr, addr}, {s.byEmail, email + " " + addr}} {
 		if ok, wait := l.lim.Allow(l.key); !ok {
 			return errs.New(errs.TooManyRequests, "rate_limited", "too many login attempts; try again later").
 				WithDetails(map[string]any{"retry_after_seconds": int(math.Ceil(wait.Seconds()))})
