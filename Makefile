@@ -96,10 +96,17 @@ up: .env ## build the images, start the mesh in Docker and wait until it answers
 	@echo "  Prometheus             http://localhost:9090"
 	@echo "  control-plane debug    http://localhost:18080/debug/nodes"
 
-# The compose file's secrets, made once per checkout and never committed.
+# The compose file's secrets, made once per checkout and never committed:
+# auth's key encryption key, PostgreSQL's superuser password and each
+# service's database password (URL-safe). They belong with the volumes:
+# after rm .env, make down too.
+SECRET = $$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
 .env:
-	@echo "AUTH_KEY_ENCRYPTION_KEY=$$(head -c 32 /dev/urandom | base64)" > $@
-	@echo "wrote $@ (AUTH_KEY_ENCRYPTION_KEY for docker compose; keep it with the volumes)"
+	@{ echo "AUTH_KEY_ENCRYPTION_KEY=$$(head -c 32 /dev/urandom | base64)"; \
+	   echo "POSTGRES_PASSWORD=$(SECRET)"; \
+	   for s in AUTH USER PRODUCT ORDER PAYMENT NOTIFICATION; do echo "$${s}_DB_PASSWORD=$(SECRET)"; done; } > $@
+	@chmod 600 $@
+	@echo "wrote $@: generated secrets for docker compose (keep it as long as the volumes)"
 
 .PHONY: down
 down: ## stop the Docker mesh and delete its volumes

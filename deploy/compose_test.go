@@ -33,6 +33,18 @@ const e2eOverride = "e2e/compose/compose.e2e.yml"
 // loadCompose loads the compose files (relative to the repository root)
 // the way `docker compose` does: schema validation, interpolation from env
 // only (never from the test's environment), profiles, consistency checks.
+// testSecrets stand for what make up writes to .env.
+var testSecrets = map[string]string{
+	"AUTH_KEY_ENCRYPTION_KEY":  "dGVzdC1vbmx5LWtleS1vZi0zMi1ieXRlcy0wMDAwMDA=",
+	"POSTGRES_PASSWORD":        "test-superuser-secret",
+	"AUTH_DB_PASSWORD":         "test-auth-secret",
+	"USER_DB_PASSWORD":         "test-user-secret",
+	"PRODUCT_DB_PASSWORD":      "test-product-secret",
+	"ORDER_DB_PASSWORD":        "test-order-secret",
+	"PAYMENT_DB_PASSWORD":      "test-payment-secret",
+	"NOTIFICATION_DB_PASSWORD": "test-notification-secret",
+}
+
 func loadCompose(t *testing.T, env map[string]string, profiles []string, files ...string) *types.Project {
 	t.Helper()
 	root := repoRoot(t)
@@ -48,8 +60,7 @@ func loadCompose(t *testing.T, env map[string]string, profiles []string, files .
 	if err != nil {
 		t.Fatal(err)
 	}
-	// What make up writes to .env.
-	withSecrets := map[string]string{"AUTH_KEY_ENCRYPTION_KEY": "dGVzdC1vbmx5LWtleS1vZi0zMi1ieXRlcy0wMDAwMDA="}
+	withSecrets := maps.Clone(testSecrets)
 	maps.Copy(withSecrets, env)
 	details.Environment = types.Mapping(withSecrets)
 	p, err := loader.LoadWithContext(ctx, *details, loader.WithProfiles(profiles))
@@ -413,15 +424,28 @@ func TestE2EOverridePublishesNoFixedPort(t *testing.T) {
 	}
 }
 
+// TestEachServiceHasItsOwnDatabase: one role and database per service,
+// the role's password a generated secret from .env (never the role's
+// name), given alike to the service's DATABASE_URL and to the init
+// script that creates the role.
 func TestEachServiceHasItsOwnDatabase(t *testing.T) {
 	root := repoRoot(t)
 	p := loadCompose(t, nil, allProfiles)
-	sql, err := os.ReadFile(filepath.Join(root, "postgres", "init", "01-meshop.sql"))
+	script, err := os.ReadFile(filepath.Join(root, "postgres", "init", "01-meshop.sh"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if host := hostPath(t, p.Services["postgres"], "/docker-entrypoint-initdb.d"); host != filepath.Join("postgres", "init") {
 		t.Errorf("postgres mounts %q at /docker-entrypoint-initdb.d, want postgres/init", host)
+	}
+	for _, stmt := range []string{`CREATE ROLE :"role" LOGIN PASSWORD :'password';`, `CREATE DATABASE :"role" OWNER :"role";`, `REVOKE ALL ON DATABASE :"role" FROM PUBLIC;`} {
+		if !strings.Contains(string(script), stmt) {
+			t.Errorf("postgres/init/01-meshop.sh lacks %s", stmt)
+		}
+	}
+	roles := regexp.MustCompile(`(?m)^for service in (.+); do$`).FindStringSubmatch(string(script))
+	if roles == nil {
+		t.Fatal("postgres/init/01-meshop.sh has no `for service in …; do` line")
 	}
 	for _, a := range apps(t, p) {
 		u, err := url.Parse(env(a.svc, "DATABASE_URL"))
@@ -429,19 +453,28 @@ func TestEachServiceHasItsOwnDatabase(t *testing.T) {
 			t.Errorf("%s: DATABASE_URL %q, want postgres://…@postgres:5432/…", a.name, env(a.svc, "DATABASE_URL"))
 			continue
 		}
-		pw, _ := u.User.Password()
 		if u.User.Username() != a.service || strings.TrimPrefix(u.Path, "/") != a.service {
 			t.Errorf("%s: DATABASE_URL uses role %q and database %q, want %q for both", a.name, u.User.Username(), u.Path, a.service)
 		}
-		for _, stmt := range []string{
-			`CREATE ROLE "` + a.service + `" LOGIN PASSWORD '` + pw + `';`,
-			`CREATE DATABASE "` + a.service + `" OWNER "` + a.service + `";`,
-			`REVOKE ALL ON DATABASE "` + a.service + `" FROM PUBLIC;`,
-		} {
-			if !strings.Contains(string(sql), stmt) {
-				t.Errorf("%s: postgres/init/01-meshop.sql lacks %s", a.name, stmt)
-			}
+		secret := strings.ToUpper(a.service) + "_DB_PASSWORD"
+		if pw, _ := u.User.Password(); pw != testSecrets[secret] {
+			t.Errorf("%s: DATABASE_URL password is %q, want ${%s} from .env", a.name, pw, secret)
 		}
+		if got := env(p.Services["postgres"], secret); got != testSecrets[secret] {
+			t.Errorf("postgres: %s = %q, want ${%s} for the init script", secret, got, secret)
+		}
+		if !slices.Contains(strings.Fields(roles[1]), a.service) {
+			t.Errorf("%s: postgres/init/01-meshop.sh does not create role %s (for service in %s)", a.name, a.service, roles[1])
+		}
+	}
+	// Without the secrets (no .env), compose refuses to start.
+	details, err := loader.LoadConfigFiles(context.Background(), []string{filepath.Join(root, "docker-compose.yml")}, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	details.Environment = types.Mapping{}
+	if _, err := loader.LoadWithContext(context.Background(), *details); err == nil || !strings.Contains(err.Error(), ".env, which make up writes") {
+		t.Errorf("compose without .env loaded (%v); want the missing secret named", err)
 	}
 }
 
