@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"log/slog"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -124,8 +123,7 @@ func newFixture(t *testing.T, cfg Config) fixture {
 	t.Helper()
 	f := fixture{users: newFakeUsers(), clock: newClock(), notified: new(int)}
 	f.store = openStore(t, sqliteURL(t), func() { *f.notified++ })
-	f.keys = NewKeyring(f.store, KeyPolicy{RotationAge: 24 * time.Hour, PublishDelay: 15 * time.Second,
-		TokenTTL: 15 * time.Minute, Leeway: 30 * time.Second}, testSealer(t), f.clock.Now, slog.New(slog.DiscardHandler))
+	f.keys = newTestKeyring(f.store, testSealer(t), f.clock)
 	if err := f.keys.Maintain(context.Background()); err != nil {
 		t.Fatal(err)
 	}

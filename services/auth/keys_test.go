@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -21,9 +20,8 @@ func TestKeyRotation(t *testing.T) {
 	ctx := context.Background()
 	store := openStore(t, sqliteURL(t), nil)
 	c := newClock()
-	policy := KeyPolicy{RotationAge: 24 * time.Hour, PublishDelay: 15 * time.Second, TokenTTL: 15 * time.Minute, Leeway: 30 * time.Second}
 	sealer := testSealer(t)
-	ring := NewKeyring(store, policy, sealer, c.Now, slog.New(slog.DiscardHandler))
+	ring := newTestKeyring(store, sealer, c)
 
 	// First start: one key, signing at once.
 	if err := ring.Maintain(ctx); err != nil {
@@ -40,7 +38,7 @@ func TestKeyRotation(t *testing.T) {
 	// A restart before the rotation age keeps the key, also in a new
 	// keyring (the key is persisted).
 	c.Advance(time.Hour)
-	restarted := NewKeyring(store, policy, sealer, c.Now, slog.New(slog.DiscardHandler))
+	restarted := newTestKeyring(store, sealer, c)
 	if err := restarted.Maintain(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,14 @@ import (
 	"time"
 )
 
+// testPolicy is the key policy of the keyring tests.
+var testPolicy = KeyPolicy{RotationAge: 24 * time.Hour, PublishDelay: 15 * time.Second, TokenTTL: 15 * time.Minute, Leeway: 30 * time.Second}
+
+// newTestKeyring is a keyring with testPolicy over store, on clock c.
+func newTestKeyring(store KeyStore, sealer *KeySealer, c *clock) *Keyring {
+	return NewKeyring(store, testPolicy, sealer, c.Now, slog.New(slog.DiscardHandler))
+}
+
 // testSealer is a sealer under a fresh random key.
 func testSealer(t testing.TB) *KeySealer {
 	t.Helper()
@@ -39,9 +47,8 @@ func TestSigningKeysAreSealedAtRest(t *testing.T) {
 	ctx := context.Background()
 	store := openStore(t, sqliteURL(t), nil)
 	c := newClock()
-	policy := KeyPolicy{RotationAge: 24 * time.Hour, PublishDelay: 15 * time.Second, TokenTTL: 15 * time.Minute, Leeway: 30 * time.Second}
 	sealer := testSealer(t)
-	ring := NewKeyring(store, policy, sealer, c.Now, slog.New(slog.DiscardHandler))
+	ring := newTestKeyring(store, sealer, c)
 	if err := ring.Maintain(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +72,7 @@ func TestSigningKeysAreSealedAtRest(t *testing.T) {
 
 	// Another encryption key: the stored key is unusable here, so a new
 	// one is made and signs.
-	other := NewKeyring(store, policy, testSealer(t), c.Now, slog.New(slog.DiscardHandler))
+	other := newTestKeyring(store, testSealer(t), c)
 	if err := other.Maintain(ctx); err != nil {
 		t.Fatal(err)
 	}
