@@ -104,13 +104,13 @@ func TestPurchase(t *testing.T) {
 			for _, u := range upstreams[svc] {
 				want = append(want, "svc_"+u)
 			}
-			waitClusters(t, sys.ControlPlaneURL(), svc+"-local", want)
+			waitClusters(t, sys, svc+"-local", want)
 		}
 		edge := []string{"otel_collector"}
 		for _, svc := range system.Services {
 			edge = append(edge, "svc_"+svc)
 		}
-		waitClusters(t, sys.ControlPlaneURL(), "edge-1", edge)
+		waitClusters(t, sys, "edge-1", edge)
 	})
 
 	// Register and log in.
@@ -336,13 +336,15 @@ func missingServices(spans []localenv.Span, want []string) []string {
 
 // waitClusters polls the control plane until node's config dump has
 // exactly the clusters want (the catalog reaches it after a debounce).
-func waitClusters(t *testing.T, controlPlane, node string, want []string) {
+func waitClusters(t *testing.T, sys *system.System, node string, want []string) {
 	t.Helper()
 	slices.Sort(want)
 	deadline := time.Now().Add(20 * time.Second)
 	var got []string
 	for {
-		resp, err := http.Get(controlPlane + "/debug/config_dump?node=" + node)
+		req, _ := http.NewRequest(http.MethodGet, sys.ControlPlaneURL()+"/debug/config_dump?node="+node, nil)
+		req.Header.Set("X-Consul-Token", sys.Consul.ManagementToken()) // an operator's
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,8 +1,13 @@
 package catalog
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -25,7 +30,10 @@ type Source interface {
 }
 
 // ConsulSource reads from a Consul agent's HTTP API.
-type ConsulSource struct{ client *api.Client }
+type ConsulSource struct {
+	client *api.Client
+	addr   string // host:port of the agent's HTTP API
+}
 
 // NewConsulSource returns a Source for the agent at addr (host:port),
 // reading with token (see consul/acl/controlplane.hcl).
@@ -44,8 +52,42 @@ func NewConsulSource(addr, token string) (*ConsulSource, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &ConsulSource{client: c}, nil
+	return &ConsulSource{client: c, addr: addr}, nil
 }
+
+// OperatorRead reports whether Consul grants token operator:read: what
+// the control plane asks of whoever reads a node's configuration or
+// profiles the process. "" is Consul's anonymous token. A Consul without
+// ACLs grants everything to everyone, and so does this.
+func (s *ConsulSource) OperatorRead(ctx context.Context, token string) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.addr+"/v1/internal/acl/authorize",
+		strings.NewReader(`[{"Resource":"operator","Access":"read"}]`))
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("X-Consul-Token", cmp.Or(token, "anonymous"))
+	resp, err := operatorClient.Do(req)
+	if err != nil {
+		return false, fmt.Errorf("consul: authorize operator:read: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	var out []struct{ Allow bool }
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized && strings.Contains(string(body), "ACL support disabled"):
+		return true, nil
+	case resp.StatusCode == http.StatusForbidden:
+		return false, nil // a token Consul does not know
+	case resp.StatusCode != http.StatusOK:
+		return false, fmt.Errorf("consul: authorize operator:read: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	case json.Unmarshal(body, &out) != nil:
+		return false, fmt.Errorf("consul: authorize operator:read: unexpected answer %.200q", body)
+	}
+	return len(out) == 1 && out[0].Allow, nil
+}
+
+// operatorClient asks Consul about operators' tokens: short requests.
+var operatorClient = &http.Client{Timeout: 5 * time.Second}
 
 func query(ctx context.Context, index uint64, wait time.Duration) *api.QueryOptions {
 	return (&api.QueryOptions{WaitIndex: index, WaitTime: wait}).WithContext(ctx)

@@ -9,12 +9,19 @@
 //	prometheus.Gatherer ──────────────────────────────▶   │
 //	                                                       ▼
 //	  GET /debug/nodes              nodes, ACK/NACK per type, snapshot errors
-//	  GET /debug/config_dump?node=  envoy.admin.v3.ConfigDump of a node's snapshot
+//	  GET /debug/config_dump?node=  envoy.admin.v3.ConfigDump of a node's snapshot  (operator)
 //	  GET /debug/model              services, routes, policies, problems
+//	  GET /debug/pprof/...          Go profiles                                      (operator)
 //	  GET /metrics  GET /health  GET /ready
+//
+// (operator): the request carries a Consul ACL token (X-Consul-Token, or
+// Authorization: Bearer) that Consul grants operator:read; a node's
+// configuration is what an attacker would want, and a profile can stall
+// the process.
 package debug
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,31 +59,62 @@ type Catalog interface {
 	Status() catalog.Status
 }
 
+// Operators decides who is an operator: Consul, through
+// catalog.ConsulSource.OperatorRead.
+type Operators interface {
+	OperatorRead(ctx context.Context, token string) (bool, error)
+}
+
 // NewHandler returns the debug HTTP handler.
-func NewHandler(srv Server, cat Catalog, g prometheus.Gatherer, log *slog.Logger) http.Handler {
-	h := &handler{srv: srv, cat: cat, log: log.With("component", "debug")}
+func NewHandler(srv Server, cat Catalog, ops Operators, g prometheus.Gatherer, log *slog.Logger) http.Handler {
+	h := &handler{srv: srv, cat: cat, ops: ops, log: log.With("component", "debug")}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /debug/nodes", h.nodes)
-	mux.HandleFunc("GET /debug/config_dump", h.configDump)
+	mux.Handle("GET /debug/config_dump", h.operator(http.HandlerFunc(h.configDump)))
 	mux.HandleFunc("GET /debug/model", h.model)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /health", h.health)
 	mux.HandleFunc("GET /ready", h.ready)
 	// Go profiles, for the operator and the benchmarks (heap?gc=1 forces
-	// a collection first). The debug port is operator-only, like
-	// /debug/config_dump.
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	// a collection first).
+	mux.Handle("GET /debug/pprof/", h.operator(http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET /debug/pprof/cmdline", h.operator(http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("GET /debug/pprof/profile", h.operator(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("GET /debug/pprof/symbol", h.operator(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("GET /debug/pprof/trace", h.operator(http.HandlerFunc(pprof.Trace)))
 	return mux
 }
 
 type handler struct {
 	srv Server
 	cat Catalog
+	ops Operators
 	log *slog.Logger
+}
+
+// operator serves next only to a request whose token Consul grants
+// operator:read: 401 without a token, 403 with another, 503 when Consul
+// cannot say.
+func (h *handler) operator(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token := r.Header.Get("X-Consul-Token")
+		if bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && token == "" {
+			token = bearer
+		}
+		ok, err := h.ops.OperatorRead(r.Context(), token)
+		switch {
+		case err != nil:
+			h.log.Warn("operator check failed", "path", r.URL.Path, "err", err.Error())
+			writeError(w, http.StatusServiceUnavailable, "operator_check_failed", "Consul could not check the token: "+err.Error())
+		case ok:
+			next.ServeHTTP(w, r)
+		case token == "":
+			writeError(w, http.StatusUnauthorized, "operator_token_required", "this endpoint needs a Consul ACL token with operator:read (X-Consul-Token)")
+		default:
+			h.log.Warn("operator endpoint refused", "path", r.URL.Path, "remote", r.RemoteAddr)
+			writeError(w, http.StatusForbidden, "operator_token_required", "the token has no operator:read in Consul")
+		}
+	})
 }
 
 func (h *handler) nodes(w http.ResponseWriter, _ *http.Request) {

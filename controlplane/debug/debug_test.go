@@ -1,6 +1,8 @@
 package debug_test
 
 import (
+	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -28,12 +30,33 @@ func instance(svc, id, upstreams string) catalog.Instance {
 		Meta: map[string]string{"mesh_protocol": "http", "mesh_app_port": "8080", "mesh_upstreams": upstreams}}
 }
 
+// get requests path as the operator (token "op").
 func get(t *testing.T, h http.Handler, path string) (int, string) {
 	t.Helper()
+	return getWith(t, h, path, map[string]string{"X-Consul-Token": "op"})
+}
+
+func getWith(t *testing.T, h http.Handler, path string, header map[string]string) (int, string) {
+	t.Helper()
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	req := httptest.NewRequest(http.MethodGet, path, nil)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	h.ServeHTTP(rec, req)
 	b, _ := io.ReadAll(rec.Body)
 	return rec.Code, string(b)
+}
+
+// fakeOperators grants operator:read to "op"; "broken" is a Consul that
+// cannot answer.
+type fakeOperators struct{}
+
+func (fakeOperators) OperatorRead(_ context.Context, token string) (bool, error) {
+	if token == "broken" {
+		return false, errors.New("consul down")
+	}
+	return token == "op", nil
 }
 
 // clusterNames digs the cluster names out of a config dump response.
@@ -50,7 +73,7 @@ func TestHandler(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	srv := serve.New(serve.Options{Metrics: serve.NewMetrics(reg), Translate: translate.DefaultConfig()})
 	cat := &fakeCatalog{}
-	h := debug.NewHandler(srv, cat, reg, slog.New(slog.DiscardHandler))
+	h := debug.NewHandler(srv, cat, fakeOperators{}, reg, slog.New(slog.DiscardHandler))
 
 	if code, body := get(t, h, "/ready"); code != http.StatusServiceUnavailable || !strings.Contains(body, "catalog not synced") {
 		t.Errorf("/ready before sync = %d %s", code, body)
@@ -95,6 +118,28 @@ func TestHandler(t *testing.T) {
 				}
 			}
 		})
+	}
+
+	// Configuration and profiles are for operators only; the rest is open.
+	for _, tt := range []struct {
+		name   string
+		path   string
+		header map[string]string
+		code   int
+	}{
+		{"config dump without a token", "/debug/config_dump?node=order-1", nil, http.StatusUnauthorized},
+		{"config dump with another token", "/debug/config_dump?node=order-1", map[string]string{"X-Consul-Token": "someone"}, http.StatusForbidden},
+		{"config dump as a bearer", "/debug/config_dump?node=order-1", map[string]string{"Authorization": "Bearer op"}, http.StatusOK},
+		{"config dump, Consul down", "/debug/config_dump?node=order-1", map[string]string{"X-Consul-Token": "broken"}, http.StatusServiceUnavailable},
+		{"profiles without a token", "/debug/pprof/", nil, http.StatusUnauthorized},
+		{"profiles as the operator", "/debug/pprof/", map[string]string{"X-Consul-Token": "op"}, http.StatusOK},
+		{"nodes without a token", "/debug/nodes", nil, http.StatusOK},
+		{"model without a token", "/debug/model", nil, http.StatusOK},
+		{"metrics without a token", "/metrics", nil, http.StatusOK},
+	} {
+		if code, body := getWith(t, h, tt.path, tt.header); code != tt.code {
+			t.Errorf("%s: %s = %d, want %d\n%.300s", tt.name, tt.path, code, tt.code, body)
+		}
 	}
 
 	code, body := get(t, h, "/debug/config_dump?node=order-1")

@@ -62,12 +62,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	metrics := serve.NewMetrics(reg)
 
 	// Stage 1: catalog.
+	// The Consul source also decides who is an operator (the debug port).
+	src, err := catalog.NewConsulSource(cfg.ConsulAddr, cfg.ConsulToken)
+	if err != nil {
+		return fmt.Errorf("consul client: %w", err)
+	}
 	var watcher *catalog.Watcher
 	{
-		src, err := catalog.NewConsulSource(cfg.ConsulAddr, cfg.ConsulToken)
-		if err != nil {
-			return fmt.Errorf("consul client: %w", err)
-		}
 		watcher = catalog.NewWatcher(src, catalog.Options{Logger: log, Wait: cfg.ConsulWait, Settle: cfg.ConsulSettle, OnIndex: metrics.SetConsulIndex})
 	}
 
@@ -109,7 +110,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	{ // debug HTTP server
 		srv := &http.Server{
-			Handler:           debug.NewHandler(xds, watcher, reg, log),
+			Handler:           debug.NewHandler(xds, watcher, src, reg, log),
 			ReadHeaderTimeout: 5 * time.Second,
 		}
 		g.Add(func() error {

@@ -23,6 +23,7 @@ import (
 type cp struct {
 	xds, debug string
 	logs       *localenv.LogBuffer
+	operator   string // a Consul token with operator:read, for the debug port
 }
 
 // startCP runs the control plane in-process, exactly as main does, on
@@ -37,7 +38,8 @@ func startCP(t *testing.T, consul *localenv.Consul) *cp {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cp{xds: "127.0.0.1:" + strconv.Itoa(ports[0]), debug: "127.0.0.1:" + strconv.Itoa(ports[1]), logs: &localenv.LogBuffer{}}
+	c := &cp{xds: "127.0.0.1:" + strconv.Itoa(ports[0]), debug: "127.0.0.1:" + strconv.Itoa(ports[1]), logs: &localenv.LogBuffer{},
+		operator: consul.ManagementToken()}
 	env := map[string]string{
 		"CONSUL_HTTP_ADDR":  consul.HTTPAddr(),
 		"CONSUL_HTTP_TOKEN": token,
@@ -71,9 +73,17 @@ func startCP(t *testing.T, consul *localenv.Consul) *cp {
 	return c
 }
 
+// get requests path on the debug port as the operator.
 func (c *cp) get(t *testing.T, path string) (int, string) {
 	t.Helper()
-	resp, err := http.Get("http://" + c.debug + path)
+	return c.getAs(t, path, c.operator)
+}
+
+func (c *cp) getAs(t *testing.T, path, token string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+c.debug+path, nil)
+	req.Header.Set("X-Consul-Token", token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err.Error()
 	}
@@ -133,6 +143,17 @@ func TestOrderConfigDump(t *testing.T) {
 	}
 	if code, body := c.get(t, "/metrics"); code != 200 || !strings.Contains(body, "meshop_controlplane_consul_last_index") {
 		t.Errorf("/metrics = %d", code)
+	}
+	// Consul decides who is an operator: neither anonymous nor the
+	// control plane's own token (no operator:read) may dump a node.
+	cpToken, err := consul.ControlPlaneToken(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for token, want := range map[string]int{"": http.StatusUnauthorized, cpToken: http.StatusForbidden} {
+		if code, body := c.getAs(t, "/debug/config_dump?node=order-1", token); code != want {
+			t.Errorf("config_dump with token %.8q = %d, want %d: %s", token, code, want, body)
+		}
 	}
 }
 
