@@ -73,5 +73,7 @@
 // A snapshot is kept for every instance in the catalog whether or not its
 // Envoy is connected, so an Envoy gets its config on its first request.
 // A sidecar's node metadata (inbound_port, outbound_port) is applied on
-// its first request, before the cache answers it.
+// its first request, before the cache answers it; an inbound_port other
+// than the one its instance registered is refused (translate's
+// ErrInboundPortMoved), so no stream can move a node's inbound listener.
 package serve

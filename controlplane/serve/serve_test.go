@@ -452,11 +452,13 @@ func TestNodeMetadataPorts(t *testing.T) {
 	h.srv.Apply(newShop().snapshot(), time.Now())
 	port := func(l *listenerv3.Listener) uint32 { return l.GetAddress().GetSocketAddress().GetPortValue() }
 
+	// The inbound port as registered in Consul (15006 here), the outbound
+	// one moved.
 	e := envoysim.StartT(t, h.addr, envoysim.Options{ID: "order-1", Cluster: "order",
-		Metadata: map[string]any{"inbound_port": 16006, "outbound_port": "16001"}})
+		Metadata: map[string]any{"inbound_port": 15006, "outbound_port": "16001"}})
 	e.Must(t, wait, "listeners", func(s envoysim.State) bool { return len(s.Listeners) == 2 })
 	s := e.State()
-	if port(s.Listeners["inbound"]) != 16006 || port(s.Listeners["outbound"]) != 16001 {
+	if port(s.Listeners["inbound"]) != 15006 || port(s.Listeners["outbound"]) != 16001 {
 		t.Errorf("ports inbound %d outbound %d", port(s.Listeners["inbound"]), port(s.Listeners["outbound"]))
 	}
 	for _, r := range e.History() {
@@ -464,6 +466,14 @@ func TestNodeMetadataPorts(t *testing.T) {
 			t.Errorf("the Envoy first got listeners on default ports (version %s)", r.Version)
 		}
 	}
+
+	// Metadata may not move the inbound listener off the registered port:
+	// the node gets no configuration, and /debug/nodes says why.
+	envoysim.StartT(t, h.addr, envoysim.Options{ID: "payment-1", Cluster: "payment", Metadata: map[string]any{"inbound_port": 16006}})
+	poll.Until(t, wait, func() (bool, string) {
+		n := h.node("payment-1")
+		return n.Snapshot != nil && strings.Contains(n.Snapshot.Error, "inbound_port"), fmt.Sprintf("%+v", n.Snapshot)
+	})
 
 	bad := envoysim.StartT(t, h.addr, envoysim.Options{ID: "user-1", Cluster: "user", Metadata: map[string]any{"inbound_port": "http"}})
 	bad.Must(t, wait, "listeners", func(s envoysim.State) bool { return len(s.Listeners) == 2 })

@@ -199,6 +199,9 @@ func sidecarInputsOf(m *model.Mesh, n Node, cfg Config, shared map[string]*Share
 	if in.AppPort == 0 {
 		return nil, r.done(), fmt.Errorf("%w: %q", ErrNoAppPort, n.ID)
 	}
+	if n.InboundPort != 0 && int(n.InboundPort) != in.Port {
+		return nil, r.done(), fmt.Errorf("%w: %q sent %d, registered %d", ErrInboundPortMoved, n.ID, n.InboundPort, in.Port)
+	}
 	out := &SidecarInputs{
 		Own:          r.upstream(in.Service, shared),
 		AppPort:      in.AppPort,

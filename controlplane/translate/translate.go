@@ -236,6 +236,11 @@ func AllShared(m *model.Mesh) map[string]*Shared {
 var (
 	ErrUnknownNode = errors.New("node id is not an instance of a meshed service in the catalog")
 	ErrNoAppPort   = errors.New("instance has no valid mesh_app_port")
+	// ErrInboundPortMoved: a sidecar's node metadata names another inbound
+	// port than the one its instance registered in Consul, where callers
+	// send its traffic. Whoever can open a stream with a node id must not
+	// move that node's inbound listener.
+	ErrInboundPortMoved = errors.New("node metadata inbound_port is not the port the instance registered")
 )
 
 func errUnknownNode(id string) error { return fmt.Errorf("%w: %q", ErrUnknownNode, id) }

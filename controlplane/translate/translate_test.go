@@ -307,6 +307,18 @@ func TestSidecarErrors(t *testing.T) {
 	if _, err := translate.FromScratch(m, translate.Node{ID: "user-1"}, cfg); !errors.Is(err, translate.ErrNoAppPort) {
 		t.Errorf("bad app port: err = %v, want ErrNoAppPort", err)
 	}
+
+	s = &catalog.Snapshot{Services: pmap.FromMap(map[string][]catalog.Instance{
+		"user": {{ID: "user-1", Service: "user", Address: "10.0.0.1", Port: 15006, Status: "passing",
+			Meta: map[string]string{"mesh_protocol": "http", "mesh_app_port": "8080"}}},
+	})}
+	m = model.NewBuilder(model.BuilderOptions{}).Build(s)
+	if _, err := translate.FromScratch(m, translate.Node{ID: "user-1", InboundPort: 16006}, cfg); !errors.Is(err, translate.ErrInboundPortMoved) {
+		t.Errorf("inbound port moved by metadata: err = %v, want ErrInboundPortMoved", err)
+	}
+	if _, err := translate.FromScratch(m, translate.Node{ID: "user-1", InboundPort: 15006, OutboundPort: 16001}, cfg); err != nil {
+		t.Errorf("inbound port as registered: %v", err)
+	}
 }
 
 // TestValidateCatchesPackedErrors proves Validate looks inside Any: a

@@ -121,7 +121,7 @@ func settings() []setting {
 			func(c *config, v string) error { return c.LogLevel.UnmarshalText([]byte(v)) }},
 		{"MESH_COLLECTOR_ADDR", "collector", "127.0.0.1:4317", "OTLP gRPC collector Envoys send spans to (cluster otel_collector); a host name is resolved by Envoy",
 			addr(func(c *config) *string { return &c.Translate.CollectorAddress })},
-		{"MESH_INBOUND_PORT", "inbound-port", "15006", "sidecar inbound listener port (node metadata inbound_port overrides)",
+		{"MESH_INBOUND_PORT", "inbound-port", "15006", "sidecar inbound listener port (node metadata inbound_port overrides, but only with the port the instance registered)",
 			port(func(c *config) *uint32 { return &c.Translate.InboundPort })},
 		{"MESH_OUTBOUND_PORT", "outbound-port", "15001", "sidecar outbound listener port on 127.0.0.1 (node metadata outbound_port overrides)",
 			port(func(c *config) *uint32 { return &c.Translate.OutboundPort })},
