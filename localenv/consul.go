@@ -3,7 +3,6 @@ package localenv
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // ConsulOptions says where a Consul agent listens and keeps its state.
@@ -50,8 +51,9 @@ func StartConsul(ctx context.Context, opts ConsulOptions) (*Consul, error) {
 		return nil, err
 	}
 	if opts.ManagementToken == "" {
-		if opts.ManagementToken, err = keptToken(filepath.Join(opts.Dir, "management-token")); err != nil {
-			return nil, err
+		// Consul's tokens are UUIDs.
+		if opts.ManagementToken, err = KeptSecret(filepath.Join(opts.Dir, "management-token"), uuid.NewString); err != nil {
+			return nil, fmt.Errorf("localenv: consul management token: %w", err)
 		}
 	}
 	c := &Consul{Opts: opts}
@@ -88,42 +90,14 @@ log_level = "info"`, o.HTTPPort, grpc, o.SerfLANPort, o.ServerPort, o.Management
 		return err
 	}
 	c.Process = p
-	if err := c.waitLeader(ctx); err != nil {
-		return err
-	}
-	return c.waitACL(ctx)
+	return c.waitReady(ctx)
 }
 
-func (c *Consul) waitLeader(ctx context.Context) error {
+// waitReady waits until the management token works: the agent has
+// elected itself leader and created the token (a new server does both
+// within a second or two).
+func (c *Consul) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	client := &http.Client{Timeout: time.Second}
-	url := "http://" + c.HTTPAddr() + "/v1/status/leader"
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if resp, err := client.Do(req); err == nil {
-			var buf [64]byte
-			n, _ := resp.Body.Read(buf[:])
-			resp.Body.Close()
-			// The body is a JSON string: "" until there is a leader.
-			if resp.StatusCode == http.StatusOK && n > 2 {
-				return nil
-			}
-		}
-		select {
-		case <-c.Done():
-			return fmt.Errorf("localenv: consul exited before electing a leader:\n%s", c.Tail(3000))
-		case <-ctx.Done():
-			return fmt.Errorf("localenv: consul has no leader after 60s:\n%s", c.Tail(3000))
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// waitACL waits until the management token is known: a new server
-// creates it shortly after it elects itself leader.
-func (c *Consul) waitACL(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
 		err := c.call(ctx, http.MethodGet, "/v1/acl/token/self", nil, nil)
@@ -132,9 +106,9 @@ func (c *Consul) waitACL(ctx context.Context) error {
 		}
 		select {
 		case <-c.Done():
-			return fmt.Errorf("localenv: consul exited before its ACLs were ready:\n%s", c.Tail(3000))
+			return fmt.Errorf("localenv: consul exited before it was ready:\n%s", c.Tail(3000))
 		case <-ctx.Done():
-			return fmt.Errorf("localenv: consul's management token not usable after 30s: %w", err)
+			return fmt.Errorf("localenv: consul has no leader or no usable management token after 60s (%v):\n%s", err, c.Tail(3000))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -228,31 +202,16 @@ func (c *Consul) call(ctx context.Context, method, path string, in, out any) err
 	return nil
 }
 
-// keptToken reads the token kept in path, or creates a random one there.
-func keptToken(path string) (string, error) {
-	tok, err := KeptSecret(path, func(u []byte) string {
-		u[6], u[8] = u[6]&0x0f|0x40, u[8]&0x3f|0x80 // a version 4 UUID, as Consul's tokens are
-		return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:])
-	}, 16)
-	if err != nil {
-		return "", fmt.Errorf("localenv: consul management token: %w", err)
-	}
-	return tok, nil
-}
-
-// KeptSecret reads the secret kept in path, or makes one of n random
-// bytes (format turns them into text) and keeps it there, readable by
-// the owner only: a local run's secrets survive its restarts, as its
-// data does.
-func KeptSecret(path string, format func(random []byte) string, n int) (string, error) {
+// KeptSecret reads the secret kept in path, or makes one with newSecret
+// and keeps it there, readable by the owner only: a local run's secrets
+// survive its restarts, as its data does.
+func KeptSecret(path string, newSecret func() string) (string, error) {
 	if b, err := os.ReadFile(path); err == nil {
 		return strings.TrimSpace(string(b)), nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return "", err
 	}
-	random := make([]byte, n)
-	rand.Read(random)
-	secret := format(random)
+	secret := newSecret()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return "", err
 	}

@@ -3,6 +3,7 @@ module github.com/meshop/meshop/localenv
 go 1.26.0
 
 require (
+	github.com/google/uuid v1.6.0
 	github.com/jackc/pgx/v5 v5.7.6
 	github.com/nats-io/nats-server/v2 v2.15.2
 )

@@ -86,7 +86,9 @@ func (s *ConsulSource) OperatorRead(ctx context.Context, token string) (bool, er
 	return len(out) == 1 && out[0].Allow, nil
 }
 
-// operatorClient asks Consul about operators' tokens: short requests.
+// operatorClient asks Consul about operators' tokens (short requests). Not
+// the api client: its Raw().Write sends PUT, and the authorize endpoint
+// takes POST.
 var operatorClient = &http.Client{Timeout: 5 * time.Second}
 
 func query(ctx context.Context, index uint64, wait time.Duration) *api.QueryOptions {

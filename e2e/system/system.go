@@ -18,6 +18,7 @@ package system
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -138,7 +139,7 @@ func Start(ctx context.Context, plan Plan, dir string) (*System, error) {
 		return nil, err
 	}
 	var err error
-	if s.authKey, err = localenv.KeptSecret(filepath.Join(dir, "auth-key-encryption-key"), base64.StdEncoding.EncodeToString, 32); err != nil {
+	if s.authKey, err = localenv.KeptSecret(filepath.Join(dir, "auth-key-encryption-key"), randomKey); err != nil {
 		return nil, fmt.Errorf("system: auth's key encryption key: %w", err)
 	}
 	if s.Consul, err = localenv.StartConsul(ctx, plan.Consul); err != nil {
@@ -188,6 +189,13 @@ func (s *System) build(ctx context.Context) error {
 		return fmt.Errorf("system: go build: %w\n%s", err, out)
 	}
 	return nil
+}
+
+// randomKey is 32 random bytes, base64-encoded: an AES-256 key.
+func randomKey() string {
+	key := make([]byte, 32)
+	rand.Read(key)
+	return base64.StdEncoding.EncodeToString(key)
 }
 
 // ControlPlaneURL is the control plane's debug HTTP base URL.

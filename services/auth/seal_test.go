@@ -69,6 +69,9 @@ func TestSigningKeysAreSealedAtRest(t *testing.T) {
 	if _, err := testSealer(t).Open(k.Kid, k.PrivateKey); err == nil {
 		t.Error("a sealed key opened with another encryption key")
 	}
+	if _, err := sealer.Open(k.Kid, "-----BEGIN PRIVATE KEY-----\n"); err == nil {
+		t.Error("a key stored in clear opened")
+	}
 
 	// Another encryption key: the stored key is unusable here, so a new
 	// one is made and signs.
