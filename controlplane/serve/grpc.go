@@ -40,12 +40,12 @@ func (s *Server) Serve(lis net.Listener) error {
 		lis.Close()
 		return nil
 	}
-	g.srv = grpc.NewServer(
+	g.srv = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxConcurrentStreams(math.MaxUint32),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: s.opts.Keepalive, Timeout: 10 * time.Second}),
 		// Envoy pings on its own schedule; do not punish it for it.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
+	}, s.opts.GRPCOptions...)...)
 	xds := serverv3.NewServer(g.ctx, s.cache, callbacks{s.tracker, s})
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g.srv, xds)
 	srv := g.srv

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
@@ -29,6 +31,9 @@ type Options struct {
 	Quiet, MaxDelay time.Duration
 	// Keepalive is the gRPC server keepalive ping interval (default 30s).
 	Keepalive time.Duration
+	// GRPCOptions are added to the ADS server's own: its TLS credentials
+	// and the authentication of its streams (package xdsauth).
+	GRPCOptions []grpc.ServerOption
 }
 
 // Server is the xDS server: it turns catalog snapshots into per-node
