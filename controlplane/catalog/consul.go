@@ -15,7 +15,7 @@ import (
 	"github.com/hashicorp/consul/api"
 )
 
-// Source is the part of Consul the watcher needs: three blocking queries.
+// Source is the part of Consul the watcher needs: five blocking queries.
 // Each call blocks until Consul's index passes index or wait elapses, and
 // returns the new index. ConsulSource implements it over the HTTP API;
 // tests may pass a fake.
@@ -27,6 +27,11 @@ type Source interface {
 	Instances(ctx context.Context, service string, index uint64, wait time.Duration) ([]Instance, uint64, error)
 	// Policies returns the KV pairs below PolicyPrefix, keyed relative to it.
 	Policies(ctx context.Context, index uint64, wait time.Duration) (map[string][]byte, uint64, error)
+	// Intentions returns every service-intentions config entry as JSON,
+	// keyed by its destination service.
+	Intentions(ctx context.Context, index uint64, wait time.Duration) (map[string][]byte, uint64, error)
+	// CA returns the Connect CA's trust domain and roots.
+	CA(ctx context.Context, index uint64, wait time.Duration) (CA, uint64, error)
 }
 
 // ConsulSource reads from a Consul agent's HTTP API.
@@ -188,6 +193,72 @@ func (s *ConsulSource) Policies(ctx context.Context, index uint64, wait time.Dur
 	}
 	return out, idx, nil
 }
+
+// Intentions implements Source. Each entry is kept as the JSON of what
+// Consul returned, without its raft indexes (a write of the same content
+// is no change).
+func (s *ConsulSource) Intentions(ctx context.Context, index uint64, wait time.Duration) (map[string][]byte, uint64, error) {
+	entries, meta, err := s.client.ConfigEntries().List(IntentionsKind, query(ctx, index, wait))
+	if err != nil {
+		return nil, 0, err
+	}
+	idx, err := checkMeta(meta)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make(map[string][]byte, len(entries))
+	for _, e := range entries {
+		si, ok := e.(*api.ServiceIntentionsConfigEntry)
+		if !ok {
+			return nil, 0, fmt.Errorf("consul: %s entry %q decoded as %T", IntentionsKind, e.GetName(), e)
+		}
+		entry := *si
+		entry.CreateIndex, entry.ModifyIndex = 0, 0
+		b, err := json.Marshal(&entry)
+		if err != nil {
+			return nil, 0, fmt.Errorf("consul: %s entry %q: %w", IntentionsKind, si.Name, err)
+		}
+		out[si.Name] = b
+	}
+	return out, idx, nil
+}
+
+// CA implements Source. A Consul whose Connect is disabled answers with
+// no trust domain, and after that only once per wait: nothing changes
+// until it restarts.
+func (s *ConsulSource) CA(ctx context.Context, index uint64, wait time.Duration) (CA, uint64, error) {
+	roots, meta, err := s.client.Connect().CARoots(query(ctx, index, wait))
+	if err != nil && strings.Contains(err.Error(), connectDisabled) {
+		if index != 0 {
+			select {
+			case <-ctx.Done():
+				return CA{}, 0, ctx.Err()
+			case <-time.After(wait):
+			}
+		}
+		return CA{}, 1, nil
+	}
+	if err != nil {
+		return CA{}, 0, err
+	}
+	idx, err := checkMeta(meta)
+	if err != nil {
+		return CA{}, 0, err
+	}
+	ca := CA{TrustDomain: roots.TrustDomain}
+	for _, r := range roots.Roots {
+		if r.Active {
+			ca.RootPEMs = append([]string{r.RootCertPEM}, ca.RootPEMs...)
+		} else {
+			ca.RootPEMs = append(ca.RootPEMs, r.RootCertPEM)
+		}
+	}
+	return ca, idx, nil
+}
+
+// connectDisabled is how Consul answers Connect's endpoints when Connect
+// is off (HTTP 500 with this message).
+const connectDisabled = "Connect must be enabled"
 
 // maxShared bounds the distinct values shared compares with, so that an
 // answer whose instances all differ costs linear time.

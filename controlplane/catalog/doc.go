@@ -1,12 +1,15 @@
 // Package catalog watches Consul and publishes immutable snapshots of what
 // the mesh is made of: every service, every instance with its aggregated
-// health, and the raw policies under mesh/policy/.
+// health, the raw policies under mesh/policy/, the raw service-intentions
+// config entries and the Connect CA's trust domain and roots.
 //
-//	Consul HTTP API                       Watcher.Run (one goroutine owns the state)
-//	  /v1/catalog/services   ──blocking──▶ ┐
-//	  /v1/health/service/<s> ──blocking──▶ ├─ update ─▶ state ─changed?─▶ *Snapshot
-//	     (one query per service)           │                                │
-//	  /v1/kv/mesh/policy/    ──blocking──▶ ┘                     Changed() / Take()
+//	Consul HTTP API                          Watcher.Run (one goroutine owns the state)
+//	  /v1/catalog/services      ──blocking──▶ ┐
+//	  /v1/health/service/<s>    ──blocking──▶ │
+//	     (one query per service)              ├─ update ─▶ state ─changed?─▶ *Snapshot
+//	  /v1/kv/mesh/policy/       ──blocking──▶ │                                │
+//	  /v1/config/service-intentions ─blocking▶ │                     Changed() / Take()
+//	  /v1/connect/ca/roots      ──blocking──▶ ┘
 //
 // The health endpoint (not the raw catalog) gives each instance's check
 // status, so a critical check removes the instance from the endpoints at

@@ -36,14 +36,14 @@ func TestHoldDowngrades(t *testing.T) {
 	}
 }
 
-// TestSyncPolicies: a KV answer updates the policies it changed, and only
+// TestSyncRaw: a KV answer updates the policies it changed, and only
 // a real change makes a new map.
-func TestSyncPolicies(t *testing.T) {
+func TestSyncRaw(t *testing.T) {
 	cur := pmap.FromMap(map[string][]byte{"user": []byte("1"), "order": []byte("2")})
-	if got, changed := syncPolicies(cur, map[string][]byte{"user": []byte("1"), "order": []byte("2")}); changed || got != cur {
+	if got, changed := syncRaw(cur, map[string][]byte{"user": []byte("1"), "order": []byte("2")}); changed || got != cur {
 		t.Errorf("the same answer: changed = %v, new map %v", changed, got != cur)
 	}
-	got, changed := syncPolicies(cur, map[string][]byte{"user": []byte("1"), "product": []byte("3")})
+	got, changed := syncRaw(cur, map[string][]byte{"user": []byte("1"), "product": []byte("3")})
 	want := map[string][]byte{"user": []byte("1"), "product": []byte("3")}
 	if diff := cmp.Diff(want, maps.Collect(got.All())); !changed || diff != "" {
 		t.Errorf("changed = %v, (-want +got):\n%s", changed, diff)
@@ -103,6 +103,15 @@ func (r *restartingSource) Instances(ctx context.Context, _ string, index uint64
 func (r *restartingSource) Policies(ctx context.Context, index uint64, _ time.Duration) (map[string][]byte, uint64, error) {
 	i, _, err := r.get(ctx, index)
 	return map[string][]byte{}, i, err
+}
+
+func (r *restartingSource) Intentions(ctx context.Context, index uint64, wait time.Duration) (map[string][]byte, uint64, error) {
+	return r.Policies(ctx, index, wait)
+}
+
+func (r *restartingSource) CA(ctx context.Context, index uint64, _ time.Duration) (CA, uint64, error) {
+	i, _, err := r.get(ctx, index)
+	return CA{TrustDomain: "example.consul"}, i, err
 }
 
 // TestSettleAfterOutage: a Consul that comes back reporting a passing

@@ -1,13 +1,15 @@
 package catalog
 
 import (
+	"slices"
 	"time"
 
 	"github.com/meshop/meshop/controlplane/internal/pmap"
 )
 
 // Snapshot is what Consul said at one moment: every registered service with
-// all of its instances (whatever their health) and the raw mesh policies.
+// all of its instances (whatever their health), the raw mesh policies, the
+// raw service intentions and the Connect CA.
 // A published Snapshot is never modified; readers share it without locks and
 // must not modify it either.
 //
@@ -29,6 +31,30 @@ type Snapshot struct {
 	// Policies maps a KV key below PolicyPrefix (for example "order" for
 	// mesh/policy/order) to its raw value.
 	Policies pmap.Map[[]byte]
+	// Intentions maps a destination service name ("*" for every service)
+	// to its service-intentions config entry, as JSON in Consul's field
+	// names (the model parses it, as it parses policies).
+	Intentions pmap.Map[[]byte]
+	// CA is Consul's Connect CA: the trust domain and its roots.
+	CA CA
+}
+
+// CA is what Consul's Connect CA says about the mesh's identities. It is
+// compared by value (slices.Equal on the roots).
+type CA struct {
+	// TrustDomain is the SPIFFE trust domain of every leaf certificate,
+	// the host of its URI SAN ("<cluster id>.consul"): a leaf of service
+	// s in datacenter dc is spiffe://<TrustDomain>/ns/default/dc/<dc>/svc/<s>.
+	// "" when Consul has no Connect CA (Connect disabled).
+	TrustDomain string
+	// RootPEMs are the CA's root certificates, PEM-encoded, the active one
+	// first: what verifies a peer's leaf.
+	RootPEMs []string
+}
+
+// Equal reports whether a and b hold the same trust domain and roots.
+func (a CA) Equal(b CA) bool {
+	return a.TrustDomain == b.TrustDomain && slices.Equal(a.RootPEMs, b.RootPEMs)
 }
 
 // SameInstances reports whether a and b are the same slice, not merely
@@ -73,3 +99,7 @@ const (
 
 // PolicyPrefix is the KV folder holding one JSON policy per service.
 const PolicyPrefix = "mesh/policy/"
+
+// IntentionsKind is the kind of Consul config entry holding a destination
+// service's intentions.
+const IntentionsKind = "service-intentions"

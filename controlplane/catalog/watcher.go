@@ -49,7 +49,8 @@ type Status struct {
 }
 
 // Watcher keeps one blocking query per data set (the service list, each
-// service's instances, the policies) and publishes an immutable Snapshot
+// service's instances, the policies, the intentions, the Connect CA) and
+// publishes an immutable Snapshot
 // whenever an answer changes something. It publishes nothing until every
 // query has answered once, so the first snapshot is complete; while Consul
 // is unreachable it publishes nothing, so consumers keep the last snapshot.
@@ -125,17 +126,20 @@ const (
 	updServices updateKind = iota
 	updInstances
 	updPolicies
+	updIntentions
+	updCA
 	updFailed
 	updUnchanged // a query answered without news (its wait elapsed)
 )
 
 type update struct {
 	kind     updateKind
-	query    string // which blocking query: "services", "policies", "instances/<name>"
+	query    string // which blocking query: "services", "policies", "intentions", "ca", "instances/<name>"
 	service  string
 	services []string
 	insts    []Instance
-	policies map[string][]byte
+	raw      map[string][]byte // policies or intentions
+	ca       CA
 	index    uint64
 	asked    time.Time // when the query was sent
 	at       time.Time // when its answer arrived
@@ -156,7 +160,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 		return stop
 	}
 	start(w.watchServices)
-	start(w.watchPolicies)
+	start(func(ctx context.Context) { watchWhole(w, ctx, "policies", updPolicies, w.src.Policies, setRaw) })
+	start(func(ctx context.Context) { watchWhole(w, ctx, "intentions", updIntentions, w.src.Intentions, setRaw) })
+	start(func(ctx context.Context) {
+		watchWhole(w, ctx, "ca", updCA, w.src.CA, func(u *update, ca CA) { u.ca = ca })
+	})
 
 	st := state{
 		known:    map[string]context.CancelFunc{},
@@ -226,8 +234,22 @@ func (w *Watcher) Run(ctx context.Context) error {
 				w.succeeded(u.query, u.index, u.asked)
 			case updPolicies:
 				st.policiesAnswered = true
-				if pols, changed := syncPolicies(st.policies, u.policies); changed {
+				if pols, changed := syncRaw(st.policies, u.raw); changed {
 					st.policies = pols
+					st.changed = true
+				}
+				w.succeeded(u.query, u.index, u.asked)
+			case updIntentions:
+				st.intentionsAnswered = true
+				if ints, changed := syncRaw(st.intentions, u.raw); changed {
+					st.intentions = ints
+					st.changed = true
+				}
+				w.succeeded(u.query, u.index, u.asked)
+			case updCA:
+				st.caAnswered = true
+				if !st.ca.Equal(u.ca) {
+					st.ca = u.ca
 					st.changed = true
 				}
 				w.succeeded(u.query, u.index, u.asked)
@@ -262,12 +284,15 @@ func (w *Watcher) Run(ctx context.Context) error {
 // state is Run's own view of Consul; only Run touches it. Its maps are
 // the persistent maps snapshots are published with.
 type state struct {
-	services                           pmap.Map[[]Instance]
-	policies                           pmap.Map[[]byte]
-	known                              map[string]context.CancelFunc // services with a running query
-	answered                           map[string]bool
-	servicesAnswered, policiesAnswered bool
-	index                              uint64
+	services   pmap.Map[[]Instance]
+	policies   pmap.Map[[]byte]
+	intentions pmap.Map[[]byte]
+	ca         CA
+	known      map[string]context.CancelFunc // services with a running query
+	answered   map[string]bool
+	// The queries that answered at least once.
+	servicesAnswered, policiesAnswered, intentionsAnswered, caAnswered bool
+	index                                                              uint64
 	// baseline is what was published when Consul became unreachable;
 	// while settling after it came back, instances that were passing in
 	// it stay passing (held) until Consul's checks had time to run.
@@ -283,7 +308,7 @@ type state struct {
 }
 
 func (st *state) synced() bool {
-	if !st.servicesAnswered || !st.policiesAnswered {
+	if !st.servicesAnswered || !st.policiesAnswered || !st.intentionsAnswered || !st.caAnswered {
 		return false
 	}
 	for n := range st.known {
@@ -310,14 +335,15 @@ func (w *Watcher) maybePublish(st *state, seen time.Time) {
 	if st.baseline == nil && latest != nil && !st.changed && !st.settled {
 		return
 	}
-	if (st.baseline != nil || st.settled) && latest != nil && sameView(latest, services, st.policies) {
+	if (st.baseline != nil || st.settled) && latest != nil && sameView(latest, services, st) {
 		st.settled = false
 		return
 	}
 	st.changed, st.settled = false, false
 	// The maps are persistent and the slices and values are never
 	// modified after a query returned them: the snapshot shares them.
-	snap := &Snapshot{Index: st.index, SeenAt: seen, Services: services, Policies: st.policies}
+	snap := &Snapshot{Index: st.index, SeenAt: seen, Services: services, Policies: st.policies,
+		Intentions: st.intentions, CA: st.ca}
 	w.mu.Lock()
 	w.latest = snap
 	if w.firstSeen.IsZero() || seen.Before(w.firstSeen) {
@@ -325,7 +351,8 @@ func (w *Watcher) maybePublish(st *state, seen time.Time) {
 	}
 	if !w.status.Synced {
 		w.status.Synced = true
-		w.log.Info("catalog synced", "index", st.index, "services", snap.Services.Len(), "policies", snap.Policies.Len())
+		w.log.Info("catalog synced", "index", st.index, "services", snap.Services.Len(), "policies", snap.Policies.Len(),
+			"intentions", snap.Intentions.Len(), "trust_domain", snap.CA.TrustDomain)
 	}
 	w.mu.Unlock()
 	if w.opts.OnIndex != nil {
@@ -379,16 +406,20 @@ func holdDowngrades(cur, base pmap.Map[[]Instance]) (pmap.Map[[]Instance], int) 
 	return out, held
 }
 
-// sameView reports whether snap holds these services and policies.
-func sameView(snap *Snapshot, services pmap.Map[[]Instance], policies pmap.Map[[]byte]) bool {
+// sameView reports whether snap holds these services and st's other
+// data sets.
+func sameView(snap *Snapshot, services pmap.Map[[]Instance], st *state) bool {
 	return pmap.Equal(snap.Services, services, func(a, b []Instance) bool { return reflect.DeepEqual(a, b) }) &&
-		pmap.Equal(snap.Policies, policies, bytes.Equal)
+		pmap.Equal(snap.Policies, st.policies, bytes.Equal) &&
+		pmap.Equal(snap.Intentions, st.intentions, bytes.Equal) &&
+		snap.CA.Equal(st.ca)
 }
 
-// syncPolicies returns cur updated to the KV answer next, and whether
-// anything changed. A policy answer is the whole KV folder, so this costs
-// O(policies): policy changes are rare, unlike instance changes.
-func syncPolicies(cur pmap.Map[[]byte], next map[string][]byte) (pmap.Map[[]byte], bool) {
+// syncRaw returns cur updated to an answer of raw values (the policies'
+// KV folder, the intentions' config entries), and whether anything
+// changed. Such an answer is the whole data set, so this costs O(its
+// size): these change rarely, unlike instances.
+func syncRaw(cur pmap.Map[[]byte], next map[string][]byte) (pmap.Map[[]byte], bool) {
 	out := cur
 	for k, v := range next {
 		if old, ok := out.Get(k); !ok || !bytes.Equal(old, v) {
@@ -532,17 +563,25 @@ func (w *Watcher) watchInstances(ctx context.Context, service string) {
 	})
 }
 
-func (w *Watcher) watchPolicies(ctx context.Context) {
-	w.loop(ctx, "policies", func(ctx context.Context, index uint64, asked time.Time) (uint64, error) {
-		pols, next, err := w.src.Policies(ctx, index, w.opts.Wait)
+// watchWhole runs the blocking query of a data set Consul answers whole
+// (the policies, the intentions, the CA) and sends each new answer as an
+// update of kind, put into it by set.
+func watchWhole[T any](w *Watcher, ctx context.Context, query string, kind updateKind,
+	fetch func(context.Context, uint64, time.Duration) (T, uint64, error), set func(*update, T)) {
+	w.loop(ctx, query, func(ctx context.Context, index uint64, asked time.Time) (uint64, error) {
+		v, next, err := fetch(ctx, index, w.opts.Wait)
 		if err != nil {
 			return 0, err
 		}
 		if next == index {
-			w.send(ctx, update{kind: updUnchanged, query: "policies", index: next, asked: asked})
+			w.send(ctx, update{kind: updUnchanged, query: query, index: next, asked: asked})
 			return next, nil
 		}
-		w.send(ctx, update{kind: updPolicies, query: "policies", policies: pols, index: next, asked: asked, at: time.Now()})
+		u := update{kind: kind, query: query, index: next, asked: asked, at: time.Now()}
+		set(&u, v)
+		w.send(ctx, u)
 		return next, nil
 	})
 }
+
+func setRaw(u *update, raw map[string][]byte) { u.raw = raw }

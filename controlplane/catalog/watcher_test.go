@@ -187,6 +187,14 @@ func (f *flakySource) Policies(ctx context.Context, index uint64, wait time.Dura
 	return block(ctx, f, index, map[string][]byte{})
 }
 
+func (f *flakySource) Intentions(ctx context.Context, index uint64, wait time.Duration) (map[string][]byte, uint64, error) {
+	return block(ctx, f, index, map[string][]byte{"user": []byte(`{"Sources":[]}`)})
+}
+
+func (f *flakySource) CA(ctx context.Context, index uint64, wait time.Duration) (catalog.CA, uint64, error) {
+	return block(ctx, f, index, catalog.CA{TrustDomain: "example.consul", RootPEMs: []string{"root"}})
+}
+
 // block answers at once with index 7 the first time, then blocks like a
 // real blocking query with nothing new (until ctx ends).
 func block[T any](ctx context.Context, f *flakySource, index uint64, v T) (T, uint64, error) {
@@ -223,7 +231,7 @@ func TestWatcherWaitsForCompleteFirstSnapshotAndLogsOnce(t *testing.T) {
 		t.Fatal("no snapshot after Consul came back")
 	}
 	s, seen := w.Take()
-	if statusOf(s, "user-1") != "passing" || seen.IsZero() {
+	if statusOf(s, "user-1") != "passing" || seen.IsZero() || !has(s.Intentions, "user") || s.CA.TrustDomain != "example.consul" {
 		t.Errorf("snapshot %+v seen %v", s, seen)
 	}
 	if st := w.Status(); !st.Synced || !st.Reachable || st.Index != 7 {

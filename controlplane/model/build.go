@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -95,8 +96,10 @@ type state struct {
 	mesh *Mesh // nil before the first build
 	// services and policies are those of the snapshot mesh was built
 	// from.
-	services pmap.Map[[]catalog.Instance]
-	policies pmap.Map[[]byte]
+	services   pmap.Map[[]catalog.Instance]
+	policies   pmap.Map[[]byte]
+	intentions pmap.Map[[]byte]
+	ca         catalog.CA
 	// inForce is, per valid policy key, the policy in force and why.
 	inForce pmap.Map[policyInForce]
 	// claims are, per public prefix, the services claiming it, its owner
@@ -128,6 +131,9 @@ const (
 	ownerSplit   = "split"   // a service's traffic split against its versions
 	ownerPrefix  = "prefix"  // the claims on a public prefix
 	ownerPolicy  = "policy"  // a policy key
+	// ownerIntentions: a destination's service-intentions entry
+	ownerIntentions = "intentions"
+	ownerCA         = "ca" // the Connect CA
 )
 
 func owner(kind, name string) string { return kind + "/" + name }
@@ -150,6 +156,8 @@ func (b *Builder) build(last state, snap *catalog.Snapshot, fromNothing bool) (s
 	p.upstreams()
 	p.routes()
 	p.policies()
+	p.intentions()
+	p.ca()
 	p.keepUnchangedInstances()
 	p.finish()
 	return p.st, true
@@ -198,9 +206,10 @@ func newPass(b *Builder, last state, snap *catalog.Snapshot) *pass {
 	if prev := last.mesh; prev != nil {
 		m.Services, m.Instances, m.callers = prev.Services, prev.Instances, prev.callers
 		m.Routes, m.Unmeshed, m.Policies, m.Problems = prev.Routes, prev.Unmeshed, prev.Policies, prev.Problems
+		m.Intentions, m.TrustDomain, m.RootPEMs = prev.Intentions, prev.TrustDomain, prev.RootPEMs
 	}
 	st := last
-	st.mesh, st.services, st.policies = m, snap.Services, snap.Policies
+	st.mesh, st.services, st.policies, st.intentions, st.ca = m, snap.Services, snap.Policies, snap.Intentions, snap.CA
 	return &pass{b: b, snap: snap, prev: last.mesh, last: last, st: st,
 		parsed: map[string]*parsed{}, touched: map[string]bool{}}
 }
@@ -524,6 +533,46 @@ func (b *Builder) evaluate(c *checker, key string, raw []byte) policyInForce {
 	}
 	c.problem(SeverityError, KindPolicy, key, "", catalog.PolicyPrefix+key, "rejected: %s; %s", reason, keep)
 	return f
+}
+
+// intentions parses the service-intentions entries that changed (every
+// one when building from nothing); the others keep their pointers.
+func (p *pass) intentions() {
+	m := p.st.mesh
+	for dest := range pmap.Diff(p.last.intentions, p.snap.Intentions, bytes.Equal) {
+		c := checker{}
+		raw, ok := p.snap.Intentions.Get(dest)
+		var in *Intentions
+		if ok {
+			in = parseIntentions(&c, dest, raw)
+		}
+		if in == nil {
+			m.Intentions = m.Intentions.Delete(dest)
+		} else {
+			m.Intentions = m.Intentions.Set(dest, in)
+		}
+		p.setProblems(owner(ownerIntentions, dest), c.problems)
+	}
+}
+
+// trustDomainRE is a SPIFFE trust domain as Consul makes them (lower
+// case DNS labels): it goes into URIs and patterns as it is.
+var trustDomainRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$`)
+
+// ca takes the Connect CA's trust domain and roots when they changed.
+func (p *pass) ca() {
+	if p.prev != nil && p.last.ca.Equal(p.snap.CA) {
+		return
+	}
+	m, ca := p.st.mesh, p.snap.CA
+	m.TrustDomain, m.RootPEMs = ca.TrustDomain, ca.RootPEMs
+	c := checker{}
+	if ca.TrustDomain != "" && !trustDomainRE.MatchString(ca.TrustDomain) {
+		c.problem(SeverityError, KindCA, "", "", "connect/ca/roots.TrustDomain",
+			"trust domain %q is not a DNS name; mutual TLS stays off", truncate(ca.TrustDomain, 80))
+		m.TrustDomain = ""
+	}
+	p.setProblems(ownerCA, c.problems)
 }
 
 // policyFor is the policy in force for a service.

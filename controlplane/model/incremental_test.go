@@ -97,7 +97,7 @@ func view(t *testing.T, m *Mesh) map[string]any {
 			t.Fatalf("Callers(%s) (-want +got):\n%s", name, diff)
 		}
 	}
-	return map[string]any{"json": string(b), "instances": insts}
+	return map[string]any{"json": string(b), "instances": insts, "roots": m.RootPEMs}
 }
 
 // randomCatalog makes random changes to a snapshot, the way the catalog
@@ -114,6 +114,12 @@ var (
 	randomPrefixes = []string{"/a", "/b", "/a/x", "bad"}
 	randomPolicies = []string{`{"timeout":"2s"}`, `{"timeout":"3s"}`, `{"timeout":"forever"}`,
 		`{"traffic_split":[{"version":"v1","weight":50},{"version":"v2","weight":50}]}`}
+	randomIntentions = []string{`{"Sources":[{"Name":"svc-1","Action":"allow"}]}`,
+		`{"Sources":[{"Name":"*","Action":"allow"},{"Name":"svc-2","Action":"deny"}]}`,
+		`{"Sources":[{"Name":"svc-0","Permissions":[{"Action":"allow","HTTP":{"PathPrefix":"/a"}}]}]}`,
+		`{"Sources":[{"Name":"svc-0","Permissions":[{"Action":"allow","HTTP":{"PathRegex":"("}}]}]}`,
+		`not json`}
+	randomTrustDomains = []string{"", "11111111-2222-3333-4444-555555555555.consul", "Bad Domain"}
 )
 
 // change makes one random change and says which.
@@ -137,7 +143,7 @@ func (c *randomCatalog) change() string {
 		s.Services = s.Services.Set(name, insts)
 		return what + " " + insts[i].ID
 	}
-	switch c.rng.IntN(12) {
+	switch c.rng.IntN(14) {
 	case 0, 1:
 		return edit("flip", func(in *catalog.Instance) {
 			in.Status = map[string]string{catalog.StatusPassing: catalog.StatusCritical}[in.Status]
@@ -181,6 +187,17 @@ func (c *randomCatalog) change() string {
 	case 10:
 		s.Policies = s.Policies.Delete(name)
 		return "delete policy " + name
+	case 11:
+		dest := c.rng.Pick(append([]string{"*"}, randomNames...))
+		if c.rng.IntN(3) == 0 {
+			s.Intentions = s.Intentions.Delete(dest)
+			return "delete intentions " + dest
+		}
+		s.Intentions = s.Intentions.Set(dest, []byte(c.rng.Pick(randomIntentions)))
+		return "intentions " + dest
+	case 12:
+		s.CA = catalog.CA{TrustDomain: c.rng.Pick(randomTrustDomains), RootPEMs: []string{c.rng.Pick([]string{"a", "b"})}}
+		return "ca " + s.CA.TrustDomain
 	default:
 		return "nothing"
 	}

@@ -39,6 +39,16 @@ type Mesh struct {
 	// Policies reports, for every service that has a KV policy key or had
 	// one rejected, which policy is in force and why.
 	Policies map[string]PolicyStatus `json:"policies,omitempty"`
+	// Intentions are the valid service-intentions config entries, by
+	// destination ("*" for every service); an entry that did not change
+	// keeps its pointer. IntentionsFor combines a service's.
+	Intentions pmap.Map[*Intentions] `json:"intentions"`
+	// TrustDomain is the SPIFFE trust domain of the Connect CA's leaf
+	// certificates ("<cluster id>.consul"), "" while unknown.
+	TrustDomain string `json:"trust_domain,omitempty"`
+	// RootPEMs are the Connect CA's roots (PEM), the active one first:
+	// what verifies a peer's leaf certificate.
+	RootPEMs []string `json:"-"`
 	// Problems is everything wrong with the input, errors and warnings,
 	// sorted by Key. It is the previous mesh's slice when no problem
 	// appeared or went away.
@@ -70,6 +80,14 @@ func (m *Mesh) Service(name string) *Service {
 func (m *Mesh) Instance(id string) *Instance {
 	in, _ := m.Instances.Get(id)
 	return in
+}
+
+// IntentionsFor returns the sources that decide calls to a service, in
+// precedence order (see EffectiveSources). None: every caller is denied.
+func (m *Mesh) IntentionsFor(service string) []IntentionSource {
+	exact, _ := m.Intentions.Get(service)
+	wildcard, _ := m.Intentions.Get(Wildcard)
+	return EffectiveSources(exact, wildcard)
 }
 
 // Callers returns the meshed services that declare name as an upstream,
@@ -211,6 +229,10 @@ const (
 	KindPrefix   = "prefix"   // bad or conflicting mesh_public_prefixes
 	KindPort     = "port"     // non-numeric or out-of-range port
 	KindPolicy   = "policy"   // invalid KV policy
+	// KindIntention: a service-intentions entry the mesh cannot enforce
+	// as written (it fails closed: see Intentions).
+	KindIntention = "intention"
+	KindCA        = "ca" // the Connect CA's trust domain is unusable
 )
 
 // Problem is one thing wrong with the input. Key identifies it across

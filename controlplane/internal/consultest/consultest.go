@@ -118,6 +118,25 @@ func (a *Agent) PutPolicy(service, json string) {
 	}
 }
 
+// PutIntentions writes the service-intentions config entry of a
+// destination (replacing it) with these sources.
+func (a *Agent) PutIntentions(destination string, sources ...*api.SourceIntention) {
+	a.t.Helper()
+	entry := &api.ServiceIntentionsConfigEntry{Kind: api.ServiceIntentions, Name: destination, Sources: sources}
+	if _, _, err := a.Client.ConfigEntries().Set(entry, nil); err != nil {
+		a.t.Fatalf("put intentions %s: %v", destination, err)
+	}
+}
+
+// DeleteIntentions deletes the service-intentions config entry of a
+// destination.
+func (a *Agent) DeleteIntentions(destination string) {
+	a.t.Helper()
+	if _, err := a.Client.ConfigEntries().Delete(api.ServiceIntentions, destination, nil); err != nil {
+		a.t.Fatalf("delete intentions %s: %v", destination, err)
+	}
+}
+
 // Eventually is poll.Until.
 func Eventually(t testing.TB, within time.Duration, cond func() (bool, string)) {
 	t.Helper()
