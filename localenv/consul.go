@@ -44,7 +44,9 @@ type Consul struct {
 // HTTPAddr is the agent's HTTP address, host:port.
 func (c *Consul) HTTPAddr() string { return "127.0.0.1:" + strconv.Itoa(c.Opts.HTTPPort) }
 
-// StartConsul starts the agent and waits until it has elected itself leader.
+// StartConsul starts the agent, waits until it has elected itself leader,
+// and applies the repository's config entries (service-defaults and
+// intentions, consul/config).
 func StartConsul(ctx context.Context, opts ConsulOptions) (*Consul, error) {
 	bin, err := Binary("consul")
 	if err != nil {
@@ -58,6 +60,9 @@ func StartConsul(ctx context.Context, opts ConsulOptions) (*Consul, error) {
 	}
 	c := &Consul{Opts: opts}
 	if err := c.start(ctx, bin); err != nil {
+		return nil, err
+	}
+	if err := c.applyConfigEntries(ctx); err != nil {
 		return nil, err
 	}
 	return c, nil
