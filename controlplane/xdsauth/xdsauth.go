@@ -1,0 +1,327 @@
+// Package xdsauth authenticates the control plane's xDS streams with
+// Consul ACL tokens, as Consul's own xDS server does:
+//
+//	stream ──x-consul-token──▶ token's service identities (Consul, cached)
+//	       ──first request──▶ node.cluster is one of them, and node.id a
+//	                          registered instance of it (edge: edge-<n>)
+//	       ──every TTL──▶ the token again: revoked → the stream ends
+//
+// Anything else ends the stream with PermissionDenied, a log line, a count
+// in meshop_xds_streams_refused_total{reason} and an entry in Refusals
+// (shown on /debug/nodes). Against a Consul without ACLs there is nothing
+// to check a token against, and every stream is served.
+package xdsauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// TokenHeader is the gRPC metadata key of the token.
+const TokenHeader = "x-consul-token"
+
+// EdgeService is the service identity of the edge gateway; its node ids
+// are edge-<n> and are not registered in Consul.
+const EdgeService = "edge"
+
+// Errors a Directory returns.
+var (
+	// ErrUnknownToken: Consul knows no such token (never, or revoked).
+	ErrUnknownToken = errors.New("xdsauth: Consul knows no such token")
+	// ErrACLsDisabled: Consul runs without ACLs.
+	ErrACLsDisabled = errors.New("xdsauth: Consul has ACLs disabled")
+)
+
+// Directory is what the authenticator asks of Consul.
+type Directory interface {
+	// TokenServices are the service identities of token.
+	TokenServices(ctx context.Context, token string) ([]string, error)
+	// IsInstance reports whether id is a registered instance of service,
+	// whatever its health.
+	IsInstance(ctx context.Context, service, id string) (bool, error)
+}
+
+// Options configure an Authenticator.
+type Options struct {
+	Directory Directory
+	// TTL is how long a token's identities are trusted before Consul is
+	// asked again; a revoked token's streams end within it (default 30s).
+	TTL time.Duration
+	// RegistrationWait is how long a stream waits for its node to appear
+	// in the catalog (an app opens its stream as it registers; default 10s).
+	RegistrationWait time.Duration
+	Logger           *slog.Logger
+	Metrics          prometheus.Registerer
+}
+
+// Authenticator checks xDS streams.
+type Authenticator struct {
+	opts    Options
+	log     *slog.Logger
+	refused *prometheus.CounterVec
+
+	mu       sync.Mutex
+	tokens   map[string]cachedToken
+	refusals []Refusal // the last maxRefusals, oldest first
+}
+
+type cachedToken struct {
+	services []string
+	expires  time.Time
+}
+
+// Refusal is one refused stream, for operators.
+type Refusal struct {
+	Time    time.Time `json:"time"`
+	Node    string    `json:"node,omitempty"`
+	Cluster string    `json:"cluster,omitempty"`
+	Peer    string    `json:"peer,omitempty"`
+	Reason  string    `json:"reason"`
+	Detail  string    `json:"detail"`
+}
+
+const maxRefusals = 100
+
+// New returns an Authenticator.
+func New(opts Options) *Authenticator {
+	if opts.TTL <= 0 {
+		opts.TTL = 30 * time.Second
+	}
+	if opts.RegistrationWait <= 0 {
+		opts.RegistrationWait = 10 * time.Second
+	}
+	a := &Authenticator{
+		opts: opts, log: opts.Logger.With("component", "xdsauth"), tokens: map[string]cachedToken{},
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshop_xds_streams_refused_total",
+			Help: "xDS streams refused, by reason (no_token, unknown_token, wrong_service, not_an_instance, revoked).",
+		}, []string{"reason"}),
+	}
+	if opts.Metrics != nil {
+		opts.Metrics.MustRegister(a.refused)
+	}
+	return a
+}
+
+// Refusals are the most recent refused streams, newest last.
+func (a *Authenticator) Refusals() []Refusal {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.refusals)
+}
+
+// StreamInterceptor authenticates every stream of the gRPC server.
+func (a *Authenticator) StreamInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		return a.serve(srv, ss, handler)
+	}
+}
+
+// refusal is a stream's end for a reason.
+type refusal struct {
+	reason, detail string
+	node           *corev3.Node
+}
+
+func (r *refusal) Error() string { return r.detail }
+
+func (a *Authenticator) serve(srv any, ss grpc.ServerStream, handler grpc.StreamHandler) error {
+	ctx := ss.Context()
+	token := ""
+	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(TokenHeader)) > 0 {
+		token = md.Get(TokenHeader)[0]
+	}
+	if token == "" {
+		return a.refuse(ctx, &refusal{reason: "no_token", detail: "no Consul ACL token (gRPC metadata " + TokenHeader + ")"})
+	}
+	services, err := a.services(ctx, token)
+	switch {
+	case errors.Is(err, ErrACLsDisabled):
+		return handler(srv, ss)
+	case errors.Is(err, ErrUnknownToken):
+		return a.refuse(ctx, &refusal{reason: "unknown_token", detail: "Consul knows no such ACL token"})
+	case err != nil:
+		return status.Errorf(codes.Unavailable, "cannot check the token with Consul: %v", err)
+	}
+
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	s := &stream{ServerStream: ss, ctx: sctx, check: func(n *corev3.Node) *refusal { return a.authorize(sctx, services, n) }}
+	go a.revalidate(sctx, token, cancel)
+	err = handler(srv, s)
+	if r := s.refused(); r != nil {
+		return a.refuse(ctx, r)
+	}
+	var r *refusal
+	if errors.As(context.Cause(sctx), &r) {
+		return a.refuse(ctx, r)
+	}
+	return err
+}
+
+// authorize checks the node a stream speaks for against its token's
+// service identities.
+func (a *Authenticator) authorize(ctx context.Context, services []string, n *corev3.Node) *refusal {
+	id, svc := n.GetId(), n.GetCluster()
+	if !slices.Contains(services, svc) {
+		return &refusal{node: n, reason: "wrong_service", detail: fmt.Sprintf("the token carries no service identity of %q (it has %v)", svc, services)}
+	}
+	if svc == EdgeService {
+		if !strings.HasPrefix(id, EdgeService+"-") {
+			return &refusal{node: n, reason: "not_an_instance", detail: fmt.Sprintf("edge node ids are edge-<n>, not %q", id)}
+		}
+		return nil
+	}
+	wait, cancel := context.WithTimeout(ctx, a.opts.RegistrationWait)
+	defer cancel()
+	for {
+		ok, err := a.opts.Directory.IsInstance(wait, svc, id)
+		if ok {
+			return nil
+		}
+		if err != nil && wait.Err() == nil {
+			a.log.Warn("cannot look up an xDS node in Consul; retrying", "node", id, "err", err)
+		}
+		select {
+		case <-wait.Done():
+			return &refusal{node: n, reason: "not_an_instance", detail: fmt.Sprintf("%q is not a registered instance of %s", id, svc)}
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// revalidate asks Consul about the token again every TTL and ends the
+// stream once Consul no longer knows it.
+func (a *Authenticator) revalidate(ctx context.Context, token string, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(a.opts.TTL)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := a.services(ctx, token); errors.Is(err, ErrUnknownToken) {
+			cancel(&refusal{reason: "revoked", detail: "the stream's Consul ACL token was revoked"})
+			return
+		}
+	}
+}
+
+// services are token's service identities, from the cache while fresh.
+func (a *Authenticator) services(ctx context.Context, token string) ([]string, error) {
+	now := time.Now()
+	a.mu.Lock()
+	c, ok := a.tokens[token]
+	a.mu.Unlock()
+	if ok && now.Before(c.expires) {
+		return c.services, nil
+	}
+	services, err := a.opts.Directory.TokenServices(ctx, token)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err != nil {
+		if errors.Is(err, ErrUnknownToken) {
+			delete(a.tokens, token)
+		}
+		return nil, err
+	}
+	for k, v := range a.tokens { // forget expired tokens as new ones come
+		if now.After(v.expires) {
+			delete(a.tokens, k)
+		}
+	}
+	a.tokens[token] = cachedToken{services: services, expires: now.Add(a.opts.TTL)}
+	return services, nil
+}
+
+// refuse logs, counts and records r, and is the stream's status.
+func (a *Authenticator) refuse(ctx context.Context, r *refusal) error {
+	rec := Refusal{Time: time.Now(), Node: r.node.GetId(), Cluster: r.node.GetCluster(), Reason: r.reason, Detail: r.detail}
+	if p, ok := peer.FromContext(ctx); ok {
+		rec.Peer = p.Addr.String()
+	}
+	a.refused.WithLabelValues(r.reason).Inc()
+	a.log.Warn("xDS stream refused", "node", rec.Node, "cluster", rec.Cluster, "peer", rec.Peer, "reason", r.reason, "detail", r.detail)
+	a.mu.Lock()
+	a.refusals = append(a.refusals, rec)
+	if len(a.refusals) > maxRefusals {
+		a.refusals = slices.Delete(a.refusals, 0, len(a.refusals)-maxRefusals)
+	}
+	a.mu.Unlock()
+	return status.Error(codes.PermissionDenied, r.detail)
+}
+
+// stream checks the node of every request that names one before the
+// xDS server sees it.
+type stream struct {
+	grpc.ServerStream
+	ctx   context.Context
+	check func(*corev3.Node) *refusal
+
+	mu      sync.Mutex
+	allowed string // the node already checked: id and cluster
+	denied  *refusal
+}
+
+// noder is a DiscoveryRequest or a DeltaDiscoveryRequest.
+type noder interface{ GetNode() *corev3.Node }
+
+func (s *stream) Context() context.Context { return s.ctx }
+
+// RecvMsg also returns when the stream's context ends (a revoked token):
+// go-control-plane's server waits on requests, not on the context. The
+// receive it abandons writes into a message nobody reads, and ends with
+// the stream.
+func (s *stream) RecvMsg(m any) error {
+	got := make(chan error, 1)
+	go func() { got <- s.ServerStream.RecvMsg(m) }()
+	select {
+	case err := <-got:
+		if err != nil {
+			return err
+		}
+	case <-s.ctx.Done():
+		return context.Cause(s.ctx)
+	}
+	req, ok := m.(noder)
+	if !ok || req.GetNode() == nil {
+		return nil
+	}
+	n := req.GetNode()
+	key := n.GetId() + "\x00" + n.GetCluster()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.denied == nil && s.allowed == key {
+		return nil
+	}
+	if s.denied == nil {
+		if r := s.check(n); r != nil {
+			s.denied = r
+		} else {
+			s.allowed = key
+			return nil
+		}
+	}
+	return status.Error(codes.PermissionDenied, s.denied.detail)
+}
+
+func (s *stream) refused() *refusal {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.denied
+}
