@@ -89,24 +89,21 @@ up: .env ## build the images, start the mesh in Docker and wait until it answers
 	@echo
 	@echo "Meshop is up (docker compose; make down stops it and deletes its data):"
 	@echo "  API (edge Envoy)       http://localhost:8080/api/products"
-	@echo "  edge Envoy admin       http://localhost:9901"
-	@echo "  Consul UI              http://localhost:8500/ui"
+	@echo "  Consul UI              https://localhost:8501/ui  (a development CA: expect a warning; log in with CONSUL_MANAGEMENT_TOKEN from .env)"
 	@echo "  Jaeger UI              http://localhost:16686"
 	@echo "  Grafana                http://localhost:3000  (dashboard Meshop; admin/admin to edit)"
 	@echo "  Prometheus             http://localhost:9090"
 	@echo "  control-plane debug    http://localhost:18080/debug/nodes"
 
-# The compose file's secrets, made once per checkout and never committed:
-# auth's key encryption key, PostgreSQL's superuser password and each
-# service's database password (URL-safe). They belong with the volumes:
+# The compose file's secrets, never committed: auth's key encryption key,
+# PostgreSQL's superuser and role passwords, Consul's initial management
+# token, the NATS users' passwords. scripts/compose-env.sh generates those
+# .env lacks and keeps the rest, so it runs every time (an .env from an
+# earlier checkout gains only the new ones). They belong with the volumes:
 # after rm .env, make down too.
-SECRET = $$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
+.PHONY: .env
 .env:
-	@{ echo "AUTH_KEY_ENCRYPTION_KEY=$$(head -c 32 /dev/urandom | base64)"; \
-	   echo "POSTGRES_PASSWORD=$(SECRET)"; \
-	   for s in AUTH USER PRODUCT ORDER PAYMENT NOTIFICATION; do echo "$${s}_DB_PASSWORD=$(SECRET)"; done; } > $@
-	@chmod 600 $@
-	@echo "wrote $@: generated secrets for docker compose (keep it as long as the volumes)"
+	@sh scripts/compose-env.sh $@
 
 .PHONY: down
 down: ## stop the Docker mesh and delete its volumes

@@ -35,14 +35,22 @@ const e2eOverride = "e2e/compose/compose.e2e.yml"
 // only (never from the test's environment), profiles, consistency checks.
 // testSecrets stand for what make up writes to .env.
 var testSecrets = map[string]string{
-	"AUTH_KEY_ENCRYPTION_KEY":  "dGVzdC1vbmx5LWtleS1vZi0zMi1ieXRlcy0wMDAwMDA=",
-	"POSTGRES_PASSWORD":        "test-superuser-secret",
-	"AUTH_DB_PASSWORD":         "test-auth-secret",
-	"USER_DB_PASSWORD":         "test-user-secret",
-	"PRODUCT_DB_PASSWORD":      "test-product-secret",
-	"ORDER_DB_PASSWORD":        "test-order-secret",
-	"PAYMENT_DB_PASSWORD":      "test-payment-secret",
-	"NOTIFICATION_DB_PASSWORD": "test-notification-secret",
+	"AUTH_KEY_ENCRYPTION_KEY":    "dGVzdC1vbmx5LWtleS1vZi0zMi1ieXRlcy0wMDAwMDA=",
+	"POSTGRES_PASSWORD":          "test-superuser-secret",
+	"AUTH_DB_PASSWORD":           "test-auth-secret",
+	"USER_DB_PASSWORD":           "test-user-secret",
+	"PRODUCT_DB_PASSWORD":        "test-product-secret",
+	"ORDER_DB_PASSWORD":          "test-order-secret",
+	"PAYMENT_DB_PASSWORD":        "test-payment-secret",
+	"NOTIFICATION_DB_PASSWORD":   "test-notification-secret",
+	"CONSUL_MANAGEMENT_TOKEN":    "00000000-0000-4000-8000-000000000001",
+	"NATS_ADMIN_PASSWORD":        "test-nats-admin-secret",
+	"AUTH_NATS_PASSWORD":         "test-nats-auth-secret",
+	"USER_NATS_PASSWORD":         "test-nats-user-secret",
+	"PRODUCT_NATS_PASSWORD":      "test-nats-product-secret",
+	"ORDER_NATS_PASSWORD":        "test-nats-order-secret",
+	"PAYMENT_NATS_PASSWORD":      "test-nats-payment-secret",
+	"NOTIFICATION_NATS_PASSWORD": "test-nats-notification-secret",
 }
 
 func loadCompose(t *testing.T, env map[string]string, profiles []string, files ...string) *types.Project {
@@ -205,8 +213,9 @@ func TestEveryAppSitsBehindItsOwnSidecar(t *testing.T) {
 				"ADVERTISE_ADDR":              a.sidecar.Name,
 				"ADVERTISE_PORT":              strconv.Itoa(int(cp.InboundPort)),
 				"MESH_EGRESS_URL":             "http://127.0.0.1:" + strconv.Itoa(int(cp.OutboundPort)),
-				"CONSUL_HTTP_ADDR":            "consul:8500",
-				"NATS_URL":                    "nats://nats:4222",
+				"CONSUL_HTTP_ADDR":            consulAddr,
+				"CONSUL_CACERT":               consulCACert,
+				"CONSUL_HTTP_TOKEN_FILE":      consulTokenFile,
 				"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4317",
 			}
 			for k, v := range want {
@@ -329,6 +338,9 @@ func TestImagesArePinned(t *testing.T) {
 func TestEveryServiceHasAHealthCheck(t *testing.T) {
 	p := loadCompose(t, nil, allProfiles)
 	for name, s := range p.Services {
+		if isOneShot(p, name) {
+			continue
+		}
 		hc := s.HealthCheck
 		switch {
 		case hc == nil || hc.Disable || len(hc.Test) == 0 || hc.Test[0] == "NONE":
@@ -366,6 +378,7 @@ func TestDependsOnConditions(t *testing.T) {
 		healthy(a.name, "consul", "postgres", "nats")
 	}
 	healthy("controlplane", "consul")
+	healthy("consul-init", "consul")
 	// `up --wait` returns when the edge is healthy, and the edge is healthy
 	// when the public API answers through it.
 	if hc := strings.Join(p.Services["edge"].HealthCheck.Test, " "); !strings.Contains(hc, "/api/") {
@@ -376,8 +389,8 @@ func TestDependsOnConditions(t *testing.T) {
 // published lists who may publish what, and on which host address ("" =
 // every interface). Anything else is private to the compose network.
 var published = map[string]map[uint32]string{
-	"edge":         {8080: "", 9901: "127.0.0.1"},
-	"consul":       {8500: "127.0.0.1"},
+	"edge":         {8080: ""},
+	"consul":       {8501: "127.0.0.1"},
 	"jaeger":       {16686: "127.0.0.1"},
 	"controlplane": {18080: "127.0.0.1"},
 	"prometheus":   {9090: "127.0.0.1"},

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -45,9 +46,21 @@ type prometheusConfig struct {
 			Targets []string `json:"targets"`
 		} `json:"static_configs"`
 		ConsulSDConfigs []struct {
-			Server   string   `json:"server"`
-			Services []string `json:"services"`
+			Server    string   `json:"server"`
+			Scheme    string   `json:"scheme"`
+			Services  []string `json:"services"`
+			TLSConfig struct {
+				CAFile string `json:"ca_file"`
+			} `json:"tls_config"`
+			Authorization struct {
+				Type            string `json:"type"`
+				CredentialsFile string `json:"credentials_file"`
+			} `json:"authorization"`
 		} `json:"consul_sd_configs"`
+		RelabelConfigs []struct {
+			TargetLabel string `json:"target_label"`
+			Replacement string `json:"replacement"`
+		} `json:"relabel_configs"`
 	} `json:"scrape_configs"`
 }
 
@@ -75,8 +88,13 @@ func TestPrometheusScrapesEveryPart(t *testing.T) {
 			}
 		}
 		for _, sd := range sc.ConsulSDConfigs {
-			if sd.Server != "consul:8500" {
-				t.Errorf("job %s asks Consul at %s, want consul:8500", sc.JobName, sd.Server)
+			// Over TLS with the development CA, and with Prometheus's own
+			// token (Consul's ACLs deny anonymous reads).
+			if "https://"+sd.Server != consulAddr || sd.Scheme != "https" || sd.TLSConfig.CAFile != consulCACert {
+				t.Errorf("job %s asks Consul at %s://%s (CA %q), want %s with CA %s", sc.JobName, sd.Scheme, sd.Server, sd.TLSConfig.CAFile, consulAddr, consulCACert)
+			}
+			if sd.Authorization.Type != "Bearer" || sd.Authorization.CredentialsFile != consulTokenFile {
+				t.Errorf("job %s: authorization %+v, want Bearer from %s", sc.JobName, sd.Authorization, consulTokenFile)
 			}
 			if !slices.Equal(sd.Services, appNames) {
 				t.Errorf("job %s discovers %v, want every service %v", sc.JobName, sd.Services, appNames)
@@ -95,6 +113,38 @@ func TestPrometheusScrapesEveryPart(t *testing.T) {
 		if !jobs[job] {
 			t.Errorf("no scrape job %s", job)
 		}
+	}
+	// Envoys are scraped on their metrics listener, never on the admin
+	// API (which listens on their loopback only).
+	for _, sc := range cfg.ScrapeConfigs {
+		if !strings.HasPrefix(sc.JobName, "envoy-") {
+			continue
+		}
+		var ports []string
+		for _, st := range sc.StaticConfigs {
+			for _, target := range st.Targets {
+				_, port, _ := net.SplitHostPort(target)
+				ports = append(ports, port)
+			}
+		}
+		for _, rc := range sc.RelabelConfigs {
+			if rc.TargetLabel == "__address__" {
+				_, port, _ := strings.Cut(rc.Replacement, ":")
+				ports = append(ports, port)
+			}
+		}
+		if len(ports) == 0 {
+			t.Errorf("job %s: no target port", sc.JobName)
+		}
+		for _, port := range ports {
+			if port != strconv.Itoa(envoyMetricsPort) {
+				t.Errorf("job %s scrapes port %s, want Envoy's metrics listener %d", sc.JobName, port, envoyMetricsPort)
+			}
+		}
+	}
+	prom := p.Services["prometheus"]
+	if !mounted(prom, caVolume, consulCACert) {
+		t.Errorf("prometheus does not mount %s at %s", caVolume, consulCACert)
 	}
 	if host := hostPath(t, p.Services["prometheus"], "/etc/prometheus/prometheus.yml"); host != "observability/prometheus/prometheus.yml" {
 		t.Errorf("prometheus mounts %q as its configuration", host)
