@@ -234,17 +234,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 				w.succeeded(u.query, u.index, u.asked)
 			case updPolicies:
 				st.policiesAnswered = true
-				if pols, changed := syncRaw(st.policies, u.raw); changed {
-					st.policies = pols
-					st.changed = true
-				}
+				st.setRaw(&st.policies, u.raw)
 				w.succeeded(u.query, u.index, u.asked)
 			case updIntentions:
 				st.intentionsAnswered = true
-				if ints, changed := syncRaw(st.intentions, u.raw); changed {
-					st.intentions = ints
-					st.changed = true
-				}
+				st.setRaw(&st.intentions, u.raw)
 				w.succeeded(u.query, u.index, u.asked)
 			case updCA:
 				st.caAnswered = true
@@ -317,6 +311,15 @@ func (st *state) synced() bool {
 		}
 	}
 	return true
+}
+
+// setRaw updates *m (the policies or the intentions) to an answer of
+// raw values, noting whether it changed.
+func (st *state) setRaw(m *pmap.Map[[]byte], answer map[string][]byte) {
+	if next, changed := syncRaw(*m, answer); changed {
+		*m = next
+		st.changed = true
+	}
 }
 
 // maybePublish publishes the current view when it differs from the last

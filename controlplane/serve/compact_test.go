@@ -110,7 +110,7 @@ func TestCompactKeepsTheWireContent(t *testing.T) {
 
 func TestCompactVirtualHostInsideARouteConfiguration(t *testing.T) {
 	m := testMesh(t)
-	full := translate.Upstream(m.Service("user"), nil).Config.VirtualHost
+	full := translate.Upstream(m.Service("user"), "", nil).Config.VirtualHost
 	vh := compactVirtualHost(full)
 	if vh == full || len(vh.Routes) != 0 {
 		t.Fatalf("virtual host was not compacted: %v", vh)
@@ -183,7 +183,7 @@ func TestIdenticalNodeResourcesShareOneEntry(t *testing.T) {
 	m := testMesh(t)
 	pool := newEntryPool()
 	cfg := translate.DefaultConfig()
-	shared := translate.AllShared(m)
+	shared := translate.AllShared(m, translate.DefaultConfig())
 	own := func(id string) *translate.NodeConfig {
 		in, _, err := translate.InputsOf(m, translate.Node{ID: id}, cfg, shared)
 		if err != nil {

@@ -30,7 +30,8 @@ var equivalenceSteps = flag.Int("equivalence.steps", 10_000, "random catalog and
 // five services come and go, flip health, and change their upstreams,
 // public prefixes, versions, protocols, addresses and app ports; policies
 // are set (valid ones: the reference builder has no last good policy) and
-// deleted.
+// deleted; so are intentions (of a service or of "*"); the CA's trust
+// domain and roots change.
 type randomCatalog struct {
 	rng catalogtest.Rand
 	// proxyless are the instances whose node is a gRPC client; fresh are
@@ -38,6 +39,8 @@ type randomCatalog struct {
 	proxyless, fresh map[string]bool
 	insts            map[string]catalog.Instance
 	policies         map[string][]byte
+	intentions       map[string][]byte
+	ca               catalog.CA
 	next             int
 	index            uint64
 	// services and keys are the persistent maps of the last snapshot: a
@@ -45,6 +48,14 @@ type randomCatalog struct {
 	// catalog watcher keeps it.
 	services pmap.Map[[]catalog.Instance]
 	keys     pmap.Map[[]byte]
+	entries  pmap.Map[[]byte]
+}
+
+var randomIntentions = []string{
+	`{"Sources":[{"Name":"order","Action":"allow"}]}`,
+	`{"Sources":[{"Name":"*","Action":"allow"},{"Name":"auth","Action":"deny"}]}`,
+	`{"Sources":[{"Name":"user","Permissions":[{"Action":"deny","HTTP":{"PathExact":"/x"}},{"Action":"allow","HTTP":{"PathPrefix":"/"}}]}]}`,
+	`{"Sources":[{"Name":"user","Permissions":[{"Action":"allow","HTTP":{"PathRegex":"("}}]}]}`,
 }
 
 var randomServices = []string{"auth", "user", "product", "order", "payment"}
@@ -91,7 +102,7 @@ func (c *randomCatalog) step() string {
 	in := c.insts[id]
 	in.Meta = cloneMeta(in.Meta)
 	var what string
-	switch c.rng.IntN(11) {
+	switch c.rng.IntN(13) {
 	case 0:
 		if len(ids) >= maxInstances || c.rng.IntN(2) == 0 {
 			delete(c.insts, id)
@@ -118,6 +129,21 @@ func (c *randomCatalog) step() string {
 		in.Address = fmt.Sprintf("10.1.%d.%d", c.rng.IntN(4), c.rng.IntN(250)+1)
 		in.Meta["mesh_grpc_port"] = c.rng.Pick([]string{"9090", "9091", "x"})
 		what = "address"
+	case 9:
+		dest := c.rng.Pick(append([]string{"*"}, randomServices...))
+		if c.rng.IntN(3) == 0 {
+			delete(c.intentions, dest)
+			return "delete intentions " + dest
+		}
+		c.intentions[dest] = []byte(c.rng.Pick(randomIntentions))
+		return "intentions " + dest
+	case 10:
+		if c.rng.IntN(4) == 0 {
+			c.ca.TrustDomain = c.rng.Pick([]string{"", "a1.consul", "b2.consul"})
+			return "trust domain " + c.ca.TrustDomain
+		}
+		c.ca.RootPEMs = []string{c.rng.Pick([]string{"root 1", "root 2"})}
+		return "roots"
 	case 8:
 		// A bad app port is a model problem and a node that does not
 		// build; the served snapshot stays the last good one.
@@ -155,7 +181,8 @@ func (c *randomCatalog) snapshot() *catalog.Snapshot {
 	}
 	c.services = catalogtest.SetChanged(c.services, services, func(a, b []catalog.Instance) bool { return reflect.DeepEqual(a, b) })
 	c.keys = catalogtest.SetChanged(c.keys, c.policies, bytes.Equal)
-	return &catalog.Snapshot{Index: c.index, SeenAt: time.Now(), Services: c.services, Policies: c.keys}
+	c.entries = catalogtest.SetChanged(c.entries, c.intentions, bytes.Equal)
+	return &catalog.Snapshot{Index: c.index, SeenAt: time.Now(), Services: c.services, Policies: c.keys, Intentions: c.entries, CA: c.ca}
 }
 
 // TestServedEqualsFromScratch applies long random sequences of catalog
@@ -163,16 +190,25 @@ func (c *randomCatalog) snapshot() *catalog.Snapshot {
 // snapshot it serves equals a translation from nothing of the same
 // catalog: a new model builder and every translate function called
 // afresh (translate.FromScratch), with none of serve's
-// incremental state (its readers index, its Shared, its groups).
+// incremental state (its readers index, its Shared, its groups). Half
+// the steps run with mutual TLS on, half with it off.
 func TestServedEqualsFromScratch(t *testing.T) {
-	steps := *equivalenceSteps
+	for _, mtls := range []bool{false, true} {
+		t.Run(fmt.Sprintf("mtls=%v", mtls), func(t *testing.T) { testServedEqualsFromScratch(t, mtls) })
+	}
+}
+
+func testServedEqualsFromScratch(t *testing.T, mtls bool) {
+	steps := *equivalenceSteps / 2
 	if testing.Short() {
-		steps = min(steps, 1000)
+		steps = min(steps, 500)
 	}
 	cfg := translate.DefaultConfig()
+	cfg.MTLS = mtls
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d, %d steps", seed, steps)
 	c := &randomCatalog{rng: catalogtest.NewRand(seed), insts: map[string]catalog.Instance{}, policies: map[string][]byte{},
+		intentions: map[string][]byte{}, ca: catalog.CA{TrustDomain: "a1.consul"},
 		proxyless: map[string]bool{}, fresh: map[string]bool{}}
 	srv := serve.New(serve.Options{Translate: cfg})
 	var history []string
@@ -213,7 +249,7 @@ func compareServed(srv *serve.Server, ref *model.Mesh, cfg translate.Config, pro
 	}
 	// As translate.FromScratch does, with the Shared of every service made
 	// once per step rather than per node.
-	shared := translate.AllShared(ref)
+	shared := translate.AllShared(ref, cfg)
 	for key := range want {
 		n := translate.Node{ID: key, Edge: key == "edge"}
 		if proxyless[key] {

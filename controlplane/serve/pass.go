@@ -42,7 +42,7 @@ func (s *Server) pass(m *model.Mesh, seen time.Time) []string {
 	first := s.mesh == nil
 	ch := translate.Changed(s.mesh, m)
 	s.mesh = m
-	versions := s.shared.update(m, &ch)
+	versions := s.shared.update(m, s.opts.Translate, &ch)
 
 	regather := keysOf(s.snaps.readers, ch.Reads)
 	regather = append(regather, ch.Instances...)

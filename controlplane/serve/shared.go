@@ -35,11 +35,12 @@ func newSharedSet() *sharedSet {
 	return &sharedSet{byName: map[string]*sharedEntries{}, shared: map[string]*translate.Shared{}}
 }
 
-// update translates again the services m replaced (ch.Services), forgets
+// update translates again, under cfg, the services m replaced
+// (ch.Services), forgets
 // those m no longer has, and records in ch the ones whose shared
 // configuration changed. It returns the services whose version changed:
 // the nodes that reference them need a new snapshot.
-func (s *sharedSet) update(m *model.Mesh, ch *translate.Changes) (changed []string) {
+func (s *sharedSet) update(m *model.Mesh, cfg translate.Config, ch *translate.Changes) (changed []string) {
 	for _, name := range ch.Services {
 		prev := s.byName[name]
 		var prevShared *translate.Shared
@@ -54,7 +55,7 @@ func (s *sharedSet) update(m *model.Mesh, ch *translate.Changes) (changed []stri
 			changed = append(changed, name)
 			continue
 		}
-		sh := translate.Upstream(svc, prevShared)
+		sh := translate.Upstream(svc, cfg.TrustDomain(m), prevShared)
 		ch.SharedChanged(prevShared, sh)
 		sameConfig := prev != nil && prevShared.Config == sh.Config
 		if !sameConfig {

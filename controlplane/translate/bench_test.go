@@ -30,18 +30,18 @@ func bigService(n int) *model.Service {
 func BenchmarkEndpoints10k(b *testing.B) {
 	const n = 10_000
 	svc := bigService(n)
-	prev := translate.Upstream(svc, nil) // its Config is reused: only endpoints are built
+	prev := translate.Upstream(svc, "", nil) // its Config is reused: only endpoints are built
 	for _, tc := range []struct {
 		name string
 		f    func(b *testing.B)
 	}{
 		{"translate", func(b *testing.B) {
-			if len(translate.Upstream(svc, prev).Endpoints[0].GetEndpoints()[0].GetLbEndpoints()) != n {
+			if len(translate.Upstream(svc, "", prev).Endpoints[0].GetEndpoints()[0].GetLbEndpoints()) != n {
 				b.Fatal("wrong endpoint count")
 			}
 		}},
 		{"translate+validate+marshal", func(b *testing.B) {
-			cla := translate.Upstream(svc, prev).Endpoints[0]
+			cla := translate.Upstream(svc, "", prev).Endpoints[0]
 			if err := translate.Validate(cla); err != nil {
 				b.Fatal(err)
 			}

@@ -67,6 +67,9 @@ func edsCluster(name string, in *upstreamConfigInputs) *clusterv3.Cluster {
 		OutlierDetection:              outlierDetection(p.Outlier),
 		TypedExtensionProtocolOptions: upstreamProtocolOptions(in.Protocol),
 	}
+	if in.TrustDomain != "" {
+		c.TransportSocket = envoyUpstreamTLS(in.TrustDomain, in.Service)
+	}
 	return c
 }
 

@@ -36,6 +36,13 @@
 // detection, connect timeout and HTTP version. A traffic split becomes a
 // weighted route over per-version clusters svc_<service>_<version>.
 //
+// With Config.MTLS and a known trust domain, nodes speak mutual TLS
+// (mtls.go: SDS secrets mesh_identity and mesh_roots for Envoys, the
+// certificate provider instance mesh for gRPC) and every inbound side
+// enforces its service's intentions in an RBAC filter (rbac.go). A node
+// then also reads the trust domain and its service's intentions (read
+// keys trust_domain, intentions/<service>, intentions/*).
+//
 // Validate checks a resource the way Envoy would, including the messages
 // packed in Any fields.
 package translate

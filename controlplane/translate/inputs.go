@@ -36,7 +36,7 @@ func InputsOf(m *model.Mesh, n Node, cfg Config, shared map[string]*Shared) (Inp
 		in, reads := edgeInputsOf(m, cfg, shared)
 		return in, reads, nil
 	case n.Flavor == FlavorProxyless:
-		return proxylessInputsOf(m, n, shared)
+		return proxylessInputsOf(m, n, cfg, shared)
 	default:
 		return sidecarInputsOf(m, n, cfg, shared)
 	}
@@ -46,7 +46,7 @@ func InputsOf(m *model.Mesh, n Node, cfg Config, shared map[string]*Shared) (Inp
 // the functions serve calls one change at a time: the reference its
 // snapshots are tested against, and what the goldens render.
 func FromScratch(m *model.Mesh, n Node, cfg Config) (*Resources, error) {
-	shared := AllShared(m)
+	shared := AllShared(m, cfg)
 	in, _, err := InputsOf(m, n, cfg, shared)
 	if err != nil {
 		return nil, err
@@ -69,6 +69,16 @@ type SidecarInputs struct {
 	Collector                 string
 	// Upstreams are the declared upstreams, sorted by name.
 	Upstreams []UpstreamRef
+	// Authz is who may call the inbound listener; nil: plaintext.
+	Authz *InboundAuthz
+}
+
+// InboundAuthz is what a node's inbound side enforces under mutual TLS:
+// the trust domain of its callers' certificates and the intentions that
+// decide which callers may call (model.Mesh.IntentionsFor its service).
+type InboundAuthz struct {
+	TrustDomain string
+	Sources     []model.IntentionSource
 }
 
 // EdgeInputs is what the edge's own resources are built from.
@@ -98,6 +108,9 @@ type upstreamConfigInputs struct {
 	Service  string
 	Protocol model.Protocol
 	Policy   policyFields
+	// TrustDomain is the trust domain of the service's leaves, "" for
+	// plaintext.
+	TrustDomain string
 }
 
 // policyFields is model.Policy without its MarshalJSON, which writes the
@@ -155,10 +168,14 @@ func key(inputs any) string {
 type Reads []string
 
 // Read keys.
-const readRoutes = "routes"
+const (
+	readRoutes      = "routes"
+	readTrustDomain = "trust_domain"
+)
 
-func readUpstream(name string) string { return "upstream/" + name }
-func readInstance(id string) string   { return "instance/" + id }
+func readUpstream(name string) string   { return "upstream/" + name }
+func readInstance(id string) string     { return "instance/" + id }
+func readIntentions(name string) string { return "intentions/" + name }
 
 // reader is the mesh as a gathering sees it: every lookup is recorded.
 type reader struct {
@@ -174,6 +191,20 @@ func (r *reader) instance(id string) *model.Instance {
 func (r *reader) routes() []model.PublicRoute {
 	r.reads = append(r.reads, readRoutes)
 	return r.m.Routes
+}
+
+// authz is the inbound authorization of service under cfg: nil with MTLS
+// off (nothing read) or while the trust domain is unknown.
+func (r *reader) authz(cfg Config, service string) *InboundAuthz {
+	if !cfg.MTLS {
+		return nil
+	}
+	r.reads = append(r.reads, readTrustDomain)
+	if r.m.TrustDomain == "" {
+		return nil
+	}
+	r.reads = append(r.reads, readIntentions(service), readIntentions(model.Wildcard))
+	return &InboundAuthz{TrustDomain: r.m.TrustDomain, Sources: r.m.IntentionsFor(service)}
 }
 
 func (r *reader) done() Reads {
@@ -216,6 +247,7 @@ func sidecarInputsOf(m *model.Mesh, n Node, cfg Config, shared map[string]*Share
 	for _, name := range in.Upstreams {
 		out.Upstreams = append(out.Upstreams, r.upstream(name, shared))
 	}
+	out.Authz = r.authz(cfg, in.Service)
 	return out, r.done(), nil
 }
 
@@ -241,8 +273,9 @@ type Changes struct {
 	// of them must be gathered again. SharedChanged adds the services
 	// whose shared configuration changed.
 	Reads []string
-	// Services are the services the mesh replaced, added or removed: their
-	// Shared must be translated again.
+	// Services are the services the mesh replaced, added or removed (every
+	// service when the trust domain changed): their Shared must be
+	// translated again.
 	Services []string
 	// Instances are the IDs of the instances that appeared, went or
 	// changed: the sidecar nodes that may be new or gone.
@@ -271,6 +304,24 @@ func Changed(prev, m *model.Mesh) Changes {
 	sameRoutes := len(routes) == len(m.Routes) && (len(routes) == 0 || &routes[0] == &m.Routes[0])
 	if prev == nil || !sameRoutes && !slices.Equal(routes, m.Routes) {
 		ch.Reads = append(ch.Reads, readRoutes)
+	}
+	var intentions pmap.Map[*model.Intentions]
+	if prev != nil {
+		intentions = prev.Intentions
+	}
+	for name := range pmap.Diff(intentions, m.Intentions, func(a, b *model.Intentions) bool { return a == b }) {
+		ch.Reads = append(ch.Reads, readIntentions(name))
+	}
+	if prev != nil && prev.TrustDomain != m.TrustDomain {
+		// Every service's clusters check the trust domain: translate
+		// them all again (rare: a new Connect CA cluster).
+		ch.Reads = append(ch.Reads, readTrustDomain)
+		ch.Services = slices.Collect(m.Services.Keys())
+		for name := range services.Keys() {
+			if m.Service(name) == nil {
+				ch.Services = append(ch.Services, name)
+			}
+		}
 	}
 	return ch
 }

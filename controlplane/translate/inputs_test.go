@@ -16,9 +16,11 @@ import (
 // keyShop builds meshes of order (calls user, public /orders) and user
 // (two instances) with one builder, as the control plane does.
 type keyShop struct {
-	b        *model.Builder
-	services pmap.Map[[]catalog.Instance]
-	policies pmap.Map[[]byte]
+	b          *model.Builder
+	services   pmap.Map[[]catalog.Instance]
+	policies   pmap.Map[[]byte]
+	intentions pmap.Map[[]byte]
+	ca         catalog.CA
 }
 
 func inst(svc, id, addr, ups, prefixes string) catalog.Instance {
@@ -34,24 +36,27 @@ func newKeyShop() *keyShop {
 }
 
 func (k *keyShop) build() *model.Mesh {
-	return k.b.Build(&catalog.Snapshot{Services: k.services, Policies: k.policies})
+	return k.b.Build(&catalog.Snapshot{Services: k.services, Policies: k.policies, Intentions: k.intentions, CA: k.ca})
 }
 
 // keysOf returns the inputs key of each node and the ConfigKey of each
-// service's Shared.
-func keysOf(t *testing.T, m *model.Mesh) map[string]string {
+// service's Shared, under the default configuration or cfg.
+func keysOf(t *testing.T, m *model.Mesh, cfg ...translate.Config) map[string]string {
 	t.Helper()
-	cfg := translate.DefaultConfig()
-	shared := translate.AllShared(m)
+	c := translate.DefaultConfig()
+	if len(cfg) > 0 {
+		c = cfg[0]
+	}
+	shared := translate.AllShared(m, c)
 	out := map[string]string{}
 	for id := range m.Instances.Keys() {
-		in, _, err := translate.InputsOf(m, translate.Node{ID: id}, cfg, shared)
+		in, _, err := translate.InputsOf(m, translate.Node{ID: id}, c, shared)
 		if err != nil {
 			t.Fatal(err)
 		}
 		out[id] = in.Key()
 	}
-	edge, _, _ := translate.InputsOf(m, translate.Node{Edge: true}, cfg, shared)
+	edge, _, _ := translate.InputsOf(m, translate.Node{Edge: true}, c, shared)
 	out["edge"] = edge.Key()
 	for name := range m.Services.Keys() {
 		out["shared/"+name] = shared[name].ConfigKey
@@ -95,7 +100,7 @@ func TestInputKeysFollowWhatTranslationReads(t *testing.T) {
 	if diff := cmp.Diff([]string{"user"}, ch.Services); diff != "" {
 		t.Errorf("changed services (-want +got):\n%s", diff)
 	}
-	ch.SharedChanged(translate.AllShared(m1)["user"], translate.AllShared(m2)["user"])
+	ch.SharedChanged(translate.AllShared(m1, translate.DefaultConfig())["user"], translate.AllShared(m2, translate.DefaultConfig())["user"])
 	if len(ch.Reads) != 1 {
 		t.Errorf("a health flip changed user's shared configuration: %v", ch.Reads)
 	}
@@ -116,7 +121,7 @@ func TestInputKeysFollowWhatTranslationReads(t *testing.T) {
 func TestGatheringReportsItsReads(t *testing.T) {
 	m := newKeyShop().build()
 	cfg := translate.DefaultConfig()
-	shared := translate.AllShared(m)
+	shared := translate.AllShared(m, translate.DefaultConfig())
 	_, reads, err := translate.InputsOf(m, translate.Node{ID: "order-1"}, cfg, shared)
 	if err != nil {
 		t.Fatal(err)
@@ -130,12 +135,64 @@ func TestGatheringReportsItsReads(t *testing.T) {
 	}
 }
 
+// TestIntentionsAndTrustDomainReach exactly their readers: with MTLS on,
+// a change of a service's intentions changes the inputs of that
+// service's nodes only, and a new trust domain those of every node and
+// Shared; with MTLS off, neither is read.
+func TestIntentionsAndTrustDomainReachExactlyTheirReaders(t *testing.T) {
+	mtls := translate.DefaultConfig()
+	mtls.MTLS = true
+	k := newKeyShop()
+	k.ca = catalog.CA{TrustDomain: "a1.consul", RootPEMs: []string{"root"}}
+	m1 := k.build()
+	k1, plain1 := keysOf(t, m1, mtls), keysOf(t, m1)
+
+	_, reads, err := translate.InputsOf(m1, translate.Node{ID: "user-1"}, mtls, translate.AllShared(m1, mtls))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := translate.Reads{"instance/user-1", "intentions/*", "intentions/user", "trust_domain", "upstream/user"}
+	if diff := cmp.Diff(want, reads); diff != "" {
+		t.Errorf("user-1 reads with MTLS on (-want +got):\n%s", diff)
+	}
+
+	k.intentions = k.intentions.Set("user", []byte(`{"Sources":[{"Name":"order","Action":"allow"}]}`))
+	m2 := k.build()
+	if diff := cmp.Diff([]string{"intentions/user"}, translate.Changed(m1, m2).Reads); diff != "" {
+		t.Errorf("reads changed by user's intentions (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"user-1", "user-2"}, changedKeys(k1, keysOf(t, m2, mtls))); diff != "" {
+		t.Errorf("keys changed by user's intentions (-want +got):\n%s", diff)
+	}
+	if got := changedKeys(plain1, keysOf(t, m2)); len(got) != 0 {
+		t.Errorf("with MTLS off, user's intentions changed keys %v", got)
+	}
+
+	k.ca = catalog.CA{TrustDomain: "b2.consul", RootPEMs: []string{"root"}}
+	m3 := k.build()
+	ch := translate.Changed(m2, m3)
+	if !slices.Contains(ch.Reads, "trust_domain") || len(ch.Services) != 2 {
+		t.Errorf("a new trust domain: reads %v, services %v; want trust_domain and every service", ch.Reads, ch.Services)
+	}
+	every := []string{"edge", "order-1", "shared/order", "shared/user", "user-1", "user-2"}
+	if diff := cmp.Diff(every, changedKeys(k1, keysOf(t, m3, mtls))); diff != "" {
+		t.Errorf("keys changed by a new trust domain (-want +got):\n%s", diff)
+	}
+
+	// New roots under the same trust domain: nothing translated reads them.
+	k.ca.RootPEMs = []string{"root", "next root"}
+	m4 := k.build()
+	if got := changedKeys(keysOf(t, m3, mtls), keysOf(t, m4, mtls)); len(got) != 0 {
+		t.Errorf("new roots changed keys %v", got)
+	}
+}
+
 // TestConfigKeyCoversEveryPolicyField changes each field of a policy in
 // turn, nested ones included: each change must change the key of the
 // service's shared configuration, or its callers would keep a stale one.
 func TestConfigKeyCoversEveryPolicyField(t *testing.T) {
 	keyOf := func(p model.Policy) string {
-		return translate.Upstream(&model.Service{Name: "user", Protocol: model.HTTP1, Policy: p}, nil).ConfigKey
+		return translate.Upstream(&model.Service{Name: "user", Protocol: model.HTTP1, Policy: p}, "", nil).ConfigKey
 	}
 	base := keyOf(model.DefaultPolicy())
 	leaves := leafCount(reflect.TypeFor[model.Policy]())

@@ -67,6 +67,8 @@ type ProxylessInputs struct {
 	Listen string
 	// Upstreams are the declared upstreams, sorted by name.
 	Upstreams []UpstreamRef
+	// Authz is who may call the app's gRPC server; nil: plaintext.
+	Authz *InboundAuthz
 }
 
 // Key implements Inputs.
@@ -80,7 +82,7 @@ func (in *ProxylessInputs) Build() *NodeConfig { return proxyless(in) }
 
 // proxylessInputsOf gathers the inputs of the proxyless node of instance
 // n.ID.
-func proxylessInputsOf(m *model.Mesh, n Node, shared map[string]*Shared) (*ProxylessInputs, Reads, error) {
+func proxylessInputsOf(m *model.Mesh, n Node, cfg Config, shared map[string]*Shared) (*ProxylessInputs, Reads, error) {
 	r := &reader{m: m}
 	in := r.instance(n.ID)
 	if in == nil {
@@ -93,6 +95,9 @@ func proxylessInputsOf(m *model.Mesh, n Node, shared map[string]*Shared) (*Proxy
 	for _, name := range in.Upstreams {
 		out.Upstreams = append(out.Upstreams, r.upstream(name, shared))
 	}
+	if out.Listen != "" {
+		out.Authz = r.authz(cfg, in.Service)
+	}
 	return out, r.done(), nil
 }
 
@@ -102,7 +107,7 @@ func proxylessInputsOf(m *model.Mesh, n Node, shared map[string]*Shared) (*Proxy
 func proxyless(in *ProxylessInputs) *NodeConfig {
 	c := &NodeConfig{Flavor: FlavorProxyless}
 	if in.Listen != "" {
-		c.Listeners = append(c.Listeners, grpcServerListener(in.Listen, in.Own.Name))
+		c.Listeners = append(c.Listeners, grpcServerListener(in.Listen, in.Own.Name, in.Authz))
 	}
 	for _, u := range in.Upstreams {
 		c.Upstreams = append(c.Upstreams, u.Name)
@@ -117,7 +122,7 @@ func proxyless(in *ProxylessInputs) *NodeConfig {
 func grpcConfig(in *upstreamConfigInputs) *GRPCConfig {
 	c := &GRPCConfig{Listener: grpcAPIListener(in.Service), Route: grpcRoute(in)}
 	for _, name := range grpcClusterNames(in.Service, in.policy()) {
-		c.Clusters = append(c.Clusters, grpcCluster(name, in.policy()))
+		c.Clusters = append(c.Clusters, grpcCluster(name, in))
 	}
 	return c
 }
@@ -137,7 +142,7 @@ func grpcClusterNames(service string, p model.Policy) []string {
 // grpcServerListener is what an xDS gRPC server listening on addr asks
 // for: a listener on that address whose one filter chain hands every call
 // to the server's own handlers (a non-forwarding route).
-func grpcServerListener(addr, service string) *listenerv3.Listener {
+func grpcServerListener(addr, service string, authz *InboundAuthz) *listenerv3.Listener {
 	host, port, _ := net.SplitHostPort(addr)
 	p, _ := strconv.Atoi(port)
 	m := &hcmv3.HttpConnectionManager{
@@ -154,10 +159,13 @@ func grpcServerListener(addr, service string) *listenerv3.Listener {
 				}},
 			}},
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
+		HttpFilters: append(authz.filters(), routerFilter()),
 	}
 	l := listener(ServerListenerName(addr), host, uint32(p), inboundDirection, m)
 	l.FilterChains[0].Name = "inbound"
+	if authz != nil {
+		l.FilterChains[0].TransportSocket = grpcDownstreamTLS()
+	}
 	return l
 }
 
@@ -225,7 +233,8 @@ func grpcRoute(in *upstreamConfigInputs) *routev3.RouteConfiguration {
 // grpcCluster is an EDS cluster as gRPC reads it: round robin, the
 // policy's request limit, and its failure-percentage ejection (gRPC
 // honours no consecutive-failure rule).
-func grpcCluster(name string, p model.Policy) *clusterv3.Cluster {
+func grpcCluster(name string, in *upstreamConfigInputs) *clusterv3.Cluster {
+	p := in.policy()
 	c := &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
@@ -244,6 +253,9 @@ func grpcCluster(name string, p model.Policy) *clusterv3.Cluster {
 			EnforcingSuccessRate: wrapperspb.UInt32(0),
 		}
 		setFailurePercentage(c.OutlierDetection, p.Outlier)
+	}
+	if in.TrustDomain != "" {
+		c.TransportSocket = grpcUpstreamTLS(in.TrustDomain, in.Service)
 	}
 	return c
 }

@@ -59,6 +59,20 @@ type Config struct {
 	// CORSOrigins are the browser origins allowed to call the edge; "*"
 	// allows any.
 	CORSOrigins []string
+	// MTLS turns on mutual TLS and the intentions' authorization between
+	// the mesh's nodes (see mtls.go and rbac.go), once Consul's Connect CA
+	// has a trust domain; until then, and with MTLS off, nodes speak
+	// plaintext and authorize nothing.
+	MTLS bool
+}
+
+// TrustDomain is the trust domain mutual TLS uses in m, or "" for
+// plaintext (MTLS off, or no trust domain known yet).
+func (c Config) TrustDomain(m *model.Mesh) string {
+	if !c.MTLS {
+		return ""
+	}
+	return m.TrustDomain
 }
 
 // RateLimit is a token bucket: up to Burst requests at once, refilled with
@@ -205,13 +219,14 @@ type UpstreamConfig struct {
 	VirtualHost *routev3.VirtualHost
 }
 
-// Upstream translates svc into what its callers share. prev is the
-// previous Shared of the same service, or nil: when the inputs of its
-// Config did not change, that Config is returned again instead of a new
-// equal one. Endpoints are built afresh: call Upstream only when the mesh
-// replaced svc (Changes says so).
-func Upstream(svc *model.Service, prev *Shared) *Shared {
-	in := &upstreamConfigInputs{Service: svc.Name, Protocol: svc.Protocol, Policy: policyFields(svc.Policy)}
+// Upstream translates svc into what its callers share; its clusters
+// check that the callee is a leaf of svc in trustDomain (mutual TLS; ""
+// for plaintext, see Config.TrustDomain). prev is the previous Shared of
+// the same service, or nil: when the inputs of its Config did not change,
+// that Config is returned again instead of a new equal one. Endpoints are
+// built afresh: call Upstream only when Changes names svc.
+func Upstream(svc *model.Service, trustDomain string, prev *Shared) *Shared {
+	in := &upstreamConfigInputs{Service: svc.Name, Protocol: svc.Protocol, Policy: policyFields(svc.Policy), TrustDomain: trustDomain}
 	s := &Shared{Name: svc.Name, ConfigKey: key(in), Endpoints: upstreamEndpoints(svc), GRPCEndpoints: grpcEndpoints(svc)}
 	if prev != nil && prev.ConfigKey == s.ConfigKey {
 		s.Config, s.GRPC = prev.Config, prev.GRPC
@@ -224,10 +239,10 @@ func Upstream(svc *model.Service, prev *Shared) *Shared {
 
 // AllShared translates every service of m from nothing, by name: what
 // serve keeps up to date one change at a time.
-func AllShared(m *model.Mesh) map[string]*Shared {
+func AllShared(m *model.Mesh, cfg Config) map[string]*Shared {
 	out := make(map[string]*Shared, m.Services.Len())
 	for name, svc := range m.Services.All() {
-		out[name] = Upstream(svc, nil)
+		out[name] = Upstream(svc, cfg.TrustDomain(m), nil)
 	}
 	return out
 }
@@ -255,9 +270,10 @@ func sidecar(in *SidecarInputs) *NodeConfig {
 	if in.GRPCPort != 0 {
 		c.Clusters = append(c.Clusters, localAppCluster(in, ClusterLocalAppGRPC, in.GRPCPort))
 	}
-	c.Listeners = append(c.Listeners,
-		listener(ListenerInbound, "0.0.0.0", in.InboundPort, inboundDirection,
-			hcm(ListenerInbound, RouteInbound, tracer, nil)),
+	inbound := listener(ListenerInbound, "0.0.0.0", in.InboundPort, inboundDirection,
+		hcm(ListenerInbound, RouteInbound, tracer, in.Authz.filters()))
+	inbound.FilterChains[0].TransportSocket = in.Authz.envoyTLS()
+	c.Listeners = append(c.Listeners, inbound,
 		listener(ListenerOutbound, "127.0.0.1", in.OutboundPort, outboundDirection,
 			hcm(ListenerOutbound, RouteOutbound, tracer, nil)),
 	)

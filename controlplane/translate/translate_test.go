@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -46,6 +47,7 @@ type goldenCase struct {
 		CollectorAddress string   `json:"collector_address"`
 		CORSOrigins      []string `json:"cors_origins"`
 		RateLimitBurst   uint32   `json:"rate_limit_burst"`
+		MTLS             bool     `json:"mtls"`
 	} `json:"config"`
 	Instances []struct {
 		Service string            `json:"service"`
@@ -57,6 +59,10 @@ type goldenCase struct {
 		Meta    map[string]string `json:"meta"`
 	} `json:"instances"`
 	Policies map[string]string `json:"policies"`
+	// TrustDomain is the Connect CA's; Intentions are service-intentions
+	// config entries by destination, in Consul's JSON field names.
+	TrustDomain string                     `json:"trust_domain"`
+	Intentions  map[string]json.RawMessage `json:"intentions"`
 }
 
 func (gc *goldenCase) snapshot() *catalog.Snapshot {
@@ -74,7 +80,12 @@ func (gc *goldenCase) snapshot() *catalog.Snapshot {
 	for k, v := range gc.Policies {
 		policies[k] = []byte(v)
 	}
-	return &catalog.Snapshot{Index: 100, Services: pmap.FromMap(services), Policies: pmap.FromMap(policies)}
+	intentions := map[string][]byte{}
+	for k, v := range gc.Intentions {
+		intentions[k] = v
+	}
+	return &catalog.Snapshot{Index: 100, Services: pmap.FromMap(services), Policies: pmap.FromMap(policies),
+		Intentions: pmap.FromMap(intentions), CA: catalog.CA{TrustDomain: gc.TrustDomain, RootPEMs: []string{"(roots)"}}}
 }
 
 func (gc *goldenCase) config() translate.Config {
@@ -88,6 +99,7 @@ func (gc *goldenCase) config() translate.Config {
 	if gc.Config.RateLimitBurst != 0 {
 		cfg.RateLimit.Burst = gc.Config.RateLimitBurst
 	}
+	cfg.MTLS = gc.Config.MTLS
 	return cfg
 }
 
@@ -198,6 +210,7 @@ func checkValidAndConsistent(t *testing.T, byType map[resource.Type][]types.Reso
 			t.Errorf("%s named by references (-) and present (+):\n%s", dep[1], diff)
 		}
 	}
+	checkIdentitySources(t, byType, apiListeners)
 	if apiListeners {
 		return
 	}
@@ -210,15 +223,53 @@ func checkValidAndConsistent(t *testing.T, byType map[resource.Type][]types.Reso
 	}
 }
 
+// checkIdentitySources checks where TLS contexts take certificates from:
+// a gRPC node only from the bootstrap's certificate provider (it NACKs
+// SDS), an Envoy only from the two SDS secrets of the mesh, over ADS.
+func checkIdentitySources(t *testing.T, byType map[resource.Type][]types.Resource, grpc bool) {
+	t.Helper()
+	for _, rs := range byType {
+		for _, r := range rs {
+			forEach(r.ProtoReflect(), func(m protoreflect.Message) {
+				switch x := m.Interface().(type) {
+				case *tlsv3.SdsSecretConfig:
+					if grpc || (x.GetName() != translate.SecretIdentity && x.GetName() != translate.SecretRoots) || x.GetSdsConfig().GetAds() == nil {
+						t.Errorf("%s: SDS secret %q (over ADS: %v) in a %s node", cachev3.GetResourceName(r), x.GetName(), x.GetSdsConfig().GetAds() != nil, flavour(grpc))
+					}
+				case *tlsv3.CertificateProviderPluginInstance:
+					if !grpc || x.GetInstanceName() != translate.CertificateProviderInstance {
+						t.Errorf("%s: certificate provider instance %q in a %s node", cachev3.GetResourceName(r), x.GetInstanceName(), flavour(grpc))
+					}
+				}
+			})
+		}
+	}
+}
+
+func flavour(grpc bool) string {
+	if grpc {
+		return "gRPC"
+	}
+	return "Envoy"
+}
+
 // forEachRegex calls f with every RegexMatcher pattern in m, including
 // inside packed Any messages.
 func forEachRegex(m protoreflect.Message, f func(string)) {
-	if rm, ok := m.Interface().(*matcherv3.RegexMatcher); ok {
-		f(rm.GetRegex())
-	}
+	forEach(m, func(m protoreflect.Message) {
+		if rm, ok := m.Interface().(*matcherv3.RegexMatcher); ok {
+			f(rm.GetRegex())
+		}
+	})
+}
+
+// forEach calls f with m and every message in it, including inside
+// packed Any messages.
+func forEach(m protoreflect.Message, f func(protoreflect.Message)) {
+	f(m)
 	if a, ok := m.Interface().(*anypb.Any); ok {
 		if inner, err := a.UnmarshalNew(); err == nil {
-			forEachRegex(inner.ProtoReflect(), f)
+			forEach(inner.ProtoReflect(), f)
 		}
 		return
 	}
@@ -227,17 +278,17 @@ func forEachRegex(m protoreflect.Message, f func(string)) {
 		case fd.Message() == nil:
 		case fd.IsList():
 			for i := range v.List().Len() {
-				forEachRegex(v.List().Get(i).Message(), f)
+				forEach(v.List().Get(i).Message(), f)
 			}
 		case fd.IsMap():
 			if fd.MapValue().Message() != nil {
 				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-					forEachRegex(mv.Message(), f)
+					forEach(mv.Message(), f)
 					return true
 				})
 			}
 		default:
-			forEachRegex(v.Message(), f)
+			forEach(v.Message(), f)
 		}
 		return true
 	})
