@@ -11,6 +11,7 @@
 //	   + e2e override)                             depends_on conditions, node id = INSTANCE_ID, Consul over
 //	                                               TLS with each consumer's own token, one-shots adopted
 //	consul/config/*.json  ──▶ intentions = the services' declared upstreams + the edge, protocol http
+//	consul/compose/*.sh   ──run against bin/consul──▶ TLS, tokens that do their consumer's job only, intentions
 //	nats/nats.conf        ──▶ generated from localenv.NATSServicePermissions, parsed by nats-server
 //	scripts/compose-env.sh ──▶ makes every secret the compose file requires
 //	Dockerfile            ──▶ pinned bases, static (CGO_ENABLED=0), non-root final image
