@@ -6,9 +6,10 @@
 //
 //	serve.Server ──Nodes / Resources / Mesh / Ready──▶ Handler
 //	catalog.Watcher ──Status──────────────────────────▶   │
+//	xdsauth.Authenticator ──Refusals──────────────────▶   │
 //	prometheus.Gatherer ──────────────────────────────▶   │
 //	                                                       ▼
-//	  GET /debug/nodes              nodes, ACK/NACK per type, snapshot errors
+//	  GET /debug/nodes              nodes, ACK/NACK per type, snapshot errors, refused streams
 //	  GET /debug/config_dump?node=  envoy.admin.v3.ConfigDump of a node's snapshot  (operator)
 //	  GET /debug/model              services, routes, policies, problems
 //	  GET /debug/pprof/...          Go profiles                                      (operator)
@@ -44,6 +45,7 @@ import (
 	"github.com/meshop/meshop/controlplane/catalog"
 	"github.com/meshop/meshop/controlplane/model"
 	"github.com/meshop/meshop/controlplane/serve"
+	"github.com/meshop/meshop/controlplane/xdsauth"
 )
 
 // Server is what the handler reads from the xDS server.
@@ -66,8 +68,8 @@ type Operators interface {
 }
 
 // NewHandler returns the debug HTTP handler.
-func NewHandler(srv Server, cat Catalog, ops Operators, g prometheus.Gatherer, log *slog.Logger) http.Handler {
-	h := &handler{srv: srv, cat: cat, ops: ops, log: log.With("component", "debug")}
+func NewHandler(srv Server, cat Catalog, ops Operators, refused Refusals, g prometheus.Gatherer, log *slog.Logger) http.Handler {
+	h := &handler{srv: srv, cat: cat, ops: ops, refused: refused, log: log.With("component", "debug")}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /debug/nodes", h.nodes)
 	mux.Handle("GET /debug/config_dump", h.operator(http.HandlerFunc(h.configDump)))
@@ -86,10 +88,17 @@ func NewHandler(srv Server, cat Catalog, ops Operators, g prometheus.Gatherer, l
 }
 
 type handler struct {
-	srv Server
-	cat Catalog
-	ops Operators
-	log *slog.Logger
+	srv     Server
+	cat     Catalog
+	ops     Operators
+	refused Refusals
+	log     *slog.Logger
+}
+
+// Refusals are the xDS streams refused lately (nil: streams are not
+// authenticated).
+type Refusals interface {
+	Refusals() []xdsauth.Refusal
 }
 
 // operator serves next only to a request whose token Consul grants
@@ -118,9 +127,14 @@ func (h *handler) operator(next http.Handler) http.Handler {
 }
 
 func (h *handler) nodes(w http.ResponseWriter, _ *http.Request) {
+	refused := []xdsauth.Refusal{}
+	if h.refused != nil {
+		refused = h.refused.Refusals()
+	}
 	writeJSON(w, http.StatusOK, map[string]any{
-		"consul": h.cat.Status(),
-		"nodes":  h.srv.Nodes(),
+		"consul":  h.cat.Status(),
+		"nodes":   h.srv.Nodes(),
+		"refused": refused,
 	})
 }
 

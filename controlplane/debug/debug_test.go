@@ -73,7 +73,7 @@ func TestHandler(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	srv := serve.New(serve.Options{Metrics: serve.NewMetrics(reg), Translate: translate.DefaultConfig()})
 	cat := &fakeCatalog{}
-	h := debug.NewHandler(srv, cat, fakeOperators{}, reg, slog.New(slog.DiscardHandler))
+	h := debug.NewHandler(srv, cat, fakeOperators{}, nil, reg, slog.New(slog.DiscardHandler))
 
 	if code, body := get(t, h, "/ready"); code != http.StatusServiceUnavailable || !strings.Contains(body, "catalog not synced") {
 		t.Errorf("/ready before sync = %d %s", code, body)

@@ -62,7 +62,7 @@ type Options struct {
 	// asked again; a revoked token's streams end within it (default 30s).
 	TTL time.Duration
 	// RegistrationWait is how long a stream waits for its node to appear
-	// in the catalog (an app opens its stream as it registers; default 10s).
+	// in the catalog (an app opens its stream as it registers; default 5s).
 	RegistrationWait time.Duration
 	Logger           *slog.Logger
 	Metrics          prometheus.Registerer
@@ -102,7 +102,7 @@ func New(opts Options) *Authenticator {
 		opts.TTL = 30 * time.Second
 	}
 	if opts.RegistrationWait <= 0 {
-		opts.RegistrationWait = 10 * time.Second
+		opts.RegistrationWait = 5 * time.Second
 	}
 	a := &Authenticator{
 		opts: opts, log: opts.Logger.With("component", "xdsauth"), tokens: map[string]cachedToken{},

@@ -33,6 +33,7 @@ import (
 
 	"github.com/meshop/meshop/localenv"
 	"github.com/meshop/meshop/services/kit/rpc"
+	"github.com/meshop/meshop/services/kit/workload"
 )
 
 // Services in start order.
@@ -130,7 +131,7 @@ type System struct {
 // databases and binaries.
 func Start(ctx context.Context, plan Plan, dir string) (*System, error) {
 	s := &System{Plan: plan, Dir: dir, instances: map[string]*Instance{}, binDir: filepath.Join(dir, "bin")}
-	for _, d := range []string{plan.Consul.Dir, plan.Jaeger.Dir, s.binDir, filepath.Join(dir, "data"), filepath.Join(dir, "logs"), filepath.Join(dir, "xds")} {
+	for _, d := range []string{plan.Consul.Dir, plan.Jaeger.Dir, s.binDir, filepath.Join(dir, "data"), filepath.Join(dir, "logs")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err
 		}
@@ -241,12 +242,22 @@ type Instance struct {
 func (i *Instance) URL() string { return "http://127.0.0.1:" + strconv.Itoa(i.Port) }
 
 // Env returns the environment of service svc's instance id on its HTTP
-// and gRPC ports, with a new Consul token of svc's service identity.
-// Proxyless, it writes the instance's xDS bootstrap.
+// and gRPC ports, with a new Consul token of svc's service identity in a
+// file of the instance's own directory. Proxyless, it writes the
+// instance's xDS bootstrap, whose certificate files go in that directory
+// too.
 func (s *System) Env(ctx context.Context, svc, id string, port, grpcPort int) ([]string, error) {
 	token, err := s.Consul.ServiceToken(ctx, svc)
 	if err != nil {
 		return nil, fmt.Errorf("system: Consul token of %s: %w", svc, err)
+	}
+	dir := filepath.Join(s.Dir, "instances", id)
+	tokenFile := filepath.Join(dir, "consul-token")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+		return nil, err
 	}
 	var mode []string
 	if s.Plan.Envoy != "" {
@@ -254,9 +265,9 @@ func (s *System) Env(ctx context.Context, svc, id string, port, grpcPort int) ([
 		mode = []string{"MESH_MODE=sidecar", "MESH_EGRESS_URL=http://127.0.0.1:" + strconv.Itoa(sc.Outbound),
 			"ADVERTISE_ADDR=127.0.0.1", "ADVERTISE_PORT=" + strconv.Itoa(sc.Inbound)}
 	} else {
-		bootstrap := filepath.Join(s.Dir, "xds", id+".json")
+		bootstrap := filepath.Join(dir, "xds-bootstrap.json")
 		controlPlane := "127.0.0.1:" + strconv.Itoa(s.Plan.ControlPlaneXDS)
-		if err := rpc.WriteBootstrap(bootstrap, rpc.NewBootstrap(controlPlane, id, svc)); err != nil {
+		if err := rpc.WriteBootstrap(bootstrap, rpc.NewBootstrap(controlPlane, id, svc, tokenFile, workload.FilesIn(dir))); err != nil {
 			return nil, fmt.Errorf("system: xDS bootstrap of %s: %w", id, err)
 		}
 		mode = []string{"MESH_MODE=proxyless", rpc.BootstrapEnv + "=" + bootstrap}
@@ -269,7 +280,7 @@ func (s *System) Env(ctx context.Context, svc, id string, port, grpcPort int) ([
 		"GRPC_ADDR=127.0.0.1:"+strconv.Itoa(grpcPort),
 		"INSTANCE_ID="+id,
 		"CONSUL_HTTP_ADDR="+s.Consul.HTTPAddr(),
-		"CONSUL_HTTP_TOKEN="+token,
+		"CONSUL_HTTP_TOKEN_FILE="+tokenFile,
 		"DATABASE_URL=sqlite:"+filepath.Join(s.Dir, "data", svc+".db"),
 		"OTEL_EXPORTER_OTLP_ENDPOINT="+s.Jaeger.OTLPEndpoint(),
 		"NATS_URL="+s.NATS.ServiceURL(svc),

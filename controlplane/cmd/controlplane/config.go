@@ -7,12 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/meshop/meshop/controlplane/model"
 	"github.com/meshop/meshop/controlplane/translate"
+	"github.com/meshop/meshop/services/kit/workload"
 )
 
 // config is everything the control plane can be told. Each setting comes
@@ -21,6 +23,8 @@ import (
 type config struct {
 	ConsulAddr     string
 	ConsulToken    string
+	XDSTLS         bool
+	XDSTokenTTL    time.Duration
 	ConsulWait     time.Duration
 	ConsulSettle   time.Duration
 	XDSAddr        string
@@ -74,6 +78,16 @@ func settings() []setting {
 			return nil
 		}
 	}
+	boolean := func(dst func(*config) *bool) func(*config, string) error {
+		return func(c *config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("want true or false, got %q", v)
+			}
+			*dst(c) = b
+			return nil
+		}
+	}
 	addr := func(dst func(*config) *string) func(*config, string) error {
 		return func(c *config, v string) error {
 			_, p, err := net.SplitHostPort(v)
@@ -92,12 +106,28 @@ func settings() []setting {
 			addr(func(c *config) *string { return &c.ConsulAddr })},
 		{"CONSUL_HTTP_TOKEN", "consul-token", "", "Consul ACL token, with the policy consul/acl/controlplane.hcl (the variable is better than the flag, which ps shows)",
 			func(c *config, v string) error { c.ConsulToken = v; return nil }},
+		{"CONSUL_HTTP_TOKEN_FILE", "consul-token-file", "", "a file holding the Consul ACL token (wins over CONSUL_HTTP_TOKEN)",
+			func(c *config, v string) error {
+				if v == "" {
+					return nil
+				}
+				data, err := os.ReadFile(v)
+				if err != nil {
+					return err
+				}
+				c.ConsulToken = strings.TrimSpace(string(data))
+				return nil
+			}},
 		{"CONSUL_WAIT", "consul-wait", "5m", "longest wait of one Consul blocking query",
 			dur(func(c *config) *time.Duration { return &c.ConsulWait }, time.Second)},
 		{"CONSUL_SETTLE", "consul-settle", "15s", "after a Consul outage, keep instances that were passing for this long while its checks run again (0 disables)",
 			dur(func(c *config) *time.Duration { return &c.ConsulSettle }, 0)},
 		{"XDS_ADDR", "xds-addr", ":18000", "listen address of the ADS gRPC server",
 			addr(func(c *config) *string { return &c.XDSAddr })},
+		{"XDS_TLS", "xds-tls", "true", "serve ADS over TLS with the control plane's own certificate from Consul's Connect CA (service " + workload.ControlPlane + "); false only for benchmarks",
+			boolean(func(c *config) *bool { return &c.XDSTLS })},
+		{"XDS_TOKEN_TTL", "xds-token-ttl", "30s", "how long a stream's Consul ACL token is trusted before Consul is asked again (a revoked token's streams end within it)",
+			dur(func(c *config) *time.Duration { return &c.XDSTokenTTL }, time.Second)},
 		{"DEBUG_ADDR", "debug-addr", ":18080", "listen address of /debug, /metrics, /health, /ready",
 			addr(func(c *config) *string { return &c.DebugAddr })},
 		{"DEBOUNCE_QUIET", "debounce-quiet", "100ms", "push once the catalog has been still this long",
@@ -146,6 +176,8 @@ func settings() []setting {
 				}
 				return nil
 			}},
+		{"MESH_MTLS", "mtls", "false", "mutual TLS between nodes, with Consul's Connect CA leaves and roots, and the intentions' authorization (RBAC) on every inbound side",
+			boolean(func(c *config) *bool { return &c.Translate.MTLS })},
 	}
 }
 

@@ -6,6 +6,8 @@
 //	                                                               │ translate
 //	                                                               ▼
 //	Envoys ◀──ADS gRPC (XDS_ADDR, :18000)── serve.Server ◀── go-control-plane cache
+//	  TLS with the control plane's Consul identity; every stream carries its
+//	  node's Consul ACL token (xdsauth)
 //	operator ◀──HTTP (DEBUG_ADDR, :18080)── debug.Handler (nodes, config_dump, model, metrics)
 //
 // Configuration: environment variables, overridden by flags; see README.md.
@@ -72,13 +74,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		watcher = catalog.NewWatcher(src, catalog.Options{Logger: log, Wait: cfg.ConsulWait, Settle: cfg.ConsulSettle, OnIndex: metrics.SetConsulIndex})
 	}
 
+	// The ADS server's TLS and the authentication of its streams.
+	security, err := newXDSSecurity(cfg, log, reg)
+	if err != nil {
+		return fmt.Errorf("consul client: %w", err)
+	}
+
 	// Stages 2-4: model, translate, serve.
 	var xds *serve.Server
 	{
 		builder := model.NewBuilder(model.BuilderOptions{Logger: log, MaxPolicyBytes: cfg.PolicyMaxBytes, OnProblem: metrics.ProblemFound})
 		xds = serve.New(serve.Options{
 			Logger: log, Metrics: metrics, Translate: cfg.Translate, Model: builder,
-			Quiet: cfg.Quiet, MaxDelay: cfg.MaxDelay, Keepalive: cfg.Keepalive,
+			Quiet: cfg.Quiet, MaxDelay: cfg.MaxDelay, Keepalive: cfg.Keepalive, GRPCOptions: security.options,
 		})
 	}
 
@@ -103,14 +111,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return ignoreCanceled(xds.Run(pctx, watcher))
 		}, func(error) { cancel() })
 	}
-	{ // xDS gRPC server
+	{ // the control plane's identity, then the xDS gRPC server
+		sctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {
+			return security.run(sctx)
+		}, func(error) { cancel() })
+		g.Add(func() error {
+			if err := security.ready(sctx); err != nil {
+				xdsLis.Close()
+				return err
+			}
 			return xds.Serve(xdsLis)
-		}, func(error) { xds.Stop(cfg.ShutdownGrace) })
+		}, func(error) { cancel(); xds.Stop(cfg.ShutdownGrace) })
 	}
 	{ // debug HTTP server
 		srv := &http.Server{
-			Handler:           debug.NewHandler(xds, watcher, src, reg, log),
+			Handler:           debug.NewHandler(xds, watcher, src, security.auth, reg, log),
 			ReadHeaderTimeout: 5 * time.Second,
 		}
 		g.Add(func() error {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +12,18 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/meshop/meshop/services/kit/workload"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
@@ -24,6 +38,20 @@ type cp struct {
 	xds, debug string
 	logs       *localenv.LogBuffer
 	operator   string // a Consul token with operator:read, for the debug port
+	consul     *localenv.Consul
+	tls        *tls.Config // a client's, checking the control plane's identity
+}
+
+// envoy starts a simulated Envoy as a real one is bootstrapped: over TLS,
+// with its service's Consul ACL token (o.Cluster's service identity).
+func (c *cp) envoy(t *testing.T, o envoysim.Options) *envoysim.Envoy {
+	t.Helper()
+	token, err := c.consul.ServiceToken(context.Background(), o.Cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Token, o.TLS = token, c.tls
+	return envoysim.StartT(t, c.xds, o)
 }
 
 // startCP runs the control plane in-process, exactly as main does, on
@@ -39,7 +67,8 @@ func startCP(t *testing.T, consul *localenv.Consul) *cp {
 		t.Fatal(err)
 	}
 	c := &cp{xds: "127.0.0.1:" + strconv.Itoa(ports[0]), debug: "127.0.0.1:" + strconv.Itoa(ports[1]), logs: &localenv.LogBuffer{},
-		operator: consul.ManagementToken()}
+		operator: consul.ManagementToken(), consul: consul}
+	c.tls = workload.ClientTLS(func() (*x509.CertPool, error) { return consulRoots(consul) }, workload.ControlPlane)
 	env := map[string]string{
 		"CONSUL_HTTP_ADDR":  consul.HTTPAddr(),
 		"CONSUL_HTTP_TOKEN": token,
@@ -71,6 +100,23 @@ func startCP(t *testing.T, consul *localenv.Consul) *cp {
 		return code == http.StatusOK, fmt.Sprintf("/ready: %d %s", code, body)
 	})
 	return c
+}
+
+// consulRoots are the Connect CA's roots.
+func consulRoots(consul *localenv.Consul) (*x509.CertPool, error) {
+	client, err := api.NewClient(&api.Config{Address: consul.HTTPAddr(), Token: consul.ManagementToken()})
+	if err != nil {
+		return nil, err
+	}
+	roots, _, err := client.Agent().ConnectCARoots(nil)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	for _, r := range roots.Roots {
+		pool.AppendCertsFromPEM([]byte(r.RootCertPEM))
+	}
+	return pool, nil
 }
 
 // get requests path on the debug port as the operator.
@@ -168,12 +214,12 @@ func TestConsulToEnvoys(t *testing.T) {
 	// Every sidecar that calls user: order (SotW), auth and notification
 	// (delta); plus one that does not (payment) and the edge.
 	callers := []*envoysim.Envoy{
-		envoysim.StartT(t, c.xds, envoysim.Options{ID: "order-1", Cluster: "order"}),
-		envoysim.StartT(t, c.xds, envoysim.Options{ID: "auth-1", Cluster: "auth", Delta: true}),
-		envoysim.StartT(t, c.xds, envoysim.Options{ID: "notification-1", Cluster: "notification", Delta: true}),
-		envoysim.StartT(t, c.xds, envoysim.Options{ID: "edge-1", Cluster: "edge"}),
+		c.envoy(t, envoysim.Options{ID: "order-1", Cluster: "order"}),
+		c.envoy(t, envoysim.Options{ID: "auth-1", Cluster: "auth", Delta: true}),
+		c.envoy(t, envoysim.Options{ID: "notification-1", Cluster: "notification", Delta: true}),
+		c.envoy(t, envoysim.Options{ID: "edge-1", Cluster: "edge"}),
 	}
-	payment := envoysim.StartT(t, c.xds, envoysim.Options{ID: "payment-1", Cluster: "payment", Delta: true})
+	payment := c.envoy(t, envoysim.Options{ID: "payment-1", Cluster: "payment", Delta: true})
 	both := []string{"user-1", "user-2"}
 	for _, e := range callers {
 		e.Must(t, 10*time.Second, "both user instances", func(s envoysim.State) bool { return slices.Equal(s.Hosts("svc_user"), both) })
@@ -290,4 +336,78 @@ func grep(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestXDSStreamsNeedTheirNodesToken: a stream is served only over TLS and
+// with a token of the node's own service, for a registered instance of it;
+// every refusal is PermissionDenied, counted and listed on /debug/nodes.
+func TestXDSStreamsNeedTheirNodesToken(t *testing.T) {
+	agent, consul := consultest.Start(t)
+	registerShop(agent)
+	c := startCP(t, consul)
+	ctx := context.Background()
+	orderToken, err := consul.ServiceToken(ctx, "order")
+	if err != nil {
+		t.Fatal(err)
+	}
+	paymentToken, err := consul.ServiceToken(ctx, "payment")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := firstResponse(t, c.xds, c.tls, orderToken, "order-1", "order"); err != nil {
+		t.Fatalf("order-1 with order's token: %v", err)
+	}
+	for _, tc := range []struct{ name, token, id, cluster string }{
+		{"no token", "", "order-1", "order"},
+		{"a forged token", "6c1f3d2e-0000-4000-8000-000000000000", "order-1", "order"},
+		{"another service's token", paymentToken, "order-1", "order"},
+		{"an instance of another service", orderToken, "payment-1", "order"},
+	} {
+		if err := firstResponse(t, c.xds, c.tls, tc.token, tc.id, tc.cluster); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("%s: got %v, want PermissionDenied", tc.name, err)
+		}
+	}
+	if err := firstResponse(t, c.xds, nil, orderToken, "order-1", "order"); err == nil {
+		t.Error("a plaintext connection was served")
+	}
+
+	_, body := c.get(t, "/debug/nodes")
+	for _, reason := range []string{"no_token", "unknown_token", "wrong_service", "not_an_instance"} {
+		if !strings.Contains(body, `"reason": "`+reason+`"`) {
+			t.Errorf("/debug/nodes lists no refusal for %s:\n%s", reason, body)
+		}
+	}
+	if _, m := c.get(t, "/metrics"); !strings.Contains(m, `meshop_xds_streams_refused_total{reason="wrong_service"} 1`) {
+		t.Errorf("refusals not counted:\n%s", grep(m, "refused"))
+	}
+}
+
+// firstResponse opens an ADS stream as node id of cluster and returns the
+// error of its first response (nil: it was served).
+func firstResponse(t *testing.T, addr string, tlsConf *tls.Config, token, id, cluster string) error {
+	t.Helper()
+	creds := insecure.NewCredentials()
+	if tlsConf != nil {
+		creds = credentials.NewTLS(tlsConf)
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "x-consul-token", token)
+	}
+	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: id, Cluster: cluster}, TypeUrl: resource.ClusterType}); err != nil && err != io.EOF {
+		return err
+	}
+	_, err = s.Recv()
+	return err
 }

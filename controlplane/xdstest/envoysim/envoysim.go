@@ -14,6 +14,7 @@ package envoysim
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -31,7 +32,9 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -49,6 +52,12 @@ type Options struct {
 	// Reject, when it returns a non-empty message, makes the Envoy NACK
 	// the response with that message instead of applying it.
 	Reject func(typeURL string, resources map[string]proto.Message) string
+	// Token is the Consul ACL token the stream presents (x-consul-token),
+	// as an Envoy bootstrap's initial_metadata does.
+	Token string
+	// TLS, when set, is how the connection to the control plane is
+	// secured (nil: plaintext).
+	TLS *tls.Config
 }
 
 // Received is one response as it arrived.
@@ -130,7 +139,11 @@ type Envoy struct {
 
 // Start connects to the ADS server at addr and opens a stream.
 func Start(addr string, o Options) (*Envoy, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if o.TLS != nil {
+		creds = credentials.NewTLS(o.TLS)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, err
 	}
@@ -171,6 +184,9 @@ func StartT(t testing.TB, addr string, o Options) *Envoy {
 
 func (e *Envoy) open() error {
 	ctx, cancel := context.WithCancel(context.Background())
+	if e.opts.Token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "x-consul-token", e.opts.Token)
+	}
 	client := discoveryv3.NewAggregatedDiscoveryServiceClient(e.conn)
 	e.cancel = cancel
 	e.done = make(chan struct{})

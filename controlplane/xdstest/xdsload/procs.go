@@ -194,14 +194,17 @@ type ControlPlane struct {
 }
 
 // StartControlPlane runs the control plane binary bin against consul
-// with its default settings (debounce, keepalive, log level).
+// with its default settings (debounce, keepalive, log level), except that
+// it serves ADS in plaintext, as Consul's xDS server is measured: the
+// simulated Envoys of the comparison speak plaintext to both. (Against
+// this Consul without ACLs, streams need no token.)
 func StartControlPlane(ctx context.Context, bin, consulAddr, dir string) (*ControlPlane, error) {
 	ports, err := localenv.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
 	cp := &ControlPlane{XDSAddr: "127.0.0.1:" + strconv.Itoa(ports[0]), DebugURL: "http://127.0.0.1:" + strconv.Itoa(ports[1])}
-	env := []string{"CONSUL_HTTP_ADDR=" + consulAddr, "XDS_ADDR=" + cp.XDSAddr, "DEBUG_ADDR=" + strings.TrimPrefix(cp.DebugURL, "http://")}
+	env := []string{"CONSUL_HTTP_ADDR=" + consulAddr, "XDS_ADDR=" + cp.XDSAddr, "DEBUG_ADDR=" + strings.TrimPrefix(cp.DebugURL, "http://"), "XDS_TLS=false"}
 	cp.proc, err = startProc("controlplane", filepath.Join(dir, fmt.Sprintf("controlplane-%d.log", time.Now().UnixNano())), env, bin)
 	if err != nil {
 		return nil, err

@@ -42,6 +42,7 @@ import (
 	"github.com/meshop/meshop/services/kit/rpc"
 	"github.com/meshop/meshop/services/kit/sqldb"
 	"github.com/meshop/meshop/services/kit/telemetry"
+	"github.com/meshop/meshop/services/kit/workload"
 )
 
 // Spec is what a service says about itself in code.
@@ -53,17 +54,21 @@ type Spec struct {
 
 // Settings are a service's environment variables (defaults in brackets).
 type Settings struct {
-	HTTPAddr        string        // HTTP_ADDR [127.0.0.1:8080]: where the app listens; port 0 picks one
-	GRPCAddr        string        // GRPC_ADDR [127.0.0.1:9090]: where the app's gRPC server listens; port 0 picks one
-	AdvertiseAddr   string        // ADVERTISE_ADDR [host of HTTP_ADDR]: Consul Address (the sidecar's, in sidecar mode)
-	AdvertisePort   int           // ADVERTISE_PORT [the app's port]: Consul Port (sidecar inbound 15006, in sidecar mode)
-	InstanceID      string        // INSTANCE_ID [<service>-<random>]: Consul ID and Envoy node id
-	Version         string        // SERVICE_VERSION [v1]
-	ConsulAddr      string        // CONSUL_HTTP_ADDR [127.0.0.1:8500]
-	ConsulToken     string        // CONSUL_HTTP_TOKEN [none]: ACL token with this service's service identity
-	MeshMode        string        // MESH_MODE (required): sidecar or proxyless
-	EgressURL       string        // MESH_EGRESS_URL [http://127.0.0.1:15001]: sidecar egress listener
-	XDSBootstrap    string        // GRPC_XDS_BOOTSTRAP (proxyless mode, required): gRPC's xDS bootstrap file, see rpc.Bootstrap
+	HTTPAddr        string // HTTP_ADDR [127.0.0.1:8080]: where the app listens; port 0 picks one
+	GRPCAddr        string // GRPC_ADDR [127.0.0.1:9090]: where the app's gRPC server listens; port 0 picks one
+	AdvertiseAddr   string // ADVERTISE_ADDR [host of HTTP_ADDR]: Consul Address (the sidecar's, in sidecar mode)
+	AdvertisePort   int    // ADVERTISE_PORT [the app's port]: Consul Port (sidecar inbound 15006, in sidecar mode)
+	InstanceID      string // INSTANCE_ID [<service>-<random>]: Consul ID and Envoy node id
+	Version         string // SERVICE_VERSION [v1]
+	ConsulAddr      string // CONSUL_HTTP_ADDR [127.0.0.1:8500]
+	ConsulToken     string // CONSUL_HTTP_TOKEN [none]: ACL token with this service's service identity
+	ConsulTokenFile string // CONSUL_HTTP_TOKEN_FILE [none]: the same token in a file (wins over CONSUL_HTTP_TOKEN)
+	MeshMode        string // MESH_MODE (required): sidecar or proxyless
+	EgressURL       string // MESH_EGRESS_URL [http://127.0.0.1:15001]: sidecar egress listener
+	XDSBootstrap    string // GRPC_XDS_BOOTSTRAP (proxyless mode, required): gRPC's xDS bootstrap file, see rpc.Bootstrap
+	// IdentityFiles are where a proxyless app writes its workload
+	// identity: the files of its bootstrap's certificate provider.
+	IdentityFiles   workload.Files
 	CallTimeout     time.Duration // MESH_CALL_TIMEOUT [2s]: deadline of each call to another service
 	DatabaseURL     string        // DATABASE_URL [sqlite:<service>.db]: postgres://... or sqlite:...
 	NATSURL         string        // NATS_URL [nats://127.0.0.1:4222]: the events bus (JetStream)
@@ -87,6 +92,7 @@ func LoadSettings(r *config.Reader, svc string) (Settings, error) {
 		Version:         r.String("SERVICE_VERSION", "v1"),
 		ConsulAddr:      r.String("CONSUL_HTTP_ADDR", "127.0.0.1:8500"),
 		ConsulToken:     r.String("CONSUL_HTTP_TOKEN", ""),
+		ConsulTokenFile: r.String("CONSUL_HTTP_TOKEN_FILE", ""),
 		MeshMode:        r.OneOf("MESH_MODE", "", meshclient.Sidecar, meshclient.Proxyless),
 		EgressURL:       r.String("MESH_EGRESS_URL", "http://127.0.0.1:15001"),
 		XDSBootstrap:    r.String(rpc.BootstrapEnv, ""),
@@ -107,9 +113,11 @@ func LoadSettings(r *config.Reader, svc string) (Settings, error) {
 		r.Fail("GRPC_ADDR", "must be host:port, got %q", s.GRPCAddr)
 	}
 	if s.MeshMode == meshclient.Proxyless {
-		if err := rpc.CheckBootstrap(s.XDSBootstrap, s.InstanceID, svc); err != nil {
+		b, err := rpc.CheckBootstrap(s.XDSBootstrap, s.InstanceID, svc)
+		if err != nil {
 			r.Fail(rpc.BootstrapEnv, "%v", err)
 		}
+		s.IdentityFiles = b.Files()
 	}
 	level, err := kitlog.ParseLevel(r.String("LOG_LEVEL", "info"))
 	if err != nil {
@@ -139,6 +147,8 @@ type App struct {
 	Metrics *prometheus.Registry
 	// Requests measures the service's methods (see instrument.Endpoint).
 	Requests *instrument.Metrics
+	// stopIdentity ends the workload identity's watcher (proxyless mode).
+	stopIdentity context.CancelFunc
 }
 
 // New reads the settings and builds the logger, telemetry, Consul client
@@ -157,9 +167,14 @@ func New(ctx context.Context, spec Spec) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.Consul, err = api.NewClient(&api.Config{Address: settings.ConsulAddr, Token: settings.ConsulToken})
+	a.Consul, err = api.NewClient(&api.Config{Address: settings.ConsulAddr, Token: settings.ConsulToken, TokenFile: settings.ConsulTokenFile})
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", err)
+	}
+	if settings.MeshMode == meshclient.Proxyless {
+		if err := a.followIdentity(ctx); err != nil {
+			return nil, err
+		}
 	}
 	a.Metrics = prometheus.NewRegistry()
 	a.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -261,20 +276,49 @@ func (a *App) instance(bound, grpcBound *net.TCPAddr) consulreg.Instance {
 	}
 	// The gRPC check goes where gRPC callers go: through the sidecar's
 	// inbound (which forwards gRPC to the app), or to the app itself.
-	grpcCheck := net.JoinHostPort(addr, strconv.Itoa(grpcBound.Port))
+	grpcCheck, grpcReady := net.JoinHostPort(addr, strconv.Itoa(grpcBound.Port)), ""
 	if s.MeshMode == meshclient.Sidecar {
 		grpcCheck = net.JoinHostPort(addr, strconv.Itoa(port))
+	} else {
+		grpcReady = "http://" + net.JoinHostPort(addr, strconv.Itoa(port)) + "/ready"
 	}
 	return consulreg.Instance{
 		ID: s.InstanceID, Service: a.Spec.Name, Version: s.Version,
-		Address: addr, Port: port, AppPort: bound.Port, GRPCPort: grpcBound.Port, GRPCCheckAddr: grpcCheck,
+		Address: addr, Port: port, AppPort: bound.Port, GRPCPort: grpcBound.Port, GRPCCheckAddr: grpcCheck, GRPCReadyURL: grpcReady,
 		Upstreams: a.Spec.Upstreams, PublicPrefixes: a.Spec.PublicPrefixes,
 		CheckURL:      "http://" + net.JoinHostPort(addr, strconv.Itoa(port)) + "/health",
 		CheckInterval: s.CheckInterval, CheckTimeout: s.CheckTimeout, DeregisterAfter: s.DeregisterAfter,
 	}
 }
 
+// followIdentity keeps the service's workload identity (leaf certificate,
+// key and Consul's roots) in the files gRPC's file_watcher certificate
+// provider reads, and waits for the first: the xDS client and server
+// need them before they start.
+func (a *App) followIdentity(ctx context.Context) error {
+	files := a.Settings.IdentityFiles
+	w := workload.NewWatcher(a.Consul, a.Spec.Name, a.Logger)
+	w.OnChange = func(id *workload.Identity) {
+		if err := files.Write(id); err != nil {
+			a.Logger.Error("writing the workload identity failed; the previous one stays in force", "err", err)
+		}
+	}
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	a.stopIdentity = cancel
+	go w.Run(wctx)
+	readyCtx, cancelReady := context.WithTimeout(ctx, 30*time.Second)
+	defer cancelReady()
+	if _, err := w.Ready(readyCtx); err != nil {
+		cancel()
+		return fmt.Errorf("%w (does CONSUL_HTTP_TOKEN carry the service identity of %s?)", err, a.Spec.Name)
+	}
+	return nil
+}
+
 func (a *App) close() {
+	if a.stopIdentity != nil {
+		a.stopIdentity()
+	}
 	a.Mesh.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

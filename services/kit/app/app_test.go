@@ -8,6 +8,7 @@ import (
 
 	"github.com/meshop/meshop/services/kit/config"
 	"github.com/meshop/meshop/services/kit/rpc"
+	"github.com/meshop/meshop/services/kit/workload"
 )
 
 func TestLoadSettingsDefaults(t *testing.T) {
@@ -37,7 +38,7 @@ func TestLoadSettingsNamesEveryBadVariable(t *testing.T) {
 
 func TestProxylessModeRefusesABootstrapForAnotherInstance(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "bootstrap.json")
-	if err := rpc.WriteBootstrap(path, rpc.NewBootstrap("127.0.0.1:18000", "order-1", "order")); err != nil {
+	if err := rpc.WriteBootstrap(path, rpc.NewBootstrap("127.0.0.1:18000", "order-1", "order", "token", workload.FilesIn(t.TempDir()))); err != nil {
 		t.Fatal(err)
 	}
 	env := map[string]string{"MESH_MODE": "proxyless", "GRPC_XDS_BOOTSTRAP": path, "INSTANCE_ID": "order-1"}

@@ -50,7 +50,12 @@ type Instance struct {
 	// GRPCCheckAddr is the host:port of the gRPC health check (the app's
 	// gRPC port, or the sidecar's inbound, which forwards gRPC to it);
 	// empty means Address:GRPCPort. Unused without GRPCPort.
-	GRPCCheckAddr   string
+	GRPCCheckAddr string
+	// GRPCReadyURL, when set, replaces the gRPC health check with an HTTP
+	// check of this URL (the app's /ready, which follows its gRPC
+	// server's serving state): a proxyless app's gRPC port takes only
+	// mesh certificates, and Consul's checker has none.
+	GRPCReadyURL    string
 	CheckInterval   time.Duration
 	CheckTimeout    time.Duration
 	DeregisterAfter time.Duration // DeregisterCriticalServiceAfter
@@ -84,14 +89,18 @@ func (in Instance) Registration() *api.AgentServiceRegistration {
 		if addr == "" {
 			addr = net.JoinHostPort(in.Address, strconv.Itoa(in.GRPCPort))
 		}
-		checks = append(checks, &api.AgentServiceCheck{
+		check := &api.AgentServiceCheck{
 			CheckID:                        "service:" + in.ID + ":grpc",
 			Name:                           in.Service + " gRPC health",
 			GRPC:                           addr,
 			Interval:                       in.CheckInterval.String(),
 			Timeout:                        in.CheckTimeout.String(),
 			DeregisterCriticalServiceAfter: in.DeregisterAfter.String(),
-		})
+		}
+		if in.GRPCReadyURL != "" {
+			check.Name, check.GRPC, check.HTTP, check.Method = in.Service+" gRPC serving (/ready)", "", in.GRPCReadyURL, "GET"
+		}
+		checks = append(checks, check)
 	}
 	return &api.AgentServiceRegistration{
 		ID:      in.ID,

@@ -4,7 +4,8 @@
 //
 //	sidecar:   app ──h2c to the egress (127.0.0.1:15001), :authority <service>──▶ Envoy ──▶ upstream
 //	proxyless: app ──xds:///<service>──▶ grpc-go's xDS client, configured by our
-//	           control plane (endpoints, routes, retries, timeouts, ejection) ──▶ upstream
+//	           control plane (endpoints, routes, retries, timeouts, ejection,
+//	           mTLS with the workload's identity) ──▶ upstream
 //
 // One mesh client, two transports; there is no second discovery path.
 // Every call has a deadline (the shorter of the caller's and the client's
@@ -27,6 +28,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
 	_ "google.golang.org/grpc/xds" // registers the xds:/// resolver and balancers
 
 	"github.com/meshop/meshop/services/kit/errs"
@@ -77,6 +79,14 @@ func New(cfg Config) (*Client, error) {
 		target = func(string) string { return "passthrough:///" + u.Host }
 	case Proxyless:
 		target = func(service string) string { return "xds:///" + service }
+		// mTLS as the control plane's clusters say (the workload's
+		// identity, the upstream's SPIFFE ID); plaintext only where it
+		// sends no security configuration.
+		creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
+		if err != nil {
+			return nil, fmt.Errorf("meshclient: xDS credentials: %w", err)
+		}
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(creds)}
 	default:
 		return nil, fmt.Errorf("meshclient: unknown mode %q (want %s or %s)", cfg.Mode, Sidecar, Proxyless)
 	}

@@ -15,6 +15,8 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/xds"
@@ -77,7 +79,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		),
 	}, cfg.Options...)
 	if cfg.Proxyless {
-		opts = append(opts, xds.ServingModeCallback(s.servingMode))
+		// mTLS and RBAC as the control plane's inbound listener says;
+		// plaintext only where it sends no security configuration.
+		creds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
+		if err != nil {
+			return nil, fmt.Errorf("rpc: xDS credentials: %w", err)
+		}
+		opts = append(opts, grpc.Creds(creds), xds.ServingModeCallback(s.servingMode))
 		srv, err := xds.NewGRPCServer(opts...)
 		if err != nil {
 			return nil, fmt.Errorf("rpc: xDS server (GRPC_XDS_BOOTSTRAP): %w", err)

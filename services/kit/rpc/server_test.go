@@ -23,6 +23,7 @@ import (
 
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/telemetry"
+	"github.com/meshop/meshop/services/kit/workload"
 )
 
 // failer is an endpoint response carrying a domain error, as services'
@@ -139,22 +140,37 @@ func TestHealthServesUntilDrained(t *testing.T) {
 func TestCheckBootstrapNamesTheProblem(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.json")
-	if err := WriteBootstrap(good, NewBootstrap("127.0.0.1:18000", "user-1", "user")); err != nil {
+	certs := workload.FilesIn(dir)
+	if err := WriteBootstrap(good, NewBootstrap("127.0.0.1:18000", "user-1", "user", filepath.Join(dir, "token"), certs)); err != nil {
 		t.Fatal(err)
 	}
-	if err := CheckBootstrap(good, "user-1", "user"); err != nil {
+	b, err := CheckBootstrap(good, "user-1", "user")
+	if err != nil {
 		t.Fatalf("good bootstrap refused: %v", err)
+	}
+	if b.Files() != certs {
+		t.Errorf("the bootstrap's certificate files are %+v, want %+v", b.Files(), certs)
 	}
 	notJSON := filepath.Join(dir, "bad.json")
 	os.WriteFile(notJSON, []byte("{"), 0o644)
+	plaintext := filepath.Join(dir, "plaintext.json")
+	plain := NewBootstrap("127.0.0.1:18000", "user-1", "user", "token", certs)
+	plain.XDSServers[0].ChannelCreds = []BootstrapCreds{{Type: "insecure"}}
+	WriteBootstrap(plaintext, plain)
+	noCerts := filepath.Join(dir, "nocerts.json")
+	plain = NewBootstrap("127.0.0.1:18000", "user-1", "user", "token", certs)
+	plain.CertificateProviders = nil
+	WriteBootstrap(noCerts, plain)
 	for _, tc := range []struct{ path, id, service, want string }{
 		{"", "user-1", "user", "needs GRPC_XDS_BOOTSTRAP"},
 		{filepath.Join(dir, "missing.json"), "user-1", "user", "no such file"},
 		{notJSON, "user-1", "user", "is not JSON"},
 		{good, "user-2", "user", `node.id is "user-1", want the instance ID "user-2"`},
 		{good, "user-1", "order", `node.cluster is "user"`},
+		{plaintext, "user-1", "user", `channel_creds[0] must be "meshop_consul"`},
+		{noCerts, "user-1", "user", "certificate_providers.mesh needs certificate_file"},
 	} {
-		err := CheckBootstrap(tc.path, tc.id, tc.service)
+		_, err := CheckBootstrap(tc.path, tc.id, tc.service)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("CheckBootstrap(%q, %q, %q) = %v, want one line with %q", tc.path, tc.id, tc.service, err, tc.want)
 		}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/meshop/meshop/controlplane/xdsauth"
+	"github.com/meshop/meshop/services/kit/workload"
+)
+
+// xdsSecurity is how the ADS server is secured: TLS with the control
+// plane's own certificate from Consul's Connect CA, and every stream
+// authenticated with its node's Consul ACL token (xdsauth).
+type xdsSecurity struct {
+	options  []grpc.ServerOption
+	auth     *xdsauth.Authenticator
+	identity *workload.Watcher
+}
+
+// newXDSSecurity prepares the ADS server's security; run follows the
+// control plane's identity, and must run before the server serves.
+func newXDSSecurity(cfg config, log *slog.Logger, reg prometheus.Registerer) (*xdsSecurity, error) {
+	client, err := api.NewClient(&api.Config{Address: cfg.ConsulAddr, Token: cfg.ConsulToken})
+	if err != nil {
+		return nil, err
+	}
+	s := &xdsSecurity{
+		auth: xdsauth.New(xdsauth.Options{Directory: xdsauth.NewConsul(client), TTL: cfg.XDSTokenTTL, Logger: log, Metrics: reg}),
+	}
+	s.options = []grpc.ServerOption{grpc.StreamInterceptor(s.auth.StreamInterceptor())}
+	if !cfg.XDSTLS {
+		log.Warn("xDS served without TLS (XDS_TLS=false): tokens cross the network in clear")
+		return s, nil
+	}
+	var cert atomic.Pointer[tls.Certificate]
+	s.identity = workload.NewWatcher(client, workload.ControlPlane, log)
+	s.identity.OnChange = func(id *workload.Identity) {
+		c, err := id.Certificate()
+		if err != nil {
+			log.Error("the control plane's new certificate does not parse; the previous one stays in force", "err", err)
+			return
+		}
+		cert.Store(&c)
+	}
+	s.options = append(s.options, grpc.Creds(credentials.NewTLS(&tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return cert.Load(), nil
+		},
+	})))
+	return s, nil
+}
+
+// ready waits for the control plane's first certificate.
+func (s *xdsSecurity) ready(ctx context.Context) error {
+	if s.identity == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := s.identity.Ready(ctx); err != nil {
+		return fmt.Errorf("%w (does CONSUL_HTTP_TOKEN grant service:write on %s?)", err, workload.ControlPlane)
+	}
+	return nil
+}
+
+// run follows the control plane's identity until ctx ends.
+func (s *xdsSecurity) run(ctx context.Context) error {
+	if s.identity == nil {
+		<-ctx.Done()
+		return nil
+	}
+	return ignoreCanceled(s.identity.Run(ctx))
+}
