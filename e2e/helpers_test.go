@@ -172,3 +172,20 @@ func dumpLogs(t *testing.T, dir string) {
 		t.Logf("--- %s (tail)\n%s", filepath.Base(l), b)
 	}
 }
+
+// eventually polls cond until it holds, failing the test with cond's last
+// word after within.
+func eventually(t *testing.T, within time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", within, why)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

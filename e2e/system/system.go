@@ -218,6 +218,7 @@ func (s *System) startControlPlane(ctx context.Context) error {
 		"DEBUG_ADDR=127.0.0.1:" + strconv.Itoa(s.Plan.ControlPlaneDebug),
 		"MESH_COLLECTOR_ADDR=127.0.0.1:" + strconv.Itoa(s.Plan.Jaeger.OTLPGRPCPort),
 		"MESH_EDGE_PORT=" + strconv.Itoa(s.Plan.Edge),
+		"MESH_MTLS=true",
 	}
 	p, err := localenv.StartProcess("controlplane", filepath.Join(s.Dir, "logs", "controlplane.log"), env, filepath.Join(s.binDir, "controlplane"))
 	if err != nil {
