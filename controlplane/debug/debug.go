@@ -33,6 +33,9 @@ import (
 	"strings"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -224,8 +227,17 @@ func configDump(res map[string][]cachetypes.Resource, versions map[string]string
 		rds.DynamicRouteConfigs = append(rds.DynamicRouteConfigs, &adminv3.RoutesConfigDump_DynamicRouteConfig{
 			VersionInfo: versions[resource.RouteType], RouteConfig: a})
 	}
+	sds := &adminv3.SecretsConfigDump{}
+	for _, r := range res[resource.SecretType] {
+		a, err := pack(redacted(r.(*tlsv3.Secret)))
+		if err != nil {
+			return nil, err
+		}
+		sds.DynamicActiveSecrets = append(sds.DynamicActiveSecrets, &adminv3.SecretsConfigDump_DynamicSecret{
+			Name: cacheName(r), VersionInfo: versions[resource.SecretType], Secret: a})
+	}
 	out := &adminv3.ConfigDump{}
-	for _, m := range []proto.Message{cds, eds, lds, rds} {
+	for _, m := range []proto.Message{cds, eds, lds, rds, sds} {
 		a, err := pack(m)
 		if err != nil {
 			return nil, err
@@ -233,6 +245,16 @@ func configDump(res map[string][]cachetypes.Resource, versions map[string]string
 		out.Configs = append(out.Configs, a)
 	}
 	return out, nil
+}
+
+// redacted is a secret without its private key, as Envoy's own config
+// dump shows it.
+func redacted(s *tlsv3.Secret) *tlsv3.Secret {
+	s = proto.Clone(s).(*tlsv3.Secret)
+	if c := s.GetTlsCertificate(); c.GetPrivateKey() != nil {
+		c.PrivateKey = &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "[redacted]"}}
+	}
+	return s
 }
 
 func cacheName(r cachetypes.Resource) string {

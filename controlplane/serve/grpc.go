@@ -93,6 +93,30 @@ type callbacks struct {
 
 var _ serverv3.Callbacks = callbacks{}
 
+// OnStreamOpen implements serverv3.Callbacks.
+func (c callbacks) OnStreamOpen(ctx context.Context, id int64, typ string) error {
+	c.s.streams.opened(ctx, streamKey{false, id})
+	return c.tracker.OnStreamOpen(ctx, id, typ)
+}
+
+// OnDeltaStreamOpen implements serverv3.Callbacks.
+func (c callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, typ string) error {
+	c.s.streams.opened(ctx, streamKey{true, id})
+	return c.tracker.OnDeltaStreamOpen(ctx, id, typ)
+}
+
+// OnStreamClosed implements serverv3.Callbacks.
+func (c callbacks) OnStreamClosed(id int64, node *corev3.Node) {
+	c.s.streams.closed(c.s.opts.Identities, streamKey{false, id})
+	c.tracker.OnStreamClosed(id, node)
+}
+
+// OnDeltaStreamClosed implements serverv3.Callbacks.
+func (c callbacks) OnDeltaStreamClosed(id int64, node *corev3.Node) {
+	c.s.streams.closed(c.s.opts.Identities, streamKey{true, id})
+	c.tracker.OnDeltaStreamClosed(id, node)
+}
+
 // OnStreamRequest implements serverv3.Callbacks.
 func (c callbacks) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
 	k := streamKey{false, id}
@@ -128,6 +152,7 @@ func (c callbacks) firstRequest(k streamKey, node *corev3.Node) error {
 	first, err := c.request(k, node)
 	if first {
 		c.s.nodeSeen(node)
+		c.s.streams.identified(c.s.opts.Identities, k, node)
 	}
 	return err
 }

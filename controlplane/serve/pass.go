@@ -41,6 +41,10 @@ func (s *Server) pass(m *model.Mesh, seen time.Time) []string {
 	start := time.Now()
 	first := s.mesh == nil
 	ch := translate.Changed(s.mesh, m)
+	var prevRoots []string
+	if !first {
+		prevRoots = s.mesh.RootPEMs
+	}
 	s.mesh = m
 	versions := s.shared.update(m, s.opts.Translate, &ch)
 
@@ -51,6 +55,10 @@ func (s *Server) pass(m *model.Mesh, seen time.Time) []string {
 	}
 	regather = append(regather, slices.Sorted(maps.Keys(s.snaps.pending))...)
 	reassemble := keysOf(s.snaps.referencers, versions)
+	if !slices.Equal(prevRoots, m.RootPEMs) { // every node's mesh_roots
+		reassemble = append(reassemble, slices.Sorted(maps.Keys(s.snaps.nodes))...)
+		s.rootsChanged(prevRoots, m.RootPEMs)
+	}
 
 	var set, failed, visited int
 	done := make(map[string]bool, len(regather)+len(reassemble))
@@ -128,13 +136,19 @@ func (s *Server) build(key string, seen time.Time, regather bool) (set bool, err
 	} else {
 		in = s.sameInputs(st.group)
 	}
+	secrets, secretsKey := s.secretsOf(s.identityOf(st, opts))
+	if secretsKey != "" {
+		fp := newFP()
+		fp.add(in.snapshotKey, secretsKey)
+		in.snapshotKey = fp.sum()
+	}
 	if in.snapshotKey == st.snapshotKey && st.lastErr == "" && st.group != nil {
 		st.opts = opts
 		return false, nil // nothing this node is built from changed
 	}
 	g := s.snaps.groups[in.snapshotKey]
 	if g == nil {
-		if g, err = s.newGroup(st, in); err != nil {
+		if g, err = s.newGroup(st, in, secrets); err != nil {
 			s.fail(st, "validate", err)
 			return false, err
 		}
@@ -192,8 +206,8 @@ func (s *Server) snapshotKey(inputsKey string, upstreams []string) string {
 
 // newGroup translates a node's inputs (unless its current group was
 // translated from the same ones) and assembles its snapshot with the
-// Shared the translation references.
-func (s *Server) newGroup(st *nodeState, in *gathered) (*group, error) {
+// Shared the translation references and the node's secrets.
+func (s *Server) newGroup(st *nodeState, in *gathered, secrets []*entry) (*group, error) {
 	g := &group{key: in.snapshotKey, inputsKey: in.inputsKey}
 	if old := st.group; old != nil && old.inputsKey == in.inputsKey {
 		g.own, g.upstreams, g.flavor = old.own, old.upstreams, old.flavor
@@ -206,7 +220,7 @@ func (s *Server) newGroup(st *nodeState, in *gathered) (*group, error) {
 		shared[i] = s.shared.byName[name]
 	}
 	var err error
-	g.snapshot, g.versions, err = assemble(g.own, shared, g.flavor)
+	g.snapshot, g.versions, err = assemble(g.own, shared, g.flavor, secrets)
 	return g, err
 }
 

@@ -109,15 +109,19 @@ type harness struct {
 	logs    *localenv.LogBuffer
 }
 
-func start(t *testing.T, cfg translate.Config) *harness {
+func start(t *testing.T, cfg translate.Config, more ...func(*serve.Options)) *harness {
 	t.Helper()
 	h := &harness{reg: prometheus.NewRegistry(), logs: &localenv.LogBuffer{}}
 	h.metrics = serve.NewMetrics(h.reg)
-	h.srv = serve.New(serve.Options{
+	opts := serve.Options{
 		Logger:    slog.New(slog.NewJSONHandler(h.logs, nil)),
 		Metrics:   h.metrics,
 		Translate: cfg,
-	})
+	}
+	for _, f := range more {
+		f(&opts)
+	}
+	h.srv = serve.New(opts)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

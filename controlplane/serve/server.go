@@ -34,6 +34,9 @@ type Options struct {
 	// GRPCOptions are added to the ADS server's own: its TLS credentials
 	// and the authentication of its streams (package xdsauth).
 	GRPCOptions []grpc.ServerOption
+	// Identities, when set, are told which services have Envoys connected
+	// and issue their leaves (SetLeaf); see secrets.go.
+	Identities Identities
 }
 
 // Server is the xDS server: it turns catalog snapshots into per-node
@@ -51,10 +54,13 @@ type Server struct {
 
 	// mu guards the build state: a pass (pass.go) and a node's first
 	// request (nodemeta.go) both build snapshots.
-	mu     sync.Mutex
-	mesh   *model.Mesh
-	shared *sharedSet
-	snaps  *snapshots
+	mu   sync.Mutex
+	mesh *model.Mesh
+	// leaves are the services' leaf certificates (SetLeaf).
+	leaves  map[string]Leaf
+	streams envoyStreams
+	shared  *sharedSet
+	snaps   *snapshots
 	// meta is what each node's metadata asks for, by node ID;
 	// metaOrphans are the IDs in meta with no instance, forgotten once
 	// their Envoy is gone too.
@@ -93,6 +99,8 @@ func New(o Options) *Server {
 		snaps:       newSnapshots(),
 		meta:        map[string]nodeMeta{},
 		metaOrphans: map[string]bool{},
+		leaves:      map[string]Leaf{},
+		streams:     envoyStreams{tokens: map[streamKey]string{}, holders: map[streamKey]struct{ svc, tok string }{}},
 	}
 	s.grpc.init()
 	s.cache = newCaches(log)
@@ -233,8 +241,11 @@ func (s *Server) Resources(nodeID string) (key string, res map[string][]cachetyp
 	}
 	res = map[string][]cachetypes.Resource{}
 	versions = map[string]string{}
-	for _, typ := range snapshotTypes {
+	for _, typ := range withSecrets {
 		items := snap.GetResources(typ)
+		if len(items) == 0 && !slices.Contains(snapshotTypes, typ) {
+			continue // no secrets
+		}
 		for _, name := range slices.Sorted(maps.Keys(items)) {
 			full, err := expand(items[name])
 			if err != nil {

@@ -19,8 +19,13 @@ import (
 // edgeKey is the one snapshot key every edge node shares.
 const edgeKey = "edge"
 
-// The xDS types every snapshot carries, in the order Envoy needs them.
-var snapshotTypes = []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType}
+// The xDS types every snapshot carries, in the order Envoy needs them;
+// the snapshot of a node with an identity carries secrets too (see
+// secrets.go).
+var (
+	snapshotTypes = []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType}
+	withSecrets   = append(slices.Clone(snapshotTypes), resource.SecretType)
+)
 
 // snapshots is the build state of every cache key: what each was last
 // built from, the snapshot groups they share, and which keys read which
@@ -186,14 +191,19 @@ func ownEntries(pool *entryPool, nc *translate.NodeConfig) map[resource.Type][]*
 
 // assemble builds the cache snapshot of a node from its own entries and
 // those of the Shared it references. Each type's version is a hash of its
-// resources' names and hashes, so a type whose content did not change
+// resources' names and hashes (secrets: the node's identity, see
+// secrets.go), so a type whose content did not change
 // keeps its version and is not pushed again; the delta version map is
 // filled from the same hashes, so the cache never marshals a resource
 // again to compute it.
 //
 // Every snapshot set has passed validation and the consistency check.
-func assemble(own map[resource.Type][]*entry, shared []*sharedEntries, flavor string) (*cachev3.Snapshot, map[resource.Type]string, error) {
-	byType := map[resource.Type][]*entry{}
+func assemble(own map[resource.Type][]*entry, shared []*sharedEntries, flavor string, secrets []*entry) (*cachev3.Snapshot, map[resource.Type]string, error) {
+	types := snapshotTypes
+	if len(secrets) > 0 {
+		types = withSecrets
+	}
+	byType := map[resource.Type][]*entry{resource.SecretType: secrets}
 	for _, typ := range snapshotTypes {
 		byType[typ] = slices.Clone(own[typ])
 	}
@@ -202,13 +212,13 @@ func assemble(own map[resource.Type][]*entry, shared []*sharedEntries, flavor st
 			byType[typ] = append(byType[typ], es...)
 		}
 	}
-	for _, typ := range snapshotTypes {
+	for _, typ := range types {
 		slices.SortFunc(byType[typ], func(a, b *entry) int { return strings.Compare(a.name, b.name) })
 	}
 	snap := &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
 	versions := map[resource.Type]string{}
 	var errs []error
-	for _, typ := range snapshotTypes {
+	for _, typ := range types {
 		es := byType[typ]
 		items := make(map[string]cachetypes.ResourceWithTTL, len(es))
 		vm := make(map[string]string, len(es))

@@ -117,6 +117,15 @@ func New(opts Options) *Authenticator {
 	return a
 }
 
+type tokenKey struct{}
+
+// TokenOf is the Consul ACL token a stream presented, from its context;
+// ok is false for a stream the authenticator did not see.
+func TokenOf(ctx context.Context) (token string, ok bool) {
+	token, ok = ctx.Value(tokenKey{}).(string)
+	return token, ok
+}
+
 // Refusals are the most recent refused streams, newest last.
 func (a *Authenticator) Refusals() []Refusal {
 	a.mu.Lock()
@@ -145,20 +154,21 @@ func (a *Authenticator) serve(srv any, ss grpc.ServerStream, handler grpc.Stream
 	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(TokenHeader)) > 0 {
 		token = md.Get(TokenHeader)[0]
 	}
-	if token == "" {
+	// Asked even without a token: only Consul says whether it has ACLs.
+	services, err := a.services(ctx, token)
+	if token == "" && !errors.Is(err, ErrACLsDisabled) {
 		return a.refuse(ctx, &refusal{reason: "no_token", detail: "no Consul ACL token (gRPC metadata " + TokenHeader + ")"})
 	}
-	services, err := a.services(ctx, token)
 	switch {
 	case errors.Is(err, ErrACLsDisabled):
-		return handler(srv, ss)
+		return handler(srv, &contextStream{ServerStream: ss, ctx: context.WithValue(ctx, tokenKey{}, token)})
 	case errors.Is(err, ErrUnknownToken):
 		return a.refuse(ctx, &refusal{reason: "unknown_token", detail: "Consul knows no such ACL token"})
 	case err != nil:
 		return status.Errorf(codes.Unavailable, "cannot check the token with Consul: %v", err)
 	}
 
-	sctx, cancel := context.WithCancelCause(ctx)
+	sctx, cancel := context.WithCancelCause(context.WithValue(ctx, tokenKey{}, token))
 	defer cancel(nil)
 	s := &stream{ServerStream: ss, ctx: sctx, check: func(n *corev3.Node) *refusal { return a.authorize(sctx, services, n) }}
 	go a.revalidate(sctx, token, cancel)
@@ -265,6 +275,14 @@ func (a *Authenticator) refuse(ctx context.Context, r *refusal) error {
 	a.mu.Unlock()
 	return status.Error(codes.PermissionDenied, r.detail)
 }
+
+// contextStream is a stream with another context.
+type contextStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *contextStream) Context() context.Context { return s.ctx }
 
 // stream checks the node of every request that names one before the
 // xDS server sees it.

@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -58,6 +60,9 @@ type Options struct {
 	// TLS, when set, is how the connection to the control plane is
 	// secured (nil: plaintext).
 	TLS *tls.Config
+	// Secrets names the SDS secrets to ask for (state of the world only),
+	// as the TLS contexts of a real Envoy's listeners and clusters do.
+	Secrets []string
 }
 
 // Received is one response as it arrived.
@@ -82,6 +87,7 @@ type State struct {
 	Endpoints map[string]*endpointv3.ClusterLoadAssignment
 	Listeners map[string]*listenerv3.Listener
 	Routes    map[string]*routev3.RouteConfiguration
+	Secrets   map[string]*tlsv3.Secret
 }
 
 // Names returns the sorted names of a resource map.
@@ -161,9 +167,10 @@ func Start(addr string, o Options) (*Envoy, error) {
 		types: map[string]*typeState{},
 	}
 	e.cond = sync.NewCond(&e.mu)
-	for _, t := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {
+	for _, t := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType} {
 		e.types[t] = &typeState{sub: adsclient.Subscription{TypeURL: t}, resources: map[string]proto.Message{}, resVersions: map[string]string{}}
 	}
+	e.types[resource.SecretType].sub.Names = slices.Clone(o.Secrets)
 	if err := e.open(); err != nil {
 		conn.Close()
 		return nil, err
@@ -265,9 +272,9 @@ func (e *Envoy) runSotW(st discoveryv3.AggregatedDiscoveryService_StreamAggregat
 	}
 	// Like Envoy: clusters and listeners first; endpoints and routes once
 	// they are named (or at once on a reconnect that already knows them).
-	for _, t := range []string{resource.ClusterType, resource.ListenerType, resource.EndpointType, resource.RouteType} {
+	for _, t := range []string{resource.ClusterType, resource.ListenerType, resource.EndpointType, resource.RouteType, resource.SecretType} {
 		e.mu.Lock()
-		skip := (t == resource.EndpointType || t == resource.RouteType) && len(e.types[t].sub.Names) == 0
+		skip := (t == resource.EndpointType || t == resource.RouteType || t == resource.SecretType) && len(e.types[t].sub.Names) == 0
 		e.mu.Unlock()
 		if skip {
 			continue
@@ -422,6 +429,8 @@ func name(m proto.Message) string {
 		return r.GetName()
 	case *routev3.RouteConfiguration:
 		return r.GetName()
+	case *tlsv3.Secret:
+		return r.GetName()
 	}
 	return ""
 }
@@ -563,6 +572,7 @@ func (e *Envoy) stateLocked() State {
 		Endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
 		Listeners: map[string]*listenerv3.Listener{},
 		Routes:    map[string]*routev3.RouteConfiguration{},
+		Secrets:   map[string]*tlsv3.Secret{},
 	}
 	for t, ts := range e.types {
 		s.Versions[t] = ts.sub.Version
@@ -576,6 +586,8 @@ func (e *Envoy) stateLocked() State {
 				s.Listeners[n] = r
 			case *routev3.RouteConfiguration:
 				s.Routes[n] = r
+			case *tlsv3.Secret:
+				s.Secrets[n] = r
 			}
 		}
 	}
