@@ -89,7 +89,14 @@ type EdgeInputs struct {
 	Collector   string
 	RateLimit   RateLimit
 	CORSOrigins []string
-	// Upstreams are the services owning a route, sorted by name.
+	// TLS: the listener serves HTTPS (Config.EdgeTLS).
+	TLS bool
+	// CheckTokens: auth is in the mesh, so jwt_authn can fetch its keys
+	// through svc_auth and check tokens (Envoy refuses a listener whose
+	// jwt_authn names a cluster it does not have).
+	CheckTokens bool
+	// Upstreams are the services owning a route, and auth, sorted by
+	// name.
 	Upstreams []UpstreamRef
 }
 
@@ -260,8 +267,20 @@ func edgeInputsOf(m *model.Mesh, cfg Config, shared map[string]*Shared) (*EdgeIn
 		Collector:   cfg.CollectorAddress,
 		RateLimit:   cfg.RateLimit,
 		CORSOrigins: cfg.CORSOrigins,
+		TLS:         cfg.EdgeTLS,
 	}
-	for _, name := range m.PublicServices() {
+	names := m.PublicServices()
+	// Read even while auth is missing, so that its arrival turns the
+	// token check on.
+	r.reads = append(r.reads, readUpstream(AuthService))
+	if m.Service(AuthService) != nil {
+		out.CheckTokens = true
+		if !slices.Contains(names, AuthService) {
+			names = append(slices.Clone(names), AuthService)
+			slices.Sort(names)
+		}
+	}
+	for _, name := range names {
 		out.Upstreams = append(out.Upstreams, r.upstream(name, shared))
 	}
 	return out, r.done()

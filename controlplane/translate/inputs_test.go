@@ -129,8 +129,10 @@ func TestGatheringReportsItsReads(t *testing.T) {
 	if diff := cmp.Diff(translate.Reads{"instance/order-1", "upstream/order", "upstream/user"}, reads); diff != "" {
 		t.Errorf("order-1 reads (-want +got):\n%s", diff)
 	}
+	// The edge reads auth's shared configuration even while auth is not
+	// in the mesh: its arrival turns the token check on.
 	_, reads, _ = translate.InputsOf(m, translate.Node{Edge: true}, cfg, shared)
-	if diff := cmp.Diff(translate.Reads{"routes", "upstream/order"}, reads); diff != "" {
+	if diff := cmp.Diff(translate.Reads{"routes", "upstream/auth", "upstream/order"}, reads); diff != "" {
 		t.Errorf("edge reads (-want +got):\n%s", diff)
 	}
 }

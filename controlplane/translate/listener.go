@@ -158,9 +158,24 @@ func accessLog(svc, listenerName string) *accesslogv3.AccessLog {
 // status from 429 up) into the mesh's JSON error shape. Direct responses
 // below 429 (the edge's 404) keep the JSON body the route sets.
 func localReplyConfig() *hcmv3.LocalReplyConfig {
+	return &hcmv3.LocalReplyConfig{Mappers: []*hcmv3.ResponseMapper{{
+		Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_StatusCodeFilter{
+			StatusCodeFilter: &accesslogv3.StatusCodeFilter{Comparison: &accesslogv3.ComparisonFilter{
+				Op:    accesslogv3.ComparisonFilter_GE,
+				Value: &corev3.RuntimeUInt32{DefaultValue: 429, RuntimeKey: "meshop.local_reply.json_from_status"},
+			}},
+		}},
+		BodyFormatOverride: jsonErrorBody("%RESPONSE_CODE_DETAILS%"),
+	}}}
+}
+
+// jsonErrorBody is the mesh's JSON error shape for a reply Envoy makes
+// itself, with code (a command operator or a fixed code) and Envoy's
+// reason as the message.
+func jsonErrorBody(code string) *corev3.SubstitutionFormatString {
 	body := &structpb.Struct{Fields: map[string]*structpb.Value{
 		"error": structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
-			"code":    structpb.NewStringValue("%RESPONSE_CODE_DETAILS%"),
+			"code":    structpb.NewStringValue(code),
 			"message": structpb.NewStringValue("%LOCAL_REPLY_BODY%"),
 			"details": structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
 				"status":     structpb.NewStringValue("%RESPONSE_CODE%"),
@@ -169,23 +184,16 @@ func localReplyConfig() *hcmv3.LocalReplyConfig {
 			}}),
 		}}),
 	}}
-	return &hcmv3.LocalReplyConfig{Mappers: []*hcmv3.ResponseMapper{{
-		Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_StatusCodeFilter{
-			StatusCodeFilter: &accesslogv3.StatusCodeFilter{Comparison: &accesslogv3.ComparisonFilter{
-				Op:    accesslogv3.ComparisonFilter_GE,
-				Value: &corev3.RuntimeUInt32{DefaultValue: 429, RuntimeKey: "meshop.local_reply.json_from_status"},
-			}},
-		}},
-		BodyFormatOverride: &corev3.SubstitutionFormatString{
-			Format:      &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: body},
-			ContentType: "application/json",
-		},
-	}}}
+	return &corev3.SubstitutionFormatString{
+		Format:      &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: body},
+		ContentType: "application/json",
+	}
 }
 
 // edgeFilters run on the edge before the router: CORS (policy on the
-// virtual host) and the local rate limit.
-func edgeFilters(limit RateLimit) []*hcmv3.HttpFilter {
+// virtual host), the local rate limit and, with checkTokens, jwt_authn
+// (after the rate limit, which thus also bounds the signature checks).
+func edgeFilters(limit RateLimit, checkTokens bool) []*hcmv3.HttpFilter {
 	rl := &localratelimitv3.LocalRateLimit{
 		StatPrefix: "edge_rate_limit",
 		TokenBucket: &typev3.TokenBucket{
@@ -206,8 +214,12 @@ func edgeFilters(limit RateLimit) []*hcmv3.HttpFilter {
 			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 		}},
 	}
-	return []*hcmv3.HttpFilter{
+	filters := []*hcmv3.HttpFilter{
 		{Name: "envoy.filters.http.cors", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&corsv3.Cors{})}},
 		{Name: "envoy.filters.http.local_ratelimit", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(rl)}},
 	}
+	if checkTokens {
+		filters = append(filters, jwtAuthnFilter())
+	}
+	return filters
 }

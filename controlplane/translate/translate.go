@@ -59,6 +59,10 @@ type Config struct {
 	// CORSOrigins are the browser origins allowed to call the edge; "*"
 	// allows any.
 	CORSOrigins []string
+	// EdgeTLS makes the edge listener HTTPS, with the certificate of the
+	// edge bootstrap's static secret SecretEdgeHTTPS; off, it speaks
+	// plain HTTP.
+	EdgeTLS bool
 	// MTLS turns on mutual TLS and the intentions' authorization between
 	// the mesh's nodes (see mtls.go and rbac.go), once Consul's Connect CA
 	// has a trust domain; until then, and with MTLS off, nodes speak
@@ -92,6 +96,7 @@ func DefaultConfig() Config {
 		EdgePort:         8080,
 		RateLimit:        RateLimit{Burst: 200, PerFill: 100, Interval: time.Second},
 		CORSOrigins:      []string{"*"},
+		EdgeTLS:          true,
 	}
 }
 
@@ -292,17 +297,25 @@ func sidecar(in *SidecarInputs) *NodeConfig {
 	return c
 }
 
-// edge is the configuration every edge gateway shares: one listener, one
-// route table with /api/<prefix> for each public route, and (shared) the
-// clusters of the services that own them.
+// edge is the configuration every edge gateway shares: one listener
+// (HTTPS, and checking tokens: edgeauth.go), one route table with
+// /api/<prefix> for each public route, and (shared) the clusters of the
+// services that own them and of auth, whose keys verify tokens.
 func edge(in *EdgeInputs) *NodeConfig {
 	c := &NodeConfig{}
 	c.Clusters = append(c.Clusters, collectorCluster(in.Collector))
 	for _, u := range in.Upstreams {
 		c.Upstreams = append(c.Upstreams, u.Name)
 	}
-	c.Listeners = append(c.Listeners, listener(ListenerEdge, "0.0.0.0", in.Port, inboundDirection,
-		hcm(ListenerEdge, RouteEdge, EdgeCluster, edgeFilters(in.RateLimit))))
+	m := hcm(ListenerEdge, RouteEdge, EdgeCluster, edgeFilters(in.RateLimit, in.CheckTokens))
+	if in.CheckTokens {
+		m.LocalReplyConfig.Mappers = append(tokenReplyMappers(), m.LocalReplyConfig.Mappers...)
+	}
+	l := listener(ListenerEdge, "0.0.0.0", in.Port, inboundDirection, m)
+	if in.TLS {
+		l.FilterChains[0].TransportSocket = edgeHTTPS()
+	}
+	c.Listeners = append(c.Listeners, l)
 	c.Routes = append(c.Routes, edgeRoute(in))
 	c.sort()
 	return c

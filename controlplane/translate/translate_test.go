@@ -48,6 +48,7 @@ type goldenCase struct {
 		CORSOrigins      []string `json:"cors_origins"`
 		RateLimitBurst   uint32   `json:"rate_limit_burst"`
 		MTLS             bool     `json:"mtls"`
+		EdgeTLS          *bool    `json:"edge_tls"`
 	} `json:"config"`
 	Instances []struct {
 		Service string            `json:"service"`
@@ -100,6 +101,9 @@ func (gc *goldenCase) config() translate.Config {
 		cfg.RateLimit.Burst = gc.Config.RateLimitBurst
 	}
 	cfg.MTLS = gc.Config.MTLS
+	if gc.Config.EdgeTLS != nil {
+		cfg.EdgeTLS = *gc.Config.EdgeTLS
+	}
 	return cfg
 }
 
@@ -225,7 +229,8 @@ func checkValidAndConsistent(t *testing.T, byType map[resource.Type][]types.Reso
 
 // checkIdentitySources checks where TLS contexts take certificates from:
 // a gRPC node only from the bootstrap's certificate provider (it NACKs
-// SDS), an Envoy only from the two SDS secrets of the mesh, over ADS.
+// SDS), an Envoy only from the two SDS secrets of the mesh, over ADS, and
+// the edge's HTTPS certificate from its bootstrap's static secret.
 func checkIdentitySources(t *testing.T, byType map[resource.Type][]types.Resource, grpc bool) {
 	t.Helper()
 	for _, rs := range byType {
@@ -233,6 +238,9 @@ func checkIdentitySources(t *testing.T, byType map[resource.Type][]types.Resourc
 			forEach(r.ProtoReflect(), func(m protoreflect.Message) {
 				switch x := m.Interface().(type) {
 				case *tlsv3.SdsSecretConfig:
+					if !grpc && x.GetName() == translate.SecretEdgeHTTPS && x.GetSdsConfig() == nil {
+						break // the edge's HTTPS certificate: a static secret of its bootstrap
+					}
 					if grpc || (x.GetName() != translate.SecretIdentity && x.GetName() != translate.SecretRoots) || x.GetSdsConfig().GetAds() == nil {
 						t.Errorf("%s: SDS secret %q (over ADS: %v) in a %s node", cachev3.GetResourceName(r), x.GetName(), x.GetSdsConfig().GetAds() != nil, flavour(grpc))
 					}

@@ -22,14 +22,14 @@ func TestLoadConfig(t *testing.T) {
 		{name: "defaults", check: func(t *testing.T, c config) {
 			if c.XDSAddr != ":18000" || c.DebugAddr != ":18080" || c.Quiet != 100*time.Millisecond || c.MaxDelay != time.Second ||
 				c.Translate.InboundPort != 15006 || c.Translate.OutboundPort != 15001 || c.Translate.EdgePort != 8080 ||
-				c.ConsulAddr != "127.0.0.1:8500" || c.ConsulSettle != 15*time.Second {
+				c.ConsulAddr != "127.0.0.1:8500" || c.ConsulSettle != 15*time.Second || !c.Translate.EdgeTLS {
 				t.Errorf("defaults = %+v", c)
 			}
 		}},
 		{name: "env, then flags override", args: []string{"-debounce-quiet", "50ms", "-cors-origins", "https://a.example, https://b.example"},
-			env: map[string]string{"DEBOUNCE_QUIET": "20ms", "DEBOUNCE_MAX": "2s", "MESH_COLLECTOR_ADDR": "jaeger:4317"},
+			env: map[string]string{"DEBOUNCE_QUIET": "20ms", "DEBOUNCE_MAX": "2s", "MESH_COLLECTOR_ADDR": "jaeger:4317", "MESH_EDGE_TLS": "false"},
 			check: func(t *testing.T, c config) {
-				if c.Quiet != 50*time.Millisecond || c.MaxDelay != 2*time.Second || c.Translate.CollectorAddress != "jaeger:4317" {
+				if c.Quiet != 50*time.Millisecond || c.MaxDelay != 2*time.Second || c.Translate.CollectorAddress != "jaeger:4317" || c.Translate.EdgeTLS {
 					t.Errorf("config = %+v", c)
 				}
 				if diff := cmp.Diff([]string{"https://a.example", "https://b.example"}, c.Translate.CORSOrigins); diff != "" {
@@ -37,8 +37,8 @@ func TestLoadConfig(t *testing.T) {
 				}
 			}},
 		{name: "every bad value reported at once",
-			env:     map[string]string{"MESH_INBOUND_PORT": "x", "DEBOUNCE_MAX": "1ms", "MESH_EDGE_RATE_LIMIT_INTERVAL": "10ms", "CONSUL_HTTP_ADDR": "consul"},
-			wantErr: []string{"MESH_INBOUND_PORT", "DEBOUNCE_MAX", "MESH_EDGE_RATE_LIMIT_INTERVAL", "CONSUL_HTTP_ADDR"}},
+			env:     map[string]string{"MESH_INBOUND_PORT": "x", "DEBOUNCE_MAX": "1ms", "MESH_EDGE_RATE_LIMIT_INTERVAL": "10ms", "CONSUL_HTTP_ADDR": "consul", "MESH_EDGE_TLS": "yes"},
+			wantErr: []string{"MESH_INBOUND_PORT", "DEBOUNCE_MAX", "MESH_EDGE_RATE_LIMIT_INTERVAL", "CONSUL_HTTP_ADDR", "MESH_EDGE_TLS"}},
 		{name: "same port twice", env: map[string]string{"MESH_OUTBOUND_PORT": "15006"}, wantErr: []string{"both 15006"}},
 		{name: "stray argument", args: []string{"serve"}, wantErr: []string{"unexpected arguments"}},
 	}
