@@ -369,6 +369,7 @@ func (c *fakeClock) Set(t time.Time) {
 	defer c.mu.Unlock()
 	c.offset = time.Until(t)
 }
+
 type countLeafRequests struct {
 	n    *atomic.Int64
 	next http.RoundTripper
