@@ -35,6 +35,9 @@ type Options struct {
 	Rate     float64       // checkouts offered per second
 	Duration time.Duration // how long they are offered
 	Sampling float64       // OTEL_TRACES_SAMPLER_ARG of every service
+	// Plaintext turns mutual TLS and the intentions off between the apps
+	// (system.Plan.Plaintext): the baseline of what zero trust costs.
+	Plaintext bool
 	// MaxInFlight bounds concurrent requests (default 256).
 	MaxInFlight int
 }
@@ -42,6 +45,7 @@ type Options struct {
 // Result is what one run measured.
 type Result struct {
 	Sampling    float64        `json:"sampling"`
+	Plaintext   bool           `json:"plaintext,omitempty"`
 	OfferedRate float64        `json:"offered_per_sec"`
 	DurationSec float64        `json:"duration_sec"`
 	Sent        int            `json:"sent"`
@@ -60,12 +64,13 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if o.MaxInFlight == 0 {
 		o.MaxInFlight = 256
 	}
-	res := Result{Sampling: o.Sampling, OfferedRate: o.Rate, Failed: map[string]int{}}
+	res := Result{Sampling: o.Sampling, Plaintext: o.Plaintext, OfferedRate: o.Rate, Failed: map[string]int{}}
 	plan, err := system.FreePlan(o.Dir)
 	if err != nil {
 		return res, err
 	}
 	plan.Env = []string{"OTEL_TRACES_SAMPLER_ARG=" + strconv.FormatFloat(o.Sampling, 'f', -1, 64)}
+	plan.Plaintext = o.Plaintext
 	sys, err := system.Start(ctx, plan, o.Dir)
 	if err != nil {
 		return res, err

@@ -60,6 +60,9 @@ type Plan struct {
 	// Env is added to every service's environment (after the plan's own
 	// settings, so it may override them), e.g. OTEL_TRACES_SAMPLER_ARG.
 	Env []string
+	// Plaintext turns the control plane's MESH_MTLS off: no mutual TLS
+	// and no intentions between the apps (a benchmark's baseline).
+	Plaintext bool
 }
 
 // FixedPlan is the port plan of `make run` (DESIGN §7 where it can be kept
@@ -218,7 +221,7 @@ func (s *System) startControlPlane(ctx context.Context) error {
 		"DEBUG_ADDR=127.0.0.1:" + strconv.Itoa(s.Plan.ControlPlaneDebug),
 		"MESH_COLLECTOR_ADDR=127.0.0.1:" + strconv.Itoa(s.Plan.Jaeger.OTLPGRPCPort),
 		"MESH_EDGE_PORT=" + strconv.Itoa(s.Plan.Edge),
-		"MESH_MTLS=true",
+		"MESH_MTLS=" + strconv.FormatBool(!s.Plan.Plaintext),
 	}
 	p, err := localenv.StartProcess("controlplane", filepath.Join(s.Dir, "logs", "controlplane.log"), env, filepath.Join(s.binDir, "controlplane"))
 	if err != nil {

@@ -62,6 +62,8 @@ var micros = []microBench{
 		title: "Translating 10,000 endpoints (`BenchmarkEndpoints10k`, controlplane/translate): per endpoint, the load assignment alone and with what serve adds once per change (validation, the marshal that hashes it)"},
 	{name: "serve", pkg: "./controlplane/serve", bench: "SingleChange", benchtime: "200x", col: "/services",
 		title: "Cost of one change (`BenchmarkSingleChange`, controlplane/serve): one instance flips health in a catalog of 100 or 1,000 services × 10 instances (30 callers rebuilt)"},
+	{name: "rotation", pkg: "./controlplane/serve", bench: "RotationStorm", benchtime: "3x",
+		title: "Rotation storm (`BenchmarkRotationStorm`, controlplane/serve, issue 11): every one of 100 services gets a new leaf at once; time until each of 1,000 simulated Envoys (state of the world, real ADS server on loopback, no TLS on the ADS connection) ACKs its new `mesh_identity` secret; target p99 ≤ 1 s"},
 	{name: "kithttp", pkg: "./bench/kithttp", bench: "HTTP", col: "/stack",
 		stacks: []string{"bare", "kit-sample-1pct", "kit-sample-100pct"}, target: "kit-sample-1pct", issue: 6,
 		title: "Kit HTTP stack vs bare net/http (`BenchmarkHTTP`, bench/kithttp): one JSON POST round trip over loopback, parallel clients; ns/op is inverse throughput"},
@@ -341,17 +343,20 @@ func (b *runner) stat(ctx context.Context) error {
 
 func (b *runner) service(ctx context.Context) error {
 	var res []servicepath.Result
-	for _, sampling := range []float64{0.01, 1} {
-		dir := filepath.Join(b.work, fmt.Sprintf("system-%g", sampling))
-		b.logf("service path: starting the local system (sampling %g), %g checkouts/s for %s", sampling, b.s.Rate, b.s.Duration)
-		r, err := servicepath.Run(ctx, servicepath.Options{Dir: dir, Rate: b.s.Rate, Duration: b.s.Duration, Sampling: sampling})
+	for _, run := range []struct {
+		sampling  float64
+		plaintext bool
+	}{{0.01, false}, {1, false}, {0.01, true}} {
+		dir := filepath.Join(b.work, fmt.Sprintf("system-%g-%t", run.sampling, run.plaintext))
+		b.logf("service path: starting the local system (sampling %g, plaintext %t), %g checkouts/s for %s", run.sampling, run.plaintext, b.s.Rate, b.s.Duration)
+		r, err := servicepath.Run(ctx, servicepath.Options{Dir: dir, Rate: b.s.Rate, Duration: b.s.Duration, Sampling: run.sampling, Plaintext: run.plaintext})
 		if err != nil {
-			return fmt.Errorf("service path (sampling %g): %w", sampling, err)
+			return fmt.Errorf("service path (sampling %g, plaintext %t): %w", run.sampling, run.plaintext, err)
 		}
 		b.logf("service path: %d/%d ok, %.1f/s, p50 %.1fms p99 %.1fms", r.OK, r.Sent, r.Throughput, r.P50Ms, r.P99Ms)
 		res = append(res, r)
 	}
-	b.commands = append(b.commands, fmt.Sprintf("servicepath.Run (from this command): rate %g/s, duration %s, sampling 0.01 and 1 > %s",
+	b.commands = append(b.commands, fmt.Sprintf("servicepath.Run (from this command): rate %g/s, duration %s, sampling 0.01 and 1 with mTLS, 0.01 in plaintext > %s",
 		b.s.Rate, b.s.Duration, rel(b.root, filepath.Join(b.results, "servicepath.json"))))
 	return writeJSON(filepath.Join(b.results, "servicepath.json"), res)
 }
