@@ -75,18 +75,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	// The ADS server's TLS and the authentication of its streams.
-	security, err := newXDSSecurity(cfg, log, reg)
+	var xds *serve.Server
+	security, err := newXDSSecurity(cfg, log, reg, func(l serve.Leaf) { xds.SetLeaf(l) })
 	if err != nil {
 		return fmt.Errorf("consul client: %w", err)
 	}
 
 	// Stages 2-4: model, translate, serve.
-	var xds *serve.Server
 	{
 		builder := model.NewBuilder(model.BuilderOptions{Logger: log, MaxPolicyBytes: cfg.PolicyMaxBytes, OnProblem: metrics.ProblemFound})
 		xds = serve.New(serve.Options{
 			Logger: log, Metrics: metrics, Translate: cfg.Translate, Model: builder,
-			Quiet: cfg.Quiet, MaxDelay: cfg.MaxDelay, Keepalive: cfg.Keepalive, GRPCOptions: security.options,
+			Quiet: cfg.Quiet, MaxDelay: cfg.MaxDelay, Keepalive: cfg.Keepalive, GRPCOptions: security.options, Identities: security.leaves,
 		})
 	}
 

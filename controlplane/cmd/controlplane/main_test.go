@@ -30,6 +30,7 @@ import (
 	"github.com/meshop/meshop/controlplane/debug"
 	"github.com/meshop/meshop/controlplane/internal/consultest"
 	"github.com/meshop/meshop/controlplane/internal/poll"
+	"github.com/meshop/meshop/controlplane/translate"
 	"github.com/meshop/meshop/controlplane/xdstest/envoysim"
 	"github.com/meshop/meshop/localenv"
 )
@@ -56,7 +57,7 @@ func (c *cp) envoy(t *testing.T, o envoysim.Options) *envoysim.Envoy {
 
 // startCP runs the control plane in-process, exactly as main does, on
 // free ports against the given Consul.
-func startCP(t *testing.T, consul *localenv.Consul) *cp {
+func startCP(t *testing.T, consul *localenv.Consul, extraEnv ...string) *cp {
 	t.Helper()
 	token, err := consul.ControlPlaneToken(context.Background())
 	if err != nil {
@@ -77,6 +78,9 @@ func startCP(t *testing.T, consul *localenv.Consul) *cp {
 		"CONSUL_WAIT":       "10s",
 		"SHUTDOWN_GRACE":    "2s",
 		"CONSUL_SETTLE":     "3s",
+	}
+	for i := 0; i+1 < len(extraEnv); i += 2 {
+		env[extraEnv[i]] = extraEnv[i+1]
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -410,4 +414,39 @@ func firstResponse(t *testing.T, addr string, tlsConf *tls.Config, token, id, cl
 	}
 	_, err = s.Recv()
 	return err
+}
+
+// TestEnvoysGetTheirLeavesFromConsul: with MESH_MTLS on, an Envoy that
+// connected with its service's token receives, as SDS secrets, a leaf of
+// its own service from Consul's Connect CA and Consul's roots; the config
+// dump shows the secret without its private key.
+func TestEnvoysGetTheirLeavesFromConsul(t *testing.T) {
+	agent, consul := consultest.Start(t)
+	registerShop(agent)
+	c := startCP(t, consul, "MESH_MTLS", "true")
+	secrets := []string{translate.SecretIdentity, translate.SecretRoots}
+	order := c.envoy(t, envoysim.Options{ID: "order-1", Cluster: "order", Secrets: secrets})
+	var uri string
+	order.Must(t, 20*time.Second, "order's leaf and Consul's roots", func(s envoysim.State) bool {
+		chain := s.Secrets[translate.SecretIdentity].GetTlsCertificate().GetCertificateChain().GetInlineString()
+		key := s.Secrets[translate.SecretIdentity].GetTlsCertificate().GetPrivateKey().GetInlineString()
+		roots := s.Secrets[translate.SecretRoots].GetValidationContext().GetTrustedCa().GetInlineString()
+		cert, err := tls.X509KeyPair([]byte(chain), []byte(key))
+		if err != nil || roots == "" {
+			return false
+		}
+		leaf, err := x509.ParseCertificate(cert.Certificate[0])
+		if err != nil || len(leaf.URIs) == 0 {
+			return false
+		}
+		uri = leaf.URIs[0].String()
+		return true
+	})
+	if !strings.HasSuffix(uri, "/svc/order") {
+		t.Errorf("order's leaf is %s, want order's SPIFFE ID", uri)
+	}
+	_, dump := c.get(t, "/debug/config_dump?node=order-1")
+	if strings.Contains(dump, "PRIVATE KEY") || !strings.Contains(dump, "[redacted]") {
+		t.Errorf("the config dump shows a private key, or no secret:\n%s", grep(dump, "private"))
+	}
 }

@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/meshop/meshop/controlplane/identity"
+	"github.com/meshop/meshop/controlplane/serve"
 	"github.com/meshop/meshop/controlplane/xdsauth"
 	"github.com/meshop/meshop/services/kit/workload"
 )
@@ -24,17 +26,24 @@ type xdsSecurity struct {
 	options  []grpc.ServerOption
 	auth     *xdsauth.Authenticator
 	identity *workload.Watcher
+	// leaves issue the Envoys' leaves (SDS secrets), fetched with their
+	// nodes' tokens.
+	leaves *identity.Leaves
 }
 
 // newXDSSecurity prepares the ADS server's security; run follows the
-// control plane's identity, and must run before the server serves.
-func newXDSSecurity(cfg config, log *slog.Logger, reg prometheus.Registerer) (*xdsSecurity, error) {
+// control plane's identity and the Envoys' leaves, and must run before the
+// server serves. setLeaf receives each new leaf of a service.
+func newXDSSecurity(cfg config, log *slog.Logger, reg prometheus.Registerer, setLeaf func(serve.Leaf)) (*xdsSecurity, error) {
 	client, err := api.NewClient(&api.Config{Address: cfg.ConsulAddr, Token: cfg.ConsulToken})
 	if err != nil {
 		return nil, err
 	}
 	s := &xdsSecurity{
 		auth: xdsauth.New(xdsauth.Options{Directory: xdsauth.NewConsul(client), TTL: cfg.XDSTokenTTL, Logger: log, Metrics: reg}),
+		leaves: identity.New(identity.Options{Client: client, Logger: log, Metrics: reg, OnLeaf: func(l *identity.Leaf) {
+			setLeaf(serve.Leaf{Service: l.Service, CertPEM: l.CertPEM, KeyPEM: l.KeyPEM, Serial: l.SerialNumber})
+		}}),
 	}
 	s.options = []grpc.ServerOption{grpc.StreamInterceptor(s.auth.StreamInterceptor())}
 	if !cfg.XDSTLS {
@@ -73,8 +82,10 @@ func (s *xdsSecurity) ready(ctx context.Context) error {
 	return nil
 }
 
-// run follows the control plane's identity until ctx ends.
+// run follows the control plane's identity and issues the Envoys' leaves
+// until ctx ends.
 func (s *xdsSecurity) run(ctx context.Context) error {
+	go s.leaves.Run(ctx)
 	if s.identity == nil {
 		<-ctx.Done()
 		return nil
