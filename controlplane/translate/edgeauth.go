@@ -17,7 +17,7 @@ import (
 
 // The edge is where the public meets the mesh (issue 11, "zero trust"):
 //
-//	client ──HTTPS (secret edge_https)──▶ edge listener
+//	client ──HTTPS (SDS secret edge_https, from a file)──▶ edge listener
 //	   CORS ─▶ local rate limit ─▶ jwt_authn (provider meshop_auth) ─▶ router ─▶ svc_<owner>
 //	                                  │ keys: GET http://auth/auth/jwks through svc_auth,
 //	                                  │ fetched in the background every jwksRefresh
@@ -32,10 +32,15 @@ const (
 	FilterJWTAuthn = "envoy.filters.http.jwt_authn"
 	// JWTProvider is jwt_authn's one provider: auth's tokens.
 	JWTProvider = "meshop_auth"
-	// SecretEdgeHTTPS is the edge's HTTPS certificate and key: a static
-	// secret of the edge's bootstrap (envoy/edge-*.yaml), which reads them
-	// from files, so neither passes through the control plane.
+	// SecretEdgeHTTPS is the edge's HTTPS certificate and key: an SDS
+	// secret that the edge Envoy reads from a file of its own
+	// (Config.EdgeTLSFile; compose: deploy/tls/edge-https-sds.yaml), which
+	// names the certificate and key files, so neither passes through the
+	// control plane.
 	SecretEdgeHTTPS = "edge_https"
+	// DefaultEdgeTLSFile is where compose mounts that file in the edge
+	// container.
+	DefaultEdgeTLSFile = "/etc/meshop/tls/edge-https-sds.yaml"
 
 	// AuthService publishes the keys that verify access tokens.
 	AuthService = "auth"
@@ -187,12 +192,17 @@ func statusIs(code uint32) *accesslogv3.AccessLogFilter {
 	}}
 }
 
-// edgeHTTPS is the edge listener's TLS: the certificate of the static
-// secret SecretEdgeHTTPS (no sds_config: Envoy looks it up in its
-// bootstrap), HTTP/2 or HTTP/1.1 by ALPN, no client certificate.
-func edgeHTTPS() *corev3.TransportSocket {
+// edgeHTTPS is the edge listener's TLS: the certificate of the secret
+// SecretEdgeHTTPS, which Envoy reads from the SDS file sdsFile (a
+// DiscoveryResponse; Envoy reloads it when a new file is moved to that
+// path), HTTP/2 or HTTP/1.1 by ALPN, no client certificate.
+func edgeHTTPS(sdsFile string) *corev3.TransportSocket {
+	secret := &tlsv3.SdsSecretConfig{Name: SecretEdgeHTTPS, SdsConfig: &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_PathConfigSource{PathConfigSource: &corev3.PathConfigSource{Path: sdsFile}},
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+	}}
 	return transportSocket(&tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
-		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: SecretEdgeHTTPS}},
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{secret},
 		AlpnProtocols:                  []string{"h2", "http/1.1"},
 	}})
 }

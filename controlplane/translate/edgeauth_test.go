@@ -1,6 +1,8 @@
 package translate_test
 
 import (
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -8,6 +10,10 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"sigs.k8s.io/yaml"
 
 	"github.com/meshop/meshop/controlplane/catalog"
 	"github.com/meshop/meshop/controlplane/internal/pmap"
@@ -148,4 +154,42 @@ func matchHeaders(t *testing.T, hs []*routev3.HeaderMatcher, method string) bool
 		}
 	}
 	return true
+}
+
+// TestEdgeHTTPSSecretFile checks the SDS file compose gives the edge
+// (deploy/tls/edge-https-sds.yaml, mounted where MESH_EDGE_TLS_FILE points
+// by default): one valid secret of the name the edge listener asks for,
+// whose certificate and key are files beside it.
+func TestEdgeHTTPSSecretFile(t *testing.T) {
+	const file = "../../deploy/tls/edge-https-sds.yaml"
+	if filepath.Base(file) != filepath.Base(translate.DefaultEdgeTLSFile) {
+		t.Fatalf("compose mounts %s, the control plane's default is %s", file, translate.DefaultEdgeTLSFile)
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := yaml.YAMLToJSON(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp discoveryv3.DiscoveryResponse
+	if err := protojson.Unmarshal(js, &resp); err != nil {
+		t.Fatalf("%s is no DiscoveryResponse: %v", file, err)
+	}
+	if len(resp.Resources) != 1 {
+		t.Fatalf("%s holds %d resources, want the secret only", file, len(resp.Resources))
+	}
+	var s tlsv3.Secret
+	if err := resp.Resources[0].UnmarshalTo(&s); err != nil {
+		t.Fatal(err)
+	}
+	if err := translate.Validate(&s); err != nil {
+		t.Error(err)
+	}
+	dir := filepath.Dir(translate.DefaultEdgeTLSFile)
+	cert, key := s.GetTlsCertificate().GetCertificateChain().GetFilename(), s.GetTlsCertificate().GetPrivateKey().GetFilename()
+	if s.Name != translate.SecretEdgeHTTPS || filepath.Dir(cert) != dir || filepath.Dir(key) != dir {
+		t.Errorf("secret %q with certificate %q and key %q; want %q with both in %s", s.Name, cert, key, translate.SecretEdgeHTTPS, dir)
+	}
 }

@@ -89,8 +89,9 @@ type EdgeInputs struct {
 	Collector   string
 	RateLimit   RateLimit
 	CORSOrigins []string
-	// TLS: the listener serves HTTPS (Config.EdgeTLS).
-	TLS bool
+	// TLSFile is the SDS file of the listener's HTTPS certificate, ""
+	// for plain HTTP (Config.EdgeTLS, EdgeTLSFile).
+	TLSFile string
 	// CheckTokens: auth is in the mesh, so jwt_authn can fetch its keys
 	// through svc_auth and check tokens (Envoy refuses a listener whose
 	// jwt_authn names a cluster it does not have).
@@ -267,7 +268,9 @@ func edgeInputsOf(m *model.Mesh, cfg Config, shared map[string]*Shared) (*EdgeIn
 		Collector:   cfg.CollectorAddress,
 		RateLimit:   cfg.RateLimit,
 		CORSOrigins: cfg.CORSOrigins,
-		TLS:         cfg.EdgeTLS,
+	}
+	if cfg.EdgeTLS {
+		out.TLSFile = cfg.EdgeTLSFile
 	}
 	names := m.PublicServices()
 	// Read even while auth is missing, so that its arrival turns the

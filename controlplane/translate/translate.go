@@ -60,9 +60,10 @@ type Config struct {
 	// allows any.
 	CORSOrigins []string
 	// EdgeTLS makes the edge listener HTTPS, with the certificate of the
-	// edge bootstrap's static secret SecretEdgeHTTPS; off, it speaks
-	// plain HTTP.
-	EdgeTLS bool
+	// secret SecretEdgeHTTPS, which the edge Envoy reads from EdgeTLSFile
+	// (an SDS file in its own file system); off, it speaks plain HTTP.
+	EdgeTLS     bool
+	EdgeTLSFile string
 	// MTLS turns on mutual TLS and the intentions' authorization between
 	// the mesh's nodes (see mtls.go and rbac.go), once Consul's Connect CA
 	// has a trust domain; until then, and with MTLS off, nodes speak
@@ -97,6 +98,7 @@ func DefaultConfig() Config {
 		RateLimit:        RateLimit{Burst: 200, PerFill: 100, Interval: time.Second},
 		CORSOrigins:      []string{"*"},
 		EdgeTLS:          true,
+		EdgeTLSFile:      DefaultEdgeTLSFile,
 	}
 }
 
@@ -312,8 +314,8 @@ func edge(in *EdgeInputs) *NodeConfig {
 		m.LocalReplyConfig.Mappers = append(tokenReplyMappers(), m.LocalReplyConfig.Mappers...)
 	}
 	l := listener(ListenerEdge, "0.0.0.0", in.Port, inboundDirection, m)
-	if in.TLS {
-		l.FilterChains[0].TransportSocket = edgeHTTPS()
+	if in.TLSFile != "" {
+		l.FilterChains[0].TransportSocket = edgeHTTPS(in.TLSFile)
 	}
 	c.Listeners = append(c.Listeners, l)
 	c.Routes = append(c.Routes, edgeRoute(in))

@@ -230,7 +230,7 @@ func checkValidAndConsistent(t *testing.T, byType map[resource.Type][]types.Reso
 // checkIdentitySources checks where TLS contexts take certificates from:
 // a gRPC node only from the bootstrap's certificate provider (it NACKs
 // SDS), an Envoy only from the two SDS secrets of the mesh, over ADS, and
-// the edge's HTTPS certificate from its bootstrap's static secret.
+// the edge's HTTPS certificate from an SDS file of its own.
 func checkIdentitySources(t *testing.T, byType map[resource.Type][]types.Resource, grpc bool) {
 	t.Helper()
 	for _, rs := range byType {
@@ -238,8 +238,8 @@ func checkIdentitySources(t *testing.T, byType map[resource.Type][]types.Resourc
 			forEach(r.ProtoReflect(), func(m protoreflect.Message) {
 				switch x := m.Interface().(type) {
 				case *tlsv3.SdsSecretConfig:
-					if !grpc && x.GetName() == translate.SecretEdgeHTTPS && x.GetSdsConfig() == nil {
-						break // the edge's HTTPS certificate: a static secret of its bootstrap
+					if !grpc && x.GetName() == translate.SecretEdgeHTTPS && x.GetSdsConfig().GetPathConfigSource().GetPath() != "" {
+						break // the edge's HTTPS certificate, from a file of the edge's
 					}
 					if grpc || (x.GetName() != translate.SecretIdentity && x.GetName() != translate.SecretRoots) || x.GetSdsConfig().GetAds() == nil {
 						t.Errorf("%s: SDS secret %q (over ADS: %v) in a %s node", cachev3.GetResourceName(r), x.GetName(), x.GetSdsConfig().GetAds() != nil, flavour(grpc))

@@ -157,8 +157,16 @@ func settings() []setting {
 			port(func(c *config) *uint32 { return &c.Translate.OutboundPort })},
 		{"MESH_EDGE_PORT", "edge-port", "8080", "edge listener port",
 			port(func(c *config) *uint32 { return &c.Translate.EdgePort })},
-		{"MESH_EDGE_TLS", "edge-tls", "true", "the edge listener serves HTTPS with the certificate of its bootstrap's static secret edge_https; false: plain HTTP (local runs without a certificate)",
+		{"MESH_EDGE_TLS", "edge-tls", "true", "the edge listener serves HTTPS with the certificate of the SDS secret edge_https, which the edge Envoy reads from MESH_EDGE_TLS_FILE; false: plain HTTP (local runs without a certificate)",
 			boolean(func(c *config) *bool { return &c.Translate.EdgeTLS })},
+		{"MESH_EDGE_TLS_FILE", "edge-tls-file", translate.DefaultEdgeTLSFile, "path, in the edge Envoy's file system, of the SDS file (a DiscoveryResponse) holding the secret edge_https, which names the certificate and key files",
+			func(c *config, v string) error {
+				if !strings.HasPrefix(v, "/") {
+					return fmt.Errorf("want an absolute path, got %q", v)
+				}
+				c.Translate.EdgeTLSFile = v
+				return nil
+			}},
 		{"MESH_EDGE_RATE_LIMIT_BURST", "rate-limit-burst", "200", "edge local rate limit: token bucket size (requests), per edge Envoy",
 			count(func(c *config) *uint32 { return &c.Translate.RateLimit.Burst })},
 		{"MESH_EDGE_RATE_LIMIT_PER_FILL", "rate-limit-per-fill", "100", "edge local rate limit: tokens added per interval",

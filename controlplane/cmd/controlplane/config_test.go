@@ -22,7 +22,8 @@ func TestLoadConfig(t *testing.T) {
 		{name: "defaults", check: func(t *testing.T, c config) {
 			if c.XDSAddr != ":18000" || c.DebugAddr != ":18080" || c.Quiet != 100*time.Millisecond || c.MaxDelay != time.Second ||
 				c.Translate.InboundPort != 15006 || c.Translate.OutboundPort != 15001 || c.Translate.EdgePort != 8080 ||
-				c.ConsulAddr != "127.0.0.1:8500" || c.ConsulSettle != 15*time.Second || !c.Translate.EdgeTLS {
+				c.ConsulAddr != "127.0.0.1:8500" || c.ConsulSettle != 15*time.Second || !c.Translate.EdgeTLS ||
+				c.Translate.EdgeTLSFile != "/etc/meshop/tls/edge-https-sds.yaml" {
 				t.Errorf("defaults = %+v", c)
 			}
 		}},
@@ -37,8 +38,8 @@ func TestLoadConfig(t *testing.T) {
 				}
 			}},
 		{name: "every bad value reported at once",
-			env:     map[string]string{"MESH_INBOUND_PORT": "x", "DEBOUNCE_MAX": "1ms", "MESH_EDGE_RATE_LIMIT_INTERVAL": "10ms", "CONSUL_HTTP_ADDR": "consul", "MESH_EDGE_TLS": "yes"},
-			wantErr: []string{"MESH_INBOUND_PORT", "DEBOUNCE_MAX", "MESH_EDGE_RATE_LIMIT_INTERVAL", "CONSUL_HTTP_ADDR", "MESH_EDGE_TLS"}},
+			env:     map[string]string{"MESH_INBOUND_PORT": "x", "DEBOUNCE_MAX": "1ms", "MESH_EDGE_RATE_LIMIT_INTERVAL": "10ms", "CONSUL_HTTP_ADDR": "consul", "MESH_EDGE_TLS": "yes", "MESH_EDGE_TLS_FILE": "tls/sds.yaml"},
+			wantErr: []string{"MESH_INBOUND_PORT", "DEBOUNCE_MAX", "MESH_EDGE_RATE_LIMIT_INTERVAL", "CONSUL_HTTP_ADDR", "MESH_EDGE_TLS", "MESH_EDGE_TLS_FILE"}},
 		{name: "same port twice", env: map[string]string{"MESH_OUTBOUND_PORT": "15006"}, wantErr: []string{"both 15006"}},
 		{name: "stray argument", args: []string{"serve"}, wantErr: []string{"unexpected arguments"}},
 	}
