@@ -82,13 +82,20 @@ clean: ## remove built binaries and local run state
 
 # ---- Docker: the whole mesh with real Envoys (docker-compose.yml) ----------
 COMPOSE ?= docker compose
+# The edge's HTTPS certificate for compose, which mounts deploy/tls into
+# the edge (deploy/tls/edge-https-sds.yaml names these files): a
+# self-signed development pair for localhost, made once, never committed;
+# delete both files to make a new one. The key is readable by everyone:
+# the edge container's envoy user reads it through the bind mount.
+EDGE_CERT := deploy/tls/edge-https.crt
+EDGE_KEY := deploy/tls/edge-https.key
 
 .PHONY: up
-up: .env ## build the images, start the mesh in Docker and wait until it answers; prints the URLs
+up: .env $(EDGE_CERT) ## build the images, start the mesh in Docker and wait until it answers; prints the URLs
 	$(COMPOSE) up -d --build --wait --wait-timeout 600
 	@echo
 	@echo "Meshop is up (docker compose; make down stops it and deletes its data):"
-	@echo "  API (edge Envoy)       http://localhost:8080/api/products"
+	@echo "  API (edge Envoy)       https://localhost:8080/api/products  (a development certificate: curl --cacert $(EDGE_CERT))"
 	@echo "  Consul UI              https://localhost:8501/ui  (a development CA: expect a warning; log in with CONSUL_MANAGEMENT_TOKEN from .env)"
 	@echo "  Jaeger UI              http://localhost:16686"
 	@echo "  Grafana                http://localhost:3000  (dashboard Meshop; admin/admin to edit)"
@@ -105,6 +112,17 @@ up: .env ## build the images, start the mesh in Docker and wait until it answers
 .env:
 	@sh scripts/compose-env.sh $@
 
+.PHONY: edge-cert
+edge-cert: $(EDGE_CERT) ## the edge's development HTTPS certificate (make up makes it)
+
+$(EDGE_CERT):
+	@command -v openssl >/dev/null || { echo "make: the edge's development certificate needs openssl on PATH" >&2; exit 1; }
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 825 \
+	  -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,DNS:edge,IP:127.0.0.1" \
+	  -keyout $(EDGE_KEY) -out deploy/tls/edge-https.tmp.crt
+	chmod 644 $(EDGE_KEY)
+	mv deploy/tls/edge-https.tmp.crt $@
+
 .PHONY: down
 down: ## stop the Docker mesh and delete its volumes
 	$(COMPOSE) --profile order3 down -v --remove-orphans
@@ -114,7 +132,7 @@ logs: ## follow the Docker mesh's logs (one service: make logs S=order)
 	$(COMPOSE) logs -f --tail=100 $(S)
 
 .PHONY: e2e
-e2e: .env ## the Docker system test: compose up, purchase via the edge, traces, order failover (skips without Docker)
+e2e: .env $(EDGE_CERT) ## the Docker system test: compose up, purchase via the edge, traces, order failover (skips without Docker)
 	go test -tags e2e -count=1 -v -timeout 30m ./e2e/compose/...
 
 # ---- Benchmarks: BENCHMARKS.md ----------------------------------------------
