@@ -60,7 +60,8 @@ type Settings struct {
 	AdvertisePort   int    // ADVERTISE_PORT [the app's port]: Consul Port (sidecar inbound 15006, in sidecar mode)
 	InstanceID      string // INSTANCE_ID [<service>-<random>]: Consul ID and Envoy node id
 	Version         string // SERVICE_VERSION [v1]
-	ConsulAddr      string // CONSUL_HTTP_ADDR [127.0.0.1:8500]
+	ConsulAddr      string // CONSUL_HTTP_ADDR [127.0.0.1:8500]: host:port, or https://host:port
+	ConsulCACert    string // CONSUL_CACERT [none]: the CA that signed Consul's HTTPS certificate
 	ConsulToken     string // CONSUL_HTTP_TOKEN [none]: ACL token with this service's service identity
 	ConsulTokenFile string // CONSUL_HTTP_TOKEN_FILE [none]: the same token in a file (wins over CONSUL_HTTP_TOKEN)
 	MeshMode        string // MESH_MODE (required): sidecar or proxyless
@@ -91,6 +92,7 @@ func LoadSettings(r *config.Reader, svc string) (Settings, error) {
 		InstanceID:      r.String("INSTANCE_ID", svc+"-"+randomSuffix()),
 		Version:         r.String("SERVICE_VERSION", "v1"),
 		ConsulAddr:      r.String("CONSUL_HTTP_ADDR", "127.0.0.1:8500"),
+		ConsulCACert:    r.String("CONSUL_CACERT", ""),
 		ConsulToken:     r.String("CONSUL_HTTP_TOKEN", ""),
 		ConsulTokenFile: r.String("CONSUL_HTTP_TOKEN_FILE", ""),
 		MeshMode:        r.OneOf("MESH_MODE", "", meshclient.Sidecar, meshclient.Proxyless),
@@ -167,7 +169,8 @@ func New(ctx context.Context, spec Spec) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.Consul, err = api.NewClient(&api.Config{Address: settings.ConsulAddr, Token: settings.ConsulToken, TokenFile: settings.ConsulTokenFile})
+	a.Consul, err = api.NewClient(&api.Config{Address: settings.ConsulAddr, Token: settings.ConsulToken, TokenFile: settings.ConsulTokenFile,
+		TLSConfig: api.TLSConfig{CAFile: settings.ConsulCACert}})
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", err)
 	}
