@@ -37,6 +37,12 @@ func TestJaegerComposeConfig(t *testing.T) {
 	}
 }
 
+// sidecarExposePort is every sidecar's plaintext expose listener (Istio's
+// 15021): GET /health, /ready and /metrics only, forwarded to the app.
+// Consul's checks and Prometheus's scrapes of the apps go there, since
+// the inbound listener takes mesh client certificates only (MESH_MTLS).
+const sidecarExposePort = 15021
+
 // prometheusConfig is the part of prometheus.yml the test reads.
 type prometheusConfig struct {
 	ScrapeConfigs []struct {
@@ -58,8 +64,9 @@ type prometheusConfig struct {
 			} `json:"authorization"`
 		} `json:"consul_sd_configs"`
 		RelabelConfigs []struct {
-			TargetLabel string `json:"target_label"`
-			Replacement string `json:"replacement"`
+			SourceLabels []string `json:"source_labels"`
+			TargetLabel  string   `json:"target_label"`
+			Replacement  string   `json:"replacement"`
 		} `json:"relabel_configs"`
 	} `json:"scrape_configs"`
 }
@@ -115,30 +122,42 @@ func TestPrometheusScrapesEveryPart(t *testing.T) {
 		}
 	}
 	// Envoys are scraped on their metrics listener, never on the admin
-	// API (which listens on their loopback only).
+	// API (which listens on their loopback only); apps through their
+	// sidecar's expose listener, never through the port they registered
+	// (the inbound listener, mesh certificates only with MESH_MTLS). Both
+	// at the address each instance registered in Consul.
+	ports := map[string]int{"services": sidecarExposePort, "envoy-sidecars": envoyMetricsPort, "envoy-edge": envoyMetricsPort}
 	for _, sc := range cfg.ScrapeConfigs {
-		if !strings.HasPrefix(sc.JobName, "envoy-") {
+		want, ok := ports[sc.JobName]
+		if !ok {
 			continue
 		}
-		var ports []string
+		var got []string
 		for _, st := range sc.StaticConfigs {
 			for _, target := range st.Targets {
 				_, port, _ := net.SplitHostPort(target)
-				ports = append(ports, port)
+				got = append(got, port)
 			}
 		}
 		for _, rc := range sc.RelabelConfigs {
-			if rc.TargetLabel == "__address__" {
-				_, port, _ := strings.Cut(rc.Replacement, ":")
-				ports = append(ports, port)
+			if rc.TargetLabel != "__address__" {
+				continue
+			}
+			host, port, _ := strings.Cut(rc.Replacement, ":")
+			got = append(got, port)
+			if !slices.Equal(rc.SourceLabels, []string{"__meta_consul_service_address"}) || host != "$1" {
+				t.Errorf("job %s: __address__ %q from %v, want the registered address ($1 of __meta_consul_service_address)", sc.JobName, rc.Replacement, rc.SourceLabels)
 			}
 		}
-		if len(ports) == 0 {
+		switch {
+		case len(got) == 0 && len(sc.ConsulSDConfigs) > 0:
+			t.Errorf("job %s keeps the port registered in Consul (the inbound listener); want %d", sc.JobName, want)
+		case len(got) == 0:
 			t.Errorf("job %s: no target port", sc.JobName)
 		}
-		for _, port := range ports {
-			if port != strconv.Itoa(envoyMetricsPort) {
-				t.Errorf("job %s scrapes port %s, want Envoy's metrics listener %d", sc.JobName, port, envoyMetricsPort)
+		for _, port := range got {
+			if port != strconv.Itoa(want) {
+				t.Errorf("job %s scrapes port %s, want %d", sc.JobName, port, want)
 			}
 		}
 	}
