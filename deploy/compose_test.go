@@ -255,6 +255,47 @@ func TestEveryAppSitsBehindItsOwnSidecar(t *testing.T) {
 	}
 }
 
+// TestSidecarHealthMeansListeners: a sidecar is healthy once the control
+// plane gave it its inbound listener (where callers reach the app) and
+// its expose listener (where Consul's checks and Prometheus reach it, as
+// they have no mesh certificate), both asked of its admin API.
+func TestSidecarHealthMeansListeners(t *testing.T) {
+	p := loadCompose(t, nil, allProfiles)
+	for _, a := range apps(t, p) {
+		hc := a.sidecar.HealthCheck
+		if hc == nil {
+			t.Errorf("%s: no health check", a.sidecar.Name)
+			continue
+		}
+		test := strings.Join(hc.Test, " ")
+		for _, want := range []string{"/dev/tcp/127.0.0.1/15000", "GET /listeners", "'^inbound::'", "'^expose::'"} {
+			if !strings.Contains(test, want) {
+				t.Errorf("%s: health check %q lacks %s", a.sidecar.Name, test, want)
+			}
+		}
+	}
+}
+
+// TestEnvoysDrainAtOnce: every Envoy closes the connections of a listener
+// the control plane replaced after their next request (and all of them
+// within a bounded time), so a changed intention applies to the callers'
+// pooled connections too, not over Envoy's default 600 s gradual drain.
+func TestEnvoysDrainAtOnce(t *testing.T) {
+	p := loadCompose(t, nil, allProfiles)
+	for name, s := range p.Services {
+		if !isEnvoy(s) {
+			continue
+		}
+		cmd := []string(s.Command)
+		if got := flag(cmd, "--drain-strategy"); got != "immediate" {
+			t.Errorf("%s: --drain-strategy %q, want immediate", name, got)
+		}
+		if secs, err := strconv.Atoi(flag(cmd, "--drain-time-s")); err != nil || secs <= 0 || secs > 60 {
+			t.Errorf("%s: --drain-time-s %q, want at most 60", name, flag(cmd, "--drain-time-s"))
+		}
+	}
+}
+
 func TestOrderScalesToThreeInstances(t *testing.T) {
 	count := func(p *types.Project) (n int) {
 		for _, a := range apps(t, p) {
