@@ -22,16 +22,23 @@ import (
 
 // TestCompose runs the whole mesh in Docker and checks it from outside.
 func TestCompose(t *testing.T) {
-	if reason := dockerMissing(); reason != "" {
+	skip := func(reason string) {
 		if os.Getenv("MESHOP_E2E_REQUIRE_DOCKER") != "" {
 			t.Fatal("MESHOP_E2E_REQUIRE_DOCKER is set but " + reason)
 		}
-		t.Skip("skipped: needs a Docker engine that can build and pull images; " + reason)
+		t.Skip("skipped: " + reason)
+	}
+	if reason := dockerMissing(); reason != "" {
+		skip("needs a Docker engine that can build and pull images; " + reason)
+	}
+	s := newStack(t)
+	sec, reason := s.readSecrets()
+	if reason != "" {
+		skip(reason)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 
-	s := newStack(t)
 	t.Cleanup(func() {
 		if t.Failed() {
 			s.dumpLogs()
@@ -46,16 +53,30 @@ func TestCompose(t *testing.T) {
 	if out, err := s.compose(ctx, "up", "-d", "--build", "--wait", "--wait-timeout", "900"); err != nil {
 		t.Fatalf("docker compose up --wait: %v\n%s", err, tail(out, 60))
 	}
-	edge := s.url(ctx, "edge", 8080)
-	jaeger := s.url(ctx, "jaeger", 16686)
-	controlPlane := s.url(ctx, "controlplane", 18080)
-	api := &client{base: edge, http: &http.Client{Timeout: 10 * time.Second}}
 
-	consul := s.url(ctx, "consul", 8500)
+	// The edge over HTTPS, trusting only the development certificate;
+	// Consul over HTTPS, trusting only its development CA, with the
+	// management token; the control plane's config dumps with that token
+	// too (they need operator:read).
+	edgeHTTP, err := tlsClient(sec.edgeCert, 10*time.Second)
+	if err != nil {
+		t.Fatalf("%s: %v", edgeCertFile, err)
+	}
+	api := &client{base: "https://" + s.addr(ctx, "edge", 8080), http: edgeHTTP}
+	consulCA := s.copyOut(ctx, "consul", "/consul/ca/consul-agent-ca.pem")
+	consulHTTP, err := tlsClient(consulCA, 5*time.Second)
+	if err != nil {
+		t.Fatalf("Consul's CA: %v", err)
+	}
+	withToken := map[string]string{"X-Consul-Token": sec.consulToken}
+	consulAddr := s.addr(ctx, "consul", 8501)
+	consul := &client{base: "https://" + consulAddr, http: consulHTTP, header: withToken}
+	controlPlane := &client{base: "http://" + s.addr(ctx, "controlplane", 18080), http: &http.Client{Timeout: 5 * time.Second}, header: withToken}
+	jaeger := "http://" + s.addr(ctx, "jaeger", 16686)
 
 	// up --wait saw every container healthy; each order instance passes in
-	// Consul once its check through its sidecar does, and then the edge
-	// gets it as an endpoint.
+	// Consul once its checks through its sidecar's expose listener do, and
+	// then the edge gets it as an endpoint.
 	poll(ctx, t, 2*time.Minute, "order-1, order-2 and order-3 passing in Consul", func() (bool, string) {
 		ids, err := passing(ctx, consul, "order")
 		return err == nil && slices.Equal(ids, []string{"order-1", "order-2", "order-3"}), fmt.Sprintf("passing %v, err %v", ids, err)
@@ -71,10 +92,18 @@ func TestCompose(t *testing.T) {
 		checkTrace(ctx, t, jaeger, buyer.traceID)
 	})
 	if buyer.orderID == "" {
-		t.Fatal("no order to load the failover test with")
+		t.Fatal("no order to run the other checks with")
 	}
+	t.Run("a forged-token request is rejected at the edge", func(t *testing.T) {
+		forgedToken(ctx, t, api, buyer)
+	})
 	t.Run("an order instance dies under load", func(t *testing.T) {
 		failover(ctx, t, s, api, controlPlane, buyer)
+	})
+	// Last: while order may not call payment, the edge may eject order
+	// instances that answer 503.
+	t.Run("a denied call is refused by the destination's sidecar", func(t *testing.T) {
+		deniedCall(ctx, t, s, api, controlPlane, consulAPI(t, consulAddr, consulCA, sec.consulToken), buyer)
 	})
 }
 
@@ -138,8 +167,32 @@ func (s *stack) compose(ctx context.Context, args ...string) (string, error) {
 	return string(out), err
 }
 
-// url is the base URL where service's container port is published.
-func (s *stack) url(ctx context.Context, service string, port int) string {
+// edgeCertFile is the edge's development certificate (make edge-cert).
+const edgeCertFile = "deploy/tls/edge-https.crt"
+
+// secrets are what the test reads from the repository's working tree.
+type secrets struct {
+	edgeCert    []byte // the edge's certificate, the only root the test trusts for it
+	consulToken string // .env's CONSUL_MANAGEMENT_TOKEN
+}
+
+// readSecrets reads the edge's development certificate and Consul's
+// management token, which make e2e makes before the test runs; reason
+// says what is missing.
+func (s *stack) readSecrets() (sec secrets, reason string) {
+	cert, err := os.ReadFile(filepath.Join(s.root, edgeCertFile))
+	if err != nil {
+		return sec, "no edge certificate " + edgeCertFile + " (make e2e makes it: make edge-cert): " + err.Error()
+	}
+	token, err := envValue(filepath.Join(s.root, ".env"), "CONSUL_MANAGEMENT_TOKEN")
+	if err != nil {
+		return sec, "no Consul management token (make e2e writes .env): " + err.Error()
+	}
+	return secrets{edgeCert: cert, consulToken: token}, ""
+}
+
+// addr is the host:port where service's container port is published.
+func (s *stack) addr(ctx context.Context, service string, port int) string {
 	out, err := s.compose(ctx, "port", service, strconv.Itoa(port))
 	if err != nil {
 		s.t.Fatalf("docker compose port %s %d: %v\n%s", service, port, err, out)
@@ -148,7 +201,25 @@ func (s *stack) url(ctx context.Context, service string, port int) string {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		s.t.Fatalf("docker compose port %s %d: %q", service, port, addr)
 	}
-	return "http://" + addr
+	return addr
+}
+
+// copyOut reads a file of service's container (docker compose cp).
+func (s *stack) copyOut(ctx context.Context, service, path string) []byte {
+	dst := filepath.Join(s.t.TempDir(), filepath.Base(path))
+	if out, err := s.compose(ctx, "cp", service+":"+path, dst); err != nil {
+		s.t.Fatalf("docker compose cp %s:%s: %v\n%s", service, path, err, out)
+	}
+	raw, err := os.ReadFile(dst)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return raw
+}
+
+// exec runs a command in service's running container.
+func (s *stack) exec(ctx context.Context, service string, command ...string) (string, error) {
+	return s.compose(ctx, append([]string{"exec", "-T", service}, command...)...)
 }
 
 // ip is the address of a service's container on the compose network.
@@ -179,9 +250,10 @@ func (s *stack) dumpLogs() {
 	s.t.Logf("docker compose logs (last 40 lines per container):\n%s", out)
 }
 
-// session is what the purchase leaves for the failover test.
+// session is what the purchase leaves for the other checks.
 type session struct {
 	token, orderID, traceID string
+	productID               string // one in stock
 }
 
 func randomHex(n int) string {
@@ -253,7 +325,7 @@ func purchase(ctx context.Context, t *testing.T, api *client) session {
 	if _, err := api.do(ctx, http.MethodGet, "/api/orders/"+order.ID, bearer, nil, nil); err != nil {
 		t.Fatalf("read the order back: %v", err)
 	}
-	return session{token: login.AccessToken, orderID: order.ID, traceID: traceID}
+	return session{token: login.AccessToken, orderID: order.ID, traceID: traceID, productID: products.Items[i].ID}
 }
 
 // ---- traces ----------------------------------------------------------------
@@ -292,7 +364,7 @@ func checkTrace(ctx context.Context, t *testing.T, jaeger, traceID string) {
 // failover kills order-2 (app and sidecar) during a steady load of reads
 // through the edge: no request may fail, and the dead instance must leave
 // the edge's endpoints.
-func failover(ctx context.Context, t *testing.T, s *stack, api *client, controlPlane string, buyer session) {
+func failover(ctx context.Context, t *testing.T, s *stack, api, controlPlane *client, buyer session) {
 	const (
 		duration = 20 * time.Second
 		rate     = 20 // requests per second

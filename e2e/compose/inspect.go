@@ -3,61 +3,195 @@ package compose
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// client calls a JSON HTTP API (the edge, Jaeger's query API, the control
-// plane's debug endpoints).
+// client calls a JSON HTTP API (the edge, Consul, Jaeger's query API, the
+// control plane's debug endpoints).
 type client struct {
 	base string
 	http *http.Client
+	// header goes with every request (Consul's and the control plane's
+	// X-Consul-Token).
+	header map[string]string
 }
 
-// do sends a JSON request and decodes a JSON answer into out (if not nil).
-func (c *client) do(ctx context.Context, method, path string, headers map[string]string, body, out any) (int, error) {
+// response is an answer as it came.
+type response struct {
+	code   int
+	header http.Header
+	body   []byte
+}
+
+// send sends a JSON request (body nil: none) and reads the whole answer.
+func (c *client) send(ctx context.Context, method, path string, headers map[string]string, body any) (response, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return 0, err
+			return response{}, err
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
-		return 0, err
+		return response{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	for k, v := range c.header {
+		req.Header.Set(k, v)
+	}
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, err
+		return response{}, err
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
+	return response{code: resp.StatusCode, header: resp.Header, body: raw}, err
+}
+
+// do sends a JSON request and decodes a JSON answer into out (if not nil).
+func (c *client) do(ctx context.Context, method, path string, headers map[string]string, body, out any) (int, error) {
+	resp, err := c.send(ctx, method, path, headers, body)
 	if err != nil {
-		return resp.StatusCode, err
+		return resp.code, err
 	}
-	if out != nil && resp.StatusCode < 300 {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: %w: %s", method, path, err, raw)
+	if out != nil && resp.code < 300 {
+		if err := json.Unmarshal(resp.body, out); err != nil {
+			return resp.code, fmt.Errorf("%s %s: %w: %s", method, path, err, resp.body)
 		}
 	}
-	if resp.StatusCode >= 300 {
-		return resp.StatusCode, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(raw))
+	if resp.code >= 300 {
+		return resp.code, fmt.Errorf("%s %s: %d %s: %s", method, path, resp.code, http.StatusText(resp.code), bytes.TrimSpace(resp.body))
 	}
-	return resp.StatusCode, nil
+	return resp.code, nil
+}
+
+// apiError is the JSON error body of the apps, which the edge's own
+// refusals (jwt_authn's 401) share.
+type apiError struct {
+	Error struct {
+		Code    string         `json:"code"`
+		Message string         `json:"message"`
+		Details map[string]any `json:"details"`
+	} `json:"error"`
+}
+
+// jsonError decodes resp as an apiError; anything else (another content
+// type, no code) is an error.
+func jsonError(resp response) (apiError, error) {
+	var e apiError
+	if ct := resp.header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		return e, fmt.Errorf("content type %q, want application/json: %s", ct, resp.body)
+	}
+	if err := json.Unmarshal(resp.body, &e); err != nil || e.Error.Code == "" {
+		return e, fmt.Errorf("no JSON error body (%v): %s", err, resp.body)
+	}
+	return e, nil
+}
+
+// tlsClient is an HTTP client that trusts only the certificates in
+// caPEM (the edge's development certificate, Consul's development CA).
+func tlsClient(caPEM []byte, timeout time.Duration) (*http.Client, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("no PEM certificate to trust")
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &http.Client{Timeout: timeout, Transport: tr}, nil
+}
+
+// envValue is KEY's value in a compose .env file (KEY=value lines, the
+// value optionally quoted; # starts a comment line).
+func envValue(path, key string) (string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	for line := range strings.Lines(string(raw)) {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if !ok || strings.HasPrefix(k, "#") || strings.TrimSpace(k) != key {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		}
+		if v == "" {
+			break
+		}
+		return v, nil
+	}
+	return "", fmt.Errorf("%s has no %s", path, key)
+}
+
+// forgeToken is an access token that looks like auth's in every way but
+// its signature: ES256, auth's key id kid, auth's issuer and audience, an
+// admin's role, not expired; signed with a key of our own, which the
+// edge has never seen.
+func forgeToken(kid string, now time.Time) (token string, key *ecdsa.PublicKey, err error) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", nil, err
+	}
+	header, err := json.Marshal(map[string]string{"alg": "ES256", "typ": "JWT", "kid": kid})
+	if err != nil {
+		return "", nil, err
+	}
+	claims, err := json.Marshal(map[string]any{
+		"iss": "meshop-auth", "aud": []string{"meshop"}, "sub": "forger",
+		"email": "forger@example.com", "role": "admin",
+		"iat": now.Unix(), "exp": now.Add(15 * time.Minute).Unix(),
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	b64 := base64.RawURLEncoding
+	signed := b64.EncodeToString(header) + "." + b64.EncodeToString(claims)
+	digest := sha256.Sum256([]byte(signed))
+	r, s, err := ecdsa.Sign(rand.Reader, priv, digest[:])
+	if err != nil {
+		return "", nil, err
+	}
+	sig := make([]byte, 64) // JWS ES256: R and S, 32 bytes each
+	r.FillBytes(sig[:32])
+	s.FillBytes(sig[32:])
+	return signed + "." + b64.EncodeToString(sig), &priv.PublicKey, nil
+}
+
+// envoyStat reads counter name from the text of Envoy's admin /stats
+// ("name: value" lines); ok is false when Envoy has no such counter.
+func envoyStat(text, name string) (value int64, ok bool) {
+	for line := range strings.Lines(text) {
+		k, v, found := strings.Cut(strings.TrimSpace(line), ": ")
+		if !found || k != name {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		return n, err == nil
+	}
+	return 0, false
 }
 
 // traceSummary is what a Jaeger trace says about who took part.
@@ -109,8 +243,9 @@ func fetchTrace(ctx context.Context, jaeger, traceID string) (traceSummary, erro
 }
 
 // edgeEndpoints reads the endpoints of cluster in the edge's configuration
-// from the control plane (/debug/config_dump?node=edge-1), as host:port.
-func edgeEndpoints(ctx context.Context, controlPlane, cluster string) ([]string, error) {
+// from the control plane (/debug/config_dump?node=edge-1, which needs a
+// token with operator:read), as host:port.
+func edgeEndpoints(ctx context.Context, controlPlane *client, cluster string) ([]string, error) {
 	var dump struct {
 		ConfigDump struct {
 			Configs []struct {
@@ -135,8 +270,7 @@ func edgeEndpoints(ctx context.Context, controlPlane, cluster string) ([]string,
 			} `json:"configs"`
 		} `json:"config_dump"`
 	}
-	c := &client{base: controlPlane, http: &http.Client{Timeout: 5 * time.Second}}
-	if _, err := c.do(ctx, http.MethodGet, "/debug/config_dump?node=edge-1", nil, nil, &dump); err != nil {
+	if _, err := controlPlane.do(ctx, http.MethodGet, "/debug/config_dump?node=edge-1", nil, nil, &dump); err != nil {
 		return nil, err
 	}
 	var out []string
@@ -162,14 +296,13 @@ func edgeEndpoints(ctx context.Context, controlPlane, cluster string) ([]string,
 
 // passing lists the IDs of service's instances whose checks all pass in
 // Consul, sorted.
-func passing(ctx context.Context, consul, service string) ([]string, error) {
+func passing(ctx context.Context, consul *client, service string) ([]string, error) {
 	var entries []struct {
 		Service struct {
 			ID string `json:"ID"`
 		} `json:"Service"`
 	}
-	c := &client{base: consul, http: &http.Client{Timeout: 5 * time.Second}}
-	if _, err := c.do(ctx, http.MethodGet, "/v1/health/service/"+service+"?passing=true", nil, nil, &entries); err != nil {
+	if _, err := consul.do(ctx, http.MethodGet, "/v1/health/service/"+service+"?passing=true", nil, nil, &entries); err != nil {
 		return nil, err
 	}
 	var ids []string
