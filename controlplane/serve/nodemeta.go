@@ -18,6 +18,7 @@ import (
 const (
 	MetaInboundPort  = "inbound_port"
 	MetaOutboundPort = "outbound_port"
+	MetaExposePort   = "expose_port"
 )
 
 // nodeMeta is what one node's metadata asks for: its listener ports, or
@@ -101,6 +102,7 @@ func parseNodeMeta(n *corev3.Node) nodeMeta {
 	}
 	opts.InboundPort = port(MetaInboundPort)
 	opts.OutboundPort = port(MetaOutboundPort)
+	opts.ExposePort = port(MetaExposePort)
 	if len(problems) > 0 {
 		return nodeMeta{opts: translate.Node{ID: n.GetId(), Flavor: flavor}, problem: fmt.Sprint(problems)}
 	}

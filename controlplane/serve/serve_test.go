@@ -170,8 +170,8 @@ func TestInitialFetchAndACK(t *testing.T) {
 			e.Must(t, wait, "full config", func(s envoysim.State) bool {
 				return slices.Equal(envoysim.Names(s.Clusters), orderClusters) &&
 					slices.Equal(envoysim.Names(s.Endpoints), []string{"svc_payment", "svc_product", "svc_user"}) &&
-					slices.Equal(envoysim.Names(s.Listeners), []string{"inbound", "outbound"}) &&
-					slices.Equal(envoysim.Names(s.Routes), []string{"inbound", "outbound"})
+					slices.Equal(envoysim.Names(s.Listeners), []string{"expose", "inbound", "outbound"}) &&
+					slices.Equal(envoysim.Names(s.Routes), []string{"expose", "inbound", "outbound"})
 			})
 			if got := e.State().Hosts("svc_user"); !slices.Equal(got, []string{"user-1", "user-2"}) {
 				t.Errorf("svc_user hosts = %v", got)
@@ -244,7 +244,7 @@ func TestReconnectWithLastVersion(t *testing.T) {
 			sh := newShop()
 			h.srv.Apply(sh.snapshot(), time.Now())
 			e := envoysim.StartT(t, h.addr, envoysim.Options{ID: "order-1", Cluster: "order", Delta: delta})
-			e.Must(t, wait, "full config", func(s envoysim.State) bool { return len(s.Routes) == 2 && len(s.Endpoints) == 3 })
+			e.Must(t, wait, "full config", func(s envoysim.State) bool { return len(s.Routes) == 3 && len(s.Endpoints) == 3 })
 			before := e.State().Versions
 
 			// While the Envoy is away, user-2 fails.
@@ -265,7 +265,7 @@ func TestReconnectWithLastVersion(t *testing.T) {
 					t.Errorf("%s version changed from %q to %q though its content did not", typ, before[typ], after.Versions[typ])
 				}
 			}
-			if !slices.Equal(envoysim.Names(after.Clusters), orderClusters) || len(after.Routes) != 2 {
+			if !slices.Equal(envoysim.Names(after.Clusters), orderClusters) || len(after.Routes) != 3 {
 				t.Errorf("state after reconnect: clusters %v routes %v", envoysim.Names(after.Clusters), envoysim.Names(after.Routes))
 			}
 		})
@@ -280,9 +280,9 @@ func TestSidecarsGetOnlyTheirConfig(t *testing.T) {
 			h.srv.Apply(sh.snapshot(), time.Now())
 			order := envoysim.StartT(t, h.addr, envoysim.Options{ID: "order-1", Cluster: "order", Delta: delta})
 			user := envoysim.StartT(t, h.addr, envoysim.Options{ID: "user-1", Cluster: "user", Delta: delta})
-			order.Must(t, wait, "order config", func(s envoysim.State) bool { return len(s.Endpoints) == 3 && len(s.Routes) == 2 })
+			order.Must(t, wait, "order config", func(s envoysim.State) bool { return len(s.Endpoints) == 3 && len(s.Routes) == 3 })
 			user.Must(t, wait, "user config", func(s envoysim.State) bool {
-				return slices.Equal(envoysim.Names(s.Clusters), []string{"local_app", "otel_collector"}) && len(s.Routes) == 2
+				return slices.Equal(envoysim.Names(s.Clusters), []string{"local_app", "otel_collector"}) && len(s.Routes) == 3
 			})
 			if n := len(user.State().Endpoints); n != 0 {
 				t.Errorf("user sidecar has %d load assignments, want 0", n)
@@ -377,7 +377,7 @@ func TestFailingSnapshotIsNeverSet(t *testing.T) {
 	h.srv.Apply(newShop().snapshot(), time.Now())
 	edge := envoysim.StartT(t, h.addr, envoysim.Options{ID: "edge-1", Cluster: "edge"})
 	order := envoysim.StartT(t, h.addr, envoysim.Options{ID: "order-1", Cluster: "order"})
-	order.Must(t, wait, "order config (unaffected)", func(s envoysim.State) bool { return len(s.Routes) == 2 })
+	order.Must(t, wait, "order config (unaffected)", func(s envoysim.State) bool { return len(s.Routes) == 3 })
 	poll.Until(t, wait, func() (bool, string) {
 		return h.node("edge-1").Connected, "edge-1 not connected"
 	})
@@ -459,11 +459,11 @@ func TestNodeMetadataPorts(t *testing.T) {
 	// The inbound port as registered in Consul (15006 here), the outbound
 	// one moved.
 	e := envoysim.StartT(t, h.addr, envoysim.Options{ID: "order-1", Cluster: "order",
-		Metadata: map[string]any{"inbound_port": 15006, "outbound_port": "16001"}})
-	e.Must(t, wait, "listeners", func(s envoysim.State) bool { return len(s.Listeners) == 2 })
+		Metadata: map[string]any{"inbound_port": 15006, "outbound_port": "16001", "expose_port": 16021}})
+	e.Must(t, wait, "listeners", func(s envoysim.State) bool { return len(s.Listeners) == 3 })
 	s := e.State()
-	if port(s.Listeners["inbound"]) != 15006 || port(s.Listeners["outbound"]) != 16001 {
-		t.Errorf("ports inbound %d outbound %d", port(s.Listeners["inbound"]), port(s.Listeners["outbound"]))
+	if port(s.Listeners["inbound"]) != 15006 || port(s.Listeners["outbound"]) != 16001 || port(s.Listeners["expose"]) != 16021 {
+		t.Errorf("ports inbound %d outbound %d expose %d", port(s.Listeners["inbound"]), port(s.Listeners["outbound"]), port(s.Listeners["expose"]))
 	}
 	for _, r := range e.History() {
 		if r.TypeURL == resource.ListenerType && r.Version != s.Versions[resource.ListenerType] {
@@ -480,7 +480,7 @@ func TestNodeMetadataPorts(t *testing.T) {
 	})
 
 	bad := envoysim.StartT(t, h.addr, envoysim.Options{ID: "user-1", Cluster: "user", Metadata: map[string]any{"inbound_port": "http"}})
-	bad.Must(t, wait, "listeners", func(s envoysim.State) bool { return len(s.Listeners) == 2 })
+	bad.Must(t, wait, "listeners", func(s envoysim.State) bool { return len(s.Listeners) == 3 })
 	if got := port(bad.State().Listeners["inbound"]); got != 15006 {
 		t.Errorf("inbound port with bad metadata = %d, want default 15006", got)
 	}

@@ -63,9 +63,9 @@ type SidecarInputs struct {
 	// GRPCPort is the app's gRPC port (0: none): gRPC calls arriving at
 	// the inbound listener go there.
 	GRPCPort int
-	// InboundPort and OutboundPort are the listener ports in force (node
-	// metadata, or the Config defaults).
-	InboundPort, OutboundPort uint32
+	// InboundPort, OutboundPort and ExposePort are the listener ports in
+	// force (node metadata, or the Config defaults).
+	InboundPort, OutboundPort, ExposePort uint32
 	Collector                 string
 	// Upstreams are the declared upstreams, sorted by name.
 	Upstreams []UpstreamRef
@@ -247,10 +247,11 @@ func sidecarInputsOf(m *model.Mesh, n Node, cfg Config, shared map[string]*Share
 		GRPCPort:     in.GRPCPort,
 		InboundPort:  cmp.Or(n.InboundPort, cfg.InboundPort),
 		OutboundPort: cmp.Or(n.OutboundPort, cfg.OutboundPort),
+		ExposePort:   cmp.Or(n.ExposePort, cfg.ExposePort),
 		Collector:    cfg.CollectorAddress,
 	}
-	if out.InboundPort == out.OutboundPort {
-		return nil, r.done(), fmt.Errorf("inbound and outbound listeners would share port %d", out.InboundPort)
+	if out.InboundPort == out.OutboundPort || out.InboundPort == out.ExposePort || out.OutboundPort == out.ExposePort {
+		return nil, r.done(), fmt.Errorf("the inbound (%d), outbound (%d) and expose (%d) listeners need three ports", out.InboundPort, out.OutboundPort, out.ExposePort)
 	}
 	for _, name := range in.Upstreams {
 		out.Upstreams = append(out.Upstreams, r.upstream(name, shared))

@@ -78,6 +78,32 @@ func upstreamVirtualHost(in *upstreamConfigInputs) *routev3.VirtualHost {
 	}
 }
 
+// exposeRoute serves the expose listener: GET /health, /ready and
+// /metrics go to the app; anything else is a JSON 404.
+func exposeRoute() *routev3.RouteConfiguration {
+	var routes []*routev3.Route
+	for _, path := range []string{"/health", "/ready", "/metrics"} {
+		routes = append(routes, &routev3.Route{
+			Name: strings.TrimPrefix(path, "/"),
+			Match: &routev3.RouteMatch{
+				PathSpecifier: &routev3.RouteMatch_Path{Path: path},
+				Headers: []*routev3.HeaderMatcher{{Name: ":method", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+					StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "GET"}}}}},
+			},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterLocalApp},
+				Timeout:          durationpb.New(5 * time.Second),
+			}},
+		})
+	}
+	routes = append(routes, notFoundRoute("not_exposed", prefixMatch("/"), "not_exposed",
+		"the expose port answers GET /health, /ready and /metrics only; the service is on the inbound port, with a mesh certificate"))
+	return &routev3.RouteConfiguration{
+		Name:         RouteExpose,
+		VirtualHosts: []*routev3.VirtualHost{{Name: "expose", Domains: []string{"*"}, Routes: routes}},
+	}
+}
+
 // undeclaredVirtualHost answers any other Host with a 404 that says why,
 // instead of Envoy's empty 404: the usual cause is a missing entry in
 // mesh_upstreams.

@@ -21,6 +21,12 @@ import (
 const (
 	ListenerInbound  = "inbound"
 	ListenerOutbound = "outbound"
+	// ListenerExpose and RouteExpose: the sidecar's plaintext listener for
+	// Consul's checks and Prometheus (GET /health, /ready, /metrics only),
+	// which cannot present mesh certificates (Consul's "expose paths",
+	// Istio's 15021).
+	ListenerExpose = "expose"
+	RouteExpose    = "expose"
 	ListenerEdge     = "edge"
 	RouteInbound     = "inbound"
 	RouteOutbound    = "outbound"
@@ -53,6 +59,7 @@ type Config struct {
 	// Default listener ports; node metadata may override the sidecar ones.
 	InboundPort  uint32
 	OutboundPort uint32
+	ExposePort   uint32
 	EdgePort     uint32
 	// RateLimit is the edge's local (per Envoy) token bucket.
 	RateLimit RateLimit
@@ -94,6 +101,7 @@ func DefaultConfig() Config {
 		CollectorAddress: "127.0.0.1:4317",
 		InboundPort:      15006,
 		OutboundPort:     15001,
+		ExposePort:       15021,
 		EdgePort:         8080,
 		RateLimit:        RateLimit{Burst: 200, PerFill: 100, Interval: time.Second},
 		CORSOrigins:      []string{"*"},
@@ -106,10 +114,12 @@ func DefaultConfig() Config {
 type Node struct {
 	// ID is the Consul instance ID (the Envoy node id).
 	ID string
-	// InboundPort and OutboundPort override Config's defaults when not 0
-	// (Envoy node metadata inbound_port / outbound_port).
+	// InboundPort, OutboundPort and ExposePort override Config's defaults
+	// when not 0 (Envoy node metadata inbound_port / outbound_port /
+	// expose_port).
 	InboundPort  uint32
 	OutboundPort uint32
+	ExposePort   uint32
 	// Flavor is FlavorProxyless for a gRPC client (node metadata
 	// mesh_flavor), "" for an Envoy.
 	Flavor string
@@ -283,6 +293,8 @@ func sidecar(in *SidecarInputs) *NodeConfig {
 	c.Listeners = append(c.Listeners, inbound,
 		listener(ListenerOutbound, "127.0.0.1", in.OutboundPort, outboundDirection,
 			hcm(ListenerOutbound, RouteOutbound, tracer, nil)),
+		listener(ListenerExpose, "0.0.0.0", in.ExposePort, inboundDirection,
+			hcm(ListenerExpose, RouteExpose, tracer, nil)),
 	)
 	vhosts := make([]*routev3.VirtualHost, 0, len(in.Upstreams)+1)
 	for _, u := range in.Upstreams {
@@ -290,7 +302,7 @@ func sidecar(in *SidecarInputs) *NodeConfig {
 		c.Upstreams = append(c.Upstreams, u.Name)
 	}
 	vhosts = append(vhosts, undeclaredVirtualHost(in.Own.Name))
-	c.Routes = append(c.Routes, inboundRoute(in.Own.config.Policy, in.GRPCPort != 0), &routev3.RouteConfiguration{
+	c.Routes = append(c.Routes, inboundRoute(in.Own.config.Policy, in.GRPCPort != 0), exposeRoute(), &routev3.RouteConfiguration{
 		Name:             RouteOutbound,
 		VirtualHosts:     vhosts,
 		ValidateClusters: wrapBool(false),

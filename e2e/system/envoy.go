@@ -1,6 +1,7 @@
 package system
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,15 +11,16 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshop/meshop/localenv"
 )
 
-// SidecarPorts are one local sidecar's listeners. In containers every
-// sidecar has 15006/15001/15000 in its own network namespace; on one host
-// each needs its own.
-type SidecarPorts struct{ Inbound, Outbound, Admin int }
+// SidecarPorts are one local Envoy's listeners. In containers every
+// sidecar has 15006/15001/15021/15000/15090 in its own network namespace;
+// on one host each needs its own. The edge uses Admin and Metrics only.
+type SidecarPorts struct{ Inbound, Outbound, Expose, Admin, Metrics int }
 
 // LookupEnvoy returns the envoy binary on PATH, or "" when there is none
 // (then the local system runs in proxyless mode).
@@ -31,45 +33,92 @@ func LookupEnvoy() string {
 }
 
 // LocalBootstrap renders the repository's envoy/<kind>-delta.yaml (kind is
-// "sidecar" or "edge") for an Envoy on this host: the control plane at
-// 127.0.0.1:xdsPort, admin on 127.0.0.1, and, for a sidecar, its listener
-// ports in the node metadata the control plane reads. The result is JSON,
-// which Envoy reads as a bootstrap too.
-func LocalBootstrap(kind string, xdsPort int, ports SidecarPorts) ([]byte, error) {
+// "sidecar" or "edge") for an Envoy on this host, as envoy/entrypoint.sh
+// renders it in a container: the node's Consul ACL token in place of
+// @CONSUL_TOKEN@, the control plane at 127.0.0.1:xdsPort checked against
+// Consul's roots in rootsFile, admin and metrics on the given ports, and,
+// for a sidecar, its listener ports in the node metadata the control
+// plane reads. The result is JSON, which Envoy reads as a bootstrap too.
+func LocalBootstrap(kind string, xdsPort int, ports SidecarPorts, token, rootsFile string) ([]byte, error) {
 	root, err := localenv.RepoRoot()
 	if err != nil {
 		return nil, err
 	}
-	raw, err := os.ReadFile(filepath.Join(root, "envoy", kind+"-delta.yaml"))
+	name := "envoy/" + kind + "-delta.yaml"
+	raw, err := os.ReadFile(filepath.Join(root, name))
 	if err != nil {
 		return nil, err
 	}
-	js, err := yaml.YAMLToJSON(raw)
+	js, err := yaml.YAMLToJSON(bytes.ReplaceAll(raw, []byte("@CONSUL_TOKEN@"), []byte(token)))
 	if err != nil {
-		return nil, fmt.Errorf("system: envoy/%s-delta.yaml: %w", kind, err)
+		return nil, fmt.Errorf("system: %s: %w", name, err)
 	}
 	var b map[string]any
 	if err := json.Unmarshal(js, &b); err != nil {
 		return nil, err
 	}
-	xds, err := dig(b, "static_resources", "clusters", 0, "load_assignment", "endpoints", 0, "lb_endpoints", 0, "endpoint", "address", "socket_address")
-	if err != nil {
-		return nil, fmt.Errorf("system: envoy/%s-delta.yaml: xds_cluster address: %w", kind, err)
-	}
-	xds["address"], xds["port_value"] = "127.0.0.1", xdsPort
-	admin, err := dig(b, "admin", "address", "socket_address")
-	if err != nil {
-		return nil, fmt.Errorf("system: envoy/%s-delta.yaml: admin address: %w", kind, err)
-	}
-	admin["address"], admin["port_value"] = "127.0.0.1", ports.Admin
-	if kind == "sidecar" {
-		meta, err := dig(b, "node", "metadata")
-		if err != nil {
-			return nil, fmt.Errorf("system: envoy/sidecar-delta.yaml: node metadata: %w", err)
+	set := func(value any, path ...any) {
+		if err == nil {
+			var m map[string]any
+			if m, err = dig(b, path[:len(path)-1]...); err == nil {
+				m[path[len(path)-1].(string)] = value
+			} else {
+				err = fmt.Errorf("system: %s: %v: %w", name, path, err)
+			}
 		}
-		meta["inbound_port"], meta["outbound_port"] = ports.Inbound, ports.Outbound
+	}
+	xds, admin, metrics := named(b, "clusters", "xds_cluster"), named(b, "clusters", "envoy_admin"), named(b, "listeners", "prometheus")
+	socket := []any{"load_assignment", "endpoints", 0, "lb_endpoints", 0, "endpoint", "address", "socket_address"}
+	set("127.0.0.1", append(append([]any{"static_resources", "clusters", xds}, socket...), "address")...)
+	set(xdsPort, append(append([]any{"static_resources", "clusters", xds}, socket...), "port_value")...)
+	set(rootsFile, "static_resources", "clusters", xds, "transport_socket", "typed_config", "common_tls_context", "validation_context", "trusted_ca", "filename")
+	set(ports.Admin, append(append([]any{"static_resources", "clusters", admin}, socket...), "port_value")...)
+	set(ports.Metrics, "static_resources", "listeners", metrics, "address", "socket_address", "port_value")
+	set("127.0.0.1", "admin", "address", "socket_address", "address")
+	set(ports.Admin, "admin", "address", "socket_address", "port_value")
+	if kind == "sidecar" {
+		set(ports.Inbound, "node", "metadata", "inbound_port")
+		set(ports.Outbound, "node", "metadata", "outbound_port")
+		set(ports.Expose, "node", "metadata", "expose_port")
+	}
+	if err != nil {
+		return nil, err
 	}
 	return json.MarshalIndent(b, "", "  ")
+}
+
+// named is the index of the static resource called name in the list
+// static_resources.<list> (-1: none, which dig reports).
+func named(b map[string]any, list, name string) int {
+	sr, _ := b["static_resources"].(map[string]any)
+	items, _ := sr[list].([]any)
+	for i, it := range items {
+		if m, ok := it.(map[string]any); ok && m["name"] == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// consulRoots writes the Connect CA's roots, which the Envoys check the
+// control plane's certificate against, to a file of the system's
+// directory, and returns its path.
+func (s *System) consulRoots(ctx context.Context) (string, error) {
+	client, err := api.NewClient(&api.Config{Address: s.Consul.HTTPAddr(), Token: s.Consul.ManagementToken()})
+	if err != nil {
+		return "", err
+	}
+	roots, _, err := client.Connect().CARoots((&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return "", fmt.Errorf("system: Consul's CA roots: %w", err)
+	}
+	var pem []byte
+	for _, r := range roots.Roots {
+		pem = append(pem, r.RootCertPEM...)
+		pem = append(pem, '\n')
+	}
+	path := filepath.Join(s.Dir, "consul-roots.pem")
+	return path, os.WriteFile(path, pem, 0o644)
 }
 
 // dig walks maps (string keys) and lists (int keys) down to a map.
@@ -84,7 +133,7 @@ func dig(v any, path ...any) (map[string]any, error) {
 			v = m[k]
 		case int:
 			l, ok := v.([]any)
-			if !ok || k >= len(l) {
+			if !ok || k < 0 || k >= len(l) {
 				return nil, fmt.Errorf("[%d]: not in a list", k)
 			}
 			v = l[k]
@@ -100,7 +149,15 @@ func dig(v any, path ...any) (map[string]any, error) {
 // startEnvoy runs an Envoy for node (id, cluster) with a rendered
 // bootstrap and waits until its admin says it is live.
 func (s *System) startEnvoy(ctx context.Context, kind, id, cluster string, ports SidecarPorts) (*localenv.Process, error) {
-	bootstrap, err := LocalBootstrap(kind, s.Plan.ControlPlaneXDS, ports)
+	token, err := s.Consul.ServiceToken(ctx, cluster)
+	if err != nil {
+		return nil, fmt.Errorf("system: Consul token of %s: %w", cluster, err)
+	}
+	roots, err := s.consulRoots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	bootstrap, err := LocalBootstrap(kind, s.Plan.ControlPlaneXDS, ports, token, roots)
 	if err != nil {
 		return nil, err
 	}

@@ -55,7 +55,7 @@ type Plan struct {
 	// Envoy serves the API on Edge. Empty means proxyless mode.
 	Envoy           string
 	Sidecars        map[string]SidecarPorts
-	Edge, EdgeAdmin int
+	Edge, EdgeAdmin, EdgeMetrics int
 
 	// Env is added to every service's environment (after the plan's own
 	// settings, so it may override them), e.g. OTEL_TRACES_SAMPLER_ARG.
@@ -77,18 +77,20 @@ func FixedPlan(dir string) Plan {
 		ControlPlaneXDS: 18000, ControlPlaneDebug: 18080,
 		Services: map[string]int{"auth": 8101, "user": 8102, "product": 8103, "order": 8104, "payment": 8105, "notification": 8106},
 		GRPC:     map[string]int{"auth": 9101, "user": 9102, "product": 9103, "order": 9104, "payment": 9105, "notification": 9106},
-		// Sidecars: inbound 151xx, egress 152xx, admin 153xx, xx as the app's 81xx.
+		// Sidecars: inbound 151xx, egress 152xx, expose 154xx, admin 153xx,
+		// metrics 155xx, xx as the app's 81xx.
 		Sidecars: map[string]SidecarPorts{
-			"auth": {15101, 15201, 15301}, "user": {15102, 15202, 15302}, "product": {15103, 15203, 15303},
-			"order": {15104, 15204, 15304}, "payment": {15105, 15205, 15305}, "notification": {15106, 15206, 15306},
+			"auth": {15101, 15201, 15401, 15301, 15501}, "user": {15102, 15202, 15402, 15302, 15502},
+			"product": {15103, 15203, 15403, 15303, 15503}, "order": {15104, 15204, 15404, 15304, 15504},
+			"payment": {15105, 15205, 15405, 15305, 15505}, "notification": {15106, 15206, 15406, 15306, 15506},
 		},
-		Edge: 8080, EdgeAdmin: 9901,
+		Edge: 8080, EdgeAdmin: 9901, EdgeMetrics: 15090,
 	}
 }
 
 // FreePlan picks free ports for every part.
 func FreePlan(dir string) (Plan, error) {
-	ports, err := localenv.FreePorts(14 + 5*len(Services))
+	ports, err := localenv.FreePorts(15 + 7*len(Services))
 	if err != nil {
 		return Plan{}, err
 	}
@@ -98,14 +100,14 @@ func FreePlan(dir string) (Plan, error) {
 			UIPort: ports[6], QueryGRPCPort: ports[7], HealthPort: ports[8]},
 		NATS:            localenv.NATSOptions{Dir: filepath.Join(dir, "nats"), Port: ports[9]},
 		ControlPlaneXDS: ports[10], ControlPlaneDebug: ports[11],
-		Edge: ports[12], EdgeAdmin: ports[13],
+		Edge: ports[12], EdgeAdmin: ports[13], EdgeMetrics: ports[14],
 		Services: map[string]int{}, GRPC: map[string]int{}, Sidecars: map[string]SidecarPorts{},
 	}
 	for i, svc := range Services {
-		at := 14 + 5*i
+		at := 15 + 7*i
 		p.Services[svc] = ports[at]
-		p.Sidecars[svc] = SidecarPorts{Inbound: ports[at+1], Outbound: ports[at+2], Admin: ports[at+3]}
-		p.GRPC[svc] = ports[at+4]
+		p.Sidecars[svc] = SidecarPorts{Inbound: ports[at+1], Outbound: ports[at+2], Expose: ports[at+3], Admin: ports[at+4], Metrics: ports[at+5]}
+		p.GRPC[svc] = ports[at+6]
 	}
 	return p, nil
 }
@@ -168,7 +170,7 @@ func Start(ctx context.Context, plan Plan, dir string) (*System, error) {
 		}
 	}
 	if plan.Envoy != "" {
-		edge := SidecarPorts{Admin: plan.EdgeAdmin}
+		edge := SidecarPorts{Admin: plan.EdgeAdmin, Metrics: plan.EdgeMetrics}
 		if s.edge, err = s.startEnvoy(ctx, "edge", "edge-1", "edge", edge); err != nil {
 			s.Stop()
 			return nil, err
@@ -222,6 +224,8 @@ func (s *System) startControlPlane(ctx context.Context) error {
 		"MESH_COLLECTOR_ADDR=127.0.0.1:" + strconv.Itoa(s.Plan.Jaeger.OTLPGRPCPort),
 		"MESH_EDGE_PORT=" + strconv.Itoa(s.Plan.Edge),
 		"MESH_MTLS=" + strconv.FormatBool(!s.Plan.Plaintext),
+		// Local Envoys have no edge certificate: the local edge speaks HTTP.
+		"MESH_EDGE_TLS=false",
 	}
 	p, err := localenv.StartProcess("controlplane", filepath.Join(s.Dir, "logs", "controlplane.log"), env, filepath.Join(s.binDir, "controlplane"))
 	if err != nil {
@@ -266,7 +270,7 @@ func (s *System) Env(ctx context.Context, svc, id string, port, grpcPort int) ([
 	var mode []string
 	if s.Plan.Envoy != "" {
 		sc := s.Plan.Sidecars[svc]
-		mode = []string{"MESH_MODE=sidecar", "MESH_EGRESS_URL=http://127.0.0.1:" + strconv.Itoa(sc.Outbound),
+		mode = []string{"MESH_MODE=sidecar", "MESH_EGRESS_URL=http://127.0.0.1:" + strconv.Itoa(sc.Outbound), "MESH_EXPOSE_PORT=" + strconv.Itoa(sc.Expose),
 			"ADVERTISE_ADDR=127.0.0.1", "ADVERTISE_PORT=" + strconv.Itoa(sc.Inbound)}
 	} else {
 		bootstrap := filepath.Join(dir, "xds-bootstrap.json")

@@ -155,6 +155,8 @@ func settings() []setting {
 			port(func(c *config) *uint32 { return &c.Translate.InboundPort })},
 		{"MESH_OUTBOUND_PORT", "outbound-port", "15001", "sidecar outbound listener port on 127.0.0.1 (node metadata outbound_port overrides)",
 			port(func(c *config) *uint32 { return &c.Translate.OutboundPort })},
+		{"MESH_EXPOSE_PORT", "expose-port", "15021", "sidecar expose listener port: plaintext GET /health, /ready and /metrics for Consul's checks and Prometheus (node metadata expose_port overrides)",
+			port(func(c *config) *uint32 { return &c.Translate.ExposePort })},
 		{"MESH_EDGE_PORT", "edge-port", "8080", "edge listener port",
 			port(func(c *config) *uint32 { return &c.Translate.EdgePort })},
 		{"MESH_EDGE_TLS", "edge-tls", "true", "the edge listener serves HTTPS with the certificate of the SDS secret edge_https, which the edge Envoy reads from MESH_EDGE_TLS_FILE; false: plain HTTP (local runs without a certificate)",
@@ -186,7 +188,7 @@ func settings() []setting {
 				}
 				return nil
 			}},
-		{"MESH_MTLS", "mtls", "false", "mutual TLS between nodes, with Consul's Connect CA leaves and roots, and the intentions' authorization (RBAC) on every inbound side",
+		{"MESH_MTLS", "mtls", "true", "mutual TLS between nodes, with Consul's Connect CA leaves and roots, and the intentions' authorization (RBAC) on every inbound side",
 			boolean(func(c *config) *bool { return &c.Translate.MTLS })},
 	}
 }

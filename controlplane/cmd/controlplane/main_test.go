@@ -228,7 +228,9 @@ func TestConsulToEnvoys(t *testing.T) {
 	for _, e := range callers {
 		e.Must(t, 10*time.Second, "both user instances", func(s envoysim.State) bool { return slices.Equal(s.Hosts("svc_user"), both) })
 	}
-	payment.Must(t, 10*time.Second, "payment config", func(s envoysim.State) bool { return len(s.Routes) == 2 })
+	payment.Must(t, 10*time.Second, "payment config", func(s envoysim.State) bool {
+		return s.Routes[translate.RouteInbound] != nil && s.Routes[translate.RouteOutbound] != nil && s.Routes[translate.RouteExpose] != nil
+	})
 
 	// A critical check reaches every caller within a second.
 	start := time.Now()

@@ -66,6 +66,7 @@ type Settings struct {
 	ConsulTokenFile string // CONSUL_HTTP_TOKEN_FILE [none]: the same token in a file (wins over CONSUL_HTTP_TOKEN)
 	MeshMode        string // MESH_MODE (required): sidecar or proxyless
 	EgressURL       string // MESH_EGRESS_URL [http://127.0.0.1:15001]: sidecar egress listener
+	ExposePort      int    // MESH_EXPOSE_PORT [15021]: the sidecar's plaintext listener for Consul's checks (sidecar mode)
 	XDSBootstrap    string // GRPC_XDS_BOOTSTRAP (proxyless mode, required): gRPC's xDS bootstrap file, see rpc.Bootstrap
 	// IdentityFiles are where a proxyless app writes its workload
 	// identity: the files of its bootstrap's certificate provider.
@@ -97,6 +98,7 @@ func LoadSettings(r *config.Reader, svc string) (Settings, error) {
 		ConsulTokenFile: r.String("CONSUL_HTTP_TOKEN_FILE", ""),
 		MeshMode:        r.OneOf("MESH_MODE", "", meshclient.Sidecar, meshclient.Proxyless),
 		EgressURL:       r.String("MESH_EGRESS_URL", "http://127.0.0.1:15001"),
+		ExposePort:      r.Int("MESH_EXPOSE_PORT", 15021, 1, 65535),
 		XDSBootstrap:    r.String(rpc.BootstrapEnv, ""),
 		CallTimeout:     r.Duration("MESH_CALL_TIMEOUT", 2*time.Second),
 		DatabaseURL:     r.String("DATABASE_URL", "sqlite:"+svc+".db"),
@@ -175,9 +177,7 @@ func New(ctx context.Context, spec Spec) (*App, error) {
 		return nil, fmt.Errorf("consul client: %w", err)
 	}
 	if settings.MeshMode == meshclient.Proxyless {
-		if err := a.followIdentity(ctx); err != nil {
-			return nil, err
-		}
+		a.followIdentity(ctx)
 	}
 	a.Metrics = prometheus.NewRegistry()
 	a.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -277,28 +277,31 @@ func (a *App) instance(bound, grpcBound *net.TCPAddr) consulreg.Instance {
 	if port == 0 {
 		port = bound.Port
 	}
-	// The gRPC check goes where gRPC callers go: through the sidecar's
-	// inbound (which forwards gRPC to the app), or to the app itself.
-	grpcCheck, grpcReady := net.JoinHostPort(addr, strconv.Itoa(grpcBound.Port)), ""
+	// Consul's checker has no mesh certificate, so it checks over plain
+	// HTTP where the mesh lets it: the sidecar's expose listener (which
+	// forwards /health and /ready to the app), or the app's own HTTP port
+	// in proxyless mode. gRPC readiness is /ready, which follows the gRPC
+	// server's serving state.
+	checkBase := "http://" + net.JoinHostPort(addr, strconv.Itoa(port))
 	if s.MeshMode == meshclient.Sidecar {
-		grpcCheck = net.JoinHostPort(addr, strconv.Itoa(port))
-	} else {
-		grpcReady = "http://" + net.JoinHostPort(addr, strconv.Itoa(port)) + "/ready"
+		checkBase = "http://" + net.JoinHostPort(addr, strconv.Itoa(s.ExposePort))
 	}
 	return consulreg.Instance{
 		ID: s.InstanceID, Service: a.Spec.Name, Version: s.Version,
-		Address: addr, Port: port, AppPort: bound.Port, GRPCPort: grpcBound.Port, GRPCCheckAddr: grpcCheck, GRPCReadyURL: grpcReady,
+		Address: addr, Port: port, AppPort: bound.Port, GRPCPort: grpcBound.Port, ReadyURL: checkBase + "/ready",
 		Upstreams: a.Spec.Upstreams, PublicPrefixes: a.Spec.PublicPrefixes,
-		CheckURL:      "http://" + net.JoinHostPort(addr, strconv.Itoa(port)) + "/health",
+		CheckURL:      checkBase + "/health",
 		CheckInterval: s.CheckInterval, CheckTimeout: s.CheckTimeout, DeregisterAfter: s.DeregisterAfter,
 	}
 }
 
 // followIdentity keeps the service's workload identity (leaf certificate,
 // key and Consul's roots) in the files gRPC's file_watcher certificate
-// provider reads, and waits for the first: the xDS client and server
-// need them before they start.
-func (a *App) followIdentity(ctx context.Context) error {
+// provider reads. It waits a little for the first, which the xDS client
+// and server need for their first connections; without Consul (yet) the
+// app starts anyway, as it starts before it can register, and its mesh
+// connections succeed once the identity arrives.
+func (a *App) followIdentity(ctx context.Context) {
 	files := a.Settings.IdentityFiles
 	w := workload.NewWatcher(a.Consul, a.Spec.Name, a.Logger)
 	w.OnChange = func(id *workload.Identity) {
@@ -309,14 +312,16 @@ func (a *App) followIdentity(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopIdentity = cancel
 	go w.Run(wctx)
-	readyCtx, cancelReady := context.WithTimeout(ctx, 30*time.Second)
+	readyCtx, cancelReady := context.WithTimeout(ctx, identityWait)
 	defer cancelReady()
 	if _, err := w.Ready(readyCtx); err != nil {
-		cancel()
-		return fmt.Errorf("%w (does CONSUL_HTTP_TOKEN carry the service identity of %s?)", err, a.Spec.Name)
+		a.Logger.Warn("no workload identity yet; mesh calls fail until Consul issues it (does the token carry the service identity?)", "err", err)
 	}
-	return nil
 }
+
+// identityWait is how long a proxyless app waits for its first leaf
+// certificate before it starts anyway.
+const identityWait = 5 * time.Second
 
 func (a *App) close() {
 	if a.stopIdentity != nil {

@@ -47,15 +47,12 @@ type Instance struct {
 	// CheckURL is the /health URL Consul polls; empty means
 	// http://Address:Port/health.
 	CheckURL string
-	// GRPCCheckAddr is the host:port of the gRPC health check (the app's
-	// gRPC port, or the sidecar's inbound, which forwards gRPC to it);
-	// empty means Address:GRPCPort. Unused without GRPCPort.
-	GRPCCheckAddr string
-	// GRPCReadyURL, when set, replaces the gRPC health check with an HTTP
-	// check of this URL (the app's /ready, which follows its gRPC
-	// server's serving state): a proxyless app's gRPC port takes only
-	// mesh certificates, and Consul's checker has none.
-	GRPCReadyURL    string
+	// ReadyURL is the app's /ready, which Consul polls as well: it
+	// follows the gRPC server's serving state (a proxyless server serves
+	// only once the control plane sent its listener). Consul's checker
+	// has no mesh certificate, so both checks are plain HTTP (in sidecar
+	// mode through the sidecar's expose listener). Empty: no such check.
+	ReadyURL        string
 	CheckInterval   time.Duration
 	CheckTimeout    time.Duration
 	DeregisterAfter time.Duration // DeregisterCriticalServiceAfter
@@ -85,22 +82,17 @@ func (in Instance) Registration() *api.AgentServiceRegistration {
 	}
 	if in.GRPCPort != 0 {
 		meta[MetaGRPCPort] = strconv.Itoa(in.GRPCPort)
-		addr := in.GRPCCheckAddr
-		if addr == "" {
-			addr = net.JoinHostPort(in.Address, strconv.Itoa(in.GRPCPort))
-		}
-		check := &api.AgentServiceCheck{
-			CheckID:                        "service:" + in.ID + ":grpc",
-			Name:                           in.Service + " gRPC health",
-			GRPC:                           addr,
+	}
+	if in.ReadyURL != "" {
+		checks = append(checks, &api.AgentServiceCheck{
+			CheckID:                        "service:" + in.ID + ":ready",
+			Name:                           in.Service + " /ready",
+			HTTP:                           in.ReadyURL,
+			Method:                         "GET",
 			Interval:                       in.CheckInterval.String(),
 			Timeout:                        in.CheckTimeout.String(),
 			DeregisterCriticalServiceAfter: in.DeregisterAfter.String(),
-		}
-		if in.GRPCReadyURL != "" {
-			check.Name, check.GRPC, check.HTTP, check.Method = in.Service+" gRPC serving (/ready)", "", in.GRPCReadyURL, "GET"
-		}
-		checks = append(checks, check)
+		})
 	}
 	return &api.AgentServiceRegistration{
 		ID:      in.ID,

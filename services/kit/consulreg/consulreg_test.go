@@ -17,7 +17,7 @@ import (
 func TestRegistration(t *testing.T) {
 	in := Instance{
 		ID: "order-1a2b", Service: "order", Version: "v1", Address: "10.0.0.5", Port: 15006, AppPort: 8080,
-		GRPCPort: 9090, GRPCCheckAddr: "10.0.0.5:15006", Upstreams: []string{"user", "product", "payment"}, PublicPrefixes: []string{"/orders"},
+		GRPCPort: 9090, CheckURL: "http://10.0.0.5:15021/health", ReadyURL: "http://10.0.0.5:15021/ready", Upstreams: []string{"user", "product", "payment"}, PublicPrefixes: []string{"/orders"},
 		CheckInterval: 2 * time.Second, CheckTimeout: time.Second, DeregisterAfter: time.Minute,
 	}
 	got := in.Registration()
@@ -29,11 +29,11 @@ func TestRegistration(t *testing.T) {
 			"mesh_grpc_port": "9090",
 		},
 		Checks: api.AgentServiceChecks{{
-			CheckID: "service:order-1a2b:health", Name: "order /health", HTTP: "http://10.0.0.5:15006/health",
+			CheckID: "service:order-1a2b:health", Name: "order /health", HTTP: "http://10.0.0.5:15021/health",
 			Method: "GET", Interval: "2s", Timeout: "1s", DeregisterCriticalServiceAfter: "1m0s",
 		}, {
-			CheckID: "service:order-1a2b:grpc", Name: "order gRPC health", GRPC: "10.0.0.5:15006",
-			Interval: "2s", Timeout: "1s", DeregisterCriticalServiceAfter: "1m0s",
+			CheckID: "service:order-1a2b:ready", Name: "order /ready", HTTP: "http://10.0.0.5:15021/ready",
+			Method: "GET", Interval: "2s", Timeout: "1s", DeregisterCriticalServiceAfter: "1m0s",
 		}},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
