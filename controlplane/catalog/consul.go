@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/hashicorp/go-cleanhttp"
 )
 
 // Source is the part of Consul the watcher needs: five blocking queries.
@@ -34,18 +35,41 @@ type Source interface {
 	CA(ctx context.Context, index uint64, wait time.Duration) (CA, uint64, error)
 }
 
+// Connection is how the control plane reaches a Consul agent's HTTP API.
+type Connection struct {
+	// Address is host:port (plain HTTP) or http(s)://host:port.
+	Address string
+	// Token is the control plane's ACL token (consul/acl/controlplane.hcl).
+	Token string
+	// CAFile is the CA of the agent's HTTPS certificate ("": the system's).
+	CAFile string
+}
+
+// Config is the Consul API client configuration of c.
+func (c Connection) Config() *api.Config {
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.Scheme = c.Address, "http"
+	for _, scheme := range []string{"http", "https"} {
+		if rest, ok := strings.CutPrefix(c.Address, scheme+"://"); ok {
+			cfg.Address, cfg.Scheme = rest, scheme
+		}
+	}
+	cfg.Token = c.Token
+	cfg.TLSConfig = api.TLSConfig{CAFile: c.CAFile}
+	return cfg
+}
+
 // ConsulSource reads from a Consul agent's HTTP API.
 type ConsulSource struct {
 	client *api.Client
-	addr   string // host:port of the agent's HTTP API
+	// base is the agent's URL and operator the client of OperatorRead.
+	base     string
+	operator *http.Client
 }
 
-// NewConsulSource returns a Source for the agent at addr (host:port),
-// reading with token (see consul/acl/controlplane.hcl).
-func NewConsulSource(addr, token string) (*ConsulSource, error) {
-	cfg := api.DefaultConfig()
-	cfg.Address = addr
-	cfg.Token = token
+// NewConsulSource returns a Source for the agent of c.
+func NewConsulSource(c Connection) (*ConsulSource, error) {
+	cfg := c.Config()
 	// One connection per blocking query, so one per service: small
 	// buffers (the requests are short GETs) keep that at a few KiB each
 	// instead of 8 KiB.
@@ -53,11 +77,18 @@ func NewConsulSource(addr, token string) (*ConsulSource, error) {
 	cfg.Transport.ReadBufferSize = 2048
 	// No client timeout: blocking queries are bounded by their wait time
 	// and their context.
-	c, err := api.NewClient(cfg)
+	client, err := api.NewClient(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &ConsulSource{client: c, addr: addr}, nil
+	// Not the api client for OperatorRead: its Raw().Write sends PUT, and
+	// the authorize endpoint takes POST. Short requests: a timeout.
+	operator, err := api.NewHttpClient(cleanhttp.DefaultPooledTransport(), cfg.TLSConfig)
+	if err != nil {
+		return nil, err
+	}
+	operator.Timeout = 5 * time.Second
+	return &ConsulSource{client: client, base: cfg.Scheme + "://" + cfg.Address, operator: operator}, nil
 }
 
 // OperatorRead reports whether Consul grants token operator:read: what
@@ -65,13 +96,13 @@ func NewConsulSource(addr, token string) (*ConsulSource, error) {
 // profiles the process. "" is Consul's anonymous token. A Consul without
 // ACLs grants everything to everyone, and so does this.
 func (s *ConsulSource) OperatorRead(ctx context.Context, token string) (bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.addr+"/v1/internal/acl/authorize",
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.base+"/v1/internal/acl/authorize",
 		strings.NewReader(`[{"Resource":"operator","Access":"read"}]`))
 	if err != nil {
 		return false, err
 	}
 	req.Header.Set("X-Consul-Token", cmp.Or(token, "anonymous"))
-	resp, err := operatorClient.Do(req)
+	resp, err := s.operator.Do(req)
 	if err != nil {
 		return false, fmt.Errorf("consul: authorize operator:read: %w", err)
 	}
@@ -90,11 +121,6 @@ func (s *ConsulSource) OperatorRead(ctx context.Context, token string) (bool, er
 	}
 	return len(out) == 1 && out[0].Allow, nil
 }
-
-// operatorClient asks Consul about operators' tokens (short requests). Not
-// the api client: its Raw().Write sends PUT, and the authorize endpoint
-// takes POST.
-var operatorClient = &http.Client{Timeout: 5 * time.Second}
 
 func query(ctx context.Context, index uint64, wait time.Duration) *api.QueryOptions {
 	return (&api.QueryOptions{WaitIndex: index, WaitTime: wait}).WithContext(ctx)

@@ -68,7 +68,7 @@ func TestWatcherFollowsConsul(t *testing.T) {
 	agent.PutPolicy("user", `{"timeout":"1s"}`)
 
 	logs := &localenv.LogBuffer{}
-	src, err := catalog.NewConsulSource(consul.HTTPAddr(), consul.ManagementToken())
+	src, err := catalog.NewConsulSource(catalog.Connection{Address: consul.HTTPAddr(), Token: consul.ManagementToken()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,7 @@ func TestWatcherFollowsIntentionsAndCA(t *testing.T) {
 	agent.Register(consultest.Instance{Service: "payment", ID: "payment-1", Port: 20001, AppPort: "8080"})
 	agent.PutIntentions("payment", &api.SourceIntention{Name: "order", Action: api.IntentionActionAllow})
 
-	src, err := catalog.NewConsulSource(consul.HTTPAddr(), token)
+	src, err := catalog.NewConsulSource(catalog.Connection{Address: consul.HTTPAddr(), Token: token})
 	if err != nil {
 		t.Fatal(err)
 	}

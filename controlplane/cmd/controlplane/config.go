@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshop/meshop/controlplane/catalog"
 	"github.com/meshop/meshop/controlplane/model"
 	"github.com/meshop/meshop/controlplane/translate"
 	"github.com/meshop/meshop/services/kit/workload"
@@ -23,6 +24,7 @@ import (
 type config struct {
 	ConsulAddr     string
 	ConsulToken    string
+	ConsulCACert   string
 	XDSTLS         bool
 	XDSTokenTTL    time.Duration
 	ConsulWait     time.Duration
@@ -36,6 +38,11 @@ type config struct {
 	PolicyMaxBytes int
 	LogLevel       slog.Level
 	Translate      translate.Config
+}
+
+// consul is how the control plane reaches Consul.
+func (c config) consul() catalog.Connection {
+	return catalog.Connection{Address: c.ConsulAddr, Token: c.ConsulToken, CAFile: c.ConsulCACert}
 }
 
 // setting is one row of the configuration table.
@@ -102,8 +109,18 @@ func settings() []setting {
 		}
 	}
 	return []setting{
-		{"CONSUL_HTTP_ADDR", "consul", "127.0.0.1:8500", "Consul agent HTTP address (host:port)",
-			addr(func(c *config) *string { return &c.ConsulAddr })},
+		{"CONSUL_HTTP_ADDR", "consul", "127.0.0.1:8500", "Consul agent HTTP address: host:port, or https://host:port for its HTTPS listener",
+			func(c *config, v string) error {
+				rest, _ := strings.CutPrefix(v, "https://")
+				rest, _ = strings.CutPrefix(rest, "http://")
+				if err := addr(func(c *config) *string { return &c.ConsulAddr })(c, rest); err != nil {
+					return err
+				}
+				c.ConsulAddr = v
+				return nil
+			}},
+		{"CONSUL_CACERT", "consul-cacert", "", "the CA file of Consul's HTTPS certificate",
+			func(c *config, v string) error { c.ConsulCACert = v; return nil }},
 		{"CONSUL_HTTP_TOKEN", "consul-token", "", "Consul ACL token, with the policy consul/acl/controlplane.hcl (the variable is better than the flag, which ps shows)",
 			func(c *config, v string) error { c.ConsulToken = v; return nil }},
 		{"CONSUL_HTTP_TOKEN_FILE", "consul-token-file", "", "a file holding the Consul ACL token (wins over CONSUL_HTTP_TOKEN)",

@@ -23,10 +23,19 @@ func TestLoadConfig(t *testing.T) {
 			if c.XDSAddr != ":18000" || c.DebugAddr != ":18080" || c.Quiet != 100*time.Millisecond || c.MaxDelay != time.Second ||
 				c.Translate.InboundPort != 15006 || c.Translate.OutboundPort != 15001 || c.Translate.EdgePort != 8080 ||
 				c.ConsulAddr != "127.0.0.1:8500" || c.ConsulSettle != 15*time.Second || !c.Translate.EdgeTLS ||
-				c.Translate.EdgeTLSFile != "/etc/meshop/tls/edge-https-sds.yaml" {
+				c.Translate.EdgeTLSFile != "/etc/meshop/tls/edge-https-sds.yaml" || !c.Translate.MTLS || !c.XDSTLS ||
+				c.Translate.ExposePort != 15021 || c.XDSTokenTTL != 30*time.Second {
 				t.Errorf("defaults = %+v", c)
 			}
 		}},
+		{name: "Consul over HTTPS, with its CA and a token file", env: map[string]string{
+			"CONSUL_HTTP_ADDR": "https://consul:8501", "CONSUL_CACERT": "/consul/ca/ca.pem", "MESH_MTLS": "false", "XDS_TLS": "false"},
+			check: func(t *testing.T, c config) {
+				conn := c.consul().Config()
+				if conn.Scheme != "https" || conn.Address != "consul:8501" || conn.TLSConfig.CAFile != "/consul/ca/ca.pem" || c.Translate.MTLS || c.XDSTLS {
+					t.Errorf("config %+v, Consul %s://%s CA %q", c, conn.Scheme, conn.Address, conn.TLSConfig.CAFile)
+				}
+			}},
 		{name: "env, then flags override", args: []string{"-debounce-quiet", "50ms", "-cors-origins", "https://a.example, https://b.example"},
 			env: map[string]string{"DEBOUNCE_QUIET": "20ms", "DEBOUNCE_MAX": "2s", "MESH_COLLECTOR_ADDR": "jaeger:4317", "MESH_EDGE_TLS": "false"},
 			check: func(t *testing.T, c config) {

@@ -65,7 +65,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	// Stage 1: catalog.
 	// The Consul source also decides who is an operator (the debug port).
-	src, err := catalog.NewConsulSource(cfg.ConsulAddr, cfg.ConsulToken)
+	src, err := catalog.NewConsulSource(cfg.consul())
 	if err != nil {
 		return fmt.Errorf("consul client: %w", err)
 	}

@@ -35,7 +35,7 @@ type xdsSecurity struct {
 // control plane's identity and the Envoys' leaves, and must run before the
 // server serves. setLeaf receives each new leaf of a service.
 func newXDSSecurity(cfg config, log *slog.Logger, reg prometheus.Registerer, setLeaf func(serve.Leaf)) (*xdsSecurity, error) {
-	client, err := api.NewClient(&api.Config{Address: cfg.ConsulAddr, Token: cfg.ConsulToken})
+	client, err := api.NewClient(cfg.consul().Config())
 	if err != nil {
 		return nil, err
 	}

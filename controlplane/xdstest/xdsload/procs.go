@@ -235,7 +235,7 @@ type inProcess struct {
 }
 
 func startInProcess(consulAddr string) (*inProcess, error) {
-	src, err := catalog.NewConsulSource(consulAddr, "") // the load tool's Consul runs without ACLs
+	src, err := catalog.NewConsulSource(catalog.Connection{Address: consulAddr}) // the load tool's Consul runs without ACLs
 	if err != nil {
 		return nil, err
 	}
