@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,6 +94,15 @@ func TestZeroTrust(t *testing.T) {
 	t.Run("notification's certificate is denied by payment's RBAC", func(t *testing.T) {
 		if err := checkAs(notification); status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("notification → payment: got %v, want PermissionDenied", err)
+		}
+		metrics := text(t, sys.Instance("payment").URL()+"/metrics")
+		for _, want := range []string{
+			`meshop_grpc_server_mesh_denied_total{grpc_method="/grpc.health.v1.Health/Check"} 1`,
+			`meshop_workload_certificate_expiry_seconds{service="payment"}`,
+		} {
+			if !strings.Contains(metrics, want) {
+				t.Errorf("payment's /metrics has no %s", want)
+			}
 		}
 	})
 	t.Run("no certificate, or one of another trust domain, cannot connect", func(t *testing.T) {
@@ -302,4 +312,20 @@ func parsePEM(t *testing.T, text string) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// text is the body of a GET of url, which must answer 200.
+func text(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s = %d %s", url, resp.StatusCode, b.String())
+	}
+	return b.String()
 }

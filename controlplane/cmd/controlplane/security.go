@@ -52,6 +52,7 @@ func newXDSSecurity(cfg config, log *slog.Logger, reg prometheus.Registerer, set
 	}
 	var cert atomic.Pointer[tls.Certificate]
 	s.identity = workload.NewWatcher(client, workload.ControlPlane, log)
+	reg.MustRegister(s.identity.ExpiryMetric())
 	s.identity.OnChange = func(id *workload.Identity) {
 		c, err := id.Certificate()
 		if err != nil {

@@ -176,12 +176,12 @@ func New(ctx context.Context, spec Spec) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", err)
 	}
-	if settings.MeshMode == meshclient.Proxyless {
-		a.followIdentity(ctx)
-	}
 	a.Metrics = prometheus.NewRegistry()
 	a.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.Requests = instrument.NewMetrics(a.Metrics, spec.Name)
+	if settings.MeshMode == meshclient.Proxyless {
+		a.followIdentity(ctx)
+	}
 	a.Mesh, err = meshclient.New(meshclient.Config{
 		Mode: settings.MeshMode, EgressURL: settings.EgressURL, Upstreams: spec.Upstreams,
 		Timeout: settings.CallTimeout, Telemetry: a.Telemetry, Metrics: a.Metrics, Logger: a.Logger,
@@ -304,6 +304,7 @@ func (a *App) instance(bound, grpcBound *net.TCPAddr) consulreg.Instance {
 func (a *App) followIdentity(ctx context.Context) {
 	files := a.Settings.IdentityFiles
 	w := workload.NewWatcher(a.Consul, a.Spec.Name, a.Logger)
+	a.Metrics.MustRegister(w.ExpiryMetric())
 	w.OnChange = func(id *workload.Identity) {
 		if err := files.Write(id); err != nil {
 			a.Logger.Error("writing the workload identity failed; the previous one stays in force", "err", err)

@@ -69,11 +69,17 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err := cfg.Metrics.Register(metrics); err != nil {
 		return nil, fmt.Errorf("rpc: server metrics: %w", err)
 	}
+	denials, err := newMeshDenials(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("rpc: server metrics: %w", err)
+	}
 	opts := append([]grpc.ServerOption{
+		grpc.StatsHandler(denials),
 		grpc.StatsHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(cfg.Telemetry.TracerProvider),
 			otelgrpc.WithPropagators(cfg.Telemetry.Propagator))),
 		grpc.ChainUnaryInterceptor(
+			denials.reached,
 			metrics.UnaryServerInterceptor(),
 			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(s.recovered)),
 		),

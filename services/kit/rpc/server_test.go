@@ -176,3 +176,18 @@ func TestCheckBootstrapNamesTheProblem(t *testing.T) {
 		}
 	}
 }
+
+// TestOnlyTheMeshsDenialsCountAsMeshDenials: a PermissionDenied the service
+// answers itself is not counted as the mesh's (TestZeroTrust in e2e counts
+// one of gRPC's RBAC).
+func TestOnlyTheMeshsDenialsCountAsMeshDenials(t *testing.T) {
+	_, conn, _, _, reg := startServer(t, func(string) (any, error) {
+		return failer{errs.New(errs.Forbidden, "not_yours", "not your order")}, nil
+	})
+	if err := check(conn, "mine"); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("got %v, want the service's PermissionDenied", err)
+	}
+	if n := testutil.CollectAndCount(reg, "meshop_grpc_server_mesh_denied_total"); n != 0 {
+		t.Errorf("the service's own denial counted as the mesh's (%d series)", n)
+	}
+}

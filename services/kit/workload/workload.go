@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ControlPlane is the Consul service whose identity the control plane's
@@ -106,6 +107,22 @@ func (w *Watcher) Run(ctx context.Context) error {
 	})
 	g.Wait()
 	return ctx.Err()
+}
+
+// ExpiryMetric is a gauge of the seconds until the leaf in force expires
+// (0 before the first): Consul renews leaves long before they expire, so
+// a falling value means renewal is failing.
+func (w *Watcher) ExpiryMetric() prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "meshop_workload_certificate_expiry_seconds",
+		Help:        "Seconds until the workload's leaf certificate from Consul's Connect CA expires.",
+		ConstLabels: prometheus.Labels{"service": w.service},
+	}, func() float64 {
+		if id := w.Current(); id != nil {
+			return time.Until(id.ValidBefore).Seconds()
+		}
+		return 0
+	})
 }
 
 // Current is the identity in force, nil before the first.
