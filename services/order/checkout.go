@@ -2,6 +2,7 @@ package order
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,7 +30,7 @@ func (s *service) checkout(ctx context.Context, o Order) (Order, error) {
 	}
 	res, err := s.Inventory.Reserve(ctx, o.ID, lines(o))
 	if err != nil {
-		if refused(err) {
+		if refusedBy(err, reserveRefusals) {
 			return s.cancel(ctx, o, errs.As(err).Code, nil, err)
 		}
 		return o, pending(o, err)
@@ -46,7 +47,7 @@ func (s *service) checkout(ctx context.Context, o Order) (Order, error) {
 	p, err := s.Payments.Charge(ctx, Charge{OrderID: o.ID, UserID: o.UserID, AmountCents: o.TotalCents,
 		Currency: o.Currency, CardToken: o.CardToken})
 	if err != nil {
-		if refused(err) { // e.g. an unknown card token: nothing was charged
+		if refusedBy(err, chargeRefusals) { // e.g. an unknown card token: nothing was charged
 			return s.cancel(ctx, o, errs.As(err).Code, nil, err)
 		}
 		return o, pending(o, err)
@@ -64,14 +65,23 @@ func (s *service) checkout(ctx context.Context, o Order) (Order, error) {
 	}
 }
 
-// refused reports whether a dependency said no for good (as opposed to
-// being unreachable), so the order can be cancelled.
-func refused(err error) bool {
-	switch errs.KindOf(err) {
-	case errs.Conflict, errs.Validation, errs.NotFound, errs.Invalid:
-		return true
-	}
-	return false
+// The answers by which product and payment themselves refuse a step for
+// good, as their client packages name them: only these cancel an order.
+// Anything else, above all what the mesh or the network produced (no
+// route, no healthy upstream, a timeout, an RBAC denial: statuses without
+// the provider's error reason), leaves the order pending, to be retried.
+var (
+	reserveRefusals = []string{productclient.ReasonOutOfStock, productclient.ReasonUnknownProduct,
+		productclient.ReasonInvalidReservation, productclient.ReasonReservationReleased}
+	chargeRefusals = []string{paymentclient.ReasonInvalidCardToken, paymentclient.ReasonInvalidPayment}
+)
+
+// refusedBy reports whether err is one of the provider's own refusals:
+// its error reason (google.rpc.ErrorInfo of Meshop's domain, which only
+// a Meshop service writes) is one of reasons.
+func refusedBy(err error, reasons []string) bool {
+	e := errs.As(err)
+	return e.Code != "" && slices.Contains(reasons, errs.Reason(e))
 }
 
 func lines(o Order) []ItemRequest {

@@ -115,6 +115,8 @@ type fakePayments struct {
 	payments map[string]Payment
 	charges  int
 	down     bool
+	// fail, when set, is every Charge's answer (a mesh's or network's).
+	fail error
 }
 
 func newFakePayments() *fakePayments { return &fakePayments{payments: map[string]Payment{}} }
@@ -126,6 +128,9 @@ func (f *fakePayments) Charge(_ context.Context, c Charge) (Payment, error) {
 	defer f.mu.Unlock()
 	if f.down {
 		return Payment{}, unreachable
+	}
+	if f.fail != nil {
+		return Payment{}, f.fail
 	}
 	if p, ok := f.payments[c.OrderID]; ok {
 		return p, nil

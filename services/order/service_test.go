@@ -7,11 +7,15 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
 	"github.com/meshop/meshop/services/kit/kittest"
 	"github.com/meshop/meshop/services/kit/paging"
+	paymentclient "github.com/meshop/meshop/services/payment/client"
 )
 
 var ada = Profile{ID: "u1", Email: "ada@example.com", Name: "Ada", Role: "customer"}
@@ -300,5 +304,63 @@ func TestValidation(t *testing.T) {
 				t.Errorf("validate = %+v, want a problem with %s", e, tt.field)
 			}
 		})
+	}
+}
+
+// TestMeshErrorsNeverCancel: what the mesh or the network answers for
+// payment (the statuses Envoy and gRPC make themselves: no route, no
+// healthy upstream, a timeout, an RBAC denial, a reset) never cancels a
+// checkout: the order stays PENDING at the charge, and a retry once
+// payment answers again confirms it with one charge.
+func TestMeshErrorsNeverCancel(t *testing.T) {
+	for _, st := range []*status.Status{
+		status.New(codes.Unavailable, "no healthy upstream"),
+		status.New(codes.Unimplemented, "route not found"),
+		status.New(codes.NotFound, "not found"),
+		status.New(codes.DeadlineExceeded, "upstream request timeout"),
+		status.New(codes.PermissionDenied, "RBAC: access denied"),
+		status.New(codes.Internal, "upstream connect error or disconnect/reset before headers"),
+		status.New(codes.InvalidArgument, "malformed request at the proxy"),
+	} {
+		t.Run(st.Code().String(), func(t *testing.T) {
+			h := withAda(t)
+			h.payments.mu.Lock()
+			h.payments.fail = errs.FromGRPC(st.Err()) // as the client package decodes it
+			h.payments.mu.Unlock()
+			_, _, err := h.svc.Create(as("u1"), "k1", request("tok_visa"))
+			if e := errs.As(err); e.Code != "checkout_pending" {
+				t.Fatalf("err = %v, want checkout_pending", err)
+			}
+			o, _ := h.store.Get(context.Background(), errs.As(err).Details["order_id"].(string))
+			if o.Status != StatusPending || o.Step != StepCharging {
+				t.Fatalf("order = %s/%s, want PENDING/charging", o.Status, o.Step)
+			}
+			h.payments.mu.Lock()
+			h.payments.fail = nil
+			h.payments.mu.Unlock()
+			o, _, err = h.svc.Create(as("u1"), "k1", request("tok_visa"))
+			if err != nil || o.Status != StatusConfirmed || h.payments.count() != 1 {
+				t.Errorf("retry = %s (%v), %d charges; want CONFIRMED with one charge", o.Status, err, h.payments.count())
+			}
+		})
+	}
+}
+
+func TestOnlyTheProvidersReasonsRefuse(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{errs.New(errs.Validation, paymentclient.ReasonInvalidCardToken, "unknown card token"), true},
+		{errs.New(errs.Validation, paymentclient.ReasonInvalidPayment, "bad amount"), true},
+		{errs.New(errs.NotFound, paymentclient.ReasonPaymentNotFound, "no payment"), false},
+		{errs.New(errs.Conflict, paymentclient.ReasonIdempotencyMismatch, "other body"), false},
+		{errs.New(errs.NotFound, "not_found", "a 404 from somewhere"), false},
+		{errs.FromGRPC(status.Error(codes.NotFound, "route not found")), false},
+		{errs.FromGRPC(status.Error(codes.InvalidArgument, "bad")), false},
+	} {
+		if got := refusedBy(tc.err, chargeRefusals); got != tc.want {
+			t.Errorf("refusedBy(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }
