@@ -2,6 +2,7 @@ package order
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -37,6 +38,9 @@ func (s *service) checkout(ctx context.Context, o Order) (Order, error) {
 	}
 	if o.Step == StepCreated {
 		if err := s.price(ctx, &o, res); err != nil {
+			if errs.As(err).Code == ReasonMixedCurrencies {
+				return s.cancel(ctx, o, ReasonMixedCurrencies, nil, err)
+			}
 			return o, err
 		}
 	}
@@ -92,11 +96,21 @@ func lines(o Order) []ItemRequest {
 	return out
 }
 
-// price records the reserved prices and the total.
+// price records the reserved prices and the total, in the one currency
+// of every item: an order is paid in one currency (a cart of several is
+// refused, ReasonMixedCurrencies, and cancelled).
 func (s *service) price(ctx context.Context, o *Order, res Reservation) error {
 	prices := map[string]ReservationItem{}
+	currencies := map[string]bool{}
 	for _, it := range res.Items {
 		prices[it.ProductID] = it
+		if it.Currency != "" {
+			currencies[it.Currency] = true
+		}
+	}
+	if len(currencies) > 1 {
+		return errs.Newf(errs.Validation, ReasonMixedCurrencies,
+			"an order is paid in one currency; these products are priced in %s", strings.Join(slices.Sorted(maps.Keys(currencies)), " and "))
 	}
 	var total int64
 	for i, it := range o.Items {
@@ -186,6 +200,7 @@ var reasonKinds = map[string]errs.Kind{
 	ReasonPaymentDeclined: errs.PaymentDeclined,
 	ReasonPaymentFailed:   errs.PaymentDeclined,
 	ReasonTimeout:         errs.Unavailable,
+	ReasonMixedCurrencies: errs.Validation,
 
 	strings.ToLower(productclient.ReasonOutOfStock):       errs.Conflict,
 	strings.ToLower(productclient.ReasonUnknownProduct):   errs.Validation,

@@ -42,10 +42,18 @@ type fakeInventory struct {
 
 func newFakeInventory() *fakeInventory {
 	return &fakeInventory{
-		stock:    map[string]int{"p1": 10, "p2": 1},
-		prices:   map[string]int64{"p1": 350, "p2": 1200},
+		stock:    map[string]int{"p1": 10, "p2": 1, "p-eur": 5},
+		prices:   map[string]int64{"p1": 350, "p2": 1200, "p-eur": 900},
 		reserved: map[string][]ItemRequest{}, state: map[string]string{},
 	}
+}
+
+// currency is a product's: p-eur is priced in euros, the rest in dollars.
+func (f *fakeInventory) currency(productID string) string {
+	if productID == "p-eur" {
+		return "EUR"
+	}
+	return "USD"
 }
 
 func (f *fakeInventory) setDown(down bool) { f.mu.Lock(); f.down = down; f.mu.Unlock() }
@@ -77,7 +85,7 @@ func (f *fakeInventory) Reserve(_ context.Context, orderID string, lines []ItemR
 	}
 	r := Reservation{OrderID: orderID, Status: productclient.StatusReserved}
 	for _, l := range f.reserved[orderID] {
-		r.Items = append(r.Items, ReservationItem{ProductID: l.ProductID, Quantity: l.Quantity, UnitPriceCents: f.prices[l.ProductID], Currency: "USD"})
+		r.Items = append(r.Items, ReservationItem{ProductID: l.ProductID, Quantity: l.Quantity, UnitPriceCents: f.prices[l.ProductID], Currency: f.currency(l.ProductID)})
 	}
 	return r, nil
 }

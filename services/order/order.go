@@ -68,6 +68,9 @@ const (
 	ReasonPaymentDeclined = "payment_declined"
 	ReasonPaymentFailed   = "payment_failed"
 	ReasonTimeout         = "checkout_timeout"
+	// ReasonMixedCurrencies: the cart's products are priced in more than
+	// one currency (422; the stock is released).
+	ReasonMixedCurrencies = "mixed_currencies"
 )
 
 // Item is one line of an order.

@@ -125,6 +125,7 @@ func TestCheckoutRefusals(t *testing.T) {
 		{"out of stock", request("tok_visa", ItemRequest{"p2", 5}), errs.Conflict, "out_of_stock", "out_of_stock"},
 		{"unknown product", request("tok_visa", ItemRequest{"p-none", 1}), errs.Validation, "unknown_product", "unknown_product"},
 		{"unknown card", request("tok_bogus"), errs.Validation, "invalid_card_token", "invalid_card_token"},
+		{"two currencies", request("tok_visa", ItemRequest{"p1", 1}, ItemRequest{"p-eur", 1}), errs.Validation, "mixed_currencies", "mixed_currencies"},
 	}
 	for _, tr := range transports {
 		for _, tt := range tests {

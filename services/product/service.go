@@ -115,8 +115,10 @@ func validateProduct(np NewProduct) (Product, error) {
 	if utf8.RuneCountInString(p.Description) > maxDescription {
 		problems["description"] = fmt.Sprintf("must be at most %d characters", maxDescription)
 	}
-	if p.PriceCents < 0 || p.PriceCents > maxPriceCents {
-		problems["price_cents"] = fmt.Sprintf("must be between 0 and %d", int64(maxPriceCents))
+	// At least one minor unit: a checkout charges the total, and a
+	// payment of 0 is not one the provider takes (issue 12).
+	if p.PriceCents < 1 || p.PriceCents > maxPriceCents {
+		problems["price_cents"] = fmt.Sprintf("must be between 1 and %d (minor units)", int64(maxPriceCents))
 	}
 	if !currencyPattern.MatchString(p.Currency) {
 		problems["currency"] = "must be a three-letter ISO 4217 code like USD"

@@ -247,6 +247,7 @@ func TestValidateProduct(t *testing.T) {
 	}{
 		{"no name", NewProduct{PriceCents: 1}, "name"},
 		{"negative price", NewProduct{Name: "A", PriceCents: -1}, "price_cents"},
+		{"free", NewProduct{Name: "A", PriceCents: 0}, "price_cents"},
 		{"negative stock", NewProduct{Name: "A", Stock: -1}, "stock"},
 		{"bad currency", NewProduct{Name: "A", Currency: "dollars"}, "currency"},
 		{"bad id", NewProduct{ID: "a/b", Name: "A"}, "id"},

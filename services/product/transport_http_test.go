@@ -95,7 +95,7 @@ func TestHTTPBadInput(t *testing.T) {
 		{"create without token", "POST", "/products", nil, `{"name":"X","price_cents":1}`, 401, "unauthenticated", nil},
 		{"create as customer", "POST", "/products", customer, `{"name":"X","price_cents":1}`, 403, "forbidden", nil},
 		{"create invalid", "POST", "/products", admin, `{"name":"","price_cents":-5}`, 422, "invalid_product", nil},
-		{"create taken id", "POST", "/products", admin, `{"id":"p-mug","name":"Mug"}`, 409, "product_exists", nil},
+		{"create taken id", "POST", "/products", admin, `{"id":"p-mug","name":"Mug","price_cents":1800}`, 409, "product_exists", nil},
 		{"create malformed", "POST", "/products", admin, `{"name":`, 400, "malformed_json", nil},
 		{"create unknown field", "POST", "/products", admin, `{"name":"X","sku":"1"}`, 400, "unknown_field", nil},
 		{"create wrong type", "POST", "/products", admin, `{"name":"X","price_cents":"1"}`, 400, "wrong_type", nil},
