@@ -34,9 +34,13 @@ type Service interface {
 
 // Store keeps orders.
 type Store interface {
-	Create(ctx context.Context, o Order, idempotencyKey, requestHash string, created events.Envelope) error
+	// Create stores o under the user's idempotencyKey; a key last used
+	// for an order created before keysSince is free again.
+	Create(ctx context.Context, o Order, idempotencyKey, requestHash string, created events.Envelope, keysSince time.Time) error
 	Get(ctx context.Context, id string) (Order, error)
-	GetByKey(ctx context.Context, userID, key string) (Order, string, error)
+	// GetByKey returns the user's order of key created at or after since,
+	// and its request's hash.
+	GetByKey(ctx context.Context, userID, key string, since time.Time) (Order, string, error)
 	ListByUser(ctx context.Context, userID string, limit int, after string) ([]Order, error)
 	SetPriced(ctx context.Context, id string, items []Item, total int64, currency string) error
 	SetStep(ctx context.Context, id, step string) error
@@ -56,7 +60,13 @@ type Deps struct {
 	Inventory Inventory
 	Payments  Payments
 	Logger    *slog.Logger
+	// KeyTTL is how long an Idempotency-Key replays its order (default
+	// DefaultKeyTTL); after it, the same key is a new request.
+	KeyTTL time.Duration
 }
+
+// DefaultKeyTTL is how long idempotency keys live, as Stripe's do.
+const DefaultKeyTTL = 24 * time.Hour
 
 type service struct {
 	Deps
@@ -67,6 +77,9 @@ type service struct {
 func New(d Deps) Service {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.KeyTTL <= 0 {
+		d.KeyTTL = DefaultKeyTTL
 	}
 	return &service{Deps: d, now: func() time.Time { return time.Now().UTC() }}
 }
@@ -106,9 +119,13 @@ func (s *service) Create(ctx context.Context, key string, req CreateRequest) (Or
 	return s.withUser(ctx, o), replayed, err
 }
 
+// keysSince is the creation time of the oldest order whose key still
+// replays it.
+func (s *service) keysSince() time.Time { return s.now().Add(-s.KeyTTL) }
+
 // existing returns the order made earlier with key, if any.
 func (s *service) existing(ctx context.Context, userID, key, hash string) (Order, bool, error) {
-	o, firstHash, err := s.Store.GetByKey(ctx, userID, key)
+	o, firstHash, err := s.Store.GetByKey(ctx, userID, key, s.keysSince())
 	switch {
 	case errs.Is(err, errs.NotFound):
 		return Order{}, false, nil
@@ -134,7 +151,7 @@ func (s *service) create(ctx context.Context, userID, key, hash string, req Crea
 	if err != nil {
 		return Order{}, err
 	}
-	if err := s.Store.Create(ctx, o, key, hash, ev); err != nil {
+	if err := s.Store.Create(ctx, o, key, hash, ev, s.keysSince()); err != nil {
 		return Order{}, err
 	}
 	return o, nil

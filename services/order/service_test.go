@@ -365,3 +365,29 @@ func TestOnlyTheProvidersReasonsRefuse(t *testing.T) {
 		}
 	}
 }
+
+// TestIdempotencyKeysExpire: within the key's TTL a repeat replays the
+// order; after it, the same key and body are a new order (and a charge).
+func TestIdempotencyKeysExpire(t *testing.T) {
+	h := withAda(t)
+	svc := h.svc.(*service)
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	svc.now = func() time.Time { return now }
+	first, _, err := svc.Create(as("u1"), "k1", request("tok_visa"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(DefaultKeyTTL - time.Minute)
+	again, replayed, err := svc.Create(as("u1"), "k1", request("tok_visa"))
+	if err != nil || !replayed || again.ID != first.ID {
+		t.Fatalf("within the TTL: %s replayed=%v %v, want a replay of %s", again.ID, replayed, err, first.ID)
+	}
+	now = now.Add(2 * time.Minute)
+	later, replayed, err := svc.Create(as("u1"), "k1", request("tok_visa"))
+	if err != nil || replayed || later.ID == first.ID || later.Status != StatusConfirmed {
+		t.Fatalf("after the TTL: %s %s replayed=%v %v, want a new confirmed order", later.ID, later.Status, replayed, err)
+	}
+	if h.payments.count() != 2 {
+		t.Errorf("charges = %d, want 2 (one per order)", h.payments.count())
+	}
+}

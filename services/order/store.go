@@ -20,7 +20,10 @@ const (
 	insertItemSQL = `INSERT INTO order_items (order_id, line, product_id, quantity, unit_price_cents) VALUES (?, ?, ?, ?, ?)`
 	orderColumns  = `id, user_id, status, total_cents, currency, payment_id, cancel_reason, card_token, step, created_at`
 	getOrderSQL   = `SELECT ` + orderColumns + ` FROM orders WHERE id = ?`
-	getByKeySQL   = `SELECT ` + orderColumns + `, request_hash FROM orders WHERE user_id = ? AND idempotency_key = ?`
+	getByKeySQL   = `SELECT ` + orderColumns + `, request_hash FROM orders WHERE user_id = ? AND idempotency_key = ? AND created_at >= ?`
+	// expireKeySQL frees a key whose order is older than the keys' TTL:
+	// the order keeps it, renamed, so the key can name a new one.
+	expireKeySQL = `UPDATE orders SET idempotency_key = idempotency_key || '#expired-' || id WHERE user_id = ? AND idempotency_key = ? AND created_at < ?`
 	listByUserSQL = `SELECT ` + orderColumns + ` FROM orders WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?`
 	pendingSQL    = `SELECT ` + orderColumns + ` FROM orders WHERE status = 'PENDING' AND updated_at < ? ORDER BY updated_at LIMIT ?`
 	getItemsSQL   = `SELECT product_id, quantity, unit_price_cents FROM order_items WHERE order_id = ? ORDER BY line`
@@ -45,9 +48,13 @@ func NewStore(db *sqlx.DB, outbox *events.Outbox) *SQLStore {
 }
 
 // Create stores a new order, its items and its order.created event: all or
-// nothing. A key already used by the user is a Conflict (idempotency_key_used).
-func (s *SQLStore) Create(ctx context.Context, o Order, key, hash string, created events.Envelope) error {
+// nothing. A key the user used for an order created at or after keysSince
+// is a Conflict (idempotency_key_used); an older use of it is freed first.
+func (s *SQLStore) Create(ctx context.Context, o Order, key, hash string, created events.Envelope, keysSince time.Time) error {
 	return s.outbox.InTx(ctx, s.db, func(tx *events.Tx) error {
+		if _, err := tx.ExecContext(ctx, s.db.Rebind(expireKeySQL), o.UserID, key, keysSince.UTC()); err != nil {
+			return sqldb.Err("expire idempotency key", err)
+		}
 		_, err := tx.ExecContext(ctx, s.db.Rebind(insertOrderSQL), o.ID, o.UserID, o.Status, o.TotalCents, o.Currency,
 			o.PaymentID, o.CancelReason, key, hash, o.CardToken, o.Step, o.CreatedAt, o.CreatedAt)
 		if sqldb.IsUniqueViolation(err) {
@@ -119,12 +126,12 @@ func (s *SQLStore) Get(ctx context.Context, id string) (Order, error) {
 }
 
 // GetByKey returns the user's order created with key and its request hash.
-func (s *SQLStore) GetByKey(ctx context.Context, userID, key string) (Order, string, error) {
+func (s *SQLStore) GetByKey(ctx context.Context, userID, key string, since time.Time) (Order, string, error) {
 	var row struct {
 		Order
 		RequestHash string `db:"request_hash"`
 	}
-	if err := s.db.GetContext(ctx, &row, s.db.Rebind(getByKeySQL), userID, key); err != nil {
+	if err := s.db.GetContext(ctx, &row, s.db.Rebind(getByKeySQL), userID, key, since.UTC()); err != nil {
 		return Order{}, "", notFoundOr(err, "with key "+key)
 	}
 	o, err := s.withItems(ctx, row.Order)

@@ -27,7 +27,8 @@ func TestStore(t *testing.T) {
 			Items:     []Item{{ProductID: "p1", Quantity: 2}, {ProductID: "p2", Quantity: 1}},
 			CreatedAt: time.Date(2026, 11, 22, 9, 30, 0, 5000, time.UTC)}
 		created, _ := orderEvent("order.created", o)
-		if err := s.Create(ctx, o, "key-1", "hash-1", created); err != nil {
+		keysSince := o.CreatedAt.Add(-DefaultKeyTTL)
+		if err := s.Create(ctx, o, "key-1", "hash-1", created, keysSince); err != nil {
 			t.Fatal(err)
 		}
 		got, err := s.Get(ctx, "o1")
@@ -37,7 +38,7 @@ func TestStore(t *testing.T) {
 		if diff := cmp.Diff(o, got); diff != "" {
 			t.Errorf("Get (-want +got):\n%s", diff)
 		}
-		byKey, hash, err := s.GetByKey(ctx, "u1", "key-1")
+		byKey, hash, err := s.GetByKey(ctx, "u1", "key-1", keysSince)
 		if err != nil || hash != "hash-1" || byKey.ID != "o1" || len(byKey.Items) != 2 {
 			t.Errorf("GetByKey = %+v %q %v", byKey, hash, err)
 		}
@@ -47,7 +48,7 @@ func TestStore(t *testing.T) {
 		dup := o
 		dup.ID = "o2"
 		dupEvent, _ := orderEvent("order.created", dup)
-		if err := s.Create(ctx, dup, "key-1", "hash-2", dupEvent); errs.As(err).Code != "idempotency_key_used" {
+		if err := s.Create(ctx, dup, "key-1", "hash-2", dupEvent, keysSince); errs.As(err).Code != "idempotency_key_used" {
 			t.Errorf("duplicate key: %v", err)
 		}
 		if _, err := s.Get(ctx, "o2"); !errs.Is(err, errs.NotFound) {
@@ -82,6 +83,28 @@ func TestStore(t *testing.T) {
 		}
 		if err := s.db.Get(&outbox, "SELECT COUNT(*) FROM outbox"); err != nil || outbox != 2 {
 			t.Errorf("outbox rows = %d (%v), want 2 (created, confirmed)", outbox, err)
+		}
+
+		// Once the key's TTL has passed since o1 was created, the key
+		// names a new order; o1 stays as it was, its key renamed.
+		later := o
+		later.ID, later.CreatedAt = "o3", o.CreatedAt.Add(DefaultKeyTTL+time.Minute)
+		laterEvent, _ := orderEvent("order.created", later)
+		sinceLater := later.CreatedAt.Add(-DefaultKeyTTL)
+		if _, _, err := s.GetByKey(ctx, "u1", "key-1", sinceLater); !errs.Is(err, errs.NotFound) {
+			t.Errorf("an expired key still replays: %v", err)
+		}
+		if err := s.Create(ctx, later, "key-1", "hash-3", laterEvent, sinceLater); err != nil {
+			t.Fatalf("reusing an expired key: %v", err)
+		}
+		if byKey, hash, err := s.GetByKey(ctx, "u1", "key-1", sinceLater); err != nil || byKey.ID != "o3" || hash != "hash-3" {
+			t.Errorf("GetByKey after reuse = %s %q %v, want o3", byKey.ID, hash, err)
+		}
+		if old, err := s.Get(ctx, "o1"); err != nil || old.Status != StatusConfirmed {
+			t.Errorf("the first order after its key was reused: %+v %v", old, err)
+		}
+		if _, err := s.Finish(ctx, "o3", StatusCancelled, nil, &reason, cancelled); err != nil {
+			t.Fatal(err)
 		}
 		if pending, _ := s.Pending(ctx, time.Now().Add(time.Hour), 10); len(pending) != 0 {
 			t.Errorf("finished order still pending: %+v", pending)

@@ -3,6 +3,7 @@
 //	RECOVER_INTERVAL [5s]  how often stalled checkouts are resumed
 //	RECOVER_GRACE    [10s] how long a PENDING order is left alone first
 //	CHECKOUT_MAX_AGE [10m] after which a checkout that never charged is cancelled
+//	IDEMPOTENCY_TTL  [24h] how long an Idempotency-Key replays its order; after it, the key is a new request
 package main
 
 import (
@@ -41,6 +42,7 @@ func run() error {
 		Grace:    env.Duration("RECOVER_GRACE", 10*time.Second),
 		MaxAge:   env.Duration("CHECKOUT_MAX_AGE", 10*time.Minute),
 	}
+	keyTTL := env.Duration("IDEMPOTENCY_TTL", order.DefaultKeyTTL)
 	if err := env.Err(); err != nil {
 		return err
 	}
@@ -74,6 +76,7 @@ func run() error {
 		Inventory: order.NewInventory(productclient.New(productConn)),
 		Payments:  order.NewPayments(paymentclient.New(paymentConn)),
 		Logger:    a.Logger,
+		KeyTTL:    keyTTL,
 	}
 	svc := order.New(recoverer.Deps)
 	endpoints := order.NewEndpoints(svc, a.Logger, a.Requests)
