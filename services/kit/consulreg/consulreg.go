@@ -4,6 +4,10 @@
 //	Register ──(Consul down? back off, retry, log once per state change)──▶ registered
 //	Deregister ◀── after /ready turned 503 and in-flight requests drained
 //
+// Every call to the agent is bounded by CallTimeout (5 s): a Consul that
+// accepts connections and never answers fails an attempt, it does not
+// hang the start or the shutdown.
+//
 // The registration carries the mesh meta the control plane reads
 // (mesh_protocol, mesh_upstreams, mesh_public_prefixes, mesh_app_port,
 // version, and mesh_grpc_port when the app serves gRPC), an HTTP check on
@@ -105,11 +109,16 @@ func (in Instance) Registration() *api.AgentServiceRegistration {
 	}
 }
 
-// Agent is the part of Consul's agent API the registrar uses.
+// Agent is the part of Consul's agent API the registrar uses; *api.Agent
+// has it. Both calls take the context that bounds them (CallTimeout): the
+// Consul client cancels its HTTP request when the context ends.
 type Agent interface {
-	ServiceRegister(*api.AgentServiceRegistration) error
-	ServiceDeregister(serviceID string) error
+	ServiceRegisterOpts(reg *api.AgentServiceRegistration, opts api.ServiceRegisterOpts) error
+	ServiceDeregisterOpts(serviceID string, q *api.QueryOptions) error
 }
+
+// DefaultCallTimeout bounds each call to the Consul agent.
+const DefaultCallTimeout = 5 * time.Second
 
 // Registrar registers one instance with retries and deregisters it.
 type Registrar struct {
@@ -118,6 +127,12 @@ type Registrar struct {
 	logger   *slog.Logger
 	// MinBackoff and MaxBackoff bound the wait between attempts.
 	MinBackoff, MaxBackoff time.Duration
+	// CallTimeout [DefaultCallTimeout] bounds each call to the agent: a
+	// Consul that accepts the connection and never answers costs one
+	// attempt of CallTimeout, then the next attempt follows the backoff.
+	// The checks are part of the registration (Consul runs them), so they
+	// have no calls of their own.
+	CallTimeout time.Duration
 }
 
 // New returns a registrar for instance on agent.
@@ -126,18 +141,39 @@ func New(agent Agent, instance Instance, logger *slog.Logger) *Registrar {
 		agent: agent, instance: instance,
 		logger:     logger.With("component", "consulreg", "instance", instance.ID),
 		MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second,
+		CallTimeout: DefaultCallTimeout,
 	}
 }
 
+// call runs one agent call with a context bounded by CallTimeout (and ctx).
+func (r *Registrar) call(ctx context.Context, fn func(ctx context.Context) error) error {
+	timeout := r.CallTimeout
+	if timeout <= 0 {
+		timeout = DefaultCallTimeout
+	}
+	callCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := fn(callCtx)
+	if err != nil && callCtx.Err() != nil && ctx.Err() == nil {
+		// The client's own message ("context deadline exceeded" inside a
+		// URL error) does not say whose deadline it was.
+		err = fmt.Errorf("no answer within %s: %w", timeout, err)
+	}
+	return err
+}
+
 // Register registers the instance, retrying with exponential backoff while
-// Consul is unreachable, until it succeeds or ctx ends. It logs the first
-// failure and the recovery, not every retry.
+// Consul is unreachable or does not answer within CallTimeout, until it
+// succeeds or ctx ends. It logs the first failure and the recovery, not
+// every retry.
 func (r *Registrar) Register(ctx context.Context) error {
 	reg := r.instance.Registration()
 	wait := r.MinBackoff
 	failing := false
 	for attempt := 1; ; attempt++ {
-		err := r.agent.ServiceRegister(reg)
+		err := r.call(ctx, func(ctx context.Context) error {
+			return r.agent.ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx))
+		})
 		if err == nil {
 			if failing {
 				r.logger.Info("registered in consul after retries", "attempts", attempt)
@@ -159,18 +195,16 @@ func (r *Registrar) Register(ctx context.Context) error {
 	}
 }
 
-// Deregister removes the instance from Consul.
+// Deregister removes the instance from Consul, in one call bounded by
+// CallTimeout and ctx. It is not retried: shutdown goes on, and Consul
+// removes an instance whose checks stay critical (DeregisterAfter).
 func (r *Registrar) Deregister(ctx context.Context) error {
-	done := make(chan error, 1)
-	go func() { done <- r.agent.ServiceDeregister(r.instance.ID) }()
-	select {
-	case err := <-done:
-		if err != nil {
-			return fmt.Errorf("consulreg: deregister %s: %w", r.instance.ID, err)
-		}
-		r.logger.Info("deregistered from consul")
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("consulreg: deregister %s: %w", r.instance.ID, ctx.Err())
+	err := r.call(ctx, func(ctx context.Context) error {
+		return r.agent.ServiceDeregisterOpts(r.instance.ID, (&api.QueryOptions{}).WithContext(ctx))
+	})
+	if err != nil {
+		return fmt.Errorf("consulreg: deregister %s: %w", r.instance.ID, err)
 	}
+	r.logger.Info("deregistered from consul")
+	return nil
 }

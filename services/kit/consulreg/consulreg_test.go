@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,7 +52,7 @@ type flakyAgent struct {
 	deregistered []string
 }
 
-func (a *flakyAgent) ServiceRegister(*api.AgentServiceRegistration) error {
+func (a *flakyAgent) ServiceRegisterOpts(*api.AgentServiceRegistration, api.ServiceRegisterOpts) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.calls++
@@ -59,7 +62,7 @@ func (a *flakyAgent) ServiceRegister(*api.AgentServiceRegistration) error {
 	return nil
 }
 
-func (a *flakyAgent) ServiceDeregister(id string) error {
+func (a *flakyAgent) ServiceDeregisterOpts(id string, _ *api.QueryOptions) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.deregistered = append(a.deregistered, id)
@@ -104,5 +107,87 @@ func TestDeregister(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"user-1"}, agent.deregistered); diff != "" {
 		t.Error(diff)
+	}
+}
+
+// hangingConsul is a Consul agent address that accepts requests and never
+// answers them; it counts the requests it got.
+func hangingConsul(t *testing.T) (*api.Agent, *atomic.Int32) {
+	t.Helper()
+	var requests atomic.Int32
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) }) // runs first: Close waits for handlers
+	client, err := api.NewClient(&api.Config{Address: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client.Agent(), &requests
+}
+
+func TestHangingConsulDoesNotBlockPastTheBound(t *testing.T) {
+	agent, requests := hangingConsul(t)
+	r := New(agent, Instance{ID: "user-1", Service: "user"}, slog.New(slog.DiscardHandler))
+	r.CallTimeout, r.MinBackoff, r.MaxBackoff = 100*time.Millisecond, 10*time.Millisecond, 10*time.Millisecond
+
+	t.Run("register retries each bounded attempt until its context ends", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		start := time.Now()
+		err := r.Register(ctx)
+		if took := time.Since(start); took > 1500*time.Millisecond {
+			t.Errorf("Register returned after %s, want about 1s", took)
+		}
+		if err == nil || !strings.Contains(err.Error(), "gave up after") {
+			t.Errorf("err = %v, want it to give up", err)
+		}
+		// Unbounded calls would have left one request hanging; each
+		// attempt gave up after 100ms, so there were several.
+		if n := requests.Load(); n < 4 {
+			t.Errorf("consul got %d registrations in 1s, want one per 100ms attempt (at least 4)", n)
+		}
+	})
+	t.Run("deregister gives up after the call timeout", func(t *testing.T) {
+		start := time.Now()
+		err := r.Deregister(context.Background())
+		if took := time.Since(start); took > 600*time.Millisecond {
+			t.Errorf("Deregister returned after %s, want about 100ms", took)
+		}
+		if err == nil || !strings.Contains(err.Error(), "deregister user-1: no answer within 100ms") {
+			t.Errorf("err = %v, want the call timeout named", err)
+		}
+	})
+}
+
+func TestRegisterAgainstAnsweringConsul(t *testing.T) {
+	var got []string
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	client, err := api.NewClient(&api.Config{Address: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(client.Agent(), Instance{ID: "user-1", Service: "user"}, slog.New(slog.DiscardHandler))
+	if err := r.Register(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Deregister(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"PUT /v1/agent/service/register", "PUT /v1/agent/service/deregister/user-1"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("requests (-want +got):\n%s", diff)
 	}
 }
