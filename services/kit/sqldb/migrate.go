@@ -2,6 +2,7 @@ package sqldb
 
 import (
 	"context"
+	"database/sql/driver"
 	"fmt"
 	"io/fs"
 	"path"
@@ -32,6 +33,18 @@ func Migrate(ctx context.Context, db *sqlx.DB, sets ...MigrationSet) error {
 	}
 	defer conn.Close()
 	if db.DriverName() == "pgx" {
+		// A migration, or waiting for another instance's, may take longer
+		// than a statement may: ctx bounds them instead. The connection
+		// goes back to the pool with the timeout it was opened with, or
+		// not at all.
+		if _, err := conn.ExecContext(ctx, "SET statement_timeout = 0"); err != nil {
+			return fmt.Errorf("sqldb: migrate: %w", err)
+		}
+		defer func() {
+			if _, err := conn.ExecContext(context.WithoutCancel(ctx), "RESET statement_timeout"); err != nil {
+				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			}
+		}()
 		const lockID = 7_283_146_001 // any constant shared by all Meshop services
 		if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", lockID); err != nil {
 			return fmt.Errorf("sqldb: migrate: lock: %w", err)

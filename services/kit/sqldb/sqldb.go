@@ -8,6 +8,25 @@
 // "?" placeholders and portable types, and stores pass it through
 // (*sqlx.DB).Rebind.
 //
+// Every statement is bounded on the server side as well as by its context,
+// so a statement the caller forgot to bound, or one waiting on a lock,
+// cannot hold a connection (and its transaction) for ever:
+//
+//	PostgreSQL  statement_timeout, sent in each connection's startup
+//	            options: DefaultStatementTimeout (5 s) unless the URL sets
+//	            it (postgres://...?statement_timeout=10000, PostgreSQL's
+//	            own parameter: milliseconds, or a unit as in '10s'; 0 is
+//	            none). A statement over it fails with SQLSTATE 57014
+//	            (query_canceled); lock waits count.
+//	SQLite      busy_timeout: how long a statement waits for a lock held
+//	            by another connection or process, the same 5 s unless the
+//	            URL sets it (sqlite:/path/db.sqlite?statement_timeout=10s,
+//	            a Go duration or milliseconds). SQLite has no timeout on a
+//	            running statement; its context interrupts it.
+//
+// Migrations run without the statement timeout (a migration, or waiting for
+// another instance's, may take longer); the connection gets it back after.
+//
 // It is also the one way a store does the common things: OpenMigrated
 // (open and migrate), InTx (one transaction), Err (a database failure as
 // the error a store returns).
@@ -18,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,18 +77,45 @@ func Open(ctx context.Context, rawURL string) (*sqlx.DB, error) {
 	return db, nil
 }
 
+// DefaultStatementTimeout bounds each statement where the URL does not
+// say otherwise (see the package doc).
+const DefaultStatementTimeout = 5 * time.Second
+
+// statementTimeoutParam is the URL query parameter that overrides
+// DefaultStatementTimeout, on both engines (PostgreSQL's own name).
+const statementTimeoutParam = "statement_timeout"
+
 func parseURL(rawURL string) (driver, dsn string, err error) {
 	switch {
 	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
-		return "pgx", rawURL, nil
+		_, query, _ := strings.Cut(rawURL, "?")
+		params, err := url.ParseQuery(query)
+		if err != nil {
+			return "", "", fmt.Errorf("sqldb: %s: bad query: %w", redact(rawURL), err)
+		}
+		if params.Has(statementTimeoutParam) {
+			return "pgx", rawURL, nil // PostgreSQL checks the value itself
+		}
+		// pgx sends parameters it does not know itself as run-time
+		// parameters in the startup message: every connection of the
+		// pool, reconnections included, starts with the timeout.
+		sep := "?"
+		if strings.Contains(rawURL, "?") {
+			sep = "&"
+		}
+		return "pgx", rawURL + sep + statementTimeoutParam + "=" + strconv.FormatInt(DefaultStatementTimeout.Milliseconds(), 10), nil
 	case strings.HasPrefix(rawURL, "sqlite:"):
-		path := strings.TrimPrefix(strings.TrimPrefix(rawURL, "sqlite:"), "//")
+		path, query, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(rawURL, "sqlite:"), "//"), "?")
 		if path == "" {
 			return "", "", fmt.Errorf("sqldb: %q has no file path (use sqlite:/path/db.sqlite or sqlite::memory:)", rawURL)
 		}
+		busy, err := sqliteBusyTimeout(query)
+		if err != nil {
+			return "", "", fmt.Errorf("sqldb: %s: %w", rawURL, err)
+		}
 		// WAL lets readers run beside the writer; foreign keys are off by
 		// default in SQLite and on in PostgreSQL, so turn them on.
-		pragmas := "_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_time_format=sqlite"
+		pragmas := "_pragma=busy_timeout(" + strconv.FormatInt(busy.Milliseconds(), 10) + ")&_pragma=foreign_keys(1)&_time_format=sqlite"
 		if path != ":memory:" {
 			pragmas += "&_pragma=journal_mode(WAL)"
 		}
@@ -76,6 +123,32 @@ func parseURL(rawURL string) (driver, dsn string, err error) {
 	default:
 		return "", "", fmt.Errorf("sqldb: unsupported database URL %q: want postgres://... or sqlite:...", redact(rawURL))
 	}
+}
+
+// sqliteBusyTimeout reads statement_timeout, the only parameter a sqlite:
+// URL takes: a Go duration ("10s") or milliseconds ("10000").
+func sqliteBusyTimeout(query string) (time.Duration, error) {
+	if query == "" {
+		return DefaultStatementTimeout, nil
+	}
+	params, err := url.ParseQuery(query)
+	if err != nil {
+		return 0, fmt.Errorf("bad query: %w", err)
+	}
+	for name := range params {
+		if name != statementTimeoutParam {
+			return 0, fmt.Errorf("unknown parameter %q (a sqlite: URL takes only %s)", name, statementTimeoutParam)
+		}
+	}
+	raw := params.Get(statementTimeoutParam)
+	if ms, err := strconv.ParseInt(raw, 10, 64); err == nil && ms >= 0 {
+		return time.Duration(ms) * time.Millisecond, nil
+	}
+	d, err := time.ParseDuration(raw)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%s=%q: want a duration (10s) or milliseconds", statementTimeoutParam, raw)
+	}
+	return d, nil
 }
 
 // redact hides the password in a URL for messages.
