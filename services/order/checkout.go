@@ -2,10 +2,15 @@ package order
 
 import (
 	"context"
+	"errors"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshop/meshop/services/kit/errs"
 	"github.com/meshop/meshop/services/kit/events"
@@ -25,34 +30,90 @@ import (
 //
 // A dependency that cannot be reached leaves the order PENDING at its step:
 // the caller gets 503 checkout_pending and the recoverer finishes it.
+//
+// A run holds the order's claim (a lease in the orders table, taken by
+// compare-and-set) from start to end, and every transition is a
+// compare-and-set on the step it expects by the claim's holder: with any
+// number of order instances, client retries and recoverers, one run at a
+// time moves an order, and a run that lost its claim stops.
 func (s *service) checkout(ctx context.Context, o Order) (Order, error) {
+	return s.claimed(ctx, o, s.runCheckout)
+}
+
+// claimed runs f on order o while holding its claim, which it releases
+// afterwards. An order another run holds answers checkout_pending at once
+// (that run finishes it).
+func (s *service) claimed(ctx context.Context, o Order, f func(ctx context.Context, o Order, owner string) (Order, error)) (Order, error) {
 	if o.Status != StatusPending {
 		return o, outcome(o, nil)
 	}
+	owner := uuid.NewString()
+	now := s.now()
+	ok, err := s.Store.Claim(ctx, o.ID, owner, now.Add(s.Lease), now)
+	if err != nil {
+		return o, err
+	}
+	if !ok {
+		return s.awaitOther(ctx, o)
+	}
+	defer func() {
+		if err := s.Store.Release(context.WithoutCancel(ctx), o.ID, owner); err != nil {
+			s.Logger.WarnContext(ctx, "releasing an order's claim failed; it expires with its lease", "order", o.ID, "err", err)
+		}
+	}()
+	return f(ctx, o, owner)
+}
+
+// awaitOther waits a little for the run that holds o's claim (a client's
+// concurrent retry of the same key, say) and answers its outcome, or
+// checkout_pending if it takes longer.
+func (s *service) awaitOther(ctx context.Context, o Order) (Order, error) {
+	wait, cancel := context.WithTimeout(ctx, awaitOtherRun)
+	defer cancel()
+	for {
+		if cur, err := s.Store.Get(wait, o.ID); err == nil && cur.Status != StatusPending {
+			return cur, outcome(cur, nil)
+		}
+		select {
+		case <-wait.Done():
+			return o, pending(o, errClaimLost)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// awaitOtherRun bounds how long a run waits for the run holding an
+// order's claim.
+const awaitOtherRun = 5 * time.Second
+
+// runCheckout is one run of the saga by the holder of o's claim.
+func (s *service) runCheckout(ctx context.Context, o Order, owner string) (Order, error) {
 	res, err := s.Inventory.Reserve(ctx, o.ID, lines(o))
 	if err != nil {
 		if refusedBy(err, reserveRefusals) {
-			return s.cancel(ctx, o, errs.As(err).Code, nil, err)
+			return s.cancel(ctx, o, owner, errs.As(err).Code, nil, err)
 		}
 		return o, pending(o, err)
 	}
 	if o.Step == StepCreated {
-		if err := s.price(ctx, &o, res); err != nil {
+		if err := s.price(ctx, &o, owner, res); err != nil {
 			if errs.As(err).Code == ReasonMixedCurrencies {
-				return s.cancel(ctx, o, ReasonMixedCurrencies, nil, err)
+				return s.cancel(ctx, o, owner, ReasonMixedCurrencies, nil, err)
 			}
-			return o, err
+			return o, pendingIfLost(o, err)
 		}
 	}
-	if err := s.Store.SetStep(ctx, o.ID, StepCharging); err != nil {
-		return o, err
+	if o.Step != StepCharging {
+		if err := s.Store.SetStep(ctx, o.ID, owner, o.Step, StepCharging); err != nil {
+			return o, pendingIfLost(o, err)
+		}
+		o.Step = StepCharging
 	}
-	o.Step = StepCharging
 	p, err := s.Payments.Charge(ctx, Charge{OrderID: o.ID, UserID: o.UserID, AmountCents: o.TotalCents,
 		Currency: o.Currency, CardToken: o.CardToken})
 	if err != nil {
 		if refusedBy(err, chargeRefusals) { // e.g. an unknown card token: nothing was charged
-			return s.cancel(ctx, o, errs.As(err).Code, nil, err)
+			return s.cancel(ctx, o, owner, errs.As(err).Code, nil, err)
 		}
 		return o, pending(o, err)
 	}
@@ -61,12 +122,21 @@ func (s *service) checkout(ctx context.Context, o Order) (Order, error) {
 		if err := s.Inventory.Commit(ctx, o.ID); err != nil {
 			return o, pending(o, err)
 		}
-		return s.finish(ctx, o, StatusConfirmed, &p.ID, nil, nil)
+		return s.finish(ctx, o, owner, StatusConfirmed, &p.ID, nil, nil)
 	case paymentclient.StatusDeclined:
-		return s.cancel(ctx, o, ReasonPaymentDeclined, &p.ID, nil)
+		return s.cancel(ctx, o, owner, ReasonPaymentDeclined, &p.ID, nil)
 	default: // FAILED: the provider could not charge
-		return s.cancel(ctx, o, ReasonPaymentFailed, &p.ID, nil)
+		return s.cancel(ctx, o, owner, ReasonPaymentFailed, &p.ID, nil)
 	}
+}
+
+// pendingIfLost answers checkout_pending for a run that lost its claim
+// (another run finishes the order), and err otherwise.
+func pendingIfLost(o Order, err error) error {
+	if errors.Is(err, errClaimLost) {
+		return pending(o, err)
+	}
+	return err
 }
 
 // The answers by which product and payment themselves refuse a step for
@@ -99,7 +169,7 @@ func lines(o Order) []ItemRequest {
 // price records the reserved prices and the total, in the one currency
 // of every item: an order is paid in one currency (a cart of several is
 // refused, ReasonMixedCurrencies, and cancelled).
-func (s *service) price(ctx context.Context, o *Order, res Reservation) error {
+func (s *service) price(ctx context.Context, o *Order, owner string, res Reservation) error {
 	prices := map[string]ReservationItem{}
 	currencies := map[string]bool{}
 	for _, it := range res.Items {
@@ -125,7 +195,7 @@ func (s *service) price(ctx context.Context, o *Order, res Reservation) error {
 		}
 	}
 	o.TotalCents = total
-	if err := s.Store.SetPriced(ctx, o.ID, o.Items, total, o.Currency); err != nil {
+	if err := s.Store.SetPriced(ctx, o.ID, owner, o.Items, total, o.Currency); err != nil {
 		return err
 	}
 	o.Step = StepReserved
@@ -136,16 +206,16 @@ func (s *service) price(ctx context.Context, o *Order, res Reservation) error {
 // and cancels the order with reason, stored as cancel_reason: one of
 // order's Cancel reasons, or the errs Code (lower snake case, as public
 // error bodies show it) of cause, the dependency's refusal, if one caused it.
-func (s *service) cancel(ctx context.Context, o Order, reason string, paymentID *string, cause error) (Order, error) {
+func (s *service) cancel(ctx context.Context, o Order, owner, reason string, paymentID *string, cause error) (Order, error) {
 	if err := s.Inventory.Release(ctx, o.ID); err != nil {
 		return o, pending(o, err)
 	}
-	return s.finish(ctx, o, StatusCancelled, paymentID, &reason, cause)
+	return s.finish(ctx, o, owner, StatusCancelled, paymentID, &reason, cause)
 }
 
 // finish records the final status and its event. If another run finished
 // the order first, its outcome wins.
-func (s *service) finish(ctx context.Context, o Order, status string, paymentID, reason *string, cause error) (Order, error) {
+func (s *service) finish(ctx context.Context, o Order, owner, status string, paymentID, reason *string, cause error) (Order, error) {
 	final := o
 	final.Status, final.PaymentID, final.CancelReason, final.Step = status, paymentID, reason, StepDone
 	typ := events.OrderConfirmed
@@ -156,13 +226,16 @@ func (s *service) finish(ctx context.Context, o Order, status string, paymentID,
 	if err != nil {
 		return o, err
 	}
-	done, err := s.Store.Finish(ctx, o.ID, status, paymentID, reason, ev)
+	done, err := s.Store.Finish(ctx, o.ID, owner, status, paymentID, reason, ev)
 	if err != nil {
 		return o, err
 	}
 	if !done {
 		if final, err = s.Store.Get(ctx, o.ID); err != nil {
 			return o, err
+		}
+		if final.Status == StatusPending { // the claim was lost mid-run
+			return o, pending(o, errClaimLost)
 		}
 		cause = nil
 	}
@@ -230,15 +303,25 @@ func deref(s *string) string {
 }
 
 // Recoverer finishes checkouts that a crash or an unreachable dependency
-// left PENDING: every Interval it resumes orders untouched for Grace. An
-// order that never reached the charge step and is older than MaxAge is
-// cancelled (stock released); one whose charge was requested is never
-// cancelled without the payment's outcome.
+// left PENDING: every Interval it resumes the orders untouched for Grace
+// and due for another attempt, each under its claim (so any number of
+// recoverers and order instances may run). An order that never reached
+// the charge step and is older than MaxAge is cancelled (stock
+// released); one whose charge was requested is never cancelled without
+// the payment's outcome. A run that cannot finish schedules the next
+// attempt with exponential backoff and jitter (Backoff doubling to
+// BackoffMax); after Budget attempts the order is parked for an operator,
+// with a log line and Parked counted.
 type Recoverer struct {
-	Deps     Deps
-	Interval time.Duration
-	Grace    time.Duration
-	MaxAge   time.Duration
+	Deps       Deps
+	Interval   time.Duration
+	Grace      time.Duration
+	MaxAge     time.Duration
+	Budget     int
+	Backoff    time.Duration
+	BackoffMax time.Duration
+	// Parked counts the orders parked (nil: not counted).
+	Parked prometheus.Counter
 }
 
 // Run resumes pending checkouts until ctx ends. It is an app.Actor.
@@ -256,9 +339,10 @@ func (r Recoverer) Run(ctx context.Context) error {
 	}
 }
 
-// resumeAll runs checkout again on every stale PENDING order.
+// resumeAll runs checkout again on every due PENDING order.
 func (r Recoverer) resumeAll(ctx context.Context, s *service) {
-	orders, err := s.Store.Pending(ctx, s.now().Add(-r.Grace), 100)
+	now := s.now()
+	orders, err := s.Store.Pending(ctx, now.Add(-r.Grace), now, 100)
 	if err != nil {
 		s.Logger.ErrorContext(ctx, "listing pending orders failed", "err", err)
 		return
@@ -266,12 +350,51 @@ func (r Recoverer) resumeAll(ctx context.Context, s *service) {
 	for _, o := range orders {
 		var err error
 		if o.Step != StepCharging && s.now().Sub(o.CreatedAt) > r.MaxAge {
-			_, err = s.cancel(ctx, o, ReasonTimeout, nil, nil)
+			_, err = s.claimed(ctx, o, func(ctx context.Context, o Order, owner string) (Order, error) {
+				return s.cancel(ctx, o, owner, ReasonTimeout, nil, nil)
+			})
 		} else {
 			_, err = s.checkout(ctx, o)
 		}
-		if errs.Is(err, errs.Unavailable) {
-			s.Logger.WarnContext(ctx, "pending checkout still blocked", "order", o.ID, "step", o.Step, "err", err)
+		if errs.As(err).Code == "checkout_pending" && !errors.Is(err, errClaimLost) {
+			r.retryLater(ctx, s, o, err)
 		}
 	}
+}
+
+// retryLater records a failed attempt of o and when to try again, or
+// parks o once its attempts reach the budget.
+func (r Recoverer) retryLater(ctx context.Context, s *service, o Order, cause error) {
+	attempts := o.Attempts + 1
+	if err := s.Store.Retry(ctx, o.ID, s.now().Add(r.backoff(attempts))); err != nil {
+		s.Logger.ErrorContext(ctx, "recording a checkout attempt failed", "order", o.ID, "err", err)
+		return
+	}
+	if r.Budget <= 0 || attempts < r.Budget {
+		s.Logger.WarnContext(ctx, "pending checkout still blocked", "order", o.ID, "step", o.Step, "attempts", attempts, "err", cause)
+		return
+	}
+	if err := s.Store.Park(ctx, o.ID, s.now()); err != nil {
+		s.Logger.ErrorContext(ctx, "parking an order failed", "order", o.ID, "err", err)
+		return
+	}
+	if r.Parked != nil {
+		r.Parked.Inc()
+	}
+	s.Logger.ErrorContext(ctx, "checkout parked for an operator: its attempt budget is spent", "order", o.ID, "step", o.Step,
+		"attempts", attempts, "err", cause)
+}
+
+// backoff is the wait before attempt attempts+1: Backoff doubled per
+// attempt up to BackoffMax, then jittered to between half and one and a
+// half of it, so recoverers do not retry in step.
+func (r Recoverer) backoff(attempts int) time.Duration {
+	d := max(r.Backoff, time.Second)
+	for i := 1; i < attempts && (r.BackoffMax <= 0 || d < r.BackoffMax); i++ {
+		d *= 2
+	}
+	if r.BackoffMax > 0 {
+		d = min(d, r.BackoffMax)
+	}
+	return d/2 + time.Duration(rand.Int64N(int64(d)))
 }

@@ -53,6 +53,8 @@ type Order struct {
 	// CardToken is what checkout charges; Step is how far checkout got.
 	CardToken string `json:"-" db:"card_token"`
 	Step      string `json:"-" db:"step"`
+	// Attempts counts the recoverer's runs that could not finish it.
+	Attempts int `json:"-" db:"attempts"`
 }
 
 // Checkout steps, recorded so a restarted instance resumes where it was.

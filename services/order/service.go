@@ -42,10 +42,18 @@ type Store interface {
 	// and its request's hash.
 	GetByKey(ctx context.Context, userID, key string, since time.Time) (Order, string, error)
 	ListByUser(ctx context.Context, userID string, limit int, after string) ([]Order, error)
-	SetPriced(ctx context.Context, id string, items []Item, total int64, currency string) error
-	SetStep(ctx context.Context, id, step string) error
-	Finish(ctx context.Context, id, status string, paymentID, reason *string, ev events.Envelope) (bool, error)
-	Pending(ctx context.Context, before time.Time, limit int) ([]Order, error)
+	// A checkout run holds the order's claim (Claim ... Release); only the
+	// holder moves its step (compare-and-set on the expected step) or
+	// finishes it.
+	Claim(ctx context.Context, id, owner string, until, now time.Time) (bool, error)
+	Release(ctx context.Context, id, owner string) error
+	SetPriced(ctx context.Context, id, owner string, items []Item, total int64, currency string) error
+	SetStep(ctx context.Context, id, owner, from, to string) error
+	Finish(ctx context.Context, id, owner, status string, paymentID, reason *string, ev events.Envelope) (bool, error)
+	// Recovery: the due PENDING orders, a failed attempt, parking.
+	Pending(ctx context.Context, before, now time.Time, limit int) ([]Order, error)
+	Retry(ctx context.Context, id string, next time.Time) error
+	Park(ctx context.Context, id string, now time.Time) error
 }
 
 // Users fetches user profiles.
@@ -63,6 +71,9 @@ type Deps struct {
 	// KeyTTL is how long an Idempotency-Key replays its order (default
 	// DefaultKeyTTL); after it, the same key is a new request.
 	KeyTTL time.Duration
+	// Lease is how long a checkout run's claim on an order lasts (default
+	// 30 s): longer than any run, so only a crashed run's claim expires.
+	Lease time.Duration
 }
 
 // DefaultKeyTTL is how long idempotency keys live, as Stripe's do.
@@ -80,6 +91,9 @@ func New(d Deps) Service {
 	}
 	if d.KeyTTL <= 0 {
 		d.KeyTTL = DefaultKeyTTL
+	}
+	if d.Lease <= 0 {
+		d.Lease = 30 * time.Second
 	}
 	return &service{Deps: d, now: func() time.Time { return time.Now().UTC() }}
 }

@@ -2,6 +2,7 @@ package order
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -16,6 +17,8 @@ import (
 	"github.com/meshop/meshop/services/kit/kittest"
 	"github.com/meshop/meshop/services/kit/paging"
 	paymentclient "github.com/meshop/meshop/services/payment/client"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 var ada = Profile{ID: "u1", Email: "ada@example.com", Name: "Ada", Role: "customer"}
@@ -389,5 +392,84 @@ func TestIdempotencyKeysExpire(t *testing.T) {
 	}
 	if h.payments.count() != 2 {
 		t.Errorf("charges = %d, want 2 (one per order)", h.payments.count())
+	}
+}
+
+// TestRecoverersAndRetriesRace: three recoverers (three order instances)
+// and a client retrying every key, all at once, over 200 checkouts whose
+// payment was down: each order ends CONFIRMED with exactly one charge, and
+// the stock is taken once per order.
+func TestRecoverersAndRetriesRace(t *testing.T) {
+	const n = 200
+	h := withAda(t)
+	h.inventory.mu.Lock()
+	h.inventory.stock["p1"] = 1000
+	h.inventory.mu.Unlock()
+	h.payments.setDown(true)
+	for i := range n {
+		if _, _, err := h.svc.Create(as("u1"), fmt.Sprint("key-", i), request("tok_visa")); errs.As(err).Code != "checkout_pending" {
+			t.Fatalf("checkout %d with payment down: %v", i, err)
+		}
+	}
+	h.payments.setDown(false)
+
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range 3 {
+		r := Recoverer{Deps: h.deps, Interval: time.Hour, Grace: -time.Hour, MaxAge: time.Hour, Budget: 100, Backoff: time.Millisecond}
+		s := New(h.deps).(*service)
+		wg.Go(func() {
+			for range 5 {
+				r.resumeAll(ctx, s)
+			}
+		})
+	}
+	wg.Go(func() {
+		for i := range n {
+			h.svc.Create(as("u1"), fmt.Sprint("key-", i), request("tok_visa"))
+		}
+	})
+	wg.Wait()
+	// Whatever is left (a run that found every order claimed) finishes now.
+	r := Recoverer{Deps: h.deps, Interval: time.Hour, Grace: -time.Hour, MaxAge: time.Hour}
+	r.resumeAll(ctx, New(h.deps).(*service))
+
+	confirmed := 0
+	for i := range n {
+		o, _, err := h.svc.Create(as("u1"), fmt.Sprint("key-", i), request("tok_visa"))
+		if err == nil && o.Status == StatusConfirmed {
+			confirmed++
+		}
+	}
+	if confirmed != n || h.payments.count() != n || h.inventory.stockOf("p1") != 1000-2*n {
+		t.Errorf("confirmed %d, charges %d, stock %d; want %d, %d, %d", confirmed, h.payments.count(), h.inventory.stockOf("p1"), n, n, 1000-2*n)
+	}
+}
+
+// TestAnOrderThatNeverGetsThroughIsParked: after its attempt budget, an
+// order whose payment stays unreachable is parked (counted, logged), no
+// longer picked by recovery, and never cancelled.
+func TestAnOrderThatNeverGetsThroughIsParked(t *testing.T) {
+	h := withAda(t)
+	h.payments.setDown(true)
+	_, _, err := h.svc.Create(as("u1"), "k1", request("tok_visa"))
+	id := errs.As(err).Details["order_id"].(string)
+	parked := prometheus.NewCounter(prometheus.CounterOpts{Name: "parked"})
+	r := Recoverer{Deps: h.deps, Interval: time.Hour, Grace: -time.Hour, MaxAge: -time.Hour, Budget: 3, Backoff: time.Second, Parked: parked}
+	s := New(h.deps).(*service)
+	now := time.Now()
+	for range 3 {
+		s.now = func() time.Time { return now }
+		r.resumeAll(context.Background(), s)
+		now = now.Add(time.Hour) // past any backoff
+	}
+	if got := testutil.ToFloat64(parked); got != 1 {
+		t.Errorf("parked = %v, want 1", got)
+	}
+	if due, _ := h.store.Pending(context.Background(), now.Add(time.Hour), now.Add(time.Hour), 10); len(due) != 0 {
+		t.Errorf("a parked order is still picked: %+v", due)
+	}
+	if o, _ := h.store.Get(context.Background(), id); o.Status != StatusPending || o.Attempts != 3 {
+		t.Errorf("parked order = %s after %d attempts, want PENDING after 3", o.Status, o.Attempts)
 	}
 }

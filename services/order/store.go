@@ -18,20 +18,32 @@ const (
 	insertOrderSQL = `INSERT INTO orders (id, user_id, status, total_cents, currency, payment_id, cancel_reason,
 		idempotency_key, request_hash, card_token, step, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	insertItemSQL = `INSERT INTO order_items (order_id, line, product_id, quantity, unit_price_cents) VALUES (?, ?, ?, ?, ?)`
-	orderColumns  = `id, user_id, status, total_cents, currency, payment_id, cancel_reason, card_token, step, created_at`
+	orderColumns  = `id, user_id, status, total_cents, currency, payment_id, cancel_reason, card_token, step, attempts, created_at`
 	getOrderSQL   = `SELECT ` + orderColumns + ` FROM orders WHERE id = ?`
 	getByKeySQL   = `SELECT ` + orderColumns + `, request_hash FROM orders WHERE user_id = ? AND idempotency_key = ? AND created_at >= ?`
 	// expireKeySQL frees a key whose order is older than the keys' TTL:
 	// the order keeps it, renamed, so the key can name a new one.
 	expireKeySQL = `UPDATE orders SET idempotency_key = idempotency_key || '#expired-' || id WHERE user_id = ? AND idempotency_key = ? AND created_at < ?`
 	listByUserSQL = `SELECT ` + orderColumns + ` FROM orders WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?`
-	pendingSQL    = `SELECT ` + orderColumns + ` FROM orders WHERE status = 'PENDING' AND updated_at < ? ORDER BY updated_at LIMIT ?`
+	// pendingSQL: PENDING orders left alone since before, not claimed,
+	// not parked, and due for another attempt at now.
+	pendingSQL = `SELECT ` + orderColumns + ` FROM orders WHERE status = 'PENDING' AND updated_at < ?
+		AND parked_at IS NULL AND (claim_owner = '' OR claim_until < ?) AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
+		ORDER BY updated_at LIMIT ?`
+	claimSQL = `UPDATE orders SET claim_owner = ?, claim_until = ? WHERE id = ? AND status = 'PENDING' AND parked_at IS NULL
+		AND (claim_owner = '' OR claim_owner = ? OR claim_until < ?)`
+	releaseSQL = `UPDATE orders SET claim_owner = '', claim_until = NULL WHERE id = ? AND claim_owner = ?`
+	retrySQL   = `UPDATE orders SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ? AND status = 'PENDING'`
+	parkSQL    = `UPDATE orders SET parked_at = ? WHERE id = ? AND status = 'PENDING'`
 	getItemsSQL   = `SELECT product_id, quantity, unit_price_cents FROM order_items WHERE order_id = ? ORDER BY line`
 	priceItemSQL  = `UPDATE order_items SET unit_price_cents = ? WHERE order_id = ? AND product_id = ?`
-	setPricedSQL  = `UPDATE orders SET total_cents = ?, currency = ?, step = ?, updated_at = ? WHERE id = ? AND status = 'PENDING'`
-	setStepSQL    = `UPDATE orders SET step = ?, updated_at = ? WHERE id = ? AND status = 'PENDING'`
-	finishSQL     = `UPDATE orders SET status = ?, payment_id = ?, cancel_reason = ?, step = 'done', updated_at = ?
-		WHERE id = ? AND status = 'PENDING'`
+	// Every step transition is a compare-and-set on the expected step, by
+	// the claim's holder.
+	setPricedSQL = `UPDATE orders SET total_cents = ?, currency = ?, step = ?, updated_at = ?
+		WHERE id = ? AND status = 'PENDING' AND step = ? AND claim_owner = ?`
+	setStepSQL = `UPDATE orders SET step = ?, updated_at = ? WHERE id = ? AND status = 'PENDING' AND step = ? AND claim_owner = ?`
+	finishSQL  = `UPDATE orders SET status = ?, payment_id = ?, cancel_reason = ?, step = 'done', updated_at = ?,
+		claim_owner = '', claim_until = NULL WHERE id = ? AND status = 'PENDING' AND claim_owner = ?`
 )
 
 // SQLStore is the sqlx Store, on PostgreSQL or SQLite. State changes and
@@ -72,38 +84,90 @@ func (s *SQLStore) Create(ctx context.Context, o Order, key, hash string, create
 	})
 }
 
+// errClaimLost is a transition refused because the run no longer holds the
+// order's claim, or the order is no longer at the step the run expected:
+// another run moved it. The caller stops; the order is not lost.
+var errClaimLost = errs.New(errs.Unavailable, "checkout_busy", "another run is finishing this checkout")
+
+// changed turns "no row matched" into errClaimLost.
+func changed(res sql.Result) error {
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return errClaimLost
+	}
+	return nil
+}
+
+// Claim makes owner the holder of a PENDING, unparked order's claim until
+// until, if nobody else holds it at now. It reports whether owner holds it.
+func (s *SQLStore) Claim(ctx context.Context, id, owner string, until, now time.Time) (bool, error) {
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(claimSQL), owner, until.UTC(), id, owner, now.UTC())
+	if err != nil {
+		return false, sqldb.Err("claim order", err)
+	}
+	return changed(res) == nil, nil
+}
+
+// Release gives up owner's claim on an order.
+func (s *SQLStore) Release(ctx context.Context, id, owner string) error {
+	if _, err := s.db.ExecContext(ctx, s.db.Rebind(releaseSQL), id, owner); err != nil {
+		return sqldb.Err("release order", err)
+	}
+	return nil
+}
+
+// Retry records a failed attempt of a PENDING order and when to try
+// again.
+func (s *SQLStore) Retry(ctx context.Context, id string, next time.Time) error {
+	if _, err := s.db.ExecContext(ctx, s.db.Rebind(retrySQL), next.UTC(), id); err != nil {
+		return sqldb.Err("record a checkout attempt", err)
+	}
+	return nil
+}
+
+// Park sets a PENDING order aside for an operator: recovery no longer
+// picks it.
+func (s *SQLStore) Park(ctx context.Context, id string, now time.Time) error {
+	if _, err := s.db.ExecContext(ctx, s.db.Rebind(parkSQL), now.UTC(), id); err != nil {
+		return sqldb.Err("park order", err)
+	}
+	return nil
+}
+
 // SetPriced records the prices the reservation returned and moves the
-// order to StepReserved.
-func (s *SQLStore) SetPriced(ctx context.Context, id string, items []Item, total int64, currency string) error {
+// order from StepCreated to StepReserved, if owner holds its claim.
+func (s *SQLStore) SetPriced(ctx context.Context, id, owner string, items []Item, total int64, currency string) error {
 	return sqldb.InTx(ctx, s.db, func(tx *sqlx.Tx) error {
 		for _, it := range items {
 			if _, err := tx.ExecContext(ctx, s.db.Rebind(priceItemSQL), it.UnitPriceCents, id, it.ProductID); err != nil {
 				return sqldb.Err("price order item", err)
 			}
 		}
-		_, err := tx.ExecContext(ctx, s.db.Rebind(setPricedSQL), total, currency, StepReserved, time.Now().UTC(), id)
+		res, err := tx.ExecContext(ctx, s.db.Rebind(setPricedSQL), total, currency, StepReserved, time.Now().UTC(), id, StepCreated, owner)
 		if err != nil {
 			return sqldb.Err("price order", err)
 		}
-		return nil
+		return changed(res)
 	})
 }
 
-// SetStep records checkout progress of a PENDING order.
-func (s *SQLStore) SetStep(ctx context.Context, id, step string) error {
-	if _, err := s.db.ExecContext(ctx, s.db.Rebind(setStepSQL), step, time.Now().UTC(), id); err != nil {
+// SetStep moves a PENDING order from step from to step to, if owner holds
+// its claim (errClaimLost otherwise).
+func (s *SQLStore) SetStep(ctx context.Context, id, owner, from, to string) error {
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(setStepSQL), to, time.Now().UTC(), id, from, owner)
+	if err != nil {
 		return sqldb.Err("set order step", err)
 	}
-	return nil
+	return changed(res)
 }
 
 // Finish moves a PENDING order to its final status with its event, in one
-// transaction. It reports false, writing nothing, when the order was no
-// longer PENDING (another instance finished it first).
-func (s *SQLStore) Finish(ctx context.Context, id, status string, paymentID, reason *string, ev events.Envelope) (bool, error) {
+// transaction, if owner holds its claim (and releases it). It reports
+// false, writing nothing, when the order was no longer PENDING or owner
+// lost the claim (another run finished it, or is finishing it).
+func (s *SQLStore) Finish(ctx context.Context, id, owner, status string, paymentID, reason *string, ev events.Envelope) (bool, error) {
 	var done bool
 	err := s.outbox.InTx(ctx, s.db, func(tx *events.Tx) error {
-		res, err := tx.ExecContext(ctx, s.db.Rebind(finishSQL), status, paymentID, reason, time.Now().UTC(), id)
+		res, err := tx.ExecContext(ctx, s.db.Rebind(finishSQL), status, paymentID, reason, time.Now().UTC(), id, owner)
 		if err != nil {
 			return sqldb.Err("finish order", err)
 		}
@@ -144,9 +208,10 @@ func (s *SQLStore) ListByUser(ctx context.Context, userID string, limit int, aft
 	return s.list(ctx, listByUserSQL, userID, after, limit)
 }
 
-// Pending returns PENDING orders untouched since before, oldest first.
-func (s *SQLStore) Pending(ctx context.Context, before time.Time, limit int) ([]Order, error) {
-	return s.list(ctx, pendingSQL, before.UTC(), limit)
+// Pending returns PENDING orders untouched since before that are due for
+// an attempt at now (unclaimed, unparked), oldest first.
+func (s *SQLStore) Pending(ctx context.Context, before, now time.Time, limit int) ([]Order, error) {
+	return s.list(ctx, pendingSQL, before.UTC(), now.UTC(), now.UTC(), limit)
 }
 
 func (s *SQLStore) list(ctx context.Context, query string, args ...any) ([]Order, error) {

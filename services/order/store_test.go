@@ -2,6 +2,7 @@ package order
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -61,20 +62,54 @@ func TestStore(t *testing.T) {
 
 		// Pricing, then finishing: only the first finish wins.
 		priced := []Item{{ProductID: "p1", Quantity: 2, UnitPriceCents: 350}, {ProductID: "p2", Quantity: 1, UnitPriceCents: 1200}}
-		if err := s.SetPriced(ctx, "o1", priced, 1900, "USD"); err != nil {
+		// Transitions need the claim, and the expected step.
+		now := time.Now()
+		if ok, err := s.Claim(ctx, "o1", "run-a", now.Add(time.Minute), now); !ok || err != nil {
+			t.Fatalf("Claim = %v, %v", ok, err)
+		}
+		if ok, _ := s.Claim(ctx, "o1", "run-b", now.Add(time.Minute), now); ok {
+			t.Error("a second run claimed a held order")
+		}
+		if err := s.SetPriced(ctx, "o1", "run-b", priced, 1900, "USD"); !errors.Is(err, errClaimLost) {
+			t.Errorf("SetPriced without the claim = %v, want errClaimLost", err)
+		}
+		if pending, err := s.Pending(ctx, time.Now().Add(time.Hour), now, 10); err != nil || len(pending) != 0 {
+			t.Errorf("Pending lists a claimed order: %+v, %v", pending, err)
+		}
+		if err := s.SetPriced(ctx, "o1", "run-a", priced, 1900, "USD"); err != nil {
 			t.Fatal(err)
 		}
-		if pending, err := s.Pending(ctx, time.Now().Add(time.Hour), 10); err != nil || len(pending) != 1 || pending[0].Step != StepReserved {
+		if err := s.SetStep(ctx, "o1", "run-a", StepCreated, StepCharging); !errors.Is(err, errClaimLost) {
+			t.Errorf("SetStep from a step the order left = %v, want errClaimLost", err)
+		}
+		// A claim whose lease ran out is anyone's.
+		later := now.Add(2 * time.Minute)
+		if pending, err := s.Pending(ctx, time.Now().Add(time.Hour), later, 10); err != nil || len(pending) != 1 || pending[0].Step != StepReserved {
 			t.Errorf("Pending = %+v, %v", pending, err)
+		}
+		if ok, _ := s.Claim(ctx, "o1", "run-b", later.Add(time.Minute), later); !ok {
+			t.Error("an expired claim could not be taken")
+		}
+		if err := s.SetStep(ctx, "o1", "run-a", StepReserved, StepCharging); !errors.Is(err, errClaimLost) {
+			t.Errorf("SetStep by the run whose claim expired = %v, want errClaimLost", err)
+		}
+		if err := s.Release(ctx, "o1", "run-b"); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := s.Claim(ctx, "o1", "run-a", later.Add(time.Minute), later); !ok {
+			t.Error("a released claim could not be taken")
 		}
 		pay := "pay-1"
 		confirmed, _ := orderEvent("order.confirmed", o)
-		if done, err := s.Finish(ctx, "o1", StatusConfirmed, &pay, nil, confirmed); !done || err != nil {
+		if done, err := s.Finish(ctx, "o1", "run-b", StatusConfirmed, &pay, nil, confirmed); done || err != nil {
+			t.Errorf("Finish by a run without the claim = %v, %v; want false", done, err)
+		}
+		if done, err := s.Finish(ctx, "o1", "run-a", StatusConfirmed, &pay, nil, confirmed); !done || err != nil {
 			t.Fatalf("Finish = %v, %v", done, err)
 		}
 		reason := "late"
 		cancelled, _ := orderEvent("order.cancelled", o)
-		if done, err := s.Finish(ctx, "o1", StatusCancelled, nil, &reason, cancelled); done || err != nil {
+		if done, err := s.Finish(ctx, "o1", "run-a", StatusCancelled, nil, &reason, cancelled); done || err != nil {
 			t.Errorf("second Finish = %v, %v; want false, nil", done, err)
 		}
 		got, _ = s.Get(ctx, "o1")
@@ -87,14 +122,14 @@ func TestStore(t *testing.T) {
 
 		// Once the key's TTL has passed since o1 was created, the key
 		// names a new order; o1 stays as it was, its key renamed.
-		later := o
-		later.ID, later.CreatedAt = "o3", o.CreatedAt.Add(DefaultKeyTTL+time.Minute)
-		laterEvent, _ := orderEvent("order.created", later)
-		sinceLater := later.CreatedAt.Add(-DefaultKeyTTL)
+		reused := o
+		reused.ID, reused.CreatedAt = "o3", o.CreatedAt.Add(DefaultKeyTTL+time.Minute)
+		reusedEvent, _ := orderEvent("order.created", reused)
+		sinceLater := reused.CreatedAt.Add(-DefaultKeyTTL)
 		if _, _, err := s.GetByKey(ctx, "u1", "key-1", sinceLater); !errs.Is(err, errs.NotFound) {
 			t.Errorf("an expired key still replays: %v", err)
 		}
-		if err := s.Create(ctx, later, "key-1", "hash-3", laterEvent, sinceLater); err != nil {
+		if err := s.Create(ctx, reused, "key-1", "hash-3", reusedEvent, sinceLater); err != nil {
 			t.Fatalf("reusing an expired key: %v", err)
 		}
 		if byKey, hash, err := s.GetByKey(ctx, "u1", "key-1", sinceLater); err != nil || byKey.ID != "o3" || hash != "hash-3" {
@@ -103,10 +138,13 @@ func TestStore(t *testing.T) {
 		if old, err := s.Get(ctx, "o1"); err != nil || old.Status != StatusConfirmed {
 			t.Errorf("the first order after its key was reused: %+v %v", old, err)
 		}
-		if _, err := s.Finish(ctx, "o3", StatusCancelled, nil, &reason, cancelled); err != nil {
+		if ok, _ := s.Claim(ctx, "o3", "run-c", later.Add(time.Minute), later); !ok {
+			t.Fatal("could not claim o3")
+		}
+		if _, err := s.Finish(ctx, "o3", "run-c", StatusCancelled, nil, &reason, cancelled); err != nil {
 			t.Fatal(err)
 		}
-		if pending, _ := s.Pending(ctx, time.Now().Add(time.Hour), 10); len(pending) != 0 {
+		if pending, _ := s.Pending(ctx, time.Now().Add(time.Hour), later, 10); len(pending) != 0 {
 			t.Errorf("finished order still pending: %+v", pending)
 		}
 	})

@@ -4,6 +4,8 @@
 //	RECOVER_GRACE    [10s] how long a PENDING order is left alone first
 //	CHECKOUT_MAX_AGE [10m] after which a checkout that never charged is cancelled
 //	IDEMPOTENCY_TTL  [24h] how long an Idempotency-Key replays its order; after it, the key is a new request
+//	RECOVER_BUDGET   [50]  attempts after which a checkout that cannot finish is parked for an operator
+//	RECOVER_BACKOFF  [5s]  the first wait between attempts, doubled each time up to RECOVER_BACKOFF_MAX [5m]
 package main
 
 import (
@@ -13,6 +15,9 @@ import (
 	"time"
 
 	authclient "github.com/meshop/meshop/services/auth/client"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
 	"github.com/meshop/meshop/services/kit/app"
 	"github.com/meshop/meshop/services/kit/auth"
 	"github.com/meshop/meshop/services/kit/config"
@@ -38,9 +43,16 @@ func run() error {
 	}
 	env := config.FromEnv()
 	recoverer := order.Recoverer{
-		Interval: env.Duration("RECOVER_INTERVAL", 5*time.Second),
-		Grace:    env.Duration("RECOVER_GRACE", 10*time.Second),
-		MaxAge:   env.Duration("CHECKOUT_MAX_AGE", 10*time.Minute),
+		Interval:   env.Duration("RECOVER_INTERVAL", 5*time.Second),
+		Grace:      env.Duration("RECOVER_GRACE", 10*time.Second),
+		MaxAge:     env.Duration("CHECKOUT_MAX_AGE", 10*time.Minute),
+		Budget:     env.Int("RECOVER_BUDGET", 50, 1, 1_000_000),
+		Backoff:    env.Duration("RECOVER_BACKOFF", 5*time.Second),
+		BackoffMax: env.Duration("RECOVER_BACKOFF_MAX", 5*time.Minute),
+		Parked: promauto.With(a.Metrics).NewCounter(prometheus.CounterOpts{
+			Name: "meshop_order_checkouts_parked_total",
+			Help: "Checkouts parked for an operator after their recovery attempt budget was spent.",
+		}),
 	}
 	keyTTL := env.Duration("IDEMPOTENCY_TTL", order.DefaultKeyTTL)
 	if err := env.Err(); err != nil {
