@@ -15,6 +15,7 @@ type Endpoints struct {
 	Charge     endpoint.Endpoint
 	Get        endpoint.Endpoint
 	GetByOrder endpoint.Endpoint
+	Refund     endpoint.Endpoint
 }
 
 // NewEndpoints wraps svc.
@@ -23,6 +24,7 @@ func NewEndpoints(svc Service, logger *slog.Logger, metrics *instrument.Metrics)
 		Charge:     instrument.Endpoint(logger, metrics, "Charge")(makeChargeEndpoint(svc)),
 		Get:        instrument.Endpoint(logger, metrics, "Get")(makeGetEndpoint(svc)),
 		GetByOrder: instrument.Endpoint(logger, metrics, "GetByOrder")(makeGetByOrderEndpoint(svc)),
+		Refund:     instrument.Endpoint(logger, metrics, "Refund")(makeRefundEndpoint(svc)),
 	}
 }
 
@@ -31,6 +33,8 @@ type chargeRequest struct{ ChargeRequest }
 type getRequest struct{ ID string }
 
 type getByOrderRequest struct{ OrderID string }
+
+type refundRequest struct{ OrderID string }
 
 // paymentResponse is a payment or the error that took its place.
 type paymentResponse struct {
@@ -65,5 +69,25 @@ func makeGetEndpoint(svc Service) endpoint.Endpoint {
 func makeGetByOrderEndpoint(svc Service) endpoint.Endpoint {
 	return func(ctx context.Context, request any) (any, error) {
 		return respond(svc.GetByOrder(ctx, request.(getByOrderRequest).OrderID)), nil
+	}
+}
+
+// refundResponse is a refund or the error that took its place.
+type refundResponse struct {
+	*Refund
+	Err error `json:"-"`
+}
+
+var _ endpoint.Failer = refundResponse{}
+
+func (r refundResponse) Failed() error { return r.Err }
+
+func makeRefundEndpoint(svc Service) endpoint.Endpoint {
+	return func(ctx context.Context, request any) (any, error) {
+		r, err := svc.Refund(ctx, request.(refundRequest).OrderID)
+		if err != nil {
+			return refundResponse{Err: err}, nil
+		}
+		return refundResponse{Refund: &r}, nil
 	}
 }

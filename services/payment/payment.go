@@ -12,14 +12,18 @@
 //
 // An outcome is never guessed: only the provider's answer settles a payment,
 // and the provider is idempotent on the order id, so asking again never
-// charges twice.
+// charges twice. Refunds take the same path (gRPC Refund ──▶ insert a
+// PENDING refund, order_id unique ──▶ provider.Refund ──▶ SUCCEEDED +
+// payment.refunded, one tx; no answer: UNKNOWN, asked again later), and
+// the simulated provider keeps its records in this database, so a restart
+// changes no outcome.
 //
 //	HTTP (GET /payments/{id}) ──────────▶ transport_http.go ──┐
 //	gRPC (meshop.payment.v1.Payments) ──▶ transport_grpc.go ──┴▶ endpoints.go ──▶ service.go ──┬──▶ store.go ──▶ DB (+ outbox)
 //	                                                             resolver.go ──────────────────┘└──▶ provider.go ──▶ card provider
 //
-// Charging is the internal gRPC API (proto/meshop/payment/v1, called
-// through package client); the edge never routes it.
+// Charging and refunding are the internal gRPC API (proto/meshop/payment/v1,
+// called through package client); the edge never routes them.
 package payment
 
 import (
@@ -90,6 +94,46 @@ type ChargeRequest struct {
 	AmountCents int64  `json:"amount_cents"`
 	Currency    string `json:"currency"`
 	CardToken   string `json:"card_token"`
+}
+
+// Refund statuses. SUCCEEDED is final: the money went back. PENDING is a
+// refund in flight; UNKNOWN is a refund whose answer never came.
+const (
+	RefundPending   = "PENDING"
+	RefundUnknown   = "UNKNOWN"
+	RefundSucceeded = "SUCCEEDED"
+)
+
+// Refund pays an order's SUCCEEDED payment back, in full, once. The
+// payment keeps its status: a refund is a record of its own.
+type Refund struct {
+	ID          string    `json:"id" db:"id"`
+	PaymentID   string    `json:"payment_id" db:"payment_id"`
+	OrderID     string    `json:"order_id" db:"order_id"`
+	UserID      string    `json:"-" db:"user_id"`
+	Status      string    `json:"status" db:"status"`
+	AmountCents int64     `json:"amount_cents" db:"amount_cents"`
+	Currency    string    `json:"currency" db:"currency"`
+	CreatedAt   time.Time `json:"created_at" db:"created_at"`
+	// ProviderRefundID is the provider's id of the refund.
+	ProviderRefundID string    `json:"-" db:"provider_refund_id"`
+	UpdatedAt        time.Time `json:"-" db:"updated_at"`
+}
+
+// EventRefunded is the type of the event a refund records once it
+// succeeded. It belongs beside the other types in kit/events
+// (events.PaymentSucceeded, events.PaymentFailed), which payment does not
+// edit; until it moves there, it is defined here.
+const EventRefunded = "payment.refunded"
+
+// RefundEvent is the data of payment.refunded.
+type RefundEvent struct {
+	RefundID    string `json:"refund_id"`
+	PaymentID   string `json:"payment_id"`
+	OrderID     string `json:"order_id"`
+	UserID      string `json:"user_id"`
+	AmountCents int64  `json:"amount_cents"`
+	Currency    string `json:"currency"`
 }
 
 // Event is the data of payment.succeeded and payment.failed.

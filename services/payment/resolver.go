@@ -6,9 +6,9 @@ import (
 	"time"
 )
 
-// Resolver settles payments whose outcome is unknown in the background,
-// so an order that never retries still gets its payment's real outcome
-// (and its event). Run is an app.Actor.
+// Resolver settles payments and refunds whose outcome is unknown in the
+// background, so an order that never retries still gets its payment's (or
+// its refund's) real outcome and its event. Run is an app.Actor.
 type Resolver struct {
 	Service  Service
 	Interval time.Duration // between passes

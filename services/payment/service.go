@@ -28,8 +28,16 @@ type Service interface {
 	// GetByOrder returns the payment of an order, whatever its status, to
 	// another service (no caller identity): NotFound when it has none.
 	GetByOrder(ctx context.Context, orderID string) (Payment, error)
-	// SettleUnknown asks the provider about every payment whose outcome is
-	// unknown and records its answers; it returns how many it settled.
+	// Refund pays an order's SUCCEEDED payment back in full, once: the
+	// first call refunds, a repeat returns the same refund. It refuses
+	// with NotFound payment_not_found when the order has no payment,
+	// Conflict not_refundable when its payment is DECLINED or FAILED, and
+	// Unavailable payment_pending (the charge's outcome is not known yet)
+	// or refund_pending (the refund's is not): the caller retries.
+	Refund(ctx context.Context, orderID string) (Refund, error)
+	// SettleUnknown asks the provider about every payment and refund whose
+	// outcome is unknown and records its answers; it returns how many it
+	// settled.
 	SettleUnknown(ctx context.Context) (int, error)
 }
 
@@ -41,6 +49,12 @@ type Store interface {
 	Settle(ctx context.Context, p Payment, ev events.Envelope) (bool, error)
 	MarkUnknown(ctx context.Context, id string, at time.Time) error
 	Unsettled(ctx context.Context, staleBefore time.Time, limit int) ([]Payment, error)
+	InsertRefund(ctx context.Context, r Refund) error
+	GetRefund(ctx context.Context, id string) (Refund, error)
+	GetRefundByOrder(ctx context.Context, orderID string) (Refund, error)
+	SettleRefund(ctx context.Context, r Refund, ev events.Envelope) (bool, error)
+	MarkRefundUnknown(ctx context.Context, id string, at time.Time) error
+	UnsettledRefunds(ctx context.Context, staleBefore time.Time, limit int) ([]Refund, error)
 }
 
 // Config tunes the service; zero values take the defaults in brackets.
@@ -295,11 +309,123 @@ func (s *service) GetByOrder(ctx context.Context, orderID string) (Payment, erro
 	return p, err
 }
 
+func (s *service) Refund(ctx context.Context, orderID string) (Refund, error) {
+	p, err := s.GetByOrder(ctx, orderID)
+	if err != nil {
+		return Refund{}, err
+	}
+	if p.Status == StatusPending {
+		if p, err = s.waitInFlight(ctx, p); err != nil {
+			return Refund{}, err
+		}
+	}
+	if !p.Final() {
+		// Only the provider's answer says whether there is anything to
+		// refund: ask it, as a repeated Charge would.
+		if p, err = s.resolve(ctx, p); err != nil {
+			return Refund{}, err
+		}
+	}
+	if p.Status != StatusSucceeded {
+		return Refund{}, errs.Newf(errs.Conflict, client.ReasonNotRefundable,
+			"the payment of order %s is %s: nothing was charged", p.OrderID, p.Status).
+			WithDetails(map[string]any{"payment_id": p.ID, "order_id": p.OrderID, "status": p.Status})
+	}
+	now := s.now()
+	r := Refund{
+		ID: uuid.Must(uuid.NewV7()).String(), PaymentID: p.ID, OrderID: p.OrderID, UserID: p.UserID, Status: RefundPending,
+		AmountCents: p.AmountCents, Currency: p.Currency, CreatedAt: now, UpdatedAt: now,
+	}
+	err = s.store.InsertRefund(ctx, r)
+	if e := errs.As(err); err != nil && e.Code == codeRefundExists {
+		return s.replayRefund(ctx, orderID)
+	}
+	if err != nil {
+		return Refund{}, err
+	}
+	return s.refundAtProvider(ctx, r)
+}
+
+// replayRefund answers a refund for an order that already has one.
+func (s *service) replayRefund(ctx context.Context, orderID string) (Refund, error) {
+	r, err := s.store.GetRefundByOrder(ctx, orderID)
+	if err != nil {
+		return Refund{}, err
+	}
+	deadline := time.After(s.cfg.WaitInFlight)
+	for r.Status == RefundPending && s.now().Sub(r.UpdatedAt) < s.cfg.StaleAfter {
+		select {
+		case <-deadline:
+			return Refund{}, refundPending(r, errors.New("the first refund of this order is still in flight"))
+		case <-ctx.Done():
+			return Refund{}, refundPending(r, ctx.Err())
+		case <-time.After(pollInFlight):
+		}
+		if r, err = s.store.GetRefund(ctx, r.ID); err != nil {
+			return Refund{}, err
+		}
+	}
+	if r.Status == RefundSucceeded {
+		return r, nil
+	}
+	return s.refundAtProvider(ctx, r)
+}
+
+// refundAtProvider asks the provider to refund r and records its answer.
+// The provider is idempotent on the order id, so asking again for an
+// UNKNOWN refund returns the one it made, if any, and never refunds twice.
+// No answer leaves r unsettled and is refund_pending.
+func (s *service) refundAtProvider(ctx context.Context, r Refund) (Refund, error) {
+	p, err := s.store.Get(ctx, r.PaymentID)
+	if err != nil {
+		return Refund{}, err
+	}
+	// The client going away must not strand the refund half-recorded.
+	detached := context.WithoutCancel(ctx)
+	callCtx, cancel := context.WithTimeout(detached, s.cfg.ProviderTimeout)
+	receipt, err := s.provider.Refund(callCtx, ProviderRefund{OrderID: r.OrderID, ChargeID: p.ChargeID, AmountCents: r.AmountCents, Currency: r.Currency})
+	cancel()
+	if err != nil {
+		if mErr := s.store.MarkRefundUnknown(detached, r.ID, s.now()); mErr != nil {
+			return Refund{}, mErr
+		}
+		if errors.Is(err, ErrNoCharge) || errors.Is(err, ErrNotRefundable) {
+			// The provider's records contradict the payment's: an operator's
+			// matter, retried by the resolver meanwhile.
+			return Refund{}, errs.Wrap(errs.Internal, "provider", "the provider refused the refund of a succeeded payment", err)
+		}
+		return Refund{}, refundPending(r, err)
+	}
+	r.Status, r.ProviderRefundID, r.UpdatedAt = RefundSucceeded, receipt.ID, s.now()
+	ev, err := events.New(Name, EventRefunded, r.PaymentID, RefundEvent{
+		RefundID: r.ID, PaymentID: r.PaymentID, OrderID: r.OrderID, UserID: r.UserID, AmountCents: r.AmountCents, Currency: r.Currency,
+	})
+	if err != nil {
+		return Refund{}, errs.Wrap(errs.Internal, "event", "build "+EventRefunded, err)
+	}
+	settled, err := s.store.SettleRefund(detached, r, ev)
+	if err != nil {
+		return Refund{}, err
+	}
+	if !settled {
+		return s.store.GetRefund(detached, r.ID)
+	}
+	return r, nil
+}
+
+// refundPending is the answer while r's outcome is unknown: retry later.
+func refundPending(r Refund, cause error) error {
+	return errs.Wrap(errs.Unavailable, client.ReasonRefundPending,
+		"the refund's outcome is not known yet; retry the same request", cause).
+		WithDetails(map[string]any{"refund_id": r.ID, "payment_id": r.PaymentID, "order_id": r.OrderID})
+}
+
 // settleBatch bounds one SettleUnknown pass.
 const settleBatch = 100
 
 func (s *service) SettleUnknown(ctx context.Context) (int, error) {
-	ps, err := s.store.Unsettled(ctx, s.now().Add(-s.cfg.StaleAfter), settleBatch)
+	staleBefore := s.now().Add(-s.cfg.StaleAfter)
+	ps, err := s.store.Unsettled(ctx, staleBefore, settleBatch)
 	if err != nil {
 		return 0, err
 	}
@@ -311,6 +437,20 @@ func (s *service) SettleUnknown(ctx context.Context) (int, error) {
 		}
 		if _, err := s.resolve(ctx, p); err != nil {
 			failures = append(failures, fmt.Errorf("payment %s: %w", p.ID, err))
+			continue
+		}
+		settled++
+	}
+	rs, err := s.store.UnsettledRefunds(ctx, staleBefore, settleBatch)
+	if err != nil {
+		return settled, errors.Join(append(failures, err)...)
+	}
+	for _, r := range rs {
+		if ctx.Err() != nil {
+			break
+		}
+		if _, err := s.refundAtProvider(ctx, r); err != nil {
+			failures = append(failures, fmt.Errorf("refund %s: %w", r.ID, err))
 			continue
 		}
 		settled++

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/meshop/meshop/localenv"
 	"github.com/meshop/meshop/services/kit/auth"
@@ -20,13 +21,22 @@ import (
 // hangs until its deadline without reaching the simulator (a provider or
 // network outage). It counts the calls that reach the simulator.
 type fakeProvider struct {
-	sim              *Simulator
-	down             atomic.Bool
-	charges, lookups atomic.Int32
+	sim                       *Simulator
+	down                      atomic.Bool
+	charges, lookups, refunds atomic.Int32
 }
 
-func newFakeProvider(latency time.Duration) *fakeProvider {
-	return &fakeProvider{sim: NewSimulator(latency)}
+func newFakeProvider(db *sqlx.DB, latency time.Duration) *fakeProvider {
+	return &fakeProvider{sim: NewSimulator(db, latency)}
+}
+
+func (f *fakeProvider) Refund(ctx context.Context, req ProviderRefund) (RefundReceipt, error) {
+	if f.down.Load() {
+		<-ctx.Done()
+		return RefundReceipt{}, ctx.Err()
+	}
+	f.refunds.Add(1)
+	return f.sim.Refund(ctx, req)
 }
 
 func (f *fakeProvider) Charge(ctx context.Context, req ProviderCharge) (Charge, error) {
@@ -57,8 +67,15 @@ type fixture struct {
 
 func newFixture(t *testing.T, databaseURL string, cfg Config) fixture {
 	t.Helper()
-	store, db := openStore(t, databaseURL)
-	provider := newFakeProvider(0)
+	_, db := openStore(t, databaseURL)
+	return newFixtureOver(db, cfg)
+}
+
+// newFixtureOver is a fresh process's service, simulator included, over
+// db: what a restart of payment finds.
+func newFixtureOver(db *sqlx.DB, cfg Config) fixture {
+	store := NewStore(db, events.NewOutbox(propagation.TraceContext{}, nil))
+	provider := newFakeProvider(db, 0)
 	if cfg.ProviderTimeout == 0 {
 		cfg.ProviderTimeout = 2 * time.Second
 	}

@@ -27,6 +27,16 @@ const (
 	markUnknownSQL = `UPDATE payments SET status = 'UNKNOWN', updated_at = ? WHERE id = ? AND status = 'PENDING'`
 	unsettledSQL   = `SELECT ` + paymentColumns + ` FROM payments
 		WHERE status = 'UNKNOWN' OR (status = 'PENDING' AND updated_at < ?) ORDER BY updated_at LIMIT ?`
+
+	refundColumns    = `id, payment_id, order_id, user_id, status, amount_cents, currency, provider_refund_id, created_at, updated_at`
+	insertRefundSQL  = `INSERT INTO refunds (` + refundColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	getRefundSQL     = `SELECT ` + refundColumns + ` FROM refunds WHERE id = ?`
+	getRefundByOrder = `SELECT ` + refundColumns + ` FROM refunds WHERE order_id = ?`
+	settleRefundSQL  = `UPDATE refunds SET status = 'SUCCEEDED', provider_refund_id = ?, updated_at = ?
+		WHERE id = ? AND status IN ('PENDING', 'UNKNOWN')`
+	markRefundUnknown = `UPDATE refunds SET status = 'UNKNOWN', updated_at = ? WHERE id = ? AND status = 'PENDING'`
+	unsettledRefunds  = `SELECT ` + refundColumns + ` FROM refunds
+		WHERE status = 'UNKNOWN' OR (status = 'PENDING' AND updated_at < ?) ORDER BY updated_at LIMIT ?`
 )
 
 // SQLStore is the sqlx Store, on PostgreSQL or SQLite.
@@ -128,6 +138,100 @@ func (s *SQLStore) Unsettled(ctx context.Context, staleBefore time.Time, limit i
 	var out []Payment
 	if err := s.db.SelectContext(ctx, &out, s.db.Rebind(unsettledSQL), staleBefore, limit); err != nil {
 		return nil, sqldb.Err("list unsettled payments", err)
+	}
+	return out, nil
+}
+
+// codeRefundExists is the Conflict of an InsertRefund for an order that
+// has a refund: the service answers it with that refund.
+const codeRefundExists = "refund_exists"
+
+// InsertRefund adds r; another refund for the same order (or payment) is
+// a Conflict with code refund_exists.
+func (s *SQLStore) InsertRefund(ctx context.Context, r Refund) error {
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(insertRefundSQL), r.ID, r.PaymentID, r.OrderID, r.UserID, r.Status,
+		r.AmountCents, r.Currency, r.ProviderRefundID, r.CreatedAt, r.UpdatedAt)
+	if sqldb.IsUniqueViolation(err) {
+		return errs.Newf(errs.Conflict, codeRefundExists, "order %s already has a refund", r.OrderID)
+	}
+	if err != nil {
+		return sqldb.Err("insert refund", err)
+	}
+	return nil
+}
+
+// GetRefund returns refund id.
+func (s *SQLStore) GetRefund(ctx context.Context, id string) (Refund, error) {
+	return s.getRefund(ctx, getRefundSQL, id)
+}
+
+// GetRefundByOrder returns the refund of orderID; NotFound when it has none.
+func (s *SQLStore) GetRefundByOrder(ctx context.Context, orderID string) (Refund, error) {
+	return s.getRefund(ctx, getRefundByOrder, orderID)
+}
+
+func (s *SQLStore) getRefund(ctx context.Context, query, arg string) (Refund, error) {
+	var r Refund
+	err := s.db.GetContext(ctx, &r, s.db.Rebind(query), arg)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Refund{}, errs.New(errs.NotFound, codeNoRefund, "no such refund")
+	}
+	if err != nil {
+		return Refund{}, sqldb.Err("get refund", err)
+	}
+	r.CreatedAt, r.UpdatedAt = r.CreatedAt.UTC(), r.UpdatedAt.UTC()
+	return r, nil
+}
+
+// codeNoRefund is the NotFound of a refund lookup; the service never
+// answers it as such.
+const codeNoRefund = "refund_not_found"
+
+// SettleRefund records r as SUCCEEDED (ProviderRefundID, UpdatedAt) and ev
+// in one transaction, if r is still unsettled. It reports whether it did;
+// false means someone else settled it first, and nothing was written.
+func (s *SQLStore) SettleRefund(ctx context.Context, r Refund, ev events.Envelope) (bool, error) {
+	settled := false
+	err := s.outbox.InTx(ctx, s.db, func(tx *events.Tx) error {
+		res, err := tx.ExecContext(ctx, tx.Rebind(settleRefundSQL), r.ProviderRefundID, r.UpdatedAt, r.ID)
+		if err != nil {
+			return sqldb.Err("settle refund", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return sqldb.Err("settle refund", err)
+		}
+		if n == 0 {
+			return nil
+		}
+		if err := tx.Record(ctx, ev); err != nil {
+			return errs.Wrap(errs.Internal, "event", "record "+ev.Type, err)
+		}
+		settled = true
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	return settled, nil
+}
+
+// MarkRefundUnknown moves a PENDING refund to UNKNOWN: its request went
+// out and no answer came back.
+func (s *SQLStore) MarkRefundUnknown(ctx context.Context, id string, at time.Time) error {
+	if _, err := s.db.ExecContext(ctx, s.db.Rebind(markRefundUnknown), at, id); err != nil {
+		return sqldb.Err("mark refund unknown", err)
+	}
+	return nil
+}
+
+// UnsettledRefunds returns up to limit refunds whose outcome is to be
+// found: every UNKNOWN one, and PENDING ones not touched since
+// staleBefore.
+func (s *SQLStore) UnsettledRefunds(ctx context.Context, staleBefore time.Time, limit int) ([]Refund, error) {
+	var out []Refund
+	if err := s.db.SelectContext(ctx, &out, s.db.Rebind(unsettledRefunds), staleBefore, limit); err != nil {
+		return nil, sqldb.Err("list unsettled refunds", err)
 	}
 	return out, nil
 }

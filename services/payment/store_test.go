@@ -126,5 +126,46 @@ func TestStore(t *testing.T) {
 		if got, _ := s.Get(ctx, "pay1"); got.Status != StatusSucceeded {
 			t.Errorf("MarkUnknown reopened pay1: %+v", got)
 		}
+
+		// One refund per order; settled once, with its event.
+		r := Refund{ID: "re1", PaymentID: "pay1", OrderID: "o1", UserID: "u1", Status: RefundPending, AmountCents: 4800,
+			Currency: "USD", CreatedAt: t0.Add(4 * time.Second), UpdatedAt: t0.Add(4 * time.Second)}
+		if err := s.InsertRefund(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		dupRefund := r
+		dupRefund.ID = "re2"
+		if err := s.InsertRefund(ctx, dupRefund); errs.As(err).Code != "refund_exists" {
+			t.Errorf("second refund for o1: %v", err)
+		}
+		if got, err := s.GetRefundByOrder(ctx, "o1"); err != nil || got != r {
+			t.Errorf("GetRefundByOrder = %+v, %v; want %+v", got, err, r)
+		}
+		if _, err := s.GetRefundByOrder(ctx, "o3"); !errs.Is(err, errs.NotFound) {
+			t.Errorf("refund of o3: %v", err)
+		}
+		if err := s.MarkRefundUnknown(ctx, "re1", t0.Add(5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if rs, err := s.UnsettledRefunds(ctx, t0, 10); err != nil || len(rs) != 1 || rs[0].Status != RefundUnknown {
+			t.Errorf("UnsettledRefunds = %+v, %v", rs, err)
+		}
+		done := r
+		done.Status, done.ProviderRefundID, done.UpdatedAt = RefundSucceeded, "re_1", t0.Add(6*time.Second)
+		refunded, _ := events.New(Name, EventRefunded, "pay1", RefundEvent{RefundID: "re1", PaymentID: "pay1"})
+		for i, want := range []bool{true, false} {
+			if ok, err := s.SettleRefund(ctx, done, refunded); ok != want || err != nil {
+				t.Errorf("SettleRefund #%d = %v, %v; want %v", i, ok, err, want)
+			}
+		}
+		if got, _ := s.GetRefund(ctx, "re1"); got != done {
+			t.Errorf("settled refund = %+v, want %+v", got, done)
+		}
+		if rs, _ := s.UnsettledRefunds(ctx, t0, 10); len(rs) != 0 {
+			t.Errorf("UnsettledRefunds after settling = %+v", rs)
+		}
+		if ev := outboxEvents(t, db); len(ev) != 2 || ev[1].Type != EventRefunded {
+			t.Errorf("outbox = %+v", ev)
+		}
 	})
 }

@@ -20,12 +20,13 @@ func NewGRPCServer(e Endpoints) paymentv1.PaymentsServer {
 	return &grpcServer{
 		charge:  grpctransport.NewServer(e.Charge, decodeGRPCCharge, rpc.EncodeResponse(encodeGRPCCharge)),
 		byOrder: grpctransport.NewServer(e.GetByOrder, decodeGRPCGetByOrder, rpc.EncodeResponse(encodeGRPCGetByOrder)),
+		refund:  grpctransport.NewServer(e.Refund, decodeGRPCRefund, rpc.EncodeResponse(encodeGRPCRefund)),
 	}
 }
 
 type grpcServer struct {
 	paymentv1.UnimplementedPaymentsServer
-	charge, byOrder grpctransport.Handler
+	charge, byOrder, refund grpctransport.Handler
 }
 
 func (s *grpcServer) Charge(ctx context.Context, req *paymentv1.ChargeRequest) (*paymentv1.ChargeResponse, error) {
@@ -44,6 +45,14 @@ func (s *grpcServer) GetPaymentByOrder(ctx context.Context, req *paymentv1.GetPa
 	return resp.(*paymentv1.GetPaymentByOrderResponse), nil
 }
 
+func (s *grpcServer) Refund(ctx context.Context, req *paymentv1.RefundRequest) (*paymentv1.RefundResponse, error) {
+	_, resp, err := s.refund.ServeGRPC(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return resp.(*paymentv1.RefundResponse), nil
+}
+
 func decodeGRPCCharge(_ context.Context, request any) (any, error) {
 	req := request.(*paymentv1.ChargeRequest)
 	return chargeRequest{ChargeRequest{OrderID: req.GetOrderId(), UserID: req.GetUserId(), AmountCents: req.GetAmountCents(),
@@ -60,6 +69,16 @@ func decodeGRPCGetByOrder(_ context.Context, request any) (any, error) {
 
 func encodeGRPCGetByOrder(_ context.Context, response any) (any, error) {
 	return &paymentv1.GetPaymentByOrderResponse{Payment: paymentProto(*response.(paymentResponse).Payment)}, nil
+}
+
+func decodeGRPCRefund(_ context.Context, request any) (any, error) {
+	return refundRequest{OrderID: request.(*paymentv1.RefundRequest).GetOrderId()}, nil
+}
+
+func encodeGRPCRefund(_ context.Context, response any) (any, error) {
+	r := *response.(refundResponse).Refund
+	return &paymentv1.RefundResponse{Refund: &paymentv1.Refund{Id: r.ID, PaymentId: r.PaymentID, OrderId: r.OrderID, UserId: r.UserID,
+		AmountCents: r.AmountCents, Currency: r.Currency, CreatedAt: timestamppb.New(r.CreatedAt)}}, nil
 }
 
 var paymentStatuses = map[string]paymentv1.PaymentStatus{

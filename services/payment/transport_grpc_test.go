@@ -33,8 +33,8 @@ func chargeOf(orderID, token string) client.Charge {
 
 func TestGRPCCharge(t *testing.T) {
 	ctx := context.Background()
-	store, _ := openStore(t, sqliteURL(t))
-	payments := client.New(serveGRPC(t, New(store, NewSimulator(0), Config{ProviderTimeout: 100 * time.Millisecond})))
+	store, db := openStore(t, sqliteURL(t))
+	payments := client.New(serveGRPC(t, New(store, NewSimulator(db, 0), Config{ProviderTimeout: 100 * time.Millisecond})))
 
 	paid, err := payments.Charge(ctx, chargeOf("o1", "tok_visa"))
 	if err != nil || paid.Status != client.StatusSucceeded || paid.OrderID != "o1" || paid.UserID != "u1" ||
@@ -98,6 +98,52 @@ func TestGRPCCharge(t *testing.T) {
 	}
 }
 
+func TestGRPCRefund(t *testing.T) {
+	ctx := context.Background()
+	store, db := openStore(t, sqliteURL(t))
+	payments := client.New(serveGRPC(t, New(store, NewSimulator(db, 0), Config{ProviderTimeout: 100 * time.Millisecond})))
+	paid, err := payments.Charge(ctx, chargeOf("o1", "tok_visa"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := payments.Refund(ctx, "o1")
+	if err != nil || r.ID == "" || r.PaymentID != paid.ID || r.OrderID != "o1" || r.UserID != "u1" ||
+		r.AmountCents != 4800 || r.Currency != "USD" || r.CreatedAt.IsZero() {
+		t.Fatalf("Refund = %+v, %v", r, err)
+	}
+	if again, err := payments.Refund(ctx, "o1"); err != nil || again != r {
+		t.Errorf("repeat = %+v, %v; want %+v", again, err, r)
+	}
+	if p, err := payments.GetPaymentByOrder(ctx, "o1"); err != nil || p.Status != client.StatusSucceeded {
+		t.Errorf("refunded payment = %+v, %v; want it SUCCEEDED still", p, err)
+	}
+
+	payments.Charge(ctx, chargeOf("o2", "tok_declined"))
+	payments.Charge(ctx, chargeOf("o3", "tok_timeout"))
+	payments.Charge(ctx, chargeOf("o3", "tok_timeout")) // settled: SUCCEEDED
+	tests := []struct {
+		name       string
+		orderID    string
+		wantCode   codes.Code
+		wantReason string
+	}{
+		{"no payment", "o-none", codes.NotFound, client.ReasonPaymentNotFound},
+		{"declined", "o2", codes.Aborted, client.ReasonNotRefundable},
+		{"answer lost", "o3", codes.Unavailable, client.ReasonRefundPending},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := payments.Refund(ctx, tt.orderID)
+			if errs.Reason(err) != tt.wantReason || errs.As(err).Kind.GRPCCode() != tt.wantCode {
+				t.Errorf("err = %v, want %v %s", err, tt.wantCode, tt.wantReason)
+			}
+		})
+	}
+	if r, err := payments.Refund(ctx, "o3"); err != nil || r.OrderID != "o3" {
+		t.Errorf("refund asked again = %+v, %v", r, err)
+	}
+}
+
 // countingStore counts the calls that write.
 type countingStore struct {
 	Store
@@ -120,9 +166,9 @@ func (s *countingStore) MarkUnknown(ctx context.Context, id string, at time.Time
 }
 
 func TestGRPCInvalidArgument(t *testing.T) {
-	sql, _ := openStore(t, sqliteURL(t))
+	sql, db := openStore(t, sqliteURL(t))
 	store := &countingStore{Store: sql}
-	provider := newFakeProvider(0)
+	provider := newFakeProvider(db, 0)
 	raw := paymentv1.NewPaymentsClient(serveGRPC(t, New(store, provider, Config{})))
 	charge := func(edit func(*paymentv1.ChargeRequest)) func(context.Context) error {
 		req := &paymentv1.ChargeRequest{OrderId: "o1", UserId: "u1", AmountCents: 4800, Currency: "USD", CardToken: "tok_visa"}
@@ -146,6 +192,10 @@ func TestGRPCInvalidArgument(t *testing.T) {
 		{"malformed card token", charge(func(r *paymentv1.ChargeRequest) { r.CardToken = "tok visa" }), client.ReasonInvalidCardToken},
 		{"payment of no order", func(ctx context.Context) error {
 			_, err := raw.GetPaymentByOrder(ctx, &paymentv1.GetPaymentByOrderRequest{})
+			return err
+		}, client.ReasonInvalidOrderID},
+		{"refund of no order", func(ctx context.Context) error {
+			_, err := raw.Refund(ctx, &paymentv1.RefundRequest{})
 			return err
 		}, client.ReasonInvalidOrderID},
 	}

@@ -19,8 +19,8 @@ import (
 // newTestAPI is the HTTP API over a SQLite store and the simulator, and
 // the service behind it (payments are charged over gRPC, not HTTP).
 func newTestAPI(t *testing.T, authn func(http.Handler) http.Handler) (*httptest.Server, Service) {
-	store, _ := openStore(t, sqliteURL(t))
-	svc := New(store, NewSimulator(0), Config{ProviderTimeout: 100 * time.Millisecond})
+	store, db := openStore(t, sqliteURL(t))
+	svc := New(store, NewSimulator(db, 0), Config{ProviderTimeout: 100 * time.Millisecond})
 	e := NewEndpoints(svc, slog.New(slog.DiscardHandler), instrument.NewMetrics(prometheus.NewRegistry(), "payment"))
 	srv := httptest.NewServer(NewHTTPHandler(e, authn))
 	t.Cleanup(srv.Close)

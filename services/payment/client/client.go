@@ -1,8 +1,9 @@
 // Package client is how other services call the payment service's
 // internal API, the gRPC service meshop.payment.v1.Payments
-// (proto/meshop/payment/v1): order charges an order at checkout, once.
+// (proto/meshop/payment/v1): order charges an order at checkout, once,
+// and refunds it, once, when it will not be fulfilled.
 //
-//	order ──▶ Client.Charge ──▶ go-kit gRPC client (kit/rpc) ──▶ mesh ──▶ payment's NewGRPCServer
+//	order ──▶ Client.Charge / Client.Refund ──▶ go-kit gRPC client (kit/rpc) ──▶ mesh ──▶ payment's NewGRPCServer
 //
 // Its types are plain Go, not the generated messages, so callers depend on
 // this package only. A declined or failed charge is an answer (its
@@ -42,10 +43,21 @@ const (
 	// ReasonPaymentPending: the charge's outcome is not known yet; retry
 	// the same request (Unavailable; details {payment_id, order_id}).
 	ReasonPaymentPending = "PAYMENT_PENDING"
-	// ReasonPaymentNotFound: the order has no payment (NotFound).
+	// ReasonPaymentNotFound: the order has no payment (NotFound): for
+	// Refund, nothing was charged, so there is nothing to refund.
 	ReasonPaymentNotFound = "PAYMENT_NOT_FOUND"
-	// ReasonInvalidOrderID: GetPaymentByOrder got no order id (Invalid).
+	// ReasonInvalidOrderID: GetPaymentByOrder or Refund got no order id
+	// (Invalid).
 	ReasonInvalidOrderID = "INVALID_ORDER_ID"
+	// ReasonNotRefundable: Refund of an order whose payment is DECLINED or
+	// FAILED: nothing was charged, so there is nothing to refund (Conflict;
+	// details {payment_id, order_id, status}).
+	ReasonNotRefundable = "NOT_REFUNDABLE"
+	// ReasonRefundPending: the refund's outcome is not known yet; retry the
+	// same request (Unavailable; details {refund_id, payment_id,
+	// order_id}). (Refund of a payment whose own outcome is not known yet
+	// answers ReasonPaymentPending, also Unavailable.)
+	ReasonRefundPending = "REFUND_PENDING"
 )
 
 // Payment statuses. SUCCEEDED, DECLINED and FAILED are final.
@@ -78,10 +90,22 @@ type Payment struct {
 	CreatedAt   time.Time
 }
 
+// Refund is an order's refund: its payment's whole amount, paid back. A
+// Refund answered is done; one in flight is an error (ReasonRefundPending).
+type Refund struct {
+	ID          string
+	PaymentID   string
+	OrderID     string
+	UserID      string
+	AmountCents int64
+	Currency    string
+	CreatedAt   time.Time
+}
+
 // Client calls the payment service over one gRPC connection (from the
 // mesh client: meshclient.Client.Conn("payment")).
 type Client struct {
-	charge, byOrder endpoint.Endpoint
+	charge, byOrder, refund endpoint.Endpoint
 }
 
 // New returns a client over conn.
@@ -90,6 +114,7 @@ func New(conn *grpc.ClientConn) *Client {
 	return &Client{
 		charge:  rpc.ClientEndpoint(conn, svc, "Charge", encodeCharge, decodeCharge, &paymentv1.ChargeResponse{}),
 		byOrder: rpc.ClientEndpoint(conn, svc, "GetPaymentByOrder", encodeByOrder, decodeByOrder, &paymentv1.GetPaymentByOrderResponse{}),
+		refund:  rpc.ClientEndpoint(conn, svc, "Refund", encodeRefund, decodeRefund, &paymentv1.RefundResponse{}),
 	}
 }
 
@@ -111,6 +136,19 @@ func (c *Client) GetPaymentByOrder(ctx context.Context, orderID string) (Payment
 	return resp.(Payment), nil
 }
 
+// Refund pays back the SUCCEEDED payment of orderID in full, once: a
+// repeat returns the same refund. Nothing to refund is a refusal:
+// ReasonPaymentNotFound (no payment) or ReasonNotRefundable (DECLINED or
+// FAILED). While the charge's or the refund's outcome is unknown it is
+// Unavailable (ReasonPaymentPending, ReasonRefundPending): call again.
+func (c *Client) Refund(ctx context.Context, orderID string) (Refund, error) {
+	resp, err := c.refund(ctx, orderID)
+	if err != nil {
+		return Refund{}, err
+	}
+	return resp.(Refund), nil
+}
+
 func encodeCharge(_ context.Context, request any) (any, error) {
 	c := request.(Charge)
 	return &paymentv1.ChargeRequest{OrderId: c.OrderID, UserId: c.UserID, AmountCents: c.AmountCents,
@@ -127,6 +165,20 @@ func encodeByOrder(_ context.Context, request any) (any, error) {
 
 func decodeByOrder(_ context.Context, reply any) (any, error) {
 	return fromProto(reply.(*paymentv1.GetPaymentByOrderResponse).GetPayment()), nil
+}
+
+func encodeRefund(_ context.Context, request any) (any, error) {
+	return &paymentv1.RefundRequest{OrderId: request.(string)}, nil
+}
+
+func decodeRefund(_ context.Context, reply any) (any, error) {
+	r := reply.(*paymentv1.RefundResponse).GetRefund()
+	out := Refund{ID: r.GetId(), PaymentID: r.GetPaymentId(), OrderID: r.GetOrderId(), UserID: r.GetUserId(),
+		AmountCents: r.GetAmountCents(), Currency: r.GetCurrency()}
+	if r.GetCreatedAt() != nil {
+		out.CreatedAt = r.GetCreatedAt().AsTime()
+	}
+	return out, nil
 }
 
 var statuses = map[paymentv1.PaymentStatus]string{

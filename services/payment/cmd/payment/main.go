@@ -71,7 +71,7 @@ func run() error {
 		return err
 	}
 	verifier := auth.NewVerifier(authclient.New(authConn), auth.VerifierConfig{Logger: a.Logger})
-	provider := payment.NewSimulator(settings.ProviderLatency)
+	provider := payment.NewSimulator(db, settings.ProviderLatency)
 	svc := payment.New(payment.NewStore(db, events.NewOutbox(a.Telemetry.Propagator, relay.Notify)), provider, payment.Config{ProviderTimeout: settings.ProviderTimeout})
 	resolver := payment.Resolver{Service: svc, Interval: settings.ResolveInterval, Logger: a.Logger}
 	endpoints := payment.NewEndpoints(svc, a.Logger, a.Requests)

@@ -1,5 +1,5 @@
 // The payment service's internal API: charging orders, for order at
-// checkout (the edge never routes it). Regenerate with `make proto`.
+// checkout, and refunding them (the edge never routes it). Regenerate with `make proto`.
 //
 // Errors are gRPC statuses carrying a google.rpc.ErrorInfo (domain
 // "meshop") whose reason, named below, is a Reason constant of
@@ -420,6 +420,193 @@ func (x *GetPaymentByOrderResponse) GetPayment() *Payment {
 	return nil
 }
 
+// Refund is an order's refund: its payment's whole amount, paid back. A
+// refund answered is done.
+type Refund struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	PaymentId string                 `protobuf:"bytes,2,opt,name=payment_id,json=paymentId,proto3" json:"payment_id,omitempty"`
+	OrderId   string                 `protobuf:"bytes,3,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	UserId    string                 `protobuf:"bytes,4,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// amount_cents is the payment's, in minor units of currency.
+	AmountCents int64 `protobuf:"varint,5,opt,name=amount_cents,json=amountCents,proto3" json:"amount_cents,omitempty"`
+	// currency is the payment's, an ISO 4217 code like USD.
+	Currency      string                 `protobuf:"bytes,6,opt,name=currency,proto3" json:"currency,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Refund) Reset() {
+	*x = Refund{}
+	mi := &file_meshop_payment_v1_payment_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Refund) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Refund) ProtoMessage() {}
+
+func (x *Refund) ProtoReflect() protoreflect.Message {
+	mi := &file_meshop_payment_v1_payment_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Refund.ProtoReflect.Descriptor instead.
+func (*Refund) Descriptor() ([]byte, []int) {
+	return file_meshop_payment_v1_payment_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Refund) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Refund) GetPaymentId() string {
+	if x != nil {
+		return x.PaymentId
+	}
+	return ""
+}
+
+func (x *Refund) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+func (x *Refund) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Refund) GetAmountCents() int64 {
+	if x != nil {
+		return x.AmountCents
+	}
+	return 0
+}
+
+func (x *Refund) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *Refund) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+// RefundRequest names the order whose payment to refund.
+type RefundRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// order_id is required: the refund is idempotent on it.
+	OrderId       string `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefundRequest) Reset() {
+	*x = RefundRequest{}
+	mi := &file_meshop_payment_v1_payment_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefundRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefundRequest) ProtoMessage() {}
+
+func (x *RefundRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshop_payment_v1_payment_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefundRequest.ProtoReflect.Descriptor instead.
+func (*RefundRequest) Descriptor() ([]byte, []int) {
+	return file_meshop_payment_v1_payment_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RefundRequest) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+// RefundResponse is the refund, done.
+type RefundResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Refund        *Refund                `protobuf:"bytes,1,opt,name=refund,proto3" json:"refund,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefundResponse) Reset() {
+	*x = RefundResponse{}
+	mi := &file_meshop_payment_v1_payment_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefundResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefundResponse) ProtoMessage() {}
+
+func (x *RefundResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshop_payment_v1_payment_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefundResponse.ProtoReflect.Descriptor instead.
+func (*RefundResponse) Descriptor() ([]byte, []int) {
+	return file_meshop_payment_v1_payment_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RefundResponse) GetRefund() *Refund {
+	if x != nil {
+		return x.Refund
+	}
+	return nil
+}
+
 var File_meshop_payment_v1_payment_proto protoreflect.FileDescriptor
 
 const file_meshop_payment_v1_payment_proto_rawDesc = "" +
@@ -447,17 +634,32 @@ const file_meshop_payment_v1_payment_proto_rawDesc = "" +
 	"\x18GetPaymentByOrderRequest\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\"Q\n" +
 	"\x19GetPaymentByOrderResponse\x124\n" +
-	"\apayment\x18\x01 \x01(\v2\x1a.meshop.payment.v1.PaymentR\apayment*\xbd\x01\n" +
+	"\apayment\x18\x01 \x01(\v2\x1a.meshop.payment.v1.PaymentR\apayment\"\xe5\x01\n" +
+	"\x06Refund\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"payment_id\x18\x02 \x01(\tR\tpaymentId\x12\x19\n" +
+	"\border_id\x18\x03 \x01(\tR\aorderId\x12\x17\n" +
+	"\auser_id\x18\x04 \x01(\tR\x06userId\x12!\n" +
+	"\famount_cents\x18\x05 \x01(\x03R\vamountCents\x12\x1a\n" +
+	"\bcurrency\x18\x06 \x01(\tR\bcurrency\x129\n" +
+	"\n" +
+	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"*\n" +
+	"\rRefundRequest\x12\x19\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\"C\n" +
+	"\x0eRefundResponse\x121\n" +
+	"\x06refund\x18\x01 \x01(\v2\x19.meshop.payment.v1.RefundR\x06refund*\xbd\x01\n" +
 	"\rPaymentStatus\x12\x1e\n" +
 	"\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16PAYMENT_STATUS_PENDING\x10\x01\x12\x1a\n" +
 	"\x16PAYMENT_STATUS_UNKNOWN\x10\x02\x12\x1c\n" +
 	"\x18PAYMENT_STATUS_SUCCEEDED\x10\x03\x12\x1b\n" +
 	"\x17PAYMENT_STATUS_DECLINED\x10\x04\x12\x19\n" +
-	"\x15PAYMENT_STATUS_FAILED\x10\x052\xc9\x01\n" +
+	"\x15PAYMENT_STATUS_FAILED\x10\x052\x98\x02\n" +
 	"\bPayments\x12M\n" +
 	"\x06Charge\x12 .meshop.payment.v1.ChargeRequest\x1a!.meshop.payment.v1.ChargeResponse\x12n\n" +
-	"\x11GetPaymentByOrder\x12+.meshop.payment.v1.GetPaymentByOrderRequest\x1a,.meshop.payment.v1.GetPaymentByOrderResponseBMZKgithub.com/meshop/meshop/services/payment/proto/meshop/payment/v1;paymentv1b\x06proto3"
+	"\x11GetPaymentByOrder\x12+.meshop.payment.v1.GetPaymentByOrderRequest\x1a,.meshop.payment.v1.GetPaymentByOrderResponse\x12M\n" +
+	"\x06Refund\x12 .meshop.payment.v1.RefundRequest\x1a!.meshop.payment.v1.RefundResponseBMZKgithub.com/meshop/meshop/services/payment/proto/meshop/payment/v1;paymentv1b\x06proto3"
 
 var (
 	file_meshop_payment_v1_payment_proto_rawDescOnce sync.Once
@@ -472,7 +674,7 @@ func file_meshop_payment_v1_payment_proto_rawDescGZIP() []byte {
 }
 
 var file_meshop_payment_v1_payment_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_meshop_payment_v1_payment_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_meshop_payment_v1_payment_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_meshop_payment_v1_payment_proto_goTypes = []any{
 	(PaymentStatus)(0),                // 0: meshop.payment.v1.PaymentStatus
 	(*Payment)(nil),                   // 1: meshop.payment.v1.Payment
@@ -480,22 +682,29 @@ var file_meshop_payment_v1_payment_proto_goTypes = []any{
 	(*ChargeResponse)(nil),            // 3: meshop.payment.v1.ChargeResponse
 	(*GetPaymentByOrderRequest)(nil),  // 4: meshop.payment.v1.GetPaymentByOrderRequest
 	(*GetPaymentByOrderResponse)(nil), // 5: meshop.payment.v1.GetPaymentByOrderResponse
-	(*timestamppb.Timestamp)(nil),     // 6: google.protobuf.Timestamp
+	(*Refund)(nil),                    // 6: meshop.payment.v1.Refund
+	(*RefundRequest)(nil),             // 7: meshop.payment.v1.RefundRequest
+	(*RefundResponse)(nil),            // 8: meshop.payment.v1.RefundResponse
+	(*timestamppb.Timestamp)(nil),     // 9: google.protobuf.Timestamp
 }
 var file_meshop_payment_v1_payment_proto_depIdxs = []int32{
 	0, // 0: meshop.payment.v1.Payment.status:type_name -> meshop.payment.v1.PaymentStatus
-	6, // 1: meshop.payment.v1.Payment.created_at:type_name -> google.protobuf.Timestamp
+	9, // 1: meshop.payment.v1.Payment.created_at:type_name -> google.protobuf.Timestamp
 	1, // 2: meshop.payment.v1.ChargeResponse.payment:type_name -> meshop.payment.v1.Payment
 	1, // 3: meshop.payment.v1.GetPaymentByOrderResponse.payment:type_name -> meshop.payment.v1.Payment
-	2, // 4: meshop.payment.v1.Payments.Charge:input_type -> meshop.payment.v1.ChargeRequest
-	4, // 5: meshop.payment.v1.Payments.GetPaymentByOrder:input_type -> meshop.payment.v1.GetPaymentByOrderRequest
-	3, // 6: meshop.payment.v1.Payments.Charge:output_type -> meshop.payment.v1.ChargeResponse
-	5, // 7: meshop.payment.v1.Payments.GetPaymentByOrder:output_type -> meshop.payment.v1.GetPaymentByOrderResponse
-	6, // [6:8] is the sub-list for method output_type
-	4, // [4:6] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	9, // 4: meshop.payment.v1.Refund.created_at:type_name -> google.protobuf.Timestamp
+	6, // 5: meshop.payment.v1.RefundResponse.refund:type_name -> meshop.payment.v1.Refund
+	2, // 6: meshop.payment.v1.Payments.Charge:input_type -> meshop.payment.v1.ChargeRequest
+	4, // 7: meshop.payment.v1.Payments.GetPaymentByOrder:input_type -> meshop.payment.v1.GetPaymentByOrderRequest
+	7, // 8: meshop.payment.v1.Payments.Refund:input_type -> meshop.payment.v1.RefundRequest
+	3, // 9: meshop.payment.v1.Payments.Charge:output_type -> meshop.payment.v1.ChargeResponse
+	5, // 10: meshop.payment.v1.Payments.GetPaymentByOrder:output_type -> meshop.payment.v1.GetPaymentByOrderResponse
+	8, // 11: meshop.payment.v1.Payments.Refund:output_type -> meshop.payment.v1.RefundResponse
+	9, // [9:12] is the sub-list for method output_type
+	6, // [6:9] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_meshop_payment_v1_payment_proto_init() }
@@ -509,7 +718,7 @@ func file_meshop_payment_v1_payment_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshop_payment_v1_payment_proto_rawDesc), len(file_meshop_payment_v1_payment_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   5,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,5 +1,5 @@
 // The payment service's internal API: charging orders, for order at
-// checkout (the edge never routes it). Regenerate with `make proto`.
+// checkout, and refunding them (the edge never routes it). Regenerate with `make proto`.
 //
 // Errors are gRPC statuses carrying a google.rpc.ErrorInfo (domain
 // "meshop") whose reason, named below, is a Reason constant of
@@ -29,6 +29,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Payments_Charge_FullMethodName            = "/meshop.payment.v1.Payments/Charge"
 	Payments_GetPaymentByOrder_FullMethodName = "/meshop.payment.v1.Payments/GetPaymentByOrder"
+	Payments_Refund_FullMethodName            = "/meshop.payment.v1.Payments/Refund"
 )
 
 // PaymentsClient is the client API for Payments service.
@@ -51,6 +52,15 @@ type PaymentsClient interface {
 	// status. Refusals: INVALID_ARGUMENT INVALID_ORDER_ID (empty);
 	// NOT_FOUND PAYMENT_NOT_FOUND (the order has no payment).
 	GetPaymentByOrder(ctx context.Context, in *GetPaymentByOrderRequest, opts ...grpc.CallOption) (*GetPaymentByOrderResponse, error)
+	// Refund pays an order's SUCCEEDED payment back in full, once: a repeat
+	// returns the same refund (the payment keeps its status; the refund is
+	// its own record). Refusals: INVALID_ARGUMENT INVALID_ORDER_ID (empty);
+	// NOT_FOUND PAYMENT_NOT_FOUND (the order has no payment: nothing to
+	// refund); ABORTED NOT_REFUNDABLE (the payment is DECLINED or FAILED:
+	// nothing to refund); UNAVAILABLE PAYMENT_PENDING (the charge's outcome
+	// is not known yet) or REFUND_PENDING (the refund's is not): retry the
+	// same request.
+	Refund(ctx context.Context, in *RefundRequest, opts ...grpc.CallOption) (*RefundResponse, error)
 }
 
 type paymentsClient struct {
@@ -81,6 +91,16 @@ func (c *paymentsClient) GetPaymentByOrder(ctx context.Context, in *GetPaymentBy
 	return out, nil
 }
 
+func (c *paymentsClient) Refund(ctx context.Context, in *RefundRequest, opts ...grpc.CallOption) (*RefundResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RefundResponse)
+	err := c.cc.Invoke(ctx, Payments_Refund_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PaymentsServer is the server API for Payments service.
 // All implementations must embed UnimplementedPaymentsServer
 // for forward compatibility.
@@ -101,6 +121,15 @@ type PaymentsServer interface {
 	// status. Refusals: INVALID_ARGUMENT INVALID_ORDER_ID (empty);
 	// NOT_FOUND PAYMENT_NOT_FOUND (the order has no payment).
 	GetPaymentByOrder(context.Context, *GetPaymentByOrderRequest) (*GetPaymentByOrderResponse, error)
+	// Refund pays an order's SUCCEEDED payment back in full, once: a repeat
+	// returns the same refund (the payment keeps its status; the refund is
+	// its own record). Refusals: INVALID_ARGUMENT INVALID_ORDER_ID (empty);
+	// NOT_FOUND PAYMENT_NOT_FOUND (the order has no payment: nothing to
+	// refund); ABORTED NOT_REFUNDABLE (the payment is DECLINED or FAILED:
+	// nothing to refund); UNAVAILABLE PAYMENT_PENDING (the charge's outcome
+	// is not known yet) or REFUND_PENDING (the refund's is not): retry the
+	// same request.
+	Refund(context.Context, *RefundRequest) (*RefundResponse, error)
 	mustEmbedUnimplementedPaymentsServer()
 }
 
@@ -116,6 +145,9 @@ func (UnimplementedPaymentsServer) Charge(context.Context, *ChargeRequest) (*Cha
 }
 func (UnimplementedPaymentsServer) GetPaymentByOrder(context.Context, *GetPaymentByOrderRequest) (*GetPaymentByOrderResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPaymentByOrder not implemented")
+}
+func (UnimplementedPaymentsServer) Refund(context.Context, *RefundRequest) (*RefundResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Refund not implemented")
 }
 func (UnimplementedPaymentsServer) mustEmbedUnimplementedPaymentsServer() {}
 func (UnimplementedPaymentsServer) testEmbeddedByValue()                  {}
@@ -174,6 +206,24 @@ func _Payments_GetPaymentByOrder_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Payments_Refund_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RefundRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PaymentsServer).Refund(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Payments_Refund_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PaymentsServer).Refund(ctx, req.(*RefundRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Payments_ServiceDesc is the grpc.ServiceDesc for Payments service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -188,6 +238,10 @@ var Payments_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPaymentByOrder",
 			Handler:    _Payments_GetPaymentByOrder_Handler,
+		},
+		{
+			MethodName: "Refund",
+			Handler:    _Payments_Refund_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
