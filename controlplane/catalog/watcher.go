@@ -242,7 +242,15 @@ func (w *Watcher) Run(ctx context.Context) error {
 				w.succeeded(u.query, u.index, u.asked)
 			case updCA:
 				st.caAnswered = true
-				if !st.ca.Equal(u.ca) {
+				switch {
+				case u.ca.TrustDomain == "" && st.ca.TrustDomain != "":
+					// Mutual TLS never falls back to plaintext once it was
+					// on: a CA that stops giving a trust domain (Connect
+					// turned off) keeps the last one, as an outage keeps
+					// the last snapshot.
+					w.log.Error("Consul's Connect CA gives no trust domain any more (Connect off?); the last trust domain and roots stay in force",
+						"trust_domain", st.ca.TrustDomain)
+				case !st.ca.Equal(u.ca):
 					st.ca = u.ca
 					st.changed = true
 				}

@@ -436,7 +436,7 @@ func TestProxylessNodeOfAnotherServiceIsRefused(t *testing.T) {
 	e := envoysim.StartT(t, h.addr, envoysim.Options{ID: "order-1", Cluster: "payment",
 		Metadata: map[string]any{translate.MetaFlavor: translate.FlavorProxyless}})
 	poll.Until(t, wait, func() (bool, string) { return e.Err() != nil, "refused node's stream still open" })
-	if st, _ := status.FromError(e.Err()); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), `node.cluster "payment" is not the service "order"`) {
+	if st, _ := status.FromError(e.Err()); st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), `node.cluster "payment" is not the service "order"`) {
 		t.Errorf("stream ended with %v", e.Err())
 	}
 	if s := e.State(); len(s.Listeners)+len(s.Clusters) != 0 {
@@ -446,8 +446,19 @@ func TestProxylessNodeOfAnotherServiceIsRefused(t *testing.T) {
 	if n.Connected || len(n.Notes) != 1 || !strings.Contains(n.Notes[0], "names its own service") {
 		t.Errorf("/debug/nodes entry = %+v", n)
 	}
-	if !strings.Contains(h.logs.String(), "proxyless node refused") {
+	if !strings.Contains(h.logs.String(), "node refused") {
 		t.Error("refusal not logged")
+	}
+
+	// The same for an Envoy: a node of another service never gets this
+	// instance's snapshot (its secrets included).
+	envoy := envoysim.StartT(t, h.addr, envoysim.Options{ID: "order-1", Cluster: "payment"})
+	poll.Until(t, wait, func() (bool, string) { return envoy.Err() != nil, "refused Envoy's stream still open" })
+	if st, _ := status.FromError(envoy.Err()); st.Code() != codes.PermissionDenied {
+		t.Errorf("Envoy's stream ended with %v", envoy.Err())
+	}
+	if s := envoy.State(); len(s.Listeners)+len(s.Clusters) != 0 {
+		t.Errorf("refused Envoy got config: %d listeners, %d clusters", len(s.Listeners), len(s.Clusters))
 	}
 }
 

@@ -185,16 +185,16 @@ func (t *tracker) request(id streamKey, node *corev3.Node) (first bool, err erro
 		t.log.Warn("envoy connected without a node id; stream refused", "stream", id.id, "delta", delta, "cluster", node.GetCluster())
 		return false, status.Error(codes.InvalidArgument, "meshop control plane: node.id is empty; set it to the Consul instance ID (sidecar) or edge-<n> with node.cluster=edge")
 	}
-	if refusal := proxylessRefusal(t.mesh, node); refusal != "" {
+	if refusal := clusterRefusal(t.mesh, node); refusal != "" {
 		// The node stays listed with the reason, but gets no stream.
 		n := t.nodes[node.GetId()]
 		if n == nil {
-			n = &NodeStatus{ID: node.GetId(), Type: nodeProxyless, LastSent: map[string]Sent{}, LastAck: map[string]Ack{}}
+			n = &NodeStatus{ID: node.GetId(), Type: nodeTypeOf(node), LastSent: map[string]Sent{}, LastAck: map[string]Ack{}}
 			t.nodes[node.GetId()] = n
 		}
 		n.Cluster, n.Metadata, n.Notes = node.GetCluster(), node.GetMetadata().AsMap(), []string{refusal}
-		t.log.Warn("proxyless node refused", "node", node.GetId(), "cluster", node.GetCluster(), "err", refusal)
-		return false, status.Error(codes.FailedPrecondition, "meshop control plane: "+refusal)
+		t.log.Warn("node refused", "node", node.GetId(), "cluster", node.GetCluster(), "err", refusal)
+		return false, status.Error(codes.PermissionDenied, "meshop control plane: "+refusal)
 	}
 	s.node = node.GetId()
 	n := t.nodes[s.node]
@@ -230,20 +230,31 @@ func (t *tracker) request(id streamKey, node *corev3.Node) (first bool, err erro
 	return true, nil
 }
 
-// proxylessRefusal is why a proxyless node gets no configuration at all:
-// its bootstrap names a service other than its instance's, so its
-// listeners and routes would be another service's. ("" for any other
-// node: a sidecar's instance ID decides, with a note.)
-func proxylessRefusal(m *model.Mesh, node *corev3.Node) string {
-	if m == nil || node.GetMetadata().GetFields()[translate.MetaFlavor].GetStringValue() != translate.FlavorProxyless {
+// clusterRefusal is why a node (a sidecar or a proxyless app, not the
+// edge) gets no configuration at all: its bootstrap names a service other
+// than its instance's, so its listeners, routes and secrets would be
+// another service's.
+func clusterRefusal(m *model.Mesh, node *corev3.Node) string {
+	if m == nil || translate.IsEdge(node.GetCluster()) {
 		return ""
 	}
 	in := m.Instance(node.GetId())
 	if in == nil || node.GetCluster() == in.Service {
 		return ""
 	}
-	return fmt.Sprintf("node.cluster %q is not the service %q of instance %q; a proxyless app's bootstrap names its own service",
+	// A node's snapshot is its instance's, keyed by the node id alone: a
+	// node of another service (whose token xdsauth accepted for that
+	// other service) must not get it, secrets included.
+	return fmt.Sprintf("node.cluster %q is not the service %q of instance %q; a node's bootstrap names its own service",
 		node.GetCluster(), in.Service, in.ID)
+}
+
+// nodeTypeOf is the type a refused node is listed with.
+func nodeTypeOf(node *corev3.Node) string {
+	if node.GetMetadata().GetFields()[translate.MetaFlavor].GetStringValue() == translate.FlavorProxyless {
+		return nodeProxyless
+	}
+	return nodeSidecar
 }
 
 // classify says what a node is in mesh m and what is odd about it.
@@ -260,7 +271,7 @@ func classify(m *model.Mesh, n *NodeStatus) (typ string, notes []string) {
 		return nodeUnknown, []string{"node id is no instance of a meshed service in the catalog; no configuration until one registers"}
 	}
 	if cluster != in.Service {
-		notes = append(notes, fmt.Sprintf("node cluster %q differs from the instance's service %q; the node id decides", cluster, in.Service))
+		notes = append(notes, fmt.Sprintf("node cluster %q differs from the instance's service %q (it changed after the node connected); the node is refused when it reconnects", cluster, in.Service))
 	}
 	if n.Metadata[translate.MetaFlavor] == translate.FlavorProxyless {
 		return nodeProxyless, notes

@@ -79,10 +79,17 @@ type Authenticator struct {
 	refusals []Refusal // the last maxRefusals, oldest first
 }
 
+// cachedToken is what Consul said of a token: its service identities,
+// or that it knows no such token (unknown), until expires.
 type cachedToken struct {
 	services []string
+	unknown  bool
 	expires  time.Time
 }
+
+// unknownTTL is how long "Consul knows no such token" is remembered, so
+// a peer looping over forged tokens does not make a Consul request each.
+const unknownTTL = 5 * time.Second
 
 // Refusal is one refused stream, for operators.
 type Refusal struct {
@@ -103,6 +110,9 @@ func New(opts Options) *Authenticator {
 	}
 	if opts.RegistrationWait <= 0 {
 		opts.RegistrationWait = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	a := &Authenticator{
 		opts: opts, log: opts.Logger.With("component", "xdsauth"), tokens: map[string]cachedToken{},
@@ -155,7 +165,7 @@ func (a *Authenticator) serve(srv any, ss grpc.ServerStream, handler grpc.Stream
 		token = md.Get(TokenHeader)[0]
 	}
 	// Asked even without a token: only Consul says whether it has ACLs.
-	services, err := a.services(ctx, token)
+	_, err := a.services(ctx, token)
 	if token == "" && !errors.Is(err, ErrACLsDisabled) {
 		return a.refuse(ctx, &refusal{reason: "no_token", detail: "no Consul ACL token (gRPC metadata " + TokenHeader + ")"})
 	}
@@ -170,8 +180,15 @@ func (a *Authenticator) serve(srv any, ss grpc.ServerStream, handler grpc.Stream
 
 	sctx, cancel := context.WithCancelCause(context.WithValue(ctx, tokenKey{}, token))
 	defer cancel(nil)
-	s := &stream{ServerStream: ss, ctx: sctx, check: func(n *corev3.Node) *refusal { return a.authorize(sctx, services, n) }}
-	go a.revalidate(sctx, token, cancel)
+	s := &stream{ServerStream: ss, ctx: sctx}
+	s.check = func(n *corev3.Node) *refusal {
+		fresh, err := a.services(sctx, token) // the token's identities now, not at open
+		if err != nil {
+			return &refusal{node: n, reason: "revoked", detail: "the stream's Consul ACL token is no longer valid"}
+		}
+		return a.authorize(sctx, fresh, n)
+	}
+	go a.revalidate(sctx, token, s, cancel)
 	err = handler(srv, s)
 	if r := s.refused(); r != nil {
 		return a.refuse(ctx, r)
@@ -214,9 +231,11 @@ func (a *Authenticator) authorize(ctx context.Context, services []string, n *cor
 	}
 }
 
-// revalidate asks Consul about the token again every TTL and ends the
-// stream once Consul no longer knows it.
-func (a *Authenticator) revalidate(ctx context.Context, token string, cancel context.CancelCauseFunc) {
+// revalidate asks Consul about the token every TTL (not the cache: so a
+// change takes effect within one TTL) and ends the stream once Consul no
+// longer knows the token, or the token no longer carries the identity of
+// the stream's node.
+func (a *Authenticator) revalidate(ctx context.Context, token string, s *stream, cancel context.CancelCauseFunc) {
 	t := time.NewTicker(a.opts.TTL)
 	defer t.Stop()
 	for {
@@ -225,8 +244,16 @@ func (a *Authenticator) revalidate(ctx context.Context, token string, cancel con
 			return
 		case <-t.C:
 		}
-		if _, err := a.services(ctx, token); errors.Is(err, ErrUnknownToken) {
+		services, err := a.lookup(ctx, token)
+		switch {
+		case errors.Is(err, ErrUnknownToken):
 			cancel(&refusal{reason: "revoked", detail: "the stream's Consul ACL token was revoked"})
+			return
+		case err != nil:
+			continue // Consul unreachable: keep the stream, ask again next time
+		}
+		if cluster := s.cluster(); cluster != "" && !slices.Contains(services, cluster) {
+			cancel(&refusal{reason: "wrong_service", detail: fmt.Sprintf("the token no longer carries the service identity of %q", cluster)})
 			return
 		}
 	}
@@ -234,26 +261,36 @@ func (a *Authenticator) revalidate(ctx context.Context, token string, cancel con
 
 // services are token's service identities, from the cache while fresh.
 func (a *Authenticator) services(ctx context.Context, token string) ([]string, error) {
-	now := time.Now()
 	a.mu.Lock()
 	c, ok := a.tokens[token]
 	a.mu.Unlock()
-	if ok && now.Before(c.expires) {
+	switch {
+	case ok && time.Now().Before(c.expires) && c.unknown:
+		return nil, ErrUnknownToken
+	case ok && time.Now().Before(c.expires):
 		return c.services, nil
 	}
+	return a.lookup(ctx, token)
+}
+
+// lookup asks Consul about token and caches the answer: the identities for
+// TTL, "no such token" for unknownTTL.
+func (a *Authenticator) lookup(ctx context.Context, token string) ([]string, error) {
 	services, err := a.opts.Directory.TokenServices(ctx, token)
+	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err != nil {
-		if errors.Is(err, ErrUnknownToken) {
-			delete(a.tokens, token)
-		}
-		return nil, err
-	}
-	for k, v := range a.tokens { // forget expired tokens as new ones come
+	for k, v := range a.tokens { // forget expired answers as new ones come
 		if now.After(v.expires) {
 			delete(a.tokens, k)
 		}
+	}
+	switch {
+	case errors.Is(err, ErrUnknownToken):
+		a.tokens[token] = cachedToken{unknown: true, expires: now.Add(unknownTTL)}
+		return nil, err
+	case err != nil:
+		return nil, err
 	}
 	a.tokens[token] = cachedToken{services: services, expires: now.Add(a.opts.TTL)}
 	return services, nil
@@ -293,7 +330,15 @@ type stream struct {
 
 	mu      sync.Mutex
 	allowed string // the node already checked: id and cluster
+	node    *corev3.Node
 	denied  *refusal
+}
+
+// cluster is the service of the node the stream was allowed for, "" before.
+func (s *stream) cluster() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.node.GetCluster()
 }
 
 // noder is a DiscoveryRequest or a DeltaDiscoveryRequest.
@@ -331,7 +376,7 @@ func (s *stream) RecvMsg(m any) error {
 		if r := s.check(n); r != nil {
 			s.denied = r
 		} else {
-			s.allowed = key
+			s.allowed, s.node = key, n
 			return nil
 		}
 	}

@@ -31,11 +31,13 @@ type directory struct {
 	tokens    map[string][]string // token → service identities
 	instances map[string]string   // instance id → service
 	disabled  bool
+	lookups   int
 }
 
 func (d *directory) TokenServices(_ context.Context, token string) ([]string, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.lookups++
 	if d.disabled {
 		return nil, ErrACLsDisabled
 	}
@@ -56,6 +58,18 @@ func (d *directory) revoke(token string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.tokens, token)
+}
+
+func (d *directory) setIdentities(token string, services ...string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.tokens[token] = services
+}
+
+func (d *directory) lookupCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.lookups
 }
 
 // serveADS serves go-control-plane's ADS behind the authenticator and
@@ -203,5 +217,46 @@ func TestWithoutACLsEveryStreamIsServed(t *testing.T) {
 	a, _ := newAuthenticator(&directory{disabled: true}, time.Minute)
 	if _, err := open(t, serveADS(t, a), "anything", "payment-1", "payment"); err != nil {
 		t.Fatalf("refused against a Consul without ACLs: %v", err)
+	}
+}
+
+func TestAStreamEndsWhenItsTokenLosesTheNodesIdentity(t *testing.T) {
+	d := &directory{tokens: map[string][]string{"pay": {"payment"}}, instances: map[string]string{"payment-1": "payment"}}
+	a, _ := newAuthenticator(d, 200*time.Millisecond)
+	s, err := open(t, serveADS(t, a), "pay", "payment-1", "payment")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.setIdentities("pay", "order") // the operator moved the token to another service
+	done := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := s.Recv(); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		if status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("got %v, want PermissionDenied", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream is still open after its token lost payment's identity")
+	}
+}
+
+func TestForgedTokensAreNotAskedOfConsulEveryTime(t *testing.T) {
+	d := &directory{tokens: map[string][]string{}, instances: map[string]string{}}
+	a, _ := newAuthenticator(d, time.Minute)
+	cc := serveADS(t, a)
+	for range 5 {
+		if _, err := open(t, cc, "forged", "payment-1", "payment"); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("got %v, want PermissionDenied", err)
+		}
+	}
+	if n := d.lookupCount(); n != 1 {
+		t.Errorf("Consul asked %d times about one forged token, want once", n)
 	}
 }
