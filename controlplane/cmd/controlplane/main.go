@@ -86,7 +86,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		builder := model.NewBuilder(model.BuilderOptions{Logger: log, MaxPolicyBytes: cfg.PolicyMaxBytes, OnProblem: metrics.ProblemFound})
 		xds = serve.New(serve.Options{
 			Logger: log, Metrics: metrics, Translate: cfg.Translate, Model: builder,
-			Quiet: cfg.Quiet, MaxDelay: cfg.MaxDelay, Keepalive: cfg.Keepalive, GRPCOptions: security.options, Identities: security.leaves,
+			Quiet: cfg.Quiet, MaxDelay: cfg.MaxDelay, Keepalive: cfg.Keepalive, GRPCOptions: security.options, Identities: security.identities(cfg),
 		})
 	}
 
@@ -117,7 +117,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return security.run(sctx)
 		}, func(error) { cancel() })
 		g.Add(func() error {
-			if err := security.ready(sctx); err != nil {
+			if err := security.ready(sctx, log); err != nil {
 				xdsLis.Close()
 				return err
 			}

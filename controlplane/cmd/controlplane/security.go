@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -70,17 +69,33 @@ func newXDSSecurity(cfg config, log *slog.Logger, reg prometheus.Registerer, set
 	return s, nil
 }
 
-// ready waits for the control plane's first certificate.
-func (s *xdsSecurity) ready(ctx context.Context) error {
+// ready waits for the control plane's first certificate, as long as it
+// takes (Consul may be starting too), saying every 30 s what it waits for.
+func (s *xdsSecurity) ready(ctx context.Context, log *slog.Logger) error {
 	if s.identity == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if _, err := s.identity.Ready(ctx); err != nil {
-		return fmt.Errorf("%w (does CONSUL_HTTP_TOKEN grant service:write on %s?)", err, workload.ControlPlane)
+	for {
+		wait, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err := s.identity.Ready(wait)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return nil // stopping
+		}
+		log.Warn("xDS waits for the control plane's certificate from Consul's Connect CA (does its token grant service:write on "+workload.ControlPlane+"?)", "err", err)
 	}
-	return nil
+}
+
+// identities are the leaves' issuer when Envoys get secrets (MESH_MTLS),
+// nil otherwise: no leaf is asked of Consul that nothing would use.
+func (s *xdsSecurity) identities(cfg config) serve.Identities {
+	if !cfg.Translate.MTLS {
+		return nil
+	}
+	return s.leaves
 }
 
 // run follows the control plane's identity and issues the Envoys' leaves

@@ -187,6 +187,7 @@ func New(ctx context.Context, spec Spec) (*App, error) {
 		Timeout: settings.CallTimeout, Telemetry: a.Telemetry, Metrics: a.Metrics, Logger: a.Logger,
 	})
 	if err != nil {
+		a.stopFollowing()
 		return nil, err
 	}
 	a.GRPC, err = rpc.NewServer(rpc.ServerConfig{
@@ -195,6 +196,7 @@ func New(ctx context.Context, spec Spec) (*App, error) {
 	})
 	if err != nil {
 		a.Mesh.Close()
+		a.stopFollowing()
 		return nil, err
 	}
 	via := "egress " + settings.EgressURL
@@ -324,10 +326,15 @@ func (a *App) followIdentity(ctx context.Context) {
 // certificate before it starts anyway.
 const identityWait = 5 * time.Second
 
-func (a *App) close() {
+// stopFollowing ends the identity's watcher, if any.
+func (a *App) stopFollowing() {
 	if a.stopIdentity != nil {
 		a.stopIdentity()
 	}
+}
+
+func (a *App) close() {
+	a.stopFollowing()
 	a.Mesh.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

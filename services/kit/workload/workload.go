@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -250,7 +251,8 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 
 // PeerOf returns a check for tls.Config.VerifyConnection that accepts a
 // peer only if its certificate chains to roots and carries the SPIFFE ID
-// of service (in any datacenter of the roots' trust domain). Use it with
+// of service (spiffe://<trust domain>/ns/default/dc/<dc>/svc/<service>,
+// in any datacenter; the trust domain is the roots', whose chain it is). Use it with
 // InsecureSkipVerify: Consul's leaves name no host, so Go's host name
 // check has nothing to check.
 func PeerOf(roots func() (*x509.CertPool, error), service string) func(tls.ConnectionState) error {
@@ -270,8 +272,9 @@ func PeerOf(roots func() (*x509.CertPool, error), service string) func(tls.Conne
 		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 			return fmt.Errorf("workload: peer certificate: %w", err)
 		}
+		want := regexp.MustCompile(`^/ns/default/dc/[^/]+/svc/` + regexp.QuoteMeta(service) + `$`)
 		for _, uri := range leaf.URIs {
-			if uri.Scheme == "spiffe" && strings.HasSuffix(uri.Path, "/svc/"+service) && strings.HasPrefix(uri.Path, "/ns/") {
+			if uri.Scheme == "spiffe" && want.MatchString(uri.Path) {
 				return nil
 			}
 		}
