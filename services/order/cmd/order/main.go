@@ -63,6 +63,7 @@ func run() error {
 		return err
 	}
 	defer db.Close()
+	a.Metrics.MustRegister(order.NewMetrics(db))
 	bus, relay, err := a.Events(ctx, db)
 	if err != nil {
 		return err
