@@ -22,6 +22,9 @@ type eventData struct {
 	Currency     string  `json:"currency"`
 	CancelReason *string `json:"cancel_reason"`
 	Reason       string  `json:"reason"`
+	// Refunded: the order was cancelled after its charge, which payment
+	// refunded (issue 12).
+	Refunded bool `json:"refunded"`
 }
 
 // render turns an event into the notification's user, subject and body.
@@ -49,6 +52,9 @@ func render(ev events.Envelope) (userID, subject, body string, err error) {
 		}
 		subject = "Your order was cancelled"
 		body = fmt.Sprintf("Order %s was cancelled (%s). You have not been charged.", d.OrderID, reason)
+		if d.Refunded {
+			body = fmt.Sprintf("Order %s was cancelled (%s). Its payment of %s has been refunded.", d.OrderID, reason, money(d.TotalCents, d.Currency))
+		}
 	case events.PaymentFailed:
 		subject = "Your payment did not go through"
 		body = fmt.Sprintf("The payment of %s for order %s failed (%s).", money(d.AmountCents, d.Currency), d.OrderID, nonEmpty(d.Reason, "declined"))

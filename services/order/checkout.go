@@ -88,6 +88,9 @@ const awaitOtherRun = 5 * time.Second
 
 // runCheckout is one run of the saga by the holder of o's claim.
 func (s *service) runCheckout(ctx context.Context, o Order, owner string) (Order, error) {
+	if o.Step == StepRefunding { // a run stopped mid-compensation: finish it
+		return s.refundAndCancel(ctx, o, owner, o.PaymentID)
+	}
 	res, err := s.Inventory.Reserve(ctx, o.ID, lines(o))
 	if err != nil {
 		if refusedBy(err, reserveRefusals) {
@@ -120,6 +123,9 @@ func (s *service) runCheckout(ctx context.Context, o Order, owner string) (Order
 	switch p.Status {
 	case paymentclient.StatusSucceeded:
 		if err := s.Inventory.Commit(ctx, o.ID); err != nil {
+			if refusedBy(err, commitRefusals) { // charged, but the stock is gone
+				return s.refundAndCancel(ctx, o, owner, &p.ID)
+			}
 			return o, pending(o, err)
 		}
 		return s.finish(ctx, o, owner, StatusConfirmed, &p.ID, nil, nil)
@@ -148,6 +154,9 @@ var (
 	reserveRefusals = []string{productclient.ReasonOutOfStock, productclient.ReasonUnknownProduct,
 		productclient.ReasonInvalidReservation, productclient.ReasonReservationReleased}
 	chargeRefusals = []string{paymentclient.ReasonInvalidCardToken, paymentclient.ReasonInvalidPayment}
+	commitRefusals = []string{productclient.ReasonReservationReleased, productclient.ReasonReservationNotFound}
+	// nothingToRefund: payment's answers that no charge exists to pay back.
+	nothingToRefund = []string{paymentclient.ReasonPaymentNotFound, paymentclient.ReasonNotRefundable}
 )
 
 // refusedBy reports whether err is one of the provider's own refusals:
@@ -200,6 +209,29 @@ func (s *service) price(ctx context.Context, o *Order, owner string, res Reserva
 	}
 	o.Step = StepReserved
 	return nil
+}
+
+// refundAndCancel is the compensation of a charge whose order cannot be
+// fulfilled: the order moves to StepRefunding (so a crash resumes the
+// refund, never skips it), payment refunds the charge (idempotent on the
+// order id; retried while payment cannot say), then the order is
+// cancelled, its event saying the customer was refunded.
+func (s *service) refundAndCancel(ctx context.Context, o Order, owner string, paymentID *string) (Order, error) {
+	if o.Step != StepRefunding {
+		if err := s.Store.SetStep(ctx, o.ID, owner, o.Step, StepRefunding); err != nil {
+			return o, pendingIfLost(o, err)
+		}
+		o.Step = StepRefunding
+	}
+	if err := s.Payments.Refund(ctx, o.ID); err != nil && !refusedBy(err, nothingToRefund) {
+		return o, pending(o, err)
+	}
+	o.Refunded = true
+	if err := s.Inventory.Release(ctx, o.ID); err != nil && !refusedBy(err, commitRefusals) {
+		return o, pending(o, err)
+	}
+	reason := ReasonReservationLost
+	return s.finish(ctx, o, owner, StatusCancelled, paymentID, &reason, nil)
 }
 
 // cancel releases the reservation (a no-op, recorded, if there was none)
@@ -274,6 +306,7 @@ var reasonKinds = map[string]errs.Kind{
 	ReasonPaymentFailed:   errs.PaymentDeclined,
 	ReasonTimeout:         errs.Unavailable,
 	ReasonMixedCurrencies: errs.Validation,
+	ReasonReservationLost: errs.Conflict,
 
 	strings.ToLower(productclient.ReasonOutOfStock):       errs.Conflict,
 	strings.ToLower(productclient.ReasonUnknownProduct):   errs.Validation,
@@ -292,6 +325,7 @@ func orderEvent(typ string, o Order) (events.Envelope, error) {
 	return events.New("order", typ, o.ID, map[string]any{
 		"order_id": o.ID, "user_id": o.UserID, "status": o.Status, "items": o.Items,
 		"total_cents": o.TotalCents, "currency": o.Currency, "payment_id": o.PaymentID, "cancel_reason": o.CancelReason,
+		"refunded": o.Refunded,
 	})
 }
 

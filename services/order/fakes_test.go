@@ -38,6 +38,7 @@ type fakeInventory struct {
 	reserved map[string][]ItemRequest // order → lines
 	state    map[string]string        // order → RESERVED, COMMITTED, RELEASED
 	down     bool
+	lost     bool // Commit answers that the reservation is gone
 }
 
 func newFakeInventory() *fakeInventory {
@@ -96,6 +97,9 @@ func (f *fakeInventory) Commit(_ context.Context, orderID string) error {
 	if f.down {
 		return unreachable
 	}
+	if f.lost {
+		return errs.New(errs.Conflict, productclient.ReasonReservationReleased, "the reservation was released")
+	}
 	f.state[orderID] = productclient.StatusCommitted
 	return nil
 }
@@ -125,6 +129,31 @@ type fakePayments struct {
 	down     bool
 	// fail, when set, is every Charge's answer (a mesh's or network's).
 	fail error
+	// refunds counts refunds by order; refundDown makes Refund unreachable.
+	refunds    map[string]int
+	refundDown bool
+}
+
+func (f *fakePayments) Refund(_ context.Context, orderID string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.refundDown {
+		return unreachable
+	}
+	p, ok := f.payments[orderID]
+	switch {
+	case !ok:
+		return errs.New(errs.NotFound, paymentclient.ReasonPaymentNotFound, "no payment")
+	case p.Status != paymentclient.StatusSucceeded:
+		return errs.New(errs.Conflict, paymentclient.ReasonNotRefundable, "nothing was charged")
+	}
+	if f.refunds == nil {
+		f.refunds = map[string]int{}
+	}
+	if f.refunds[orderID] == 0 { // idempotent on the order id
+		f.refunds[orderID] = 1
+	}
+	return nil
 }
 
 func newFakePayments() *fakePayments { return &fakePayments{payments: map[string]Payment{}} }

@@ -55,6 +55,9 @@ type Order struct {
 	Step      string `json:"-" db:"step"`
 	// Attempts counts the recoverer's runs that could not finish it.
 	Attempts int `json:"-" db:"attempts"`
+	// Refunded is set on an order cancelled after its charge succeeded,
+	// once payment refunded it (the order.cancelled event says so).
+	Refunded bool `json:"refunded" db:"-"`
 }
 
 // Checkout steps, recorded so a restarted instance resumes where it was.
@@ -62,6 +65,9 @@ const (
 	StepCreated  = "created"  // PENDING, nothing reserved yet
 	StepReserved = "reserved" // stock reserved, lines priced
 	StepCharging = "charging" // payment requested: never cancel without its outcome
+	// StepRefunding: charged, but the stock could not be kept: the
+	// payment is refunded before the order is cancelled.
+	StepRefunding = "refunding"
 	StepDone     = "done"     // CONFIRMED or CANCELLED
 )
 
@@ -73,6 +79,9 @@ const (
 	// ReasonMixedCurrencies: the cart's products are priced in more than
 	// one currency (422; the stock is released).
 	ReasonMixedCurrencies = "mixed_currencies"
+	// ReasonReservationLost: the charge succeeded but product no longer
+	// held the reservation to commit; the payment was refunded (409).
+	ReasonReservationLost = "reservation_lost"
 )
 
 // Item is one line of an order.

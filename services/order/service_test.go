@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -471,5 +472,52 @@ func TestAnOrderThatNeverGetsThroughIsParked(t *testing.T) {
 	}
 	if o, _ := h.store.Get(context.Background(), id); o.Status != StatusPending || o.Attempts != 3 {
 		t.Errorf("parked order = %s after %d attempts, want PENDING after 3", o.Status, o.Attempts)
+	}
+}
+
+// TestAChargeWhoseStockIsGoneIsRefundedBeforeTheOrderIsCancelled: the
+// charge succeeded but product no longer holds the reservation: payment
+// refunds the charge (once, even when the first refund could not reach
+// payment), then the order is CANCELLED reservation_lost, its event and
+// its answer saying the customer was refunded.
+func TestAChargeWhoseStockIsGoneIsRefundedBeforeTheOrderIsCancelled(t *testing.T) {
+	h := withAda(t)
+	h.inventory.mu.Lock()
+	h.inventory.lost = true
+	h.inventory.mu.Unlock()
+	h.payments.mu.Lock()
+	h.payments.refundDown = true
+	h.payments.mu.Unlock()
+	_, _, err := h.svc.Create(as("u1"), "k1", request("tok_visa"))
+	if errs.As(err).Code != "checkout_pending" {
+		t.Fatalf("refund unreachable: %v, want checkout_pending", err)
+	}
+	id := errs.As(err).Details["order_id"].(string)
+	if o, _ := h.store.Get(context.Background(), id); o.Status != StatusPending || o.Step != StepRefunding {
+		t.Fatalf("order = %s/%s, want PENDING/refunding (a crash resumes the refund)", o.Status, o.Step)
+	}
+	h.payments.mu.Lock()
+	h.payments.refundDown = false
+	h.payments.mu.Unlock()
+	// The recoverer (or the client's retry) finishes the compensation.
+	r := Recoverer{Deps: h.deps, Interval: time.Hour, Grace: -time.Hour, MaxAge: time.Hour}
+	r.resumeAll(context.Background(), New(h.deps).(*service))
+	o, _, err := h.svc.Create(as("u1"), "k1", request("tok_visa"))
+	if errs.As(err).Code != ReasonReservationLost || o.Status != StatusCancelled || !o.Refunded {
+		t.Fatalf("order = %s refunded=%v, err %v; want CANCELLED, refunded, reservation_lost", o.Status, o.Refunded, err)
+	}
+	h.payments.mu.Lock()
+	refunds := h.payments.refunds[id]
+	h.payments.mu.Unlock()
+	if refunds != 1 || h.payments.count() != 1 {
+		t.Errorf("charges %d, refunds %d; want 1 and 1", h.payments.count(), refunds)
+	}
+	if got := outboxTypes(t, h.store, id); len(got) != 2 || got[1] != "order.cancelled" {
+		t.Errorf("events = %v", got)
+	}
+	for _, ev := range kittest.Outbox[events.Envelope](t, h.store.db) {
+		if ev.SubjectID == id && ev.Type == "order.cancelled" && !strings.Contains(string(ev.Data), `"refunded":true`) {
+			t.Errorf("order.cancelled does not say the customer was refunded: %s", ev.Data)
+		}
 	}
 }

@@ -235,6 +235,8 @@ func (s *SQLStore) withItems(ctx context.Context, o Order) (Order, error) {
 		return Order{}, sqldb.Err("get order items", err)
 	}
 	o.CreatedAt = o.CreatedAt.UTC()
+	// The one cancellation that follows a charge is refunded first.
+	o.Refunded = o.Status == StatusCancelled && deref(o.CancelReason) == ReasonReservationLost
 	return o, nil
 }
 

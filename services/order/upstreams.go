@@ -35,6 +35,10 @@ type ReservationItem struct {
 // Payments charges orders at the payment service, idempotently on order id.
 type Payments interface {
 	Charge(ctx context.Context, c Charge) (Payment, error)
+	// Refund pays the order's charge back, idempotent on the order id;
+	// payment refuses (PAYMENT_NOT_FOUND, NOT_REFUNDABLE) when nothing
+	// was charged.
+	Refund(ctx context.Context, orderID string) error
 }
 
 // Charge is a payment request.
@@ -97,6 +101,11 @@ func (p payments) Charge(ctx context.Context, c Charge) (Payment, error) {
 		return Payment{}, named("payment", err)
 	}
 	return Payment{ID: paid.ID, Status: paid.Status}, nil
+}
+
+func (p payments) Refund(ctx context.Context, orderID string) error {
+	_, err := p.payment.Refund(ctx, orderID)
+	return named("payment", err)
 }
 
 // named adds the dependency's name to an Unavailable error (details
