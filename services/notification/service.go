@@ -2,7 +2,6 @@ package notification
 
 import (
 	"context"
-	"log/slog"
 	"time"
 
 	"github.com/google/uuid"
@@ -45,14 +44,19 @@ func (s *service) List(ctx context.Context, req paging.Request) (paging.Page[Not
 
 // Handler turns consumed events into notifications.
 type Handler struct {
-	Store  Store
-	Sender Sender
-	Logger *slog.Logger
+	Store Store
+	// Notify [none] is called once the handled event's transaction is
+	// over: the Dispatcher's Notify, so that the send starts right after
+	// the commit instead of at the dispatcher's next poll.
+	Notify func()
 }
 
-// Handle records the notification for ev and its notification.sent event
-// in tx, then sends it. It runs inside the consumer's transaction, which
-// also marks ev processed: all of it happens once, or not at all.
+// Handle records the notification for ev in tx, due to be sent. It runs
+// inside the consumer's transaction, which also marks ev processed: the
+// record happens once, or not at all. It does not send: a send inside the
+// transaction would hold it (and its locks) open for as long as the mail
+// relay takes, and a rollback after a send would send twice. The
+// Dispatcher sends it once the transaction has committed.
 func (h Handler) Handle(ctx context.Context, tx *events.Tx, ev events.Envelope) error {
 	userID, subject, body, err := render(ev)
 	if err != nil {
@@ -66,13 +70,11 @@ func (h Handler) Handle(ctx context.Context, tx *events.Tx, ev events.Envelope) 
 	if err != nil || !inserted {
 		return err
 	}
-	sent, err := events.New("notification", events.NotificationSent, n.ID,
-		map[string]any{"notification_id": n.ID, "user_id": n.UserID, "event_type": n.EventType, "event_id": ev.ID})
-	if err != nil {
-		return err
+	if h.Notify != nil {
+		// The consumer ends ctx when it has settled the event: after the
+		// commit (or the rollback, where the dispatcher finds nothing).
+		// A nudge it misses is caught by the dispatcher's poll.
+		context.AfterFunc(ctx, h.Notify)
 	}
-	if err := tx.Record(ctx, sent); err != nil {
-		return err
-	}
-	return h.Sender.Send(ctx, n)
+	return nil
 }

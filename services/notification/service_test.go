@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/propagation"
 
@@ -34,7 +35,8 @@ func (r *recordingSender) Send(_ context.Context, n Notification) error {
 }
 
 func openStore(t *testing.T, databaseURL string) *SQLStore {
-	return NewStore(kittest.DB(t, databaseURL, Migrations(), events.Migrations()))
+	db := kittest.DB(t, databaseURL, Migrations(), events.Migrations())
+	return NewStore(db, events.NewOutbox(propagation.TraceContext{}, nil))
 }
 
 func mustEvent(t *testing.T, typ string, data map[string]any) events.Envelope {
@@ -56,8 +58,7 @@ func handleInTx(s *SQLStore, h Handler, ev events.Envelope) error {
 func TestHandleRecordsOncePerEvent(t *testing.T) {
 	localenv.EachDatabase(t, func(t *testing.T, databaseURL string) {
 		s := openStore(t, databaseURL)
-		sender := &recordingSender{}
-		h := Handler{Store: s, Sender: sender}
+		h := Handler{Store: s}
 		confirmed := mustEvent(t, events.OrderConfirmed, map[string]any{"order_id": "o1", "user_id": "u1", "total_cents": 1950, "currency": "USD"})
 		for range 2 { // a redelivery must not notify twice
 			if err := handleInTx(s, h, confirmed); err != nil {
@@ -71,22 +72,29 @@ func TestHandleRecordsOncePerEvent(t *testing.T) {
 		if len(got) != 1 || got[0].EventType != events.OrderConfirmed || got[0].Body != "Order o1 is confirmed. Total: 19.50 USD." {
 			t.Fatalf("notifications = %+v", got)
 		}
-		if len(sender.sent) != 1 {
-			t.Errorf("sent %d times, want once", len(sender.sent))
+		// Recorded, due, not sent: sending is the dispatcher's, after the
+		// commit.
+		due, err := s.Due(context.Background(), time.Now(), 10)
+		if err != nil || len(due) != 1 || due[0].ID != got[0].ID {
+			t.Errorf("due = %+v (%v), want the one notification", due, err)
 		}
-		var sentEvents int
-		if err := s.db.Get(&sentEvents, "SELECT COUNT(*) FROM outbox"); err != nil || sentEvents != 1 {
-			t.Errorf("notification.sent events = %d (%v), want 1", sentEvents, err)
+		if sent := kittest.Outbox[events.Envelope](t, s.db); len(sent) != 0 {
+			t.Errorf("notification.sent recorded before any send: %+v", sent)
 		}
 
-		// A failed send rolls everything back: no notification, no event.
-		failing := Handler{Store: s, Sender: &recordingSender{err: errors.New("smtp down")}}
+		// A handler failure after the insert rolls it back.
 		cancelled := mustEvent(t, events.OrderCancelled, map[string]any{"order_id": "o2", "user_id": "u1", "cancel_reason": "payment_declined"})
-		if err := handleInTx(s, failing, cancelled); err == nil {
-			t.Fatal("want the send error")
+		err = events.NewOutbox(propagation.TraceContext{}, nil).InTx(context.Background(), s.db, func(tx *events.Tx) error {
+			if err := h.Handle(context.Background(), tx, cancelled); err != nil {
+				return err
+			}
+			return errors.New("later step failed")
+		})
+		if err == nil {
+			t.Fatal("want the error")
 		}
 		if got, _ := s.ListByUser(context.Background(), "u1", 10, ""); len(got) != 1 {
-			t.Errorf("a failed send left %d notifications, want 1", len(got))
+			t.Errorf("a rolled back handling left %d notifications, want 1", len(got))
 		}
 	})
 }
@@ -123,7 +131,7 @@ func TestRender(t *testing.T) {
 
 func TestListPaging(t *testing.T) {
 	s := openStore(t, "sqlite:"+t.TempDir()+"/n.db")
-	h := Handler{Store: s, Sender: &recordingSender{}}
+	h := Handler{Store: s}
 	for range 3 {
 		ev := mustEvent(t, events.OrderConfirmed, map[string]any{"order_id": "o", "user_id": "u1"})
 		if err := handleInTx(s, h, ev); err != nil {

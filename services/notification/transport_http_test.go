@@ -17,7 +17,7 @@ import (
 
 func TestHTTPList(t *testing.T) {
 	s := openStore(t, "sqlite:"+t.TempDir()+"/n.db")
-	h := Handler{Store: s, Sender: &recordingSender{}}
+	h := Handler{Store: s}
 	if err := handleInTx(s, h, mustEvent(t, events.OrderConfirmed, map[string]any{"order_id": "o1", "user_id": "u1"})); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,8 @@
 //
 //	SMTP_ADDR [unset]              send mail through this relay (host:port) instead of only logging
 //	SMTP_FROM [shop@meshop.local]  the sender address
+//	SMTP_TIMEOUT [10s]             bound on one send: recipient lookup, dial and the whole SMTP conversation
+//	SEND_MAX_ATTEMPTS [10]         sends of a notification tried (backoff 5s doubling to 5m) before it is given up
 package main
 
 import (
@@ -34,6 +36,8 @@ func run() error {
 	}
 	env := config.FromEnv()
 	smtpAddr, smtpFrom := env.String("SMTP_ADDR", ""), env.String("SMTP_FROM", "shop@meshop.local")
+	sendTimeout := env.Duration("SMTP_TIMEOUT", notification.DefaultSMTPTimeout)
+	maxAttempts := env.Int("SEND_MAX_ATTEMPTS", 10, 1, 1000)
 	if err := env.Err(); err != nil {
 		return err
 	}
@@ -54,15 +58,20 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		sender = notification.SMTPSender{Addr: smtpAddr, From: smtpFrom, Recipients: notification.NewRecipients(userclient.New(userConn))}
+		sender = notification.SMTPSender{Addr: smtpAddr, From: smtpFrom, Recipients: notification.NewRecipients(userclient.New(userConn)), Timeout: sendTimeout}
 		a.Logger.Info("sending mail through SMTP", "addr", smtpAddr)
 	}
-	store := notification.NewStore(db)
-	handler := notification.Handler{Store: store, Sender: sender, Logger: a.Logger}
+	outbox := events.NewOutbox(a.Telemetry.Propagator, relay.Notify)
+	store := notification.NewStore(db, outbox)
+	// Notifications are recorded in the consumer's transaction and sent by
+	// the dispatcher after it commits, never inside it.
+	dispatcher := notification.NewDispatcher(notification.DispatcherConfig{
+		Queue: store, Sender: sender, Logger: a.Logger, SendTimeout: sendTimeout, MaxAttempts: maxAttempts,
+	})
+	handler := notification.Handler{Store: store, Notify: dispatcher.Notify}
 	consumer, err := events.NewConsumer(events.ConsumerConfig{
 		Name: "notification", Types: notification.Consumed, Handler: handler.Handle,
-		DB: db, Bus: bus, Telemetry: a.Telemetry, Logger: a.Logger,
-		Outbox: events.NewOutbox(a.Telemetry.Propagator, relay.Notify),
+		DB: db, Bus: bus, Telemetry: a.Telemetry, Logger: a.Logger, Outbox: outbox,
 	})
 	if err != nil {
 		return err
@@ -74,5 +83,5 @@ func run() error {
 		return err
 	}
 	verifier := auth.NewVerifier(authclient.New(authConn), auth.VerifierConfig{Logger: a.Logger})
-	return a.Run(ctx, notification.NewHTTPHandler(endpoints, verifier.Middleware), relay.Run, consumer.Run)
+	return a.Run(ctx, notification.NewHTTPHandler(endpoints, verifier.Middleware), relay.Run, consumer.Run, dispatcher.Run)
 }
