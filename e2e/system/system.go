@@ -31,6 +31,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+
 	"github.com/meshop/meshop/localenv"
 	"github.com/meshop/meshop/services/kit/rpc"
 	"github.com/meshop/meshop/services/kit/workload"
@@ -53,8 +55,8 @@ type Plan struct {
 	// Envoy, when set, is the envoy binary: every service then runs in
 	// sidecar mode behind its own Envoy (ports in Sidecars) and an edge
 	// Envoy serves the API on Edge. Empty means proxyless mode.
-	Envoy           string
-	Sidecars        map[string]SidecarPorts
+	Envoy                        string
+	Sidecars                     map[string]SidecarPorts
 	Edge, EdgeAdmin, EdgeMetrics int
 
 	// Env is added to every service's environment (after the plan's own
@@ -131,6 +133,28 @@ type System struct {
 	authKey string
 }
 
+// forgetPreviousRun deregisters every service instance the system's
+// Consul still holds (issue 12): the local Consul keeps its data across
+// runs and instance IDs are fixed, so a previous run's auth-local would
+// otherwise show as passing, on its last check, before anything listens
+// again, and be routed to and reported ready.
+func (s *System) forgetPreviousRun(ctx context.Context) error {
+	client, err := api.NewClient(&api.Config{Address: s.Consul.HTTPAddr(), Token: s.Consul.ManagementToken()})
+	if err != nil {
+		return err
+	}
+	services, err := client.Agent().ServicesWithFilterOpts("", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("system: Consul's services of a previous run: %w", err)
+	}
+	for id := range services {
+		if err := client.Agent().ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+			return fmt.Errorf("system: deregistering %s of a previous run: %w", id, err)
+		}
+	}
+	return nil
+}
+
 // Start builds the service binaries and starts Consul, Jaeger and every
 // service in Services, each waited for until ready. dir holds logs,
 // databases and binaries.
@@ -149,6 +173,10 @@ func Start(ctx context.Context, plan Plan, dir string) (*System, error) {
 		return nil, fmt.Errorf("system: auth's key encryption key: %w", err)
 	}
 	if s.Consul, err = localenv.StartConsul(ctx, plan.Consul); err != nil {
+		return nil, err
+	}
+	if err := s.forgetPreviousRun(ctx); err != nil {
+		s.Stop()
 		return nil, err
 	}
 	if s.Jaeger, err = localenv.StartJaeger(ctx, plan.Jaeger); err != nil {
