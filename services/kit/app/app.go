@@ -222,6 +222,10 @@ func (a *App) Events(ctx context.Context, db *sqlx.DB) (*events.Bus, *events.Rel
 		return nil, nil, fmt.Errorf("events bus (NATS_URL): %w", err)
 	}
 	relay := events.NewRelay(events.RelayConfig{DB: db, Bus: bus, Telemetry: a.Telemetry, Logger: a.Logger})
+	if err := a.Metrics.Register(events.NewOutboxMetrics(db, a.Spec.Name)); err != nil {
+		bus.Close()
+		return nil, nil, fmt.Errorf("outbox metrics: %w", err)
+	}
 	return bus, relay, nil
 }
 
