@@ -287,8 +287,16 @@ func TestPurchase(t *testing.T) {
 	})
 
 	t.Run("graceful stop deregisters", func(t *testing.T) {
+		order := sys.Instance("order")
 		if err := sys.StopService("order"); err != nil {
 			t.Fatalf("order did not stop cleanly: %v", err)
+		}
+		// In the mesh's order (issue 12): out of the mesh first, then drain.
+		logs := order.Tail(20000)
+		withdrawn := strings.Index(logs, "no longer sends this instance")
+		draining := strings.Index(logs, "draining in-flight requests")
+		if withdrawn < 0 || draining < 0 || withdrawn > draining {
+			t.Errorf("stop order: withdrawn at %d, draining at %d in the log; want withdrawn first", withdrawn, draining)
 		}
 		entries, _, err := consul.Health().Service("order", "", false, nil)
 		if err != nil {

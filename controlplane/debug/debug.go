@@ -12,6 +12,7 @@
 //	  GET /debug/nodes              nodes, ACK/NACK per type, snapshot errors, refused streams
 //	  GET /debug/config_dump?node=  envoy.admin.v3.ConfigDump of a node's snapshot  (operator)
 //	  GET /debug/model              services, routes, policies, problems
+//	  GET /debug/endpoints/{id}     whether instance id is still sent as an endpoint
 //	  GET /debug/pprof/...          Go profiles                                      (operator)
 //	  GET /metrics  GET /health  GET /ready
 //
@@ -77,6 +78,7 @@ func NewHandler(srv Server, cat Catalog, ops Operators, refused Refusals, g prom
 	mux.HandleFunc("GET /debug/nodes", h.nodes)
 	mux.Handle("GET /debug/config_dump", h.operator(http.HandlerFunc(h.configDump)))
 	mux.HandleFunc("GET /debug/model", h.model)
+	mux.HandleFunc("GET /debug/endpoints/{instance}", h.endpoint)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /health", h.health)
 	mux.HandleFunc("GET /ready", h.ready)
@@ -138,6 +140,24 @@ func (h *handler) nodes(w http.ResponseWriter, _ *http.Request) {
 		"consul":  h.cat.Status(),
 		"nodes":   h.srv.Nodes(),
 		"refused": refused,
+	})
+}
+
+// endpoint answers whether the control plane still sends instance as an
+// endpoint to the nodes that call its service: what an app taking itself
+// out of the mesh waits for before it drains (issue 12). It reads the
+// mesh every node's snapshot was last built from.
+func (h *handler) endpoint(w http.ResponseWriter, r *http.Request) {
+	m := h.srv.Mesh()
+	if m == nil {
+		writeError(w, http.StatusServiceUnavailable, "not_ready", "no catalog snapshot has been applied yet")
+		return
+	}
+	in := m.Instance(r.PathValue("instance"))
+	writeJSON(w, http.StatusOK, map[string]any{
+		"instance": r.PathValue("instance"),
+		"endpoint": in != nil && in.Endpoint(),
+		"index":    m.Index,
 	})
 }
 

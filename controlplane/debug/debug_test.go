@@ -100,6 +100,8 @@ func TestHandler(t *testing.T) {
 		{"/ready", 200, []string{`"status": "ready"`}},
 		{"/debug/nodes", 200, []string{`"id": "order-1"`, `"snapshot_key": "edge"`, `"consul"`, `upstream \"ghost\" is not a meshed service`}},
 		{"/debug/model", 200, []string{`"order"`, `"kind": "policy"`, `"source": "default"`, "rejected"}},
+		{"/debug/endpoints/user-1", 200, []string{`"endpoint": true`}},
+		{"/debug/endpoints/gone-1", 200, []string{`"endpoint": false`}},
 		{"/debug/config_dump", 400, []string{"missing_node"}},
 		{"/debug/config_dump?node=nobody-1", 404, []string{"no_snapshot", "nobody-1"}},
 		{"/debug/config_dump?node=edge-3", 200, []string{`"snapshot_key": "edge"`, "RoutesConfigDump"}},

@@ -317,6 +317,7 @@ func (s *System) Env(ctx context.Context, svc, id string, port, grpcPort int) ([
 		"INSTANCE_ID="+id,
 		"CONSUL_HTTP_ADDR="+s.Consul.HTTPAddr(),
 		"CONSUL_HTTP_TOKEN_FILE="+tokenFile,
+		"MESH_CONTROLPLANE_URL="+s.ControlPlaneURL(),
 		"DATABASE_URL=sqlite:"+filepath.Join(s.Dir, "data", svc+".db"),
 		"OTEL_EXPORTER_OTLP_ENDPOINT="+s.Jaeger.OTLPEndpoint(),
 		"NATS_URL="+s.NATS.ServiceURL(svc),

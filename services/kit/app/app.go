@@ -16,13 +16,17 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -54,20 +58,22 @@ type Spec struct {
 
 // Settings are a service's environment variables (defaults in brackets).
 type Settings struct {
-	HTTPAddr        string // HTTP_ADDR [127.0.0.1:8080]: where the app listens; port 0 picks one
-	GRPCAddr        string // GRPC_ADDR [127.0.0.1:9090]: where the app's gRPC server listens; port 0 picks one
-	AdvertiseAddr   string // ADVERTISE_ADDR [host of HTTP_ADDR]: Consul Address (the sidecar's, in sidecar mode)
-	AdvertisePort   int    // ADVERTISE_PORT [the app's port]: Consul Port (sidecar inbound 15006, in sidecar mode)
-	InstanceID      string // INSTANCE_ID [<service>-<random>]: Consul ID and Envoy node id
-	Version         string // SERVICE_VERSION [v1]
-	ConsulAddr      string // CONSUL_HTTP_ADDR [127.0.0.1:8500]: host:port, or https://host:port
-	ConsulCACert    string // CONSUL_CACERT [none]: the CA that signed Consul's HTTPS certificate
-	ConsulToken     string // CONSUL_HTTP_TOKEN [none]: ACL token with this service's service identity
-	ConsulTokenFile string // CONSUL_HTTP_TOKEN_FILE [none]: the same token in a file (wins over CONSUL_HTTP_TOKEN)
-	MeshMode        string // MESH_MODE (required): sidecar or proxyless
-	EgressURL       string // MESH_EGRESS_URL [http://127.0.0.1:15001]: sidecar egress listener
-	ExposePort      int    // MESH_EXPOSE_PORT [15021]: the sidecar's plaintext listener for Consul's checks (sidecar mode)
-	XDSBootstrap    string // GRPC_XDS_BOOTSTRAP (proxyless mode, required): gRPC's xDS bootstrap file, see rpc.Bootstrap
+	HTTPAddr        string        // HTTP_ADDR [127.0.0.1:8080]: where the app listens; port 0 picks one
+	GRPCAddr        string        // GRPC_ADDR [127.0.0.1:9090]: where the app's gRPC server listens; port 0 picks one
+	AdvertiseAddr   string        // ADVERTISE_ADDR [host of HTTP_ADDR]: Consul Address (the sidecar's, in sidecar mode)
+	AdvertisePort   int           // ADVERTISE_PORT [the app's port]: Consul Port (sidecar inbound 15006, in sidecar mode)
+	InstanceID      string        // INSTANCE_ID [<service>-<random>]: Consul ID and Envoy node id
+	Version         string        // SERVICE_VERSION [v1]
+	ConsulAddr      string        // CONSUL_HTTP_ADDR [127.0.0.1:8500]: host:port, or https://host:port
+	ConsulCACert    string        // CONSUL_CACERT [none]: the CA that signed Consul's HTTPS certificate
+	ConsulToken     string        // CONSUL_HTTP_TOKEN [none]: ACL token with this service's service identity
+	ConsulTokenFile string        // CONSUL_HTTP_TOKEN_FILE [none]: the same token in a file (wins over CONSUL_HTTP_TOKEN)
+	MeshMode        string        // MESH_MODE (required): sidecar or proxyless
+	EgressURL       string        // MESH_EGRESS_URL [http://127.0.0.1:15001]: sidecar egress listener
+	ExposePort      int           // MESH_EXPOSE_PORT [15021]: the sidecar's plaintext listener for Consul's checks (sidecar mode)
+	ControlPlaneURL string        // MESH_CONTROLPLANE_URL [none]: the control plane's debug HTTP base, asked at stop whether it still sends this instance
+	WithdrawTimeout time.Duration // WITHDRAW_TIMEOUT [10s]: how long a stop waits for callers to stop being sent this instance
+	XDSBootstrap    string        // GRPC_XDS_BOOTSTRAP (proxyless mode, required): gRPC's xDS bootstrap file, see rpc.Bootstrap
 	// IdentityFiles are where a proxyless app writes its workload
 	// identity: the files of its bootstrap's certificate provider.
 	IdentityFiles   workload.Files
@@ -99,6 +105,8 @@ func LoadSettings(r *config.Reader, svc string) (Settings, error) {
 		MeshMode:        r.OneOf("MESH_MODE", "", meshclient.Sidecar, meshclient.Proxyless),
 		EgressURL:       r.String("MESH_EGRESS_URL", "http://127.0.0.1:15001"),
 		ExposePort:      r.Int("MESH_EXPOSE_PORT", 15021, 1, 65535),
+		ControlPlaneURL: strings.TrimSuffix(r.String("MESH_CONTROLPLANE_URL", ""), "/"),
+		WithdrawTimeout: r.Duration("WITHDRAW_TIMEOUT", 10*time.Second),
 		XDSBootstrap:    r.String(rpc.BootstrapEnv, ""),
 		CallTimeout:     r.Duration("MESH_CALL_TIMEOUT", 2*time.Second),
 		DatabaseURL:     r.String("DATABASE_URL", "sqlite:"+svc+".db"),
@@ -260,13 +268,91 @@ func (a *App) Run(ctx context.Context, routes *http.ServeMux, actors ...Actor) e
 	for _, actor := range actors {
 		g.Add(func() error { return actor(ctx) }, func(error) { cancel() })
 	}
-	g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
+	g.Add(a.stopOnSignal(ctx, server, registrar))
 	err = g.Run()
 	if errors.Is(err, run.ErrSignal) {
 		a.Logger.Info("stopped", "reason", err.Error())
 		return nil
 	}
 	return err
+}
+
+// stopOnSignal is the actor that ends the app on SIGINT or SIGTERM: a
+// graceful stop in the mesh's order (issue 12). The instance first leaves
+// the mesh (withdraw), still serving; only then do the other actors drain
+// (HTTP and gRPC finish in-flight calls) and the registration go.
+func (a *App) stopOnSignal(ctx context.Context, server *httpserver.Server, reg *consulreg.Registrar) (func() error, func(error)) {
+	ctx, cancel := context.WithCancel(ctx)
+	return func() error {
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+			defer signal.Stop(sig)
+			select {
+			case s := <-sig:
+				if server.Ready() { // registered: callers may be sent it
+					a.withdraw(reg)
+				}
+				return &run.SignalError{Signal: s}
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}, func(error) {
+			cancel()
+		}
+}
+
+// withdraw takes the instance out of the mesh before anything drains:
+// Consul marks it critical at once (maintenance mode), then the app asks
+// the control plane (MESH_CONTROLPLANE_URL) until it no longer sends the
+// instance as an endpoint, bounded by WITHDRAW_TIMEOUT. Calls that still
+// arrive meanwhile are served.
+func (a *App) withdraw(reg *consulreg.Registrar) {
+	ctx, cancel := context.WithTimeout(context.Background(), a.Settings.WithdrawTimeout)
+	defer cancel()
+	if err := reg.Withdraw(ctx); err != nil {
+		a.Logger.Warn("could not turn the instance critical in Consul; draining anyway", "err", err)
+		return
+	}
+	if a.Settings.ControlPlaneURL == "" {
+		return
+	}
+	endpoint := a.Settings.ControlPlaneURL + "/debug/endpoints/" + url.PathEscape(a.Settings.InstanceID)
+	for {
+		sent, err := stillSent(ctx, endpoint)
+		if err == nil && !sent {
+			a.Logger.Info("the control plane no longer sends this instance; draining")
+			return
+		}
+		select {
+		case <-ctx.Done():
+			a.Logger.Warn("the control plane still sends this instance (or cannot say); draining anyway",
+				"timeout", a.Settings.WithdrawTimeout.String(), "err", err)
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// stillSent asks the control plane whether it sends the instance as an
+// endpoint (GET /debug/endpoints/<id>).
+func stillSent(ctx context.Context, endpoint string) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint, nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("control plane: %s", resp.Status)
+	}
+	var body struct{ Endpoint bool }
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return false, fmt.Errorf("control plane: %w", err)
+	}
+	return body.Endpoint, nil
 }
 
 // instance is the Consul registration for the bound listeners.

@@ -115,6 +115,7 @@ func (in Instance) Registration() *api.AgentServiceRegistration {
 type Agent interface {
 	ServiceRegisterOpts(reg *api.AgentServiceRegistration, opts api.ServiceRegisterOpts) error
 	ServiceDeregisterOpts(serviceID string, q *api.QueryOptions) error
+	EnableServiceMaintenanceOpts(serviceID, reason string, q *api.QueryOptions) error
 }
 
 // DefaultCallTimeout bounds each call to the Consul agent.
@@ -193,6 +194,20 @@ func (r *Registrar) Register(ctx context.Context) error {
 		}
 		wait = min(wait*2, r.MaxBackoff)
 	}
+}
+
+// Withdraw turns the instance critical in Consul at once (the agent's
+// maintenance mode), the first step of a graceful stop: callers stop
+// being sent it before it drains. One call bounded by CallTimeout and ctx.
+func (r *Registrar) Withdraw(ctx context.Context) error {
+	err := r.call(ctx, func(ctx context.Context) error {
+		return r.agent.EnableServiceMaintenanceOpts(r.instance.ID, "shutting down: draining", (&api.QueryOptions{}).WithContext(ctx))
+	})
+	if err != nil {
+		return fmt.Errorf("consulreg: withdraw %s: %w", r.instance.ID, err)
+	}
+	r.logger.Info("withdrawn: critical in consul (maintenance) before draining")
+	return nil
 }
 
 // Deregister removes the instance from Consul, in one call bounded by

@@ -50,6 +50,7 @@ type flakyAgent struct {
 	failures     int
 	calls        int
 	deregistered []string
+	withdrawn    []string
 }
 
 func (a *flakyAgent) ServiceRegisterOpts(*api.AgentServiceRegistration, api.ServiceRegisterOpts) error {
@@ -59,6 +60,13 @@ func (a *flakyAgent) ServiceRegisterOpts(*api.AgentServiceRegistration, api.Serv
 	if a.calls <= a.failures {
 		return errors.New("dial tcp 127.0.0.1:8500: connect: connection refused")
 	}
+	return nil
+}
+
+func (a *flakyAgent) EnableServiceMaintenanceOpts(id, _ string, _ *api.QueryOptions) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.withdrawn = append(a.withdrawn, id)
 	return nil
 }
 
@@ -189,5 +197,16 @@ func TestRegisterAgainstAnsweringConsul(t *testing.T) {
 	want := []string{"PUT /v1/agent/service/register", "PUT /v1/agent/service/deregister/user-1"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("requests (-want +got):\n%s", diff)
+	}
+}
+
+func TestWithdrawTurnsTheInstanceCritical(t *testing.T) {
+	agent := &flakyAgent{}
+	r := New(agent, Instance{ID: "user-1", Service: "user"}, slog.New(slog.DiscardHandler))
+	if err := r.Withdraw(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(agent.withdrawn) != 1 || agent.withdrawn[0] != "user-1" || len(agent.deregistered) != 0 {
+		t.Errorf("withdrawn %v, deregistered %v; want user-1 in maintenance, still registered", agent.withdrawn, agent.deregistered)
 	}
 }
