@@ -134,6 +134,18 @@ type fakePayments struct {
 	refundDown bool
 }
 
+func (f *fakePayments) ByOrder(_ context.Context, orderID string) (Payment, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return Payment{}, unreachable
+	}
+	if p, ok := f.payments[orderID]; ok {
+		return p, nil
+	}
+	return Payment{}, errs.New(errs.NotFound, paymentclient.ReasonPaymentNotFound, "no payment")
+}
+
 func (f *fakePayments) Refund(_ context.Context, orderID string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -55,6 +55,8 @@ type Order struct {
 	Step      string `json:"-" db:"step"`
 	// Attempts counts the recoverer's runs that could not finish it.
 	Attempts int `json:"-" db:"attempts"`
+	// UpdatedAt is its last change (the reconciler's cursor).
+	UpdatedAt time.Time `json:"-" db:"updated_at"`
 	// Refunded is set on an order cancelled after its charge succeeded,
 	// once payment refunded it (the order.cancelled event says so).
 	Refunded bool `json:"refunded" db:"-"`

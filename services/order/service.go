@@ -54,6 +54,8 @@ type Store interface {
 	Pending(ctx context.Context, before, now time.Time, limit int) ([]Order, error)
 	Retry(ctx context.Context, id string, next time.Time) error
 	Park(ctx context.Context, id string, now time.Time) error
+	// Reconciliation: finished orders, oldest first.
+	Finished(ctx context.Context, since time.Time, limit int) ([]Order, error)
 }
 
 // Users fetches user profiles.

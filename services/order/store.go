@@ -18,7 +18,7 @@ const (
 	insertOrderSQL = `INSERT INTO orders (id, user_id, status, total_cents, currency, payment_id, cancel_reason,
 		idempotency_key, request_hash, card_token, step, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	insertItemSQL = `INSERT INTO order_items (order_id, line, product_id, quantity, unit_price_cents) VALUES (?, ?, ?, ?, ?)`
-	orderColumns  = `id, user_id, status, total_cents, currency, payment_id, cancel_reason, card_token, step, attempts, created_at`
+	orderColumns  = `id, user_id, status, total_cents, currency, payment_id, cancel_reason, card_token, step, attempts, created_at, updated_at`
 	getOrderSQL   = `SELECT ` + orderColumns + ` FROM orders WHERE id = ?`
 	getByKeySQL   = `SELECT ` + orderColumns + `, request_hash FROM orders WHERE user_id = ? AND idempotency_key = ? AND created_at >= ?`
 	// expireKeySQL frees a key whose order is older than the keys' TTL:
@@ -30,7 +30,10 @@ const (
 	pendingSQL = `SELECT ` + orderColumns + ` FROM orders WHERE status = 'PENDING' AND updated_at < ?
 		AND parked_at IS NULL AND (claim_owner = '' OR claim_until < ?) AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
 		ORDER BY updated_at LIMIT ?`
-	claimSQL = `UPDATE orders SET claim_owner = ?, claim_until = ? WHERE id = ? AND status = 'PENDING' AND parked_at IS NULL
+	// finishedSQL: orders finished since a time, oldest first, for the
+	// reconciler.
+	finishedSQL = `SELECT ` + orderColumns + ` FROM orders WHERE status <> 'PENDING' AND updated_at > ? ORDER BY updated_at, id LIMIT ?`
+	claimSQL    = `UPDATE orders SET claim_owner = ?, claim_until = ? WHERE id = ? AND status = 'PENDING' AND parked_at IS NULL
 		AND (claim_owner = '' OR claim_owner = ? OR claim_until < ?)`
 	releaseSQL = `UPDATE orders SET claim_owner = '', claim_until = NULL WHERE id = ? AND claim_owner = ?`
 	retrySQL   = `UPDATE orders SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ? AND status = 'PENDING'`
@@ -206,6 +209,11 @@ func (s *SQLStore) GetByKey(ctx context.Context, userID, key string, since time.
 // in id order (ids are time-ordered UUIDv7, so this is creation order).
 func (s *SQLStore) ListByUser(ctx context.Context, userID string, limit int, after string) ([]Order, error) {
 	return s.list(ctx, listByUserSQL, userID, after, limit)
+}
+
+// Finished returns orders finished after since, oldest first.
+func (s *SQLStore) Finished(ctx context.Context, since time.Time, limit int) ([]Order, error) {
+	return s.list(ctx, finishedSQL, since.UTC(), limit)
 }
 
 // Pending returns PENDING orders untouched since before that are due for

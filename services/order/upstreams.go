@@ -39,6 +39,9 @@ type Payments interface {
 	// payment refuses (PAYMENT_NOT_FOUND, NOT_REFUNDABLE) when nothing
 	// was charged.
 	Refund(ctx context.Context, orderID string) error
+	// ByOrder is the order's payment (payment refuses PAYMENT_NOT_FOUND
+	// when it has none).
+	ByOrder(ctx context.Context, orderID string) (Payment, error)
 }
 
 // Charge is a payment request.
@@ -97,6 +100,14 @@ type payments struct{ payment *paymentclient.Client }
 func (p payments) Charge(ctx context.Context, c Charge) (Payment, error) {
 	paid, err := p.payment.Charge(ctx, paymentclient.Charge{OrderID: c.OrderID, UserID: c.UserID,
 		AmountCents: c.AmountCents, Currency: c.Currency, CardToken: c.CardToken})
+	if err != nil {
+		return Payment{}, named("payment", err)
+	}
+	return Payment{ID: paid.ID, Status: paid.Status}, nil
+}
+
+func (p payments) ByOrder(ctx context.Context, orderID string) (Payment, error) {
+	paid, err := p.payment.GetPaymentByOrder(ctx, orderID)
 	if err != nil {
 		return Payment{}, named("payment", err)
 	}

@@ -6,6 +6,8 @@
 //	IDEMPOTENCY_TTL  [24h] how long an Idempotency-Key replays its order; after it, the key is a new request
 //	RECOVER_BUDGET   [50]  attempts after which a checkout that cannot finish is parked for an operator
 //	RECOVER_BACKOFF  [5s]  the first wait between attempts, doubled each time up to RECOVER_BACKOFF_MAX [5m]
+//	RECONCILE_INTERVAL [1m], RECONCILE_WINDOW [24h]: how often finished orders are compared with their
+//	                 payments, and how far back a start begins
 package main
 
 import (
@@ -55,6 +57,14 @@ func run() error {
 		}),
 	}
 	keyTTL := env.Duration("IDEMPOTENCY_TTL", order.DefaultKeyTTL)
+	reconciler := order.Reconciler{
+		Interval: env.Duration("RECONCILE_INTERVAL", time.Minute),
+		Window:   env.Duration("RECONCILE_WINDOW", 24*time.Hour),
+		Found: promauto.With(a.Metrics).NewCounterVec(prometheus.CounterOpts{
+			Name: "meshop_order_reconcile_found_total",
+			Help: "Finished orders that disagreed with their payment, by kind (charged_not_confirmed: refunded; confirmed_not_charged: reported).",
+		}, []string{"kind"}),
+	}
 	if err := env.Err(); err != nil {
 		return err
 	}
@@ -91,6 +101,7 @@ func run() error {
 		Logger:    a.Logger,
 		KeyTTL:    keyTTL,
 	}
+	reconciler.Deps = recoverer.Deps
 	svc := order.New(recoverer.Deps)
 	endpoints := order.NewEndpoints(svc, a.Logger, a.Requests)
 	authConn, err := a.Mesh.Conn("auth")
@@ -98,5 +109,5 @@ func run() error {
 		return err
 	}
 	verifier := auth.NewVerifier(authclient.New(authConn), auth.VerifierConfig{Logger: a.Logger})
-	return a.Run(ctx, order.NewHTTPHandler(endpoints, verifier.Middleware), relay.Run, recoverer.Run)
+	return a.Run(ctx, order.NewHTTPHandler(endpoints, verifier.Middleware), relay.Run, recoverer.Run, reconciler.Run)
 }
