@@ -330,6 +330,12 @@ func (s *System) Env(ctx context.Context, svc, id string, port, grpcPort int) ([
 // environment's HTTP_ADDR in extraEnv) and waits until it is ready, that
 // is registered in Consul.
 func (s *System) StartService(ctx context.Context, svc string, extraEnv []string) (*Instance, error) {
+	return s.StartServiceBinary(ctx, svc, filepath.Join(s.binDir, svc), extraEnv)
+}
+
+// StartServiceBinary is StartService with another build of the service's
+// binary (the crash-point tests' failpoint build, say).
+func (s *System) StartServiceBinary(ctx context.Context, svc, bin string, extraEnv []string) (*Instance, error) {
 	id := svc + "-local"
 	port := s.Plan.Services[svc]
 	env, err := s.Env(ctx, svc, id, port, s.Plan.GRPC[svc])
@@ -337,7 +343,7 @@ func (s *System) StartService(ctx context.Context, svc string, extraEnv []string
 		return nil, err
 	}
 	env = append(append(env, s.Plan.Env...), extraEnv...)
-	p, err := localenv.StartProcess(svc, filepath.Join(s.Dir, "logs", svc+".log"), env, filepath.Join(s.binDir, svc))
+	p, err := localenv.StartProcess(svc, filepath.Join(s.Dir, "logs", svc+".log"), env, bin)
 	if err != nil {
 		return nil, err
 	}

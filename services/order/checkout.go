@@ -105,6 +105,7 @@ func (s *service) runCheckout(ctx context.Context, o Order, owner string) (Order
 			}
 			return o, pendingIfLost(o, err)
 		}
+		crashAt("reserved")
 	}
 	if o.Step != StepCharging {
 		if err := s.Store.SetStep(ctx, o.ID, owner, o.Step, StepCharging); err != nil {
@@ -112,6 +113,7 @@ func (s *service) runCheckout(ctx context.Context, o Order, owner string) (Order
 		}
 		o.Step = StepCharging
 	}
+	crashAt("charging")
 	p, err := s.Payments.Charge(ctx, Charge{OrderID: o.ID, UserID: o.UserID, AmountCents: o.TotalCents,
 		Currency: o.Currency, CardToken: o.CardToken})
 	if err != nil {
@@ -120,6 +122,7 @@ func (s *service) runCheckout(ctx context.Context, o Order, owner string) (Order
 		}
 		return o, pending(o, err)
 	}
+	crashAt("charged")
 	switch p.Status {
 	case paymentclient.StatusSucceeded:
 		if err := s.Inventory.Commit(ctx, o.ID); err != nil {
@@ -128,6 +131,7 @@ func (s *service) runCheckout(ctx context.Context, o Order, owner string) (Order
 			}
 			return o, pending(o, err)
 		}
+		crashAt("committed")
 		return s.finish(ctx, o, owner, StatusConfirmed, &p.ID, nil, nil)
 	case paymentclient.StatusDeclined:
 		return s.cancel(ctx, o, owner, ReasonPaymentDeclined, &p.ID, nil)
@@ -262,6 +266,7 @@ func (s *service) finish(ctx context.Context, o Order, owner, status string, pay
 	if err != nil {
 		return o, err
 	}
+	crashAt("finished")
 	if !done {
 		if final, err = s.Store.Get(ctx, o.ID); err != nil {
 			return o, err

@@ -123,6 +123,9 @@ func (s *service) Create(ctx context.Context, key string, req CreateRequest) (Or
 	}
 	if !replayed {
 		o, err = s.create(ctx, caller.UserID, key, hash, req)
+		if err == nil {
+			crashAt("created")
+		}
 		if e := errs.As(err); err != nil && e.Code == "idempotency_key_used" {
 			// Another request with the same key won the race: this is a replay.
 			o, replayed, err = s.existing(ctx, caller.UserID, key, hash)

@@ -3,6 +3,7 @@
 //	RECOVER_INTERVAL [5s]  how often stalled checkouts are resumed
 //	RECOVER_GRACE    [10s] how long a PENDING order is left alone first
 //	CHECKOUT_MAX_AGE [10m] after which a checkout that never charged is cancelled
+//	CHECKOUT_LEASE   [30s] how long a checkout run's claim on an order lasts (longer than any run)
 //	IDEMPOTENCY_TTL  [24h] how long an Idempotency-Key replays its order; after it, the key is a new request
 //	RECOVER_BUDGET   [50]  attempts after which a checkout that cannot finish is parked for an operator
 //	RECOVER_BACKOFF  [5s]  the first wait between attempts, doubled each time up to RECOVER_BACKOFF_MAX [5m]
@@ -57,6 +58,7 @@ func run() error {
 		}),
 	}
 	keyTTL := env.Duration("IDEMPOTENCY_TTL", order.DefaultKeyTTL)
+	lease := env.Duration("CHECKOUT_LEASE", 30*time.Second)
 	reconciler := order.Reconciler{
 		Interval: env.Duration("RECONCILE_INTERVAL", time.Minute),
 		Window:   env.Duration("RECONCILE_WINDOW", 24*time.Hour),
@@ -100,6 +102,7 @@ func run() error {
 		Payments:  order.NewPayments(paymentclient.New(paymentConn)),
 		Logger:    a.Logger,
 		KeyTTL:    keyTTL,
+		Lease:     lease,
 	}
 	reconciler.Deps = recoverer.Deps
 	svc := order.New(recoverer.Deps)
