@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -43,6 +44,7 @@ type NATSOptions struct {
 // user (AdminURL) may do anything. Passwords are random per start.
 type NATS struct {
 	srv       *server.Server
+	opts      *server.Options   // what Restart starts again
 	passwords map[string]string // user → password
 }
 
@@ -109,7 +111,7 @@ func StartNATS(opts NATSOptions) (*NATS, error) {
 		}
 		users = append(users, u)
 	}
-	srv, err := server.NewServer(&server.Options{
+	n.opts = &server.Options{
 		ServerName: "meshop-local",
 		Host:       "127.0.0.1",
 		Port:       port,
@@ -121,22 +123,37 @@ func StartNATS(opts NATSOptions) (*NATS, error) {
 		// Users set and no NoAuthUser: a client without credentials is
 		// refused (Authorization Violation).
 		Users: users,
-	})
+	}
+	if err := n.start(); err != nil {
+		return nil, err
+	}
+	// A restart listens where the clients were told to connect.
+	n.opts.Port = n.srv.Addr().(*net.TCPAddr).Port
+	return n, nil
+}
+
+// start starts a server of n.opts and waits until it accepts clients.
+func (n *NATS) start() error {
+	srv, err := server.NewServer(n.opts)
 	if err != nil {
-		return nil, fmt.Errorf("localenv: nats server: %w", err)
+		return fmt.Errorf("localenv: nats server: %w", err)
 	}
 	srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
-		return nil, fmt.Errorf("localenv: nats server on port %d not ready within 10s (port taken?)", opts.Port)
+		return fmt.Errorf("localenv: nats server on port %d not ready within 10s (port taken?)", n.opts.Port)
 	}
 	if !srv.JetStreamEnabled() {
 		srv.Shutdown()
-		return nil, fmt.Errorf("localenv: nats server started without JetStream (store %s)", storeDir)
+		return fmt.Errorf("localenv: nats server started without JetStream (store %s)", n.opts.StoreDir)
 	}
 	n.srv = srv
-	return n, nil
+	return nil
 }
+
+// Restart starts a stopped server again (after Shutdown) on the same port
+// with the same users and JetStream store: an outage, as clients see it.
+func (n *NATS) Restart() error { return n.start() }
 
 func randomPassword() (string, error) {
 	b := make([]byte, 16)

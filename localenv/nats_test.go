@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestNATSStartsOnAFreePort(t *testing.T) {
@@ -46,5 +47,23 @@ func TestNATSHandsOutOneUserPerService(t *testing.T) {
 			}()
 			n.ServiceURL(user)
 		}()
+	}
+}
+
+// TestNATSRestartsWhereClientsConnect: after a Shutdown, Restart listens
+// on the same port with the same users, so clients reconnect by
+// themselves.
+func TestNATSRestartsWhereClientsConnect(t *testing.T) {
+	n := NATST(t)
+	url := n.ServiceURL("order")
+	n.Shutdown()
+	if err := n.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if n.Addr() == "" || n.ServiceURL("order") != url {
+		t.Errorf("after a restart the URL is %q, want %q", n.ServiceURL("order"), url)
+	}
+	if !n.srv.ReadyForConnections(time.Second) || !n.srv.JetStreamEnabled() {
+		t.Error("the restarted server does not accept clients with JetStream")
 	}
 }
