@@ -120,12 +120,6 @@ type Refund struct {
 	UpdatedAt        time.Time `json:"-" db:"updated_at"`
 }
 
-// EventRefunded is the type of the event a refund records once it
-// succeeded. It belongs beside the other types in kit/events
-// (events.PaymentSucceeded, events.PaymentFailed), which payment does not
-// edit; until it moves there, it is defined here.
-const EventRefunded = "payment.refunded"
-
 // RefundEvent is the data of payment.refunded.
 type RefundEvent struct {
 	RefundID    string `json:"refund_id"`

@@ -23,7 +23,7 @@ func refundEvents(t *testing.T, db *sqlx.DB) []RefundEvent {
 	t.Helper()
 	out := []RefundEvent{}
 	for _, env := range kittest.Outbox[events.Envelope](t, db) {
-		if env.Type != EventRefunded {
+		if env.Type != events.PaymentRefunded {
 			continue
 		}
 		var data RefundEvent

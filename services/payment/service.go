@@ -397,11 +397,11 @@ func (s *service) refundAtProvider(ctx context.Context, r Refund) (Refund, error
 		return Refund{}, refundPending(r, err)
 	}
 	r.Status, r.ProviderRefundID, r.UpdatedAt = RefundSucceeded, receipt.ID, s.now()
-	ev, err := events.New(Name, EventRefunded, r.PaymentID, RefundEvent{
+	ev, err := events.New(Name, events.PaymentRefunded, r.PaymentID, RefundEvent{
 		RefundID: r.ID, PaymentID: r.PaymentID, OrderID: r.OrderID, UserID: r.UserID, AmountCents: r.AmountCents, Currency: r.Currency,
 	})
 	if err != nil {
-		return Refund{}, errs.Wrap(errs.Internal, "event", "build "+EventRefunded, err)
+		return Refund{}, errs.Wrap(errs.Internal, "event", "build "+events.PaymentRefunded, err)
 	}
 	settled, err := s.store.SettleRefund(detached, r, ev)
 	if err != nil {

@@ -152,7 +152,7 @@ func TestStore(t *testing.T) {
 		}
 		done := r
 		done.Status, done.ProviderRefundID, done.UpdatedAt = RefundSucceeded, "re_1", t0.Add(6*time.Second)
-		refunded, _ := events.New(Name, EventRefunded, "pay1", RefundEvent{RefundID: "re1", PaymentID: "pay1"})
+		refunded, _ := events.New(Name, events.PaymentRefunded, "pay1", RefundEvent{RefundID: "re1", PaymentID: "pay1"})
 		for i, want := range []bool{true, false} {
 			if ok, err := s.SettleRefund(ctx, done, refunded); ok != want || err != nil {
 				t.Errorf("SettleRefund #%d = %v, %v; want %v", i, ok, err, want)
@@ -164,7 +164,7 @@ func TestStore(t *testing.T) {
 		if rs, _ := s.UnsettledRefunds(ctx, t0, 10); len(rs) != 0 {
 			t.Errorf("UnsettledRefunds after settling = %+v", rs)
 		}
-		if ev := outboxEvents(t, db); len(ev) != 2 || ev[1].Type != EventRefunded {
+		if ev := outboxEvents(t, db); len(ev) != 2 || ev[1].Type != events.PaymentRefunded {
 			t.Errorf("outbox = %+v", ev)
 		}
 	})

@@ -57,7 +57,7 @@ type ConsumerConfig struct {
 	AckWait time.Duration
 	// Outbox [one that nudges no relay] runs each handled event's
 	// transaction. Pass the service's outbox when Handler records events of
-	// its own (notification.sent), so they leave at once.
+	// its own in that transaction, so they leave at once.
 	Outbox *Outbox
 }
 

@@ -58,6 +58,7 @@ const (
 	OrderCancelled   = "order.cancelled"
 	PaymentSucceeded = "payment.succeeded"
 	PaymentFailed    = "payment.failed"
+	PaymentRefunded  = "payment.refunded"
 	InventoryUpdated = "inventory.updated"
 	UserRegistered   = "user.registered"
 	NotificationSent = "notification.sent"
