@@ -3,9 +3,9 @@ package serve_test
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"

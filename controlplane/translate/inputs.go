@@ -66,7 +66,7 @@ type SidecarInputs struct {
 	// InboundPort, OutboundPort and ExposePort are the listener ports in
 	// force (node metadata, or the Config defaults).
 	InboundPort, OutboundPort, ExposePort uint32
-	Collector                 string
+	Collector                             string
 	// Upstreams are the declared upstreams, sorted by name.
 	Upstreams []UpstreamRef
 	// Authz is who may call the inbound listener; nil: plaintext.

@@ -25,13 +25,13 @@ const (
 	// Consul's checks and Prometheus (GET /health, /ready, /metrics only),
 	// which cannot present mesh certificates (Consul's "expose paths",
 	// Istio's 15021).
-	ListenerExpose = "expose"
-	RouteExpose    = "expose"
-	ListenerEdge     = "edge"
-	RouteInbound     = "inbound"
-	RouteOutbound    = "outbound"
-	RouteEdge        = "edge"
-	ClusterLocalApp  = "local_app"
+	ListenerExpose  = "expose"
+	RouteExpose     = "expose"
+	ListenerEdge    = "edge"
+	RouteInbound    = "inbound"
+	RouteOutbound   = "outbound"
+	RouteEdge       = "edge"
+	ClusterLocalApp = "local_app"
 	// ClusterLocalAppGRPC is the app's gRPC port, where the inbound
 	// listener sends calls with content-type application/grpc.
 	ClusterLocalAppGRPC = "local_app_grpc"

@@ -70,7 +70,7 @@ const (
 	// StepRefunding: charged, but the stock could not be kept: the
 	// payment is refunded before the order is cancelled.
 	StepRefunding = "refunding"
-	StepDone     = "done"     // CONFIRMED or CANCELLED
+	StepDone      = "done" // CONFIRMED or CANCELLED
 )
 
 // Cancel reasons.

@@ -23,7 +23,7 @@ const (
 	getByKeySQL   = `SELECT ` + orderColumns + `, request_hash FROM orders WHERE user_id = ? AND idempotency_key = ? AND created_at >= ?`
 	// expireKeySQL frees a key whose order is older than the keys' TTL:
 	// the order keeps it, renamed, so the key can name a new one.
-	expireKeySQL = `UPDATE orders SET idempotency_key = idempotency_key || '#expired-' || id WHERE user_id = ? AND idempotency_key = ? AND created_at < ?`
+	expireKeySQL  = `UPDATE orders SET idempotency_key = idempotency_key || '#expired-' || id WHERE user_id = ? AND idempotency_key = ? AND created_at < ?`
 	listByUserSQL = `SELECT ` + orderColumns + ` FROM orders WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?`
 	// pendingSQL: PENDING orders left alone since before, not claimed,
 	// not parked, and due for another attempt at now.
@@ -35,11 +35,11 @@ const (
 	finishedSQL = `SELECT ` + orderColumns + ` FROM orders WHERE status <> 'PENDING' AND updated_at > ? ORDER BY updated_at, id LIMIT ?`
 	claimSQL    = `UPDATE orders SET claim_owner = ?, claim_until = ? WHERE id = ? AND status = 'PENDING' AND parked_at IS NULL
 		AND (claim_owner = '' OR claim_owner = ? OR claim_until < ?)`
-	releaseSQL = `UPDATE orders SET claim_owner = '', claim_until = NULL WHERE id = ? AND claim_owner = ?`
-	retrySQL   = `UPDATE orders SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ? AND status = 'PENDING'`
-	parkSQL    = `UPDATE orders SET parked_at = ? WHERE id = ? AND status = 'PENDING'`
-	getItemsSQL   = `SELECT product_id, quantity, unit_price_cents FROM order_items WHERE order_id = ? ORDER BY line`
-	priceItemSQL  = `UPDATE order_items SET unit_price_cents = ? WHERE order_id = ? AND product_id = ?`
+	releaseSQL   = `UPDATE orders SET claim_owner = '', claim_until = NULL WHERE id = ? AND claim_owner = ?`
+	retrySQL     = `UPDATE orders SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ? AND status = 'PENDING'`
+	parkSQL      = `UPDATE orders SET parked_at = ? WHERE id = ? AND status = 'PENDING'`
+	getItemsSQL  = `SELECT product_id, quantity, unit_price_cents FROM order_items WHERE order_id = ? ORDER BY line`
+	priceItemSQL = `UPDATE order_items SET unit_price_cents = ? WHERE order_id = ? AND product_id = ?`
 	// Every step transition is a compare-and-set on the expected step, by
 	// the claim's holder.
 	setPricedSQL = `UPDATE orders SET total_cents = ?, currency = ?, step = ?, updated_at = ?
