@@ -97,15 +97,21 @@ func (s *SQLStore) get(ctx context.Context, query, arg string) (Payment, error) 
 // in one transaction, if p is still unsettled. It reports whether it did;
 // false means someone else settled it first, and nothing was written.
 func (s *SQLStore) Settle(ctx context.Context, p Payment, ev events.Envelope) (bool, error) {
+	return s.settleOnce(ctx, "settle payment", ev, settleSQL, p.Status, p.Reason, p.ChargeID, p.UpdatedAt, p.ID)
+}
+
+// settleOnce runs query (an UPDATE of a still unsettled row) and records
+// ev with it, in one transaction; it reports whether the row was updated.
+func (s *SQLStore) settleOnce(ctx context.Context, what string, ev events.Envelope, query string, args ...any) (bool, error) {
 	settled := false
 	err := s.outbox.InTx(ctx, s.db, func(tx *events.Tx) error {
-		r, err := tx.ExecContext(ctx, tx.Rebind(settleSQL), p.Status, p.Reason, p.ChargeID, p.UpdatedAt, p.ID)
+		r, err := tx.ExecContext(ctx, tx.Rebind(query), args...)
 		if err != nil {
-			return sqldb.Err("settle payment", err)
+			return sqldb.Err(what, err)
 		}
 		n, err := r.RowsAffected()
 		if err != nil {
-			return sqldb.Err("settle payment", err)
+			return sqldb.Err(what, err)
 		}
 		if n == 0 {
 			return nil
@@ -191,29 +197,7 @@ const codeNoRefund = "refund_not_found"
 // in one transaction, if r is still unsettled. It reports whether it did;
 // false means someone else settled it first, and nothing was written.
 func (s *SQLStore) SettleRefund(ctx context.Context, r Refund, ev events.Envelope) (bool, error) {
-	settled := false
-	err := s.outbox.InTx(ctx, s.db, func(tx *events.Tx) error {
-		res, err := tx.ExecContext(ctx, tx.Rebind(settleRefundSQL), r.ProviderRefundID, r.UpdatedAt, r.ID)
-		if err != nil {
-			return sqldb.Err("settle refund", err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return sqldb.Err("settle refund", err)
-		}
-		if n == 0 {
-			return nil
-		}
-		if err := tx.Record(ctx, ev); err != nil {
-			return errs.Wrap(errs.Internal, "event", "record "+ev.Type, err)
-		}
-		settled = true
-		return nil
-	})
-	if err != nil {
-		return false, err
-	}
-	return settled, nil
+	return s.settleOnce(ctx, "settle refund", ev, settleRefundSQL, r.ProviderRefundID, r.UpdatedAt, r.ID)
 }
 
 // MarkRefundUnknown moves a PENDING refund to UNKNOWN: its request went
