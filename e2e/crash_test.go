@@ -23,36 +23,20 @@ import (
 // nothing happened: the order CONFIRMED, exactly one successful charge,
 // the stock taken once, and one confirmation email (issue 12).
 func TestCrashPoints(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: system test skipped")
-	}
 	ctx := context.Background()
-	dir := t.TempDir()
-	plan, err := system.FreePlan(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if plan.Envoy != "" {
-		t.Skip("sidecar mode: crash points run proxyless")
-	}
-	// Recovery without delay, so a restarted order finishes at once.
-	// A crashed run's claim expires after CHECKOUT_LEASE.
-	plan.Env = []string{"RECOVER_INTERVAL=200ms", "RECOVER_GRACE=1ms", "CHECKOUT_LEASE=2s"}
-	sys, err := system.Start(ctx, plan, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		sys.Stop()
-		if t.Failed() {
-			dumpLogs(t, dir)
+	sys := startSystem(t, func(plan *system.Plan) {
+		if plan.Envoy != "" {
+			t.Skip("sidecar mode: crash points run proxyless")
 		}
+		// Recovery without delay, so a restarted order finishes at once.
+		// A crashed run's claim expires after CHECKOUT_LEASE.
+		plan.Env = []string{"RECOVER_INTERVAL=200ms", "RECOVER_GRACE=1ms", "CHECKOUT_LEASE=2s"}
 	})
 	root, err := localenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	crashing := filepath.Join(dir, "failpoints", "order")
+	crashing := filepath.Join(sys.Dir, "failpoints", "order")
 	build := exec.CommandContext(ctx, "go", "build", "-tags", "failpoints", "-o", crashing, "./services/order/cmd/order")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {

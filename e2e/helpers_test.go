@@ -189,3 +189,33 @@ func eventually(t *testing.T, within time.Duration, cond func() (bool, string)) 
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// startSystem starts the whole local system on free ports for a system
+// test (skipped with -short), configure adjusting its plan first (nil: as
+// planned), and stops it at the test's end, printing its logs if the test
+// failed.
+func startSystem(t *testing.T, configure func(*system.Plan)) *system.System {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: system test skipped")
+	}
+	dir := t.TempDir()
+	plan, err := system.FreePlan(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if configure != nil {
+		configure(&plan)
+	}
+	sys, err := system.Start(context.Background(), plan, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sys.Stop()
+		if t.Failed() {
+			dumpLogs(t, dir)
+		}
+	})
+	return sys
+}

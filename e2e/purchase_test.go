@@ -25,25 +25,8 @@ import (
 // log in, browse, buy, see the order, its payment and its notifications;
 // then a declined card; then the degraded and shutdown paths.
 func TestPurchase(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: system test skipped")
-	}
 	ctx := context.Background()
-	dir := t.TempDir()
-	plan, err := system.FreePlan(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sys, err := system.Start(ctx, plan, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		sys.Stop()
-		if t.Failed() {
-			dumpLogs(t, dir)
-		}
-	})
+	sys := startSystem(t, nil)
 	consul, err := api.NewClient(&api.Config{Address: sys.Consul.HTTPAddr(), Token: sys.Consul.ManagementToken()})
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meshop/meshop/controlplane/catalog"
+	"github.com/meshop/meshop/controlplane/internal/poll"
 	"github.com/meshop/meshop/controlplane/serve"
 	"github.com/meshop/meshop/controlplane/translate"
 	"github.com/meshop/meshop/controlplane/xdstest/envoysim"
@@ -58,7 +59,9 @@ func TestEnvoysGetTheirServicesLeafAsSDSSecrets(t *testing.T) {
 	secrets := []string{translate.SecretIdentity, translate.SecretRoots}
 	order := envoysim.StartT(t, h.addr, envoysim.Options{ID: "order-1", Cluster: "order", Secrets: secrets})
 	payment := envoysim.StartT(t, h.addr, envoysim.Options{ID: "payment-1", Cluster: "payment", Secrets: secrets})
-	pollUntil(t, func() bool { return ids.count("order") == 1 && ids.count("payment") == 1 }, "both services connected")
+	poll.Until(t, wait, func() (bool, string) {
+		return ids.count("order") == 1 && ids.count("payment") == 1, "both services connected"
+	})
 
 	h.srv.SetLeaf(serve.Leaf{Service: "order", CertPEM: "order-cert-1", KeyPEM: "order-key-1", Serial: "1"})
 	leafOf := func(s envoysim.State) string {
@@ -82,16 +85,5 @@ func TestEnvoysGetTheirServicesLeafAsSDSSecrets(t *testing.T) {
 		}
 	}
 	payment.Close()
-	pollUntil(t, func() bool { return ids.count("payment") == 0 }, "payment disconnected")
-}
-
-func pollUntil(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", wait, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, wait, func() (bool, string) { return ids.count("payment") == 0, "payment disconnected" })
 }
