@@ -14,6 +14,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -30,8 +31,8 @@ import (
 type Handler func(ctx context.Context, tx *Tx, ev Envelope) error
 
 // ConsumerConfig configures a Consumer. Name, Types, Handler, DB, Bus,
-// Telemetry and Logger are required; zero values of the others take the
-// defaults in brackets.
+// Telemetry, Metrics and Logger are required; zero values of the others
+// take the defaults in brackets.
 type ConsumerConfig struct {
 	// Name is the durable consumer's name (letters, digits, - and _), e.g.
 	// "notification". Instances sharing it share the work; it also keys
@@ -45,7 +46,10 @@ type ConsumerConfig struct {
 	DB        *sqlx.DB // the service's database, with Migrations applied
 	Bus       *Bus
 	Telemetry *telemetry.Telemetry
-	Logger    *slog.Logger
+	// Metrics gets meshop_events_dead_lettered_total, shared by the
+	// process's consumers (see DeadLetterMetricName).
+	Metrics prometheus.Registerer
+	Logger  *slog.Logger
 	// MaxDeliver [5] is how many times an event is handed to Handler
 	// before it is dead-lettered.
 	MaxDeliver int
@@ -76,6 +80,9 @@ type Consumer struct {
 	tracer trace.Tracer
 	logger *slog.Logger
 	types  map[string]bool
+	// deadLettered counts the events given up on, by consumer, type and
+	// reason (DeadLetterPoison, ...).
+	deadLettered *prometheus.CounterVec
 	// lastPrune is when processed_events rows past StreamMaxAge were last
 	// deleted (only Run's goroutine touches it).
 	lastPrune time.Time
@@ -97,6 +104,41 @@ const (
 // four tokens, and it has three.
 func DeadLetterSubject(consumer string) string { return "events.dlq." + consumer }
 
+// DeadLetterMetricName is the counter of events dead-lettered: labels
+// consumer, type (one of the consumer's Types, or "unknown" for a subject
+// that names none) and reason (DeadLetterPoison, DeadLetterHandlerFailed
+// or DeadLetterUnfinished). It counts a dead letter once its publish
+// succeeded, and once per message (within the stream's DuplicateWindow);
+// each consumer's series for its Types start at 0.
+const DeadLetterMetricName = "meshop_events_dead_lettered_total"
+
+// Why an event was dead-lettered: the reason label of
+// meshop_events_dead_lettered_total.
+const (
+	DeadLetterPoison        = "poison"         // unparseable, or not what its subject says
+	DeadLetterHandlerFailed = "handler_failed" // Handler failed MaxDeliver times
+	DeadLetterUnfinished    = "unfinished"     // the last attempt never finished (the process died)
+)
+
+// deadLetterCounter registers meshop_events_dead_lettered_total on reg, or
+// returns the one already there: a process's consumers share it.
+func deadLetterCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: DeadLetterMetricName,
+		Help: "Events a consumer gave up on and published to its dead-letter subject, by consumer, event type and reason.",
+	}, []string{"consumer", "type", "reason"})
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+				return existing, nil
+			}
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
 // NewConsumer checks cfg and returns a consumer; Run creates it on the
 // server and consumes.
 func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
@@ -116,8 +158,8 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	switch {
 	case cfg.Handler == nil:
 		return nil, fmt.Errorf("events: consumer %s: no handler", cfg.Name)
-	case cfg.DB == nil || cfg.Bus == nil || cfg.Telemetry == nil || cfg.Logger == nil:
-		return nil, fmt.Errorf("events: consumer %s: DB, Bus, Telemetry and Logger are required", cfg.Name)
+	case cfg.DB == nil || cfg.Bus == nil || cfg.Telemetry == nil || cfg.Metrics == nil || cfg.Logger == nil:
+		return nil, fmt.Errorf("events: consumer %s: DB, Bus, Telemetry, Metrics and Logger are required", cfg.Name)
 	case cfg.MaxDeliver < 0:
 		return nil, fmt.Errorf("events: consumer %s: MaxDeliver %d < 0", cfg.Name, cfg.MaxDeliver)
 	}
@@ -133,11 +175,21 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	if cfg.Outbox == nil {
 		cfg.Outbox = NewOutbox(cfg.Telemetry.Propagator, nil)
 	}
+	deadLettered, err := deadLetterCounter(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("events: consumer %s: dead-letter metric: %w", cfg.Name, err)
+	}
+	for typ := range types {
+		for _, reason := range []string{DeadLetterPoison, DeadLetterHandlerFailed, DeadLetterUnfinished} {
+			deadLettered.WithLabelValues(cfg.Name, typ, reason)
+		}
+	}
 	return &Consumer{
-		cfg:    cfg,
-		tracer: cfg.Telemetry.Tracer("github.com/meshop/meshop/services/kit/events"),
-		logger: cfg.Logger.With("component", "events.consumer", "consumer", cfg.Name),
-		types:  types,
+		cfg:          cfg,
+		tracer:       cfg.Telemetry.Tracer("github.com/meshop/meshop/services/kit/events"),
+		logger:       cfg.Logger.With("component", "events.consumer", "consumer", cfg.Name),
+		types:        types,
+		deadLettered: deadLettered,
 	}, nil
 }
 
@@ -218,11 +270,11 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
 	delivery := int(meta.NumDelivered)
 	ev, err := c.parse(msg)
 	if err != nil {
-		c.deadLetter(ctx, msg, meta, "poison: "+err.Error())
+		c.deadLetter(ctx, msg, meta, DeadLetterPoison, "poison: "+err.Error())
 		return
 	}
 	if delivery > c.cfg.MaxDeliver {
-		c.deadLetter(ctx, msg, meta, fmt.Sprintf("delivered %d times, last attempt did not finish", delivery))
+		c.deadLetter(ctx, msg, meta, DeadLetterUnfinished, fmt.Sprintf("delivered %d times, last attempt did not finish", delivery))
 		return
 	}
 
@@ -255,7 +307,7 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
 	case delivery >= c.cfg.MaxDeliver:
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "dead-lettered")
-		c.deadLetter(ctx, msg, meta, fmt.Sprintf("handler failed %d times: %v", delivery, err))
+		c.deadLetter(ctx, msg, meta, DeadLetterHandlerFailed, fmt.Sprintf("handler failed %d times: %v", delivery, err))
 	default:
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "handler failed")
@@ -322,9 +374,10 @@ func (c *Consumer) callHandler(ctx context.Context, tx *Tx, ev Envelope) (err er
 }
 
 // deadLetter publishes msg as it came to DeadLetterSubject with the reason
-// in headers, then terminates it. If the publish fails the message is
-// nacked instead, so a later delivery tries again.
-func (c *Consumer) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, reason string) {
+// in headers, counts it (kind: DeadLetterPoison, ...), then terminates it.
+// If the publish fails the message is nacked instead, so a later delivery
+// tries again, and nothing is counted.
+func (c *Consumer) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, kind, reason string) {
 	if len(reason) > maxDeadReasonBytes {
 		reason = reason[:maxDeadReasonBytes]
 	}
@@ -344,17 +397,34 @@ func (c *Consumer) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jets
 	defer cancel()
 	// The id makes a repeated dead-lettering of the same delivery a no-op.
 	msgID := fmt.Sprintf("dlq.%s.%d", c.cfg.Name, meta.Sequence.Stream)
-	if _, err := c.cfg.Bus.js.PublishMsg(pubCtx, dl, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(Stream)); err != nil {
+	ack, err := c.cfg.Bus.js.PublishMsg(pubCtx, dl, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(Stream))
+	if err != nil {
 		c.logger.ErrorContext(ctx, "dead-letter publish failed; will retry on redelivery", "subject", msg.Subject(),
 			"stream_seq", meta.Sequence.Stream, "reason", reason, "err", err)
 		_ = msg.NakWithDelay(c.cfg.Backoff[0])
 		return
+	}
+	// A repeated dead-lettering of the same message (the term below
+	// failed) is a duplicate the stream dropped: counted once.
+	if !ack.Duplicate {
+		c.deadLettered.WithLabelValues(c.cfg.Name, c.subjectType(msg.Subject()), kind).Inc()
 	}
 	c.logger.ErrorContext(ctx, "event dead-lettered", "subject", msg.Subject(), "stream_seq", meta.Sequence.Stream,
 		"delivery", meta.NumDelivered, "dead_letter_subject", dl.Subject, "reason", reason)
 	if err := msg.Term(); err != nil {
 		c.logger.WarnContext(ctx, "term failed; the redelivery will be dead-lettered again (deduplicated)", "stream_seq", meta.Sequence.Stream, "err", err)
 	}
+}
+
+// subjectType is the event type of subject events.<source>.<type> if it
+// is one the consumer handles, else "unknown": the type label stays one of
+// a fixed set whatever a foreign producer publishes.
+func (c *Consumer) subjectType(subject string) string {
+	tokens := strings.SplitN(subject, ".", 3)
+	if len(tokens) == 3 && tokens[0] == "events" && c.types[tokens[2]] {
+		return tokens[2]
+	}
+	return "unknown"
 }
 
 // prune deletes this consumer's processed_events rows older than the

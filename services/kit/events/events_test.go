@@ -16,6 +16,8 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
@@ -36,6 +38,7 @@ type fixture struct {
 	exp  *tracetest.InMemoryExporter
 	logs *localenv.LogBuffer
 	log  *slog.Logger
+	reg  *prometheus.Registry // the consumers' metrics
 	wg   sync.WaitGroup
 	stop context.CancelFunc
 }
@@ -43,7 +46,7 @@ type fixture struct {
 func newFixture(t *testing.T, dbURL string) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	f := &fixture{t: t, ctx: ctx, logs: &localenv.LogBuffer{}}
+	f := &fixture{t: t, ctx: ctx, logs: &localenv.LogBuffer{}, reg: prometheus.NewRegistry()}
 	f.log = slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	db := kittest.DB(t, dbURL, Migrations())
 	// What a handler writes: its effect, checked for exactly-once.
@@ -98,7 +101,7 @@ func (f *fixture) relay(cfg RelayConfig) *Relay {
 // consumer starts a consumer whose default handler records its effect.
 func (f *fixture) consumer(cfg ConsumerConfig) {
 	f.t.Helper()
-	cfg.DB, cfg.Bus, cfg.Telemetry, cfg.Logger = f.db, f.bus, f.tel, f.log
+	cfg.DB, cfg.Bus, cfg.Telemetry, cfg.Metrics, cfg.Logger = f.db, f.bus, f.tel, f.reg, f.log
 	if cfg.Handler == nil {
 		cfg.Handler = recordEffect(cfg.Name)
 	}
@@ -184,6 +187,17 @@ func (f *fixture) deadLetter(consumer string) *jetstream.RawStreamMsg {
 		f.t.Fatalf("no dead letter for %s: %v", consumer, err)
 	}
 	return m
+}
+
+// deadLettered is meshop_events_dead_lettered_total for consumer, type
+// and reason.
+func (f *fixture) deadLettered(consumer, typ, reason string) float64 {
+	f.t.Helper()
+	c, err := deadLetterCounter(f.reg)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return testutil.ToFloat64(c.WithLabelValues(consumer, typ, reason))
 }
 
 // publishRaw puts a message on the stream directly, as a buggy or foreign
@@ -429,6 +443,18 @@ func TestHandlerFailureRetriedThenDeadLettered(t *testing.T) {
 		if !strings.Contains(f.logs.String(), `"msg":"event dead-lettered"`) {
 			t.Error("no log line for the dead letter")
 		}
+		// Counted once, as a handler failure; the flaky event, handled on
+		// its second delivery, is not counted.
+		want := `
+# HELP meshop_events_dead_lettered_total Events a consumer gave up on and published to its dead-letter subject, by consumer, event type and reason.
+# TYPE meshop_events_dead_lettered_total counter
+meshop_events_dead_lettered_total{consumer="notification",reason="handler_failed",type="order.confirmed"} 1
+meshop_events_dead_lettered_total{consumer="notification",reason="poison",type="order.confirmed"} 0
+meshop_events_dead_lettered_total{consumer="notification",reason="unfinished",type="order.confirmed"} 0
+`
+		if err := testutil.GatherAndCompare(f.reg, strings.NewReader(want), DeadLetterMetricName); err != nil {
+			t.Error(err)
+		}
 	})
 }
 
@@ -472,6 +498,15 @@ func TestPoisonMessageDeadLetteredWithoutBlocking(t *testing.T) {
 		}
 		if !strings.Contains(f.logs.String(), "unparseable envelope") {
 			t.Error("log does not say the envelope was unparseable")
+		}
+		// Each poison message counted under the type its subject names.
+		for typ, want := range map[string]float64{OrderConfirmed: 2, PaymentFailed: 2} {
+			if got := f.deadLettered("notification", typ, DeadLetterPoison); got != want {
+				t.Errorf("dead-lettered poison of %s = %v, want %v", typ, got, want)
+			}
+			if got := f.deadLettered("notification", typ, DeadLetterHandlerFailed); got != 0 {
+				t.Errorf("dead-lettered handler failures of %s = %v, want 0", typ, got)
+			}
 		}
 	})
 }
@@ -592,7 +627,7 @@ func TestRecordRefusesBadEnvelopes(t *testing.T) {
 func TestNewConsumerChecksConfig(t *testing.T) {
 	f := newFixture(t, "sqlite::memory:")
 	ok := ConsumerConfig{Name: "notification", Types: []string{OrderConfirmed}, Handler: recordEffect("x"),
-		DB: f.db, Bus: f.bus, Telemetry: f.tel, Logger: f.log}
+		DB: f.db, Bus: f.bus, Telemetry: f.tel, Metrics: f.reg, Logger: f.log}
 	tests := []struct {
 		name string
 		edit func(*ConsumerConfig)
@@ -605,6 +640,11 @@ func TestNewConsumerChecksConfig(t *testing.T) {
 		{"wildcard type", func(c *ConsumerConfig) { c.Types = []string{"order.*"} }, `event type "order.*"`},
 		{"no handler", func(c *ConsumerConfig) { c.Handler = nil }, "no handler"},
 		{"no bus", func(c *ConsumerConfig) { c.Bus = nil }, "required"},
+		{"no metrics", func(c *ConsumerConfig) { c.Metrics = nil }, "required"},
+		{"metric name taken", func(c *ConsumerConfig) {
+			c.Metrics = prometheus.NewRegistry()
+			c.Metrics.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: DeadLetterMetricName, Help: "other"}))
+		}, "dead-letter metric"},
 		{"negative MaxDeliver", func(c *ConsumerConfig) { c.MaxDeliver = -1 }, "MaxDeliver"},
 	}
 	for _, tt := range tests {
@@ -617,8 +657,11 @@ func TestNewConsumerChecksConfig(t *testing.T) {
 			}
 		})
 	}
-	if _, err := NewConsumer(ok); err != nil {
-		t.Errorf("valid config refused: %v", err)
+	// The process's consumers share the counter on one registry.
+	for range 2 {
+		if _, err := NewConsumer(ok); err != nil {
+			t.Errorf("valid config refused: %v", err)
+		}
 	}
 }
 

@@ -169,7 +169,7 @@ func TestServiceCredentialsCarryEventsEndToEnd(t *testing.T) {
 	f.publishRaw(Subject("order", OrderCreated), []byte(`not json`), "poison-1")
 	// ...and notification's consumer creates its durable, pulls and acks.
 	c, err := NewConsumer(ConsumerConfig{Name: "notification", Types: []string{OrderCreated},
-		Handler: recordEffect("notification"), DB: f.db, Bus: notification, Telemetry: f.tel, Logger: f.log})
+		Handler: recordEffect("notification"), DB: f.db, Bus: notification, Telemetry: f.tel, Metrics: f.reg, Logger: f.log})
 	if err != nil {
 		t.Fatal(err)
 	}

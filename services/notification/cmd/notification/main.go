@@ -71,7 +71,7 @@ func run() error {
 	handler := notification.Handler{Store: store, Notify: dispatcher.Notify}
 	consumer, err := events.NewConsumer(events.ConsumerConfig{
 		Name: "notification", Types: notification.Consumed, Handler: handler.Handle,
-		DB: db, Bus: bus, Telemetry: a.Telemetry, Logger: a.Logger, Outbox: outbox,
+		DB: db, Bus: bus, Telemetry: a.Telemetry, Metrics: a.Metrics, Logger: a.Logger, Outbox: outbox,
 	})
 	if err != nil {
 		return err
