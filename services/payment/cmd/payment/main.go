@@ -60,6 +60,7 @@ func run() error {
 		return err
 	}
 	defer db.Close()
+	a.Metrics.MustRegister(payment.NewMetrics(db))
 	bus, relay, err := a.Events(ctx, db)
 	if err != nil {
 		return err
