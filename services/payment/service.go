@@ -139,6 +139,7 @@ func (s *service) Charge(ctx context.Context, req ChargeRequest) (Payment, bool,
 		}
 		return Payment{}, false, pending(p, err)
 	}
+	failAt(ctx, "charged") // failpoint builds only: the provider charged, nothing recorded yet
 	p, err = s.settle(detached, p, charge)
 	if err != nil {
 		return Payment{}, false, err
