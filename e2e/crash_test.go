@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os/exec"
@@ -123,19 +121,9 @@ func TestCrashPoints(t *testing.T) {
 	})
 }
 
-// checkout posts one checkout of p-filters with key; a dead order gives
-// status 0.
+// checkout posts one checkout of p-filters with key to order's primary
+// instance; a dead order gives status 0.
 func checkout(sys *system.System, bearer, key string) (int, map[string]any) {
 	body := `{"items":[{"product_id":"p-filters","quantity":1}],"payment":{"card_token":"tok_visa"}}`
-	req, _ := http.NewRequest(http.MethodPost, sys.Instance("order").URL()+"/orders", bytes.NewBufferString(body))
-	req.Header.Set("Authorization", bearer)
-	req.Header.Set("Idempotency-Key", key)
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
-	if err != nil {
-		return 0, map[string]any{"error": err.Error()}
-	}
-	defer resp.Body.Close()
-	var out map[string]any
-	json.NewDecoder(resp.Body).Decode(&out)
-	return resp.StatusCode, out
+	return postCheckout(sys.Instance("order").URL(), bearer, key, body)
 }

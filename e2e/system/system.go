@@ -27,8 +27,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -126,7 +129,7 @@ type System struct {
 	edge         *localenv.Process // sidecar mode only
 
 	mu        sync.Mutex
-	instances map[string]*Instance
+	instances map[string]*Instance // by instance ID
 	binDir    string
 	// authKey is auth's AUTH_KEY_ENCRYPTION_KEY, kept in the run's
 	// directory: the signing keys in auth's database open after a restart.
@@ -326,24 +329,55 @@ func (s *System) Env(ctx context.Context, svc, id string, port, grpcPort int) ([
 	), nil
 }
 
-// StartService starts an instance of svc on its planned port (or the
-// environment's HTTP_ADDR in extraEnv) and waits until it is ready, that
-// is registered in Consul.
+// PrimaryID is the Consul instance ID of svc's first instance, the one on
+// the plan's ports.
+func PrimaryID(svc string) string { return svc + "-local" }
+
+// StartService starts svc's primary instance on its planned port and
+// waits until it is ready, that is registered in Consul and passing.
 func (s *System) StartService(ctx context.Context, svc string, extraEnv []string) (*Instance, error) {
-	return s.StartServiceBinary(ctx, svc, filepath.Join(s.binDir, svc), extraEnv)
+	return s.StartInstance(ctx, svc, PrimaryID(svc), s.Binary(svc), extraEnv)
 }
+
+// Binary is the path of svc's binary, as the system built it.
+func (s *System) Binary(svc string) string { return filepath.Join(s.binDir, svc) }
 
 // StartServiceBinary is StartService with another build of the service's
 // binary (the crash-point tests' failpoint build, say).
 func (s *System) StartServiceBinary(ctx context.Context, svc, bin string, extraEnv []string) (*Instance, error) {
-	id := svc + "-local"
-	port := s.Plan.Services[svc]
-	env, err := s.Env(ctx, svc, id, port, s.Plan.GRPC[svc])
+	return s.StartInstance(ctx, svc, PrimaryID(svc), bin, extraEnv)
+}
+
+// StartReplica starts another instance of svc, id <svc>-local-<n>, on
+// free ports and with the same database as the primary: what a second
+// replica of a deployment is (issue 12's rolling restarts and racing
+// order instances). Proxyless mode only: the plan has one sidecar per
+// service.
+func (s *System) StartReplica(ctx context.Context, svc string, n int, extraEnv []string) (*Instance, error) {
+	return s.StartInstance(ctx, svc, fmt.Sprintf("%s-%d", PrimaryID(svc), n), s.Binary(svc), extraEnv)
+}
+
+// StartInstance starts instance id of svc from bin (its ports: the plan's
+// for the primary, free ones for a replica) and waits until it is ready
+// and passing in Consul.
+func (s *System) StartInstance(ctx context.Context, svc, id, bin string, extraEnv []string) (*Instance, error) {
+	port, grpcPort := s.Plan.Services[svc], s.Plan.GRPC[svc]
+	if id != PrimaryID(svc) {
+		if s.Plan.Envoy != "" {
+			return nil, fmt.Errorf("system: replica %s: sidecar mode has one instance per service", id)
+		}
+		ports, err := localenv.FreePorts(2)
+		if err != nil {
+			return nil, err
+		}
+		port, grpcPort = ports[0], ports[1]
+	}
+	env, err := s.Env(ctx, svc, id, port, grpcPort)
 	if err != nil {
 		return nil, err
 	}
 	env = append(append(env, s.Plan.Env...), extraEnv...)
-	p, err := localenv.StartProcess(svc, filepath.Join(s.Dir, "logs", svc+".log"), env, bin)
+	p, err := localenv.StartProcess(id, filepath.Join(s.Dir, "logs", id+".log"), env, bin)
 	if err != nil {
 		return nil, err
 	}
@@ -362,7 +396,11 @@ func (s *System) StartServiceBinary(ctx context.Context, svc, bin string, extraE
 			return nil, err
 		}
 	}
-	if err := s.waitPassing(waitCtx, svc, id); err != nil {
+	err = s.waitPassing(waitCtx, svc, id)
+	if err == nil {
+		err = s.waitSent(waitCtx, id)
+	}
+	if err != nil {
 		p.Stop(5 * time.Second)
 		if inst.sidecar != nil {
 			inst.sidecar.Stop(5 * time.Second)
@@ -370,7 +408,7 @@ func (s *System) StartServiceBinary(ctx context.Context, svc, bin string, extraE
 		return nil, err
 	}
 	s.mu.Lock()
-	s.instances[svc] = inst
+	s.instances[id] = inst
 	s.mu.Unlock()
 	return inst, nil
 }
@@ -410,6 +448,29 @@ func (s *System) waitPassing(ctx context.Context, svc, id string) error {
 	}
 }
 
+// waitSent waits until the control plane sends instance id as an
+// endpoint (GET /debug/endpoints/<id>): a restarted replica then takes
+// calls before the next one of a rolling restart stops.
+func (s *System) waitSent(ctx context.Context, id string) error {
+	url := s.ControlPlaneURL() + "/debug/endpoints/" + id
+	for {
+		var body struct{ Endpoint bool }
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			_ = json.NewDecoder(resp.Body).Decode(&body)
+			resp.Body.Close()
+		}
+		if body.Endpoint {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("system: the control plane never sent %s as an endpoint", id)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // GrantAdmin makes the registered user with email an admin, as an
 // operator does (user grant-admin on user's database); their next login
 // carries the role.
@@ -422,19 +483,41 @@ func (s *System) GrantAdmin(ctx context.Context, email string) error {
 	return nil
 }
 
-// Instance returns the running instance of svc, or nil.
+// Instance returns svc's primary instance, or nil when it is not running.
 func (s *System) Instance(svc string) *Instance {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.instances[svc]
+	return s.instances[PrimaryID(svc)]
 }
 
-// StopService stops svc's instance gracefully (SIGTERM: drain, deregister).
-func (s *System) StopService(svc string) error {
+// Instances returns svc's running instances, by ID.
+func (s *System) Instances(svc string) []*Instance {
 	s.mu.Lock()
-	inst := s.instances[svc]
-	delete(s.instances, svc)
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	var out []*Instance
+	for _, inst := range s.instances {
+		if inst.Service == svc {
+			out = append(out, inst)
+		}
+	}
+	slices.SortFunc(out, func(a, b *Instance) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// StopService stops every instance of svc gracefully (SIGTERM: withdraw,
+// drain, deregister).
+func (s *System) StopService(svc string) error {
+	var errs []error
+	for _, inst := range s.Instances(svc) {
+		errs = append(errs, s.StopInstance(inst.ID))
+	}
+	return errors.Join(errs...)
+}
+
+// StopInstance stops instance id gracefully (SIGTERM: withdraw, drain,
+// deregister) and checks it exited cleanly.
+func (s *System) StopInstance(id string) error {
+	inst := s.forget(id)
 	if inst == nil {
 		return nil
 	}
@@ -448,9 +531,35 @@ func (s *System) StopService(svc string) error {
 	}
 	// A service stops cleanly on SIGTERM: exit status 0, after draining.
 	if err := inst.ExitError(); err != nil {
-		return fmt.Errorf("system: %s exited with %v after SIGTERM:\n%s", svc, err, inst.Tail(2000))
+		return fmt.Errorf("system: %s exited with %v after SIGTERM:\n%s", id, err, inst.Tail(2000))
 	}
 	return nil
+}
+
+// KillInstance kills instance id (SIGKILL: no drain, no deregistration;
+// Consul's checks find it gone) and waits until it has ended.
+func (s *System) KillInstance(id string) error {
+	inst := s.forget(id)
+	if inst == nil {
+		return fmt.Errorf("system: %s is not running", id)
+	}
+	if err := inst.Signal(syscall.SIGKILL); err != nil && !inst.Exited() {
+		return err
+	}
+	<-inst.Done()
+	if inst.sidecar != nil {
+		return inst.sidecar.Stop(10 * time.Second)
+	}
+	return nil
+}
+
+// forget removes instance id from the running set and returns it.
+func (s *System) forget(id string) *Instance {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	inst := s.instances[id]
+	delete(s.instances, id)
+	return inst
 }
 
 // Stop stops everything, services first.
