@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/meshop/meshop/e2e/system"
-	"github.com/meshop/meshop/localenv"
 	"github.com/meshop/meshop/services/kit/sqldb"
 )
 
@@ -44,16 +42,7 @@ func TestAmbiguousCharge(t *testing.T) {
 		// outlasts.
 		plan.Env = []string{"RECOVER_INTERVAL=200ms", "RECOVER_GRACE=1ms", "CHECKOUT_LEASE=2s"}
 	})
-	root, err := localenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	failing := filepath.Join(sys.Dir, "failpoints", "payment")
-	build := exec.CommandContext(ctx, "go", "build", "-tags", "failpoints", "-o", failing, "./services/payment/cmd/payment")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building payment with failpoints: %v\n%s", err, out)
-	}
+	failing := failpointBuild(t, sys, "payment")
 	payments, err := sqldb.Open(ctx, "sqlite:"+filepath.Join(sys.Dir, "data", "payment.db"))
 	if err != nil {
 		t.Fatal(err)

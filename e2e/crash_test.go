@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/meshop/meshop/e2e/system"
-	"github.com/meshop/meshop/localenv"
 	"github.com/meshop/meshop/services/kit/sqldb"
 )
 
@@ -30,16 +28,7 @@ func TestCrashPoints(t *testing.T) {
 		// A crashed run's claim expires after CHECKOUT_LEASE.
 		plan.Env = []string{"RECOVER_INTERVAL=200ms", "RECOVER_GRACE=1ms", "CHECKOUT_LEASE=2s"}
 	})
-	root, err := localenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	crashing := filepath.Join(sys.Dir, "failpoints", "order")
-	build := exec.CommandContext(ctx, "go", "build", "-tags", "failpoints", "-o", crashing, "./services/order/cmd/order")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building order with failpoints: %v\n%s", err, out)
-	}
+	crashing := failpointBuild(t, sys, "order")
 	bearer := customer(t, sys, "crash@example.com")
 	stock := func() int64 {
 		p := call[map[string]any](t, "GET", sys.Instance("product").URL()+"/products/p-filters", nil, "", http.StatusOK)

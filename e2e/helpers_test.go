@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -218,4 +219,22 @@ func startSystem(t *testing.T, configure func(*system.Plan)) *system.System {
 		}
 	})
 	return sys
+}
+
+// failpointBuild builds svc with its test-only failpoints (-tags
+// failpoints: ORDER_CRASH_AT, PAYMENT_FAIL_AT) into the system's
+// directory and returns the binary's path.
+func failpointBuild(t *testing.T, sys *system.System, svc string) string {
+	t.Helper()
+	root, err := localenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(sys.Dir, "failpoints", svc)
+	build := exec.Command("go", "build", "-tags", "failpoints", "-o", bin, "./services/"+svc+"/cmd/"+svc)
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building %s with failpoints: %v\n%s", svc, err, out)
+	}
+	return bin
 }
