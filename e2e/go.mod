@@ -93,6 +93,7 @@ replace github.com/meshop/meshop/localenv => ../localenv
 require (
 	github.com/meshop/meshop/controlplane v0.0.0
 	github.com/meshop/meshop/services/kit v0.0.0
+	github.com/nats-io/nats.go v1.55.0
 )
 
 replace github.com/meshop/meshop/controlplane => ../controlplane
