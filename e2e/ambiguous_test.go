@@ -188,25 +188,7 @@ func TestAmbiguousCharge(t *testing.T) {
 	if got := stock(); got != before-int64(len(points)) {
 		t.Errorf("stock of p-filters %d, want %d (one per checkout)", got, before-int64(len(points)))
 	}
-	eventually(t, 30*time.Second, func() (bool, string) {
-		page := call[map[string]any](t, "GET", sys.Instance("notification").URL()+"/notifications?limit=100",
-			map[string]string{"Authorization": bearer}, "", http.StatusOK)
-		confirmations := map[string]int{}
-		for _, it := range page["items"].([]any) {
-			n := it.(map[string]any)
-			for point, id := range orders {
-				if n["event_type"] == "order.confirmed" && strings.Contains(n["body"].(string), id) {
-					confirmations[point]++
-				}
-			}
-		}
-		for _, point := range points {
-			if confirmations[point] != 1 {
-				return false, fmt.Sprintf("confirmation emails per failpoint: %v", confirmations)
-			}
-		}
-		return true, ""
-	})
+	oneConfirmationEach(t, sys, bearer, orders)
 }
 
 // errorCode is the code of an error body {"error":{"code":...}}.

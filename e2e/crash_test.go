@@ -89,25 +89,7 @@ func TestCrashPoints(t *testing.T) {
 	}
 	// One confirmation email per order: every event published at least
 	// once, its effect applied once.
-	eventually(t, 30*time.Second, func() (bool, string) {
-		page := call[map[string]any](t, "GET", sys.Instance("notification").URL()+"/notifications?limit=100",
-			map[string]string{"Authorization": bearer}, "", http.StatusOK)
-		confirmations := map[string]int{}
-		for _, it := range page["items"].([]any) {
-			n := it.(map[string]any)
-			for step, id := range orders {
-				if n["event_type"] == "order.confirmed" && strings.Contains(n["body"].(string), id) {
-					confirmations[step]++
-				}
-			}
-		}
-		for _, step := range steps {
-			if confirmations[step] != 1 {
-				return false, fmt.Sprintf("confirmation emails per step: %v", confirmations)
-			}
-		}
-		return true, ""
-	})
+	oneConfirmationEach(t, sys, bearer, orders)
 }
 
 // checkout posts one checkout of p-filters with key to order's primary

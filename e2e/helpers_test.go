@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -237,4 +239,30 @@ func failpointBuild(t *testing.T, sys *system.System, svc string) string {
 		t.Fatalf("building %s with failpoints: %v\n%s", svc, err, out)
 	}
 	return bin
+}
+
+// oneConfirmationEach waits until bearer's notifications hold exactly one
+// order.confirmed email for each order in orders (label → order id):
+// every event published at least once, its effect applied once.
+func oneConfirmationEach(t *testing.T, sys *system.System, bearer string, orders map[string]string) {
+	t.Helper()
+	eventually(t, 90*time.Second, func() (bool, string) {
+		page := call[map[string]any](t, "GET", sys.Instance("notification").URL()+"/notifications?limit=100",
+			map[string]string{"Authorization": bearer}, "", http.StatusOK)
+		confirmations := map[string]int{}
+		for _, it := range page["items"].([]any) {
+			n := it.(map[string]any)
+			for label, id := range orders {
+				if n["event_type"] == "order.confirmed" && strings.Contains(n["body"].(string), id) {
+					confirmations[label]++
+				}
+			}
+		}
+		for label := range orders {
+			if confirmations[label] != 1 {
+				return false, fmt.Sprintf("confirmation emails of %d orders: %v", len(orders), confirmations)
+			}
+		}
+		return true, ""
+	})
 }
