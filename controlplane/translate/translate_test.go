@@ -31,82 +31,6 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/out")
 
-// goldenCase is the input of one golden test (testdata/in/<case>.yaml):
-// a catalog as Consul would report it, the KV policies, and the node whose
-// configuration is rendered.
-type goldenCase struct {
-	Description string `json:"description"`
-	Node        struct {
-		ID           string `json:"id"`
-		Cluster      string `json:"cluster"`
-		InboundPort  uint32 `json:"inbound_port"`
-		OutboundPort uint32 `json:"outbound_port"`
-		Flavor       string `json:"flavor"`
-	} `json:"node"`
-	Config struct {
-		CollectorAddress string   `json:"collector_address"`
-		CORSOrigins      []string `json:"cors_origins"`
-		RateLimitBurst   uint32   `json:"rate_limit_burst"`
-		MTLS             bool     `json:"mtls"`
-		EdgeTLS          *bool    `json:"edge_tls"`
-	} `json:"config"`
-	Instances []struct {
-		Service string            `json:"service"`
-		ID      string            `json:"id"`
-		Address string            `json:"address"`
-		Port    int               `json:"port"`
-		Status  string            `json:"status"`
-		Tags    []string          `json:"tags"`
-		Meta    map[string]string `json:"meta"`
-	} `json:"instances"`
-	Policies map[string]string `json:"policies"`
-	// TrustDomain is the Connect CA's; Intentions are service-intentions
-	// config entries by destination, in Consul's JSON field names.
-	TrustDomain string                     `json:"trust_domain"`
-	Intentions  map[string]json.RawMessage `json:"intentions"`
-}
-
-func (gc *goldenCase) snapshot() *catalog.Snapshot {
-	services, policies := map[string][]catalog.Instance{}, map[string][]byte{}
-	for i, in := range gc.Instances {
-		st := in.Status
-		if st == "" {
-			st = catalog.StatusPassing
-		}
-		services[in.Service] = append(services[in.Service], catalog.Instance{
-			ID: in.ID, Service: in.Service, Node: "node-1", Address: in.Address, Port: in.Port,
-			Status: st, Tags: in.Tags, Meta: in.Meta, CreateIndex: uint64(10 + i),
-		})
-	}
-	for k, v := range gc.Policies {
-		policies[k] = []byte(v)
-	}
-	intentions := map[string][]byte{}
-	for k, v := range gc.Intentions {
-		intentions[k] = v
-	}
-	return &catalog.Snapshot{Index: 100, Services: pmap.FromMap(services), Policies: pmap.FromMap(policies),
-		Intentions: pmap.FromMap(intentions), CA: catalog.CA{TrustDomain: gc.TrustDomain, RootPEMs: []string{"(roots)"}}}
-}
-
-func (gc *goldenCase) config() translate.Config {
-	cfg := translate.DefaultConfig()
-	if gc.Config.CollectorAddress != "" {
-		cfg.CollectorAddress = gc.Config.CollectorAddress
-	}
-	if gc.Config.CORSOrigins != nil {
-		cfg.CORSOrigins = gc.Config.CORSOrigins
-	}
-	if gc.Config.RateLimitBurst != 0 {
-		cfg.RateLimit.Burst = gc.Config.RateLimitBurst
-	}
-	cfg.MTLS = gc.Config.MTLS
-	if gc.Config.EdgeTLS != nil {
-		cfg.EdgeTLS = *gc.Config.EdgeTLS
-	}
-	return cfg
-}
-
 func TestGolden(t *testing.T) {
 	inputs, err := filepath.Glob("testdata/in/*.yaml")
 	if err != nil || len(inputs) == 0 {
@@ -119,15 +43,12 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var gc goldenCase
-			if err := yaml.UnmarshalStrict(raw, &gc); err != nil {
+			gc, err := translate.ParseCatalogFile(raw)
+			if err != nil {
 				t.Fatalf("%s: %v", in, err)
 			}
-			m := model.NewBuilder(model.BuilderOptions{}).Build(gc.snapshot())
-			cfg := gc.config()
-			var res *translate.Resources
-			res, err = translate.FromScratch(m, translate.Node{ID: gc.Node.ID, InboundPort: gc.Node.InboundPort, OutboundPort: gc.Node.OutboundPort,
-				Flavor: gc.Node.Flavor, Edge: translate.IsEdge(gc.Node.Cluster)}, cfg)
+			m := model.NewBuilder(model.BuilderOptions{}).Build(gc.Snapshot())
+			res, err := translate.FromScratch(m, gc.Node.TranslateNode(), gc.Config())
 			if err != nil {
 				t.Fatalf("translate: %v", err)
 			}
