@@ -34,7 +34,6 @@ import (
 	"strings"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
@@ -47,6 +46,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshop/meshop/controlplane/catalog"
+	"github.com/meshop/meshop/controlplane/internal/redact"
 	"github.com/meshop/meshop/controlplane/model"
 	"github.com/meshop/meshop/controlplane/serve"
 	"github.com/meshop/meshop/controlplane/xdsauth"
@@ -249,7 +249,7 @@ func configDump(res map[string][]cachetypes.Resource, versions map[string]string
 	}
 	sds := &adminv3.SecretsConfigDump{}
 	for _, r := range res[resource.SecretType] {
-		a, err := pack(redacted(r.(*tlsv3.Secret)))
+		a, err := pack(redact.Secret(r.(*tlsv3.Secret))) // as CSDS shows it
 		if err != nil {
 			return nil, err
 		}
@@ -265,16 +265,6 @@ func configDump(res map[string][]cachetypes.Resource, versions map[string]string
 		out.Configs = append(out.Configs, a)
 	}
 	return out, nil
-}
-
-// redacted is a secret without its private key, as Envoy's own config
-// dump shows it.
-func redacted(s *tlsv3.Secret) *tlsv3.Secret {
-	s = proto.Clone(s).(*tlsv3.Secret)
-	if c := s.GetTlsCertificate(); c.GetPrivateKey() != nil {
-		c.PrivateKey = &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "[redacted]"}}
-	}
-	return s
 }
 
 func cacheName(r cachetypes.Resource) string {
