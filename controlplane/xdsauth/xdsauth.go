@@ -9,7 +9,9 @@
 // Anything else ends the stream with PermissionDenied, a log line, a count
 // in meshop_xds_streams_refused_total{reason} and an entry in Refusals
 // (shown on /debug/nodes). Against a Consul without ACLs there is nothing
-// to check a token against, and every stream is served.
+// to check a token against, and every stream is served. Streams of the
+// services named in Options.Exempt (CSDS, which checks an operator's
+// token itself) are not xDS streams and pass unchecked.
 package xdsauth
 
 import (
@@ -66,6 +68,11 @@ type Options struct {
 	RegistrationWait time.Duration
 	Logger           *slog.Logger
 	Metrics          prometheus.Registerer
+	// Exempt are gRPC services on the same server whose calls are not
+	// xDS streams and authorize their callers themselves (CSDS: an
+	// operator's token, package csds); their streams skip the node check.
+	// Every other stream is checked.
+	Exempt []string
 }
 
 // Authenticator checks xDS streams.
@@ -143,11 +150,22 @@ func (a *Authenticator) Refusals() []Refusal {
 	return slices.Clone(a.refusals)
 }
 
-// StreamInterceptor authenticates every stream of the gRPC server.
+// StreamInterceptor authenticates every stream of the gRPC server but
+// those of the Exempt services.
 func (a *Authenticator) StreamInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if a.exempt(info.FullMethod) {
+			return handler(srv, ss)
+		}
 		return a.serve(srv, ss, handler)
 	}
+}
+
+// exempt reports whether a method (/package.Service/Method) is one of an
+// Exempt service.
+func (a *Authenticator) exempt(fullMethod string) bool {
+	svc, _, ok := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	return ok && slices.Contains(a.opts.Exempt, svc)
 }
 
 // refusal is a stream's end for a reason.

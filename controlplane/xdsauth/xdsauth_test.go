@@ -260,3 +260,36 @@ func TestForgedTokensAreNotAskedOfConsulEveryTime(t *testing.T) {
 		t.Errorf("Consul asked %d times about one forged token, want once", n)
 	}
 }
+
+// ctxStream is a server stream with only a context.
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s ctxStream) Context() context.Context { return s.ctx }
+
+// TestExemptServicesSkipTheNodeCheck: a service named in Exempt (CSDS,
+// which checks an operator's token itself) is not held to the node
+// check; every other stream, ADS first, still is.
+func TestExemptServicesSkipTheNodeCheck(t *testing.T) {
+	const csds = "envoy.service.status.v3.ClientStatusDiscoveryService"
+	a := New(Options{Directory: &directory{tokens: map[string][]string{}}, Exempt: []string{csds}})
+	intercept := a.StreamInterceptor()
+	for _, tc := range []struct {
+		method string
+		served bool
+	}{
+		{"/" + csds + "/StreamClientStatus", true},
+		{"/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources", false},
+		{"/" + csds + "X/StreamClientStatus", false},
+		{csds, false},
+	} {
+		served := false
+		err := intercept(nil, ctxStream{ctx: context.Background()}, &grpc.StreamServerInfo{FullMethod: tc.method},
+			func(any, grpc.ServerStream) error { served = true; return nil })
+		if served != tc.served || (!tc.served && status.Code(err) != codes.PermissionDenied) {
+			t.Errorf("%s: served %v, err %v; want served %v", tc.method, served, err, tc.served)
+		}
+	}
+}
