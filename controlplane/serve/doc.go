@@ -49,7 +49,9 @@
 //	              pool that shares identical ones between nodes
 //	compact.go    the compact form of a resource (its encoded bytes)
 //	tracker.go    streams and nodes: what was sent, ACKed and NACKed
-//	grpc.go       the ADS gRPC server and go-control-plane's callbacks
+//	grpc.go       the ADS gRPC server and go-control-plane's callbacks;
+//	              AddService puts more services on its port (CSDS,
+//	              package csds, which reads Nodes and Resources)
 //	caches.go     the snapshot caches: Envoys' (ADS mode) and gRPC
 //	              clients' (a gRPC client names only what it dials)
 //	nodemeta.go   a node's metadata: its flavour (mesh_flavor=proxyless

@@ -23,11 +23,14 @@ type grpcServer struct {
 	ctx    context.Context // ends the xDS streams on Stop
 	cancel context.CancelFunc
 	srv    *grpc.Server
+	// services are registered beside ADS when Serve starts (AddService).
+	services []func(grpc.ServiceRegistrar)
 }
 
 func (g *grpcServer) init() { g.ctx, g.cancel = context.WithCancel(context.Background()) }
 
-// Serve serves ADS (state of the world and delta) on lis until Stop.
+// Serve serves ADS (state of the world and delta), and the services
+// added with AddService, on lis until Stop.
 func (s *Server) Serve(lis net.Listener) error {
 	g := &s.grpc
 	g.mu.Lock()
@@ -48,6 +51,9 @@ func (s *Server) Serve(lis net.Listener) error {
 	}, s.opts.GRPCOptions...)...)
 	xds := serverv3.NewServer(g.ctx, s.cache, callbacks{s.tracker, s})
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g.srv, xds)
+	for _, register := range g.services {
+		register(g.srv)
+	}
 	srv := g.srv
 	g.mu.Unlock()
 	s.log.Info("xDS server listening", "addr", lis.Addr().String())
@@ -55,6 +61,16 @@ func (s *Server) Serve(lis net.Listener) error {
 		return err
 	}
 	return nil
+}
+
+// AddService has Serve register another gRPC service beside ADS, on the
+// same port and with the same options (TLS, and xdsauth's check unless the
+// service is exempt from it): CSDS (package csds). Call it before Serve.
+func (s *Server) AddService(register func(grpc.ServiceRegistrar)) {
+	g := &s.grpc
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.services = append(g.services, register)
 }
 
 // Stop ends every stream (Envoys keep their config and reconnect to
