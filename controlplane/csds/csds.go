@@ -43,6 +43,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"regexp"
 	"slices"
@@ -120,8 +121,11 @@ func (s *Service) FetchClientStatus(ctx context.Context, req *statusv3.ClientSta
 func (s *Service) StreamClientStatus(st statusv3.ClientStatusDiscoveryService_StreamClientStatusServer) error {
 	for {
 		req, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil // the client closed the stream
+		}
 		if err != nil {
-			return nil // the client closed the stream, or went away
+			return err
 		}
 		if err := s.authorize(st.Context(), "StreamClientStatus"); err != nil {
 			return err
