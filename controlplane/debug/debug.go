@@ -136,10 +136,17 @@ func (h *handler) nodes(w http.ResponseWriter, _ *http.Request) {
 	if h.refused != nil {
 		refused = h.refused.Refusals()
 	}
+	// Services with no passing instance: their callers are sent no
+	// endpoint (endpoints stay passing-only, DESIGN §6).
+	without := []string{}
+	if hs, ok := h.srv.(interface{ ServicesWithoutPassing() []string }); ok {
+		without = append(without, hs.ServicesWithoutPassing()...)
+	}
 	writeJSON(w, http.StatusOK, map[string]any{
-		"consul":  h.cat.Status(),
-		"nodes":   h.srv.Nodes(),
-		"refused": refused,
+		"consul":                             h.cat.Status(),
+		"nodes":                              h.srv.Nodes(),
+		"refused":                            refused,
+		"services_without_passing_instances": without,
 	})
 }
 

@@ -27,6 +27,8 @@ type entry struct {
 	hash string
 	refs []string
 	err  error
+	// size is the length of its encoding.
+	size int
 }
 
 func newEntry(r cachetypes.Resource) *entry {
@@ -40,6 +42,7 @@ func newEntry(r cachetypes.Resource) *entry {
 		return e
 	}
 	e.hash = cachev3.HashResource(b)[:16]
+	e.size = len(b)
 	if c, err := compact(r, b); err != nil {
 		e.err = errors.Join(e.err, err)
 	} else {

@@ -1,6 +1,8 @@
 package serve
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshop/meshop/controlplane/model"
@@ -13,14 +15,32 @@ type Metrics struct {
 	// Pushes counts snapshots set in the cache, by node type.
 	Pushes *prometheus.CounterVec
 	// PushLatency is the time from a change seen in Consul to the
-	// snapshot that carries it being set.
+	// snapshot that carries it being set (not yet sent or applied: see
+	// Convergence for that).
 	PushLatency prometheus.Histogram
+	// Convergence is the time from a change seen in Consul to a node's
+	// ACK of the version of a type that carries it, observed once per
+	// node, type and version, for nodes connected when the version was
+	// set (a node that connects later is not a push).
+	Convergence prometheus.Histogram
+	// NodeConfigBytes is the size of a node's configuration (every
+	// resource of its snapshot, encoded), observed when it is set.
+	NodeConfigBytes prometheus.Histogram
+	// Nodes are the connected nodes by sync state and flavour, counted
+	// when scraped (the server gives the count: SetNodesSource).
+	Nodes *nodesCollector
+	// ServicesWithoutPassing is the number of meshed services with no
+	// passing instance (no endpoint); ServicePassing the passing
+	// instances (endpoints) of each service.
+	ServicesWithoutPassing prometheus.Gauge
+	ServicePassing         *prometheus.GaugeVec
 	// Connected is the number of connected Envoy nodes, by node type
 	// (sidecar, edge, unknown).
 	Connected *prometheus.GaugeVec
 	// Responses counts xDS responses sent, by type URL.
 	Responses *prometheus.CounterVec
-	// Nacks counts NACKs received, by type URL.
+	// Nacks counts NACKs received, by type URL and node flavour
+	// (sidecar, proxyless, edge, unknown).
 	Nacks *prometheus.CounterVec
 	// ConsulIndex is the highest Consul raft index the catalog has seen.
 	ConsulIndex prometheus.Gauge
@@ -47,7 +67,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Responses: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "xds_responses_total",
 			Help: "xDS responses sent, by type URL."}, []string{"type_url"}),
 		Nacks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "xds_nacks_total",
-			Help: "xDS NACKs received from Envoys, by type URL."}, []string{"type_url"}),
+			Help: "xDS NACKs received from nodes, by type URL and node flavour (sidecar, proxyless, edge, unknown)."}, []string{"type_url", "flavour"}),
+		Convergence: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "convergence_seconds",
+			Help:    "Time from a change seen in Consul to a connected node's ACK of the version carrying it, per node and type.",
+			Buckets: []float64{.01, .025, .05, .1, .15, .2, .3, .4, .5, .75, 1, 1.5, 2, 5, 10, 30}}),
+		NodeConfigBytes: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "node_config_bytes",
+			Help:    "Size of a node's configuration (its snapshot's resources, encoded), observed each time one is set.",
+			Buckets: prometheus.ExponentialBuckets(1024, 4, 10)}), // 1 KiB .. 256 MiB
+		Nodes: newNodesCollector(prometheus.NewDesc(ns+"_nodes",
+			"Connected nodes by sync state (SYNCED, NACKED, STALE) and flavour (sidecar, proxyless, edge, unknown).",
+			[]string{"sync", "flavour"}, nil)),
+		ServicesWithoutPassing: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "services_without_passing_instances",
+			Help: "Meshed services with no passing instance: no endpoint to send their callers."}),
+		ServicePassing: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "service_passing_instances",
+			Help: "Passing instances (endpoints) of each meshed service."}, []string{"service"}),
 		ConsulIndex: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "consul_last_index",
 			Help: "Highest Consul raft index seen by the catalog watcher."}),
 		ValidationFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "validation_failures_total",
@@ -61,7 +94,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Pushes, m.PushLatency, m.Connected, m.Responses, m.Nacks,
-			m.ConsulIndex, m.ValidationFailures, m.Problems)
+			m.ConsulIndex, m.ValidationFailures, m.Problems,
+			m.Convergence, m.NodeConfigBytes, m.Nodes, m.ServicesWithoutPassing, m.ServicePassing)
 	}
 	return m
 }
@@ -82,4 +116,54 @@ func (m *Metrics) setProblems(ps model.Problems) {
 	for _, p := range ps {
 		m.Problems.WithLabelValues(p.Kind).Inc()
 	}
+}
+
+// nodesCollector is the nodes gauge: sync states depend on time (STALE),
+// so they are counted when scraped, from the tracker.
+type nodesCollector struct {
+	desc *prometheus.Desc
+	mu   sync.Mutex
+	src  func() map[[2]string]int // {flavour, sync} → nodes
+}
+
+func newNodesCollector(d *prometheus.Desc) *nodesCollector { return &nodesCollector{desc: d} }
+
+// Describe implements prometheus.Collector.
+func (c *nodesCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector: every sync state and flavour,
+// zeros included.
+func (c *nodesCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	src := c.src
+	c.mu.Unlock()
+	var counts map[[2]string]int
+	if src != nil {
+		counts = src()
+	}
+	for _, fl := range []string{nodeSidecar, nodeProxyless, nodeEdge, nodeUnknown} {
+		for _, st := range []string{SyncSynced, SyncNacked, SyncStale} {
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(counts[[2]string{fl, st}]), st, fl)
+		}
+	}
+}
+
+// setSource makes src the count the gauge reports (the last server
+// created with these metrics).
+func (c *nodesCollector) setSource(src func() map[[2]string]int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.src = src
+}
+
+// NodesBySync returns the connected nodes by flavour and sync state, as
+// the nodes gauge reports them.
+func (m *Metrics) NodesBySync() map[[2]string]int {
+	m.Nodes.mu.Lock()
+	src := m.Nodes.src
+	m.Nodes.mu.Unlock()
+	if src == nil {
+		return nil
+	}
+	return src()
 }

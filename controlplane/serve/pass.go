@@ -27,6 +27,7 @@ func (s *Server) Apply(snap *catalog.Snapshot, seen time.Time) {
 	}
 	changed := s.pass(m, seen)
 	s.tracker.setMesh(m, changed)
+	s.health.update(m, s.metrics)
 }
 
 // pass makes m the current mesh: it translates again the Shared of the
@@ -98,6 +99,7 @@ func (s *Server) forget(key string) {
 	if st := s.snaps.nodes[key]; st != nil {
 		s.snaps.drop(st)
 		s.cache.clear(key)
+		s.tracker.dropTargets(key)
 	}
 	delete(s.snaps.pending, key)
 	delete(s.meta, key)
@@ -221,6 +223,7 @@ func (s *Server) newGroup(st *nodeState, in *gathered, secrets []*entry) (*group
 	}
 	var err error
 	g.snapshot, g.versions, err = assemble(g.own, shared, g.flavor, secrets)
+	g.bytes = groupBytes(g.own, shared, g.flavor, secrets)
 	return g, err
 }
 
@@ -244,6 +247,8 @@ func (s *Server) setDone(st *nodeState, g *group, opts translate.Node, seen time
 		typ = nodeProxyless
 	}
 	s.metrics.Pushes.WithLabelValues(typ).Inc()
+	s.metrics.NodeConfigBytes.Observe(float64(g.bytes))
+	s.tracker.setTargets(st.key, g.versions, seen)
 	if !seen.IsZero() {
 		s.metrics.PushLatency.Observe(time.Since(seen).Seconds())
 	}

@@ -221,7 +221,7 @@ func TestNackIsReportedAndServingContinues(t *testing.T) {
 			if n.LastNack.TypeURL != resource.ListenerType || !strings.Contains(n.LastNack.Message, "Address already in use") || n.LastNack.Version == "" {
 				t.Errorf("last NACK = %+v", n.LastNack)
 			}
-			if got := testutil.ToFloat64(h.metrics.Nacks.WithLabelValues(resource.ListenerType)); got < 1 {
+			if got := testutil.ToFloat64(h.metrics.Nacks.WithLabelValues(resource.ListenerType, "sidecar")); got < 1 {
 				t.Errorf("NACK metric = %v", got)
 			}
 			if !strings.Contains(h.logs.String(), "envoy rejected configuration (NACK)") {

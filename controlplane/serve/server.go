@@ -15,6 +15,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
+	"github.com/meshop/meshop/controlplane/internal/pmap"
 	"github.com/meshop/meshop/controlplane/model"
 	"github.com/meshop/meshop/controlplane/translate"
 )
@@ -37,6 +38,11 @@ type Options struct {
 	// Identities, when set, are told which services have Envoys connected
 	// and issue their leaves (SetLeaf); see secrets.go.
 	Identities Identities
+	// NodeForgetAfter is how long a node with no open stream stays in
+	// /debug/nodes (default DefaultNodeForgetAfter, 5m); StaleAfter how
+	// long a version may go unacknowledged before its node is STALE
+	// (default DefaultStaleAfter, 5s).
+	NodeForgetAfter, StaleAfter time.Duration
 }
 
 // Server is the xDS server: it turns catalog snapshots into per-node
@@ -67,6 +73,10 @@ type Server struct {
 	meta        map[string]nodeMeta
 	metaOrphans map[string]bool
 	ready       bool
+
+	// health is what Apply last counted of the services' passing
+	// instances.
+	health health
 }
 
 // New returns a server; call Run to feed it and Serve to serve it.
@@ -102,9 +112,28 @@ func New(o Options) *Server {
 		leaves:      map[string]Leaf{},
 		streams:     envoyStreams{tokens: map[streamKey]string{}, holders: map[streamKey]struct{ svc, tok string }{}},
 	}
+	if o.NodeForgetAfter > 0 {
+		s.tracker.forgetAfter = o.NodeForgetAfter
+	}
+	if o.StaleAfter > 0 {
+		s.tracker.staleAfter = o.StaleAfter
+	}
+	s.tracker.onAck = s.acked
+	o.Metrics.Nodes.setSource(s.tracker.syncCounts)
 	s.grpc.init()
 	s.cache = newCaches(log)
 	return s
+}
+
+// acked is told a node ACKed a version it did not run before: when the
+// version is its snapshot's and the node was connected when it was set,
+// the time since its Consul change was seen is a convergence.
+func (s *Server) acked(key, typeURL, version string, connectedSince time.Time) {
+	want := s.tracker.targetOf(key, typeURL)
+	if want.version != version || want.seen.IsZero() || connectedSince.After(want.at) {
+		return
+	}
+	s.metrics.Convergence.Observe(s.tracker.now().Sub(want.seen).Seconds())
 }
 
 // nodeHash keys the cache: all edges share one snapshot, every sidecar
@@ -264,4 +293,51 @@ func isEdgeID(id string) bool {
 	}
 	_, err := strconv.Atoi(id[5:])
 	return err == nil
+}
+
+// health counts each meshed service's passing instances (endpoints:
+// passing checks and a usable address, what its callers are sent). Apply
+// updates it with the services the new mesh rebuilt, so a pass costs the
+// services that changed, not the mesh.
+type health struct {
+	mu       sync.Mutex
+	services pmap.Map[*model.Service] // of the mesh last counted
+	passing  map[string]int
+	none     map[string]bool // services with no passing instance
+}
+
+func (h *health) update(m *model.Mesh, metrics *Metrics) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.passing == nil {
+		h.passing, h.none = map[string]int{}, map[string]bool{}
+	}
+	for name := range pmap.Diff(h.services, m.Services, func(a, b *model.Service) bool { return a == b }) {
+		svc := m.Service(name)
+		if svc == nil {
+			delete(h.passing, name)
+			delete(h.none, name)
+			metrics.ServicePassing.DeleteLabelValues(name)
+			continue
+		}
+		n := len(svc.Endpoints())
+		h.passing[name] = n
+		if n == 0 {
+			h.none[name] = true
+		} else {
+			delete(h.none, name)
+		}
+		metrics.ServicePassing.WithLabelValues(name).Set(float64(n))
+	}
+	h.services = m.Services
+	metrics.ServicesWithoutPassing.Set(float64(len(h.none)))
+}
+
+// ServicesWithoutPassing returns the meshed services that have no passing
+// instance (no endpoint), sorted: their callers get an empty load
+// assignment (endpoints stay passing-only, DESIGN §6).
+func (s *Server) ServicesWithoutPassing() []string {
+	s.health.mu.Lock()
+	defer s.health.mu.Unlock()
+	return slices.Sorted(maps.Keys(s.health.none))
 }

@@ -167,6 +167,28 @@ type group struct {
 	snapshot *cachev3.Snapshot
 	versions map[resource.Type]string
 	refs     int
+	// bytes is the size of its resources, encoded.
+	bytes int
+}
+
+// groupBytes is the encoded size of a snapshot's resources.
+func groupBytes(own map[resource.Type][]*entry, shared []*sharedEntries, flavor string, secrets []*entry) int {
+	n := 0
+	add := func(es []*entry) {
+		for _, e := range es {
+			n += e.size
+		}
+	}
+	for _, es := range own {
+		add(es)
+	}
+	for _, sh := range shared {
+		for _, es := range sh.parts[flavor] {
+			add(es)
+		}
+	}
+	add(secrets)
+	return n
 }
 
 // SnapshotStatus is the debug view of a node's snapshot.

@@ -38,6 +38,9 @@ type config struct {
 	PolicyMaxBytes int
 	LogLevel       slog.Level
 	Translate      translate.Config
+
+	// NodeForgetAfter is how long a node without a stream stays listed.
+	NodeForgetAfter time.Duration
 }
 
 // consul is how the control plane reaches Consul.
@@ -155,6 +158,8 @@ func settings() []setting {
 			dur(func(c *config) *time.Duration { return &c.Keepalive }, time.Second)},
 		{"SHUTDOWN_GRACE", "shutdown-grace", "5s", "how long shutdown waits for streams and requests",
 			dur(func(c *config) *time.Duration { return &c.ShutdownGrace }, 0)},
+		{"NODE_FORGET_AFTER", "node-forget-after", "5m", "how long a node with no open xDS stream stays in /debug/nodes (with what it ACKed) before it is forgotten",
+			dur(func(c *config) *time.Duration { return &c.NodeForgetAfter }, time.Second)},
 		{"POLICY_MAX_BYTES", "policy-max-bytes", strconv.Itoa(model.MaxPolicyBytes), "largest accepted mesh/policy/<service> value",
 			func(c *config, v string) error {
 				n, err := strconv.Atoi(v)

@@ -87,6 +87,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		xds = serve.New(serve.Options{
 			Logger: log, Metrics: metrics, Translate: cfg.Translate, Model: builder,
 			Quiet: cfg.Quiet, MaxDelay: cfg.MaxDelay, Keepalive: cfg.Keepalive, GRPCOptions: security.options, Identities: security.identities(cfg),
+			NodeForgetAfter: cfg.NodeForgetAfter,
 		})
 	}
 
