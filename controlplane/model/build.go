@@ -28,10 +28,15 @@ import (
 // previous build (so each problem is logged and counted when it appears
 // and when it is resolved, not on every build). Build is safe to call
 // from one goroutine at a time.
+//
+// The last good policies can outlive the process: SeedLastGood restores
+// them before the first build, and BuilderOptions.OnLastGood hears of
+// every change to them (see package policystate).
 type Builder struct {
 	log            *slog.Logger
 	maxPolicyBytes int
 	onProblem      func(Problem)
+	onLastGood     func(key string, raw []byte)
 
 	mu       sync.Mutex
 	lastGood map[string]parsedPolicy // policy key → last accepted KV policy
@@ -52,6 +57,12 @@ type BuilderOptions struct {
 	// OnProblem is called once for each problem when it first appears
 	// (metrics hook). It may be nil.
 	OnProblem func(Problem)
+	// OnLastGood is called, during Build, each time the last good policy
+	// of a key changes: with the raw value just accepted, or with nil when
+	// the key was deleted (back to defaults). Not for a value accepted
+	// again, nor for one rejected. It must not block (it runs under the
+	// builder's lock, on the push path) nor modify raw. It may be nil.
+	OnLastGood func(key string, raw []byte)
 }
 
 // NewBuilder returns a Builder with no history.
@@ -64,7 +75,58 @@ func NewBuilder(o BuilderOptions) *Builder {
 		log:            l.With("component", "model"),
 		maxPolicyBytes: o.MaxPolicyBytes,
 		onProblem:      o.OnProblem,
+		onLastGood:     o.OnLastGood,
 		lastGood:       map[string]parsedPolicy{},
+	}
+}
+
+// SeedLastGood restores last good policies kept from an earlier run
+// (policy key → raw value), so that a value rejected at the first build
+// leaves the restored policy in force (PolicyLastGood) rather than the
+// default. Call it before the first Build. A value that no longer parses
+// (a stricter parser, a smaller MaxPolicyBytes) or whose key names no
+// service is not restored: it is returned with the reason, for the caller
+// to log. A key that already has a last good policy keeps it. A restored
+// key that is not in the first snapshot is forgotten at that build (and
+// OnLastGood hears of it): a deleted key means back to defaults, even
+// when it was deleted while the control plane was down. OnLastGood is not
+// called for what is restored.
+func (b *Builder) SeedLastGood(stored map[string][]byte) (ignored map[string]error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ignore := func(key string, err error) {
+		if ignored == nil {
+			ignored = map[string]error{}
+		}
+		ignored[key] = err
+	}
+	for _, key := range slices.Sorted(maps.Keys(stored)) {
+		raw := stored[key]
+		if !serviceNameRE.MatchString(key) {
+			ignore(key, fmt.Errorf("the key does not name a service"))
+			continue
+		}
+		if _, ok := b.lastGood[key]; ok {
+			continue
+		}
+		pol, err := ParsePolicy(raw, b.maxPolicyBytes)
+		if err != nil {
+			ignore(key, fmt.Errorf("%s", strings.ReplaceAll(err.Error(), "\n", "; ")))
+			continue
+		}
+		b.lastGood[key] = parsedPolicy{raw: bytes.Clone(raw), policy: pol}
+	}
+	return ignored
+}
+
+// forget drops the last good policy of a key (back to defaults).
+func (b *Builder) forget(key string) {
+	if _, ok := b.lastGood[key]; !ok {
+		return
+	}
+	delete(b.lastGood, key)
+	if b.onLastGood != nil {
+		b.onLastGood(key, nil)
 	}
 }
 
@@ -465,12 +527,14 @@ func (p *pass) owned(s *Service) []string {
 
 // policies evaluates the policy keys whose value changed; when building
 // from nothing, every key (whether a key names a meshed service may have
-// changed). A policy change costs O(policies): Mesh.Policies is made
-// anew.
+// changed), and every key with a last good policy (one restored by
+// SeedLastGood may be gone from KV). A policy change costs O(policies):
+// Mesh.Policies is made anew.
 func (p *pass) policies() {
 	keys := slices.Collect(pmap.Diff(p.last.policies, p.snap.Policies, bytes.Equal))
 	if p.prev == nil {
 		keys = append(keys, slices.Collect(p.snap.Policies.Keys())...)
+		keys = append(keys, slices.Collect(maps.Keys(p.b.lastGood))...)
 	}
 	if len(keys) == 0 {
 		return
@@ -496,7 +560,7 @@ func (p *pass) policy(key string) {
 	c := checker{}
 	switch {
 	case !present:
-		delete(b.lastGood, key) // a deleted key means "back to defaults", deliberately
+		b.forget(key) // a deleted key means "back to defaults", deliberately
 	case key == "":
 		// the folder itself, as the Consul UI creates it
 	case !serviceNameRE.MatchString(key):
@@ -522,6 +586,9 @@ func (b *Builder) evaluate(c *checker, key string, raw []byte) policyInForce {
 	pol, err := ParsePolicy(raw, b.maxPolicyBytes)
 	if err == nil {
 		b.lastGood[key] = parsedPolicy{raw: bytes.Clone(raw), policy: pol}
+		if b.onLastGood != nil {
+			b.onLastGood(key, b.lastGood[key].raw)
+		}
 		return policyInForce{PolicyStatus{Source: PolicyKV}, pol}
 	}
 	reason := strings.ReplaceAll(err.Error(), "\n", "; ")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -333,5 +334,89 @@ func TestBuildReusesUnchangedServices(t *testing.T) {
 			}
 			prev, prevSnap = got, s
 		})
+	}
+}
+
+// TestLastGoodOutlivesTheBuilder: OnLastGood hears of each change to the
+// last good policies (not of values accepted again or rejected), and
+// SeedLastGood restores them in a new builder, where a rejected value
+// keeps the restored policy and a restored key gone from KV is forgotten.
+func TestLastGoodOutlivesTheBuilder(t *testing.T) {
+	var heard []string
+	record := func(key string, raw []byte) {
+		if raw == nil {
+			heard = append(heard, key+" deleted")
+		} else {
+			heard = append(heard, key+"="+string(raw))
+		}
+	}
+	take := func() []string { h := heard; heard = nil; return h }
+	s := snap(inst("user", "user-1"), inst("order", "order-1"))
+
+	b := NewBuilder(BuilderOptions{OnLastGood: record})
+	s.Policies = s.Policies.Set("user", []byte(`{"timeout":"2s"}`))
+	b.Build(s)
+	b.Build(s) // accepted again: nothing to tell
+	if diff := cmp.Diff([]string{`user={"timeout":"2s"}`}, take()); diff != "" {
+		t.Errorf("after a good value (-want +got):\n%s", diff)
+	}
+	s.Policies = s.Policies.Set("user", []byte(`{"timeout":"forever"}`))
+	b.Build(s)
+	if h := take(); len(h) != 0 {
+		t.Errorf("a rejected value was reported: %v", h)
+	}
+	s.Policies = s.Policies.Set("user", []byte(`{"timeout":"3s"}`))
+	b.Build(s)
+	s.Policies = s.Policies.Delete("user")
+	b.Build(s)
+	b.Build(s)
+	if diff := cmp.Diff([]string{`user={"timeout":"3s"}`, "user deleted"}, take()); diff != "" {
+		t.Errorf("after a good value and a delete (-want +got):\n%s", diff)
+	}
+
+	// A restart: the stored values seed a new builder.
+	b = NewBuilder(BuilderOptions{OnLastGood: record})
+	ignored := b.SeedLastGood(map[string][]byte{
+		"user":    []byte(`{"timeout":"2s"}`),
+		"order":   []byte(`{"timeout":"2s"}`), // gone from KV while down
+		"product": []byte(`{"timeout":"soon"}`),
+		"No Such": []byte(`{}`),
+	})
+	if got := slices.Sorted(maps.Keys(ignored)); !slices.Equal(got, []string{"No Such", "product"}) {
+		t.Errorf("ignored = %v, want No Such and product", ignored)
+	}
+	if err := ignored["product"]; err == nil || !strings.Contains(err.Error(), "duration") {
+		t.Errorf("product ignored for %v, want the parse error", err)
+	}
+	s.Policies = s.Policies.Set("user", []byte(`{"timeout":"forever"}`)).Set("product", []byte(`{"timeout":"forever"}`))
+	m := b.Build(s)
+	if st := m.Policies["user"]; st.Source != PolicyLastGood || !strings.Contains(st.Rejected, "duration") {
+		t.Errorf("user after a restart with a bad value = %+v, want last_good with the reason", st)
+	}
+	if got := m.Service("user").Policy.Timeout; got != 2*time.Second {
+		t.Errorf("user timeout = %s, want the restored 2s", got)
+	}
+	if st := m.Policies["product"]; st.Source != PolicyDefault {
+		t.Errorf("product (its stored value no longer parses) = %+v, want default", st)
+	}
+	if !slices.ContainsFunc(m.Problems, func(p Problem) bool {
+		return p.Service == "user" && strings.Contains(p.Message, "the last good policy stays in force")
+	}) {
+		t.Errorf("no problem says user keeps its last good policy: %v", problemKinds(m.Problems))
+	}
+	if diff := cmp.Diff([]string{"order deleted"}, take()); diff != "" {
+		t.Errorf("first build after the restart (-want +got):\n%s", diff)
+	}
+	s.Policies = s.Policies.Set("order", []byte(`{"timeout":"forever"}`))
+	if st := b.Build(s).Policies["order"]; st.Source != PolicyDefault {
+		t.Errorf("order (deleted while down, then a bad value) = %+v, want default", st)
+	}
+	// The stored value accepted again is not written again; a new one is.
+	s.Policies = s.Policies.Set("user", []byte(`{"timeout":"2s"}`))
+	b.Build(s)
+	s.Policies = s.Policies.Set("user", []byte(`{"timeout":"4s"}`))
+	b.Build(s)
+	if diff := cmp.Diff([]string{`user={"timeout":"4s"}`}, take()); diff != "" {
+		t.Errorf("after the restart (-want +got):\n%s", diff)
 	}
 }

@@ -15,6 +15,14 @@
 // service keeps its last good policy). Validate returns every problem at
 // once.
 //
+// The last good policies outlive the process when the caller wants
+// (package policystate keeps them in Consul under mesh/state/policy/):
+// BuilderOptions.OnLastGood hears of each change to them (a new value
+// accepted, or the key deleted: back to defaults), never of a value
+// accepted again or rejected, and SeedLastGood restores them before the
+// first build. The first build then forgets a restored key that is not in
+// KV any more, so a restart keeps the "deleted means defaults" rule.
+//
 // A Service or Instance that changed is a new one in the next mesh, and
 // one that did not is, as a rule, the very same pointer (a build from
 // nothing makes everything anew): translate compares meshes by identity
