@@ -156,7 +156,13 @@ func (s *Server) build(key string, seen time.Time, regather bool) (set bool, err
 		}
 		s.snaps.groups[g.key] = g
 	}
+	// The tracker learns the versions before the cache sends them, so a
+	// node's ACK always finds them.
+	s.tracker.setTargets(key, g.versions, seen)
 	if err := s.cache.set(key, g.flavor, g.snapshot); err != nil {
+		if st.group != nil {
+			s.tracker.setTargets(key, st.group.versions, time.Time{}) // still in force
+		}
 		if g.refs == 0 {
 			delete(s.snaps.groups, g.key)
 		}
@@ -248,7 +254,6 @@ func (s *Server) setDone(st *nodeState, g *group, opts translate.Node, seen time
 	}
 	s.metrics.Pushes.WithLabelValues(typ).Inc()
 	s.metrics.NodeConfigBytes.Observe(float64(g.bytes))
-	s.tracker.setTargets(st.key, g.versions, seen)
 	if !seen.IsZero() {
 		s.metrics.PushLatency.Observe(time.Since(seen).Seconds())
 	}
