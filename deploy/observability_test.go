@@ -296,6 +296,7 @@ func TestGrafanaDashboardsQueryRealMetrics(t *testing.T) {
 		t.Fatal("no dashboards")
 	}
 	used := map[string]bool{}
+	nacksByFlavour := false
 	for _, f := range files {
 		raw, err := os.ReadFile(f)
 		if err != nil {
@@ -319,6 +320,9 @@ func TestGrafanaDashboardsQueryRealMetrics(t *testing.T) {
 				t.Errorf("%s: panel %q has no query", f, pn.Title)
 			}
 			for _, tg := range pn.Targets {
+				if strings.Contains(tg.Expr, "meshop_controlplane_xds_nacks_total") && strings.Contains(tg.Expr, "flavour") {
+					nacksByFlavour = true
+				}
 				for _, m := range metric.FindAllString(tg.Expr, -1) {
 					used[m] = true
 					if strings.HasPrefix(m, "meshop_") && !known[m] {
@@ -328,7 +332,10 @@ func TestGrafanaDashboardsQueryRealMetrics(t *testing.T) {
 			}
 		}
 	}
-	// The issues' panels: push latency, connected Envoys, NACKs; request
+	// The issues' panels: push latency, connected Envoys, NACKs (by type
+	// and flavour), nodes by sync state, convergence (change seen → ACK),
+	// config size per node, services without a passing instance (issue
+	// 13); request
 	// rate, errors and latency of the services; per-hop gRPC calls and
 	// latency on both ends (the kit's grpc-ecosystem Prometheus metrics);
 	// money safety (issue 12): orders by status and step, the oldest
@@ -336,6 +343,8 @@ func TestGrafanaDashboardsQueryRealMetrics(t *testing.T) {
 	// and age, dead letters, refunds; mesh denials and certificate expiry.
 	for _, m := range []string{
 		"meshop_controlplane_push_latency_seconds_bucket", "meshop_controlplane_connected_nodes", "meshop_controlplane_xds_nacks_total",
+		"meshop_controlplane_nodes", "meshop_controlplane_convergence_seconds_bucket", "meshop_controlplane_node_config_bytes_bucket",
+		"meshop_controlplane_services_without_passing_instances", "meshop_controlplane_service_passing_instances",
 		"meshop_requests_total", "meshop_request_duration_seconds_bucket",
 		"grpc_client_handled_total", "grpc_client_handling_seconds_bucket", "grpc_server_handled_total", "grpc_server_handling_seconds_bucket",
 		"meshop_orders", "meshop_orders_oldest_pending_age_seconds", "meshop_orders_parked", "meshop_order_checkouts_parked_total",
@@ -346,6 +355,9 @@ func TestGrafanaDashboardsQueryRealMetrics(t *testing.T) {
 		if !used[m] {
 			t.Errorf("no dashboard panel queries %s", m)
 		}
+	}
+	if !nacksByFlavour {
+		t.Error("no dashboard panel shows NACKs by node flavour")
 	}
 	if host := hostPath(t, p.Services["grafana"], "/etc/grafana/provisioning"); host != "observability/grafana/provisioning" {
 		t.Errorf("grafana mounts %q as its provisioning", host)
