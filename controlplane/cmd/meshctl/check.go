@@ -76,7 +76,7 @@ func (a *app) runChecks(ctx context.Context) []checkResult {
 	consulUp := false
 	if err != nil {
 		add("consul", false, "%v", err)
-	} else if leader, err := consul.Status().Leader(); err != nil {
+	} else if leader, err := consul.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(ctx)); err != nil {
 		add("consul", false, "%s: %v", a.consulAddr, oneLine(err.Error()))
 	} else if leader == "" {
 		add("consul", false, "%s answers but has no leader", a.consulAddr)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -88,6 +89,10 @@ never overwritten: set fails and says so. The token needs key:write on it.`,
 				index = 0 // absent: CAS with 0 creates only if still absent
 				if cur != nil {
 					index = cur.ModifyIndex
+					if bytes.Equal(cur.Value, raw) {
+						fmt.Fprintf(cmd.OutOrStdout(), "%s unchanged: it already holds this policy (ModifyIndex %d)\n", key, index)
+						return nil
+					}
 				}
 			}
 			ok, _, err := consul.KV().CAS(&api.KVPair{Key: key, Value: raw, ModifyIndex: index}, (&api.WriteOptions{}).WithContext(ctx))

@@ -192,12 +192,12 @@ func printConfig(cmd *cobra.Command, format, kind string, d *dump, items []map[s
 		}
 		return t.flush()
 	case "routes":
-		t := newTable(out, "ROUTE CONFIG", "VIRTUAL HOST", "DOMAINS", "MATCH", "DESTINATION", "TIMEOUT")
+		t := newTable(out, "ROUTE CONFIG", "VIRTUAL HOST", "DOMAINS", "ROUTE", "MATCH", "DESTINATION", "TIMEOUT")
 		for _, rc := range items {
 			for _, vh := range list(rc, "virtual_hosts") {
 				domains := strings.Join(strs(vh, "domains"), ",")
 				for _, r := range list(vh, "routes") {
-					t.row(str(rc, "name"), str(vh, "name"), truncate(domains, 40), routeMatch(r), routeDest(r), str(r, "route", "timeout"))
+					t.row(str(rc, "name"), str(vh, "name"), truncate(domains, 40), str(r, "name"), routeMatch(r), routeDest(r), str(r, "route", "timeout"))
 				}
 			}
 		}
@@ -265,12 +265,34 @@ func routeMatch(r map[string]any) string {
 	case m["safe_regex"] != nil:
 		parts = append(parts, "regex "+str(m, "safe_regex", "regex"))
 	case m["path_separated_prefix"] != nil:
-		parts = append(parts, "prefix "+str(m, "path_separated_prefix")+"/")
+		parts = append(parts, "segments "+str(m, "path_separated_prefix"))
 	}
 	for _, h := range list(m, "headers") {
-		parts = append(parts, "header "+str(h, "name"))
+		parts = append(parts, headerMatch(h))
 	}
-	return truncate(strings.Join(parts, " "), 60)
+	return truncate(strings.Join(parts, " "), 80)
+}
+
+// headerMatch renders a HeaderMatcher: name=value, name~regex,
+// name^=prefix, name present; "!" in front when inverted.
+func headerMatch(h map[string]any) string {
+	name, out := str(h, "name"), ""
+	switch {
+	case h["present_match"] != nil:
+		out = name + " present"
+	case str(h, "string_match", "exact") != "":
+		out = name + "=" + str(h, "string_match", "exact")
+	case str(h, "string_match", "prefix") != "":
+		out = name + "^=" + str(h, "string_match", "prefix")
+	case str(h, "string_match", "safe_regex", "regex") != "":
+		out = name + "~" + str(h, "string_match", "safe_regex", "regex")
+	default:
+		out = name + " (match)"
+	}
+	if h["invert_match"] == true {
+		out = "!" + out
+	}
+	return out
 }
 
 func routeDest(r map[string]any) string {

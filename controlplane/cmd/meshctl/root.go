@@ -194,7 +194,6 @@ func (a *app) Consul() (*api.Client, error) {
 	cfg := api.DefaultConfig()
 	cfg.Address = a.consulAddr
 	cfg.Token = token
-	cfg.WaitTime = a.timeout
 	cl, err := api.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consul %s: %w", a.consulAddr, err)
