@@ -64,6 +64,8 @@ var micros = []microBench{
 		title: "Cost of one change (`BenchmarkSingleChange`, controlplane/serve): one instance flips health in a catalog of 100 or 1,000 services × 10 instances (30 callers rebuilt)"},
 	{name: "rotation", pkg: "./controlplane/serve", bench: "RotationStorm", benchtime: "3x",
 		title: "Rotation storm (`BenchmarkRotationStorm`, controlplane/serve, issue 11): every one of 100 services gets a new leaf at once; time until each of 1,000 simulated Envoys (state of the world, real ADS server on loopback, no TLS on the ADS connection) ACKs its new `mesh_identity` secret; target p99 ≤ 1 s"},
+	{name: "churn", pkg: "./controlplane/serve", bench: "NodeChurn", benchtime: "1x",
+		title: "Node churn (`BenchmarkNodeChurn`, controlplane/serve, issue 13): 10,000 connect/disconnect cycles of distinct node ids (state of the world, real ADS server on loopback, 100 at a time); heap after a forced GC against the heap before the churn: `heap-bytes` once the grace period (`NODE_FORGET_AFTER`) has passed and every departed node is forgotten, `retained-bytes` while the 10,000 are within it"},
 	{name: "kithttp", pkg: "./bench/kithttp", bench: "HTTP", col: "/stack",
 		stacks: []string{"bare", "kit-sample-1pct", "kit-sample-100pct"}, target: "kit-sample-1pct", issue: 6,
 		title: "Kit HTTP stack vs bare net/http (`BenchmarkHTTP`, bench/kithttp): one JSON POST round trip over loopback, parallel clients; ns/op is inverse throughput"},
@@ -110,7 +112,7 @@ func run() error {
 	flag.StringVar(&out, "out", "", "report to write, its generated section replaced (default BENCHMARKS.md, or .bench/BENCHMARKS.md with -quick)")
 	flag.StringVar(&results, "results", "", "directory for raw results (default bench/results, or .bench/results with -quick)")
 	flag.StringVar(&skip, "skip", "", "parts to skip: xds, micro, stat, service (comma separated)")
-	flag.StringVar(&only, "micro", "", "the microbenchmarks micro and stat run (comma separated; default all: translate, serve, kithttp, kitgrpc)")
+	flag.StringVar(&only, "micro", "", "the microbenchmarks micro and stat run (comma separated; default all: translate, serve, rotation, churn, kithttp, kitgrpc)")
 	flag.Parse()
 	root, err := localenv.RepoRoot()
 	if err != nil {
