@@ -57,10 +57,19 @@ func TestAgainstARunningSystem(t *testing.T) {
 		r := meshctl(env, "describe", "service", "notification", "-o", "json")
 		return strings.Contains(r.stdout, `"passing_instances": 0`) && strings.Contains(r.stdout, `"policy_source"`), r.stdout + r.stderr
 	})
+	poll.Until(t, 20*time.Second, func() (bool, string) {
+		r := meshctl(env, "proxy-status", "-o", "json")
+		return strings.Contains(r.stdout, `"services_without_passing_instances": [
+    "notification"
+  ]`), r.stdout + r.stderr
+	})
 
 	t.Run("proxy-status", func(t *testing.T) {
 		r := meshctl(env, "proxy-status")
 		mustCode(t, r, exitOK, "proxy-status")
+		if testing.Verbose() {
+			t.Logf("meshctl proxy-status:\n%s", r.stdout)
+		}
 		golden(t, "proxy_status", lastSeen.ReplaceAllString(r.stdout, "${1}<AGE>"))
 		r = meshctl(env, "proxy-status", "-o", "json")
 		mustCode(t, r, exitOK, "proxy-status -o json")
