@@ -48,7 +48,10 @@
 //	entries.go    a resource validated, hashed and compacted once; the
 //	              pool that shares identical ones between nodes
 //	compact.go    the compact form of a resource (its encoded bytes)
-//	tracker.go    streams and nodes: what was sent, ACKed and NACKed
+//	tracker.go    streams and nodes: what was sent, ACKed and NACKed,
+//	              each node's sync state against its snapshot's versions;
+//	              a node gone for NodeForgetAfter is forgotten (a queue
+//	              of departures swept on disconnects and reads)
 //	grpc.go       the ADS gRPC server and go-control-plane's callbacks;
 //	              AddService puts more services on its port (CSDS,
 //	              package csds, which reads Nodes and Resources)
