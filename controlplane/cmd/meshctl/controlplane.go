@@ -48,7 +48,7 @@ func (a *app) get(ctx context.Context, base, path string, operator bool, out any
 	}
 	resp, err := a.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("control plane %s unreachable: %w", base, unwrapURLError(err))
+		return fmt.Errorf("control plane %s unreachable (--controlplane or MESHCTL_CONTROLPLANE names it): %w", base, unwrapURLError(err))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))

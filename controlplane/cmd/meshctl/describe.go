@@ -131,6 +131,15 @@ func (a *app) describeService(ctx context.Context, name string) (*serviceView, e
 		d.Instances = append(d.Instances, iv)
 	}
 	slices.Sort(d.DeclaredUpstreams)
+	if len(entries) == 0 {
+		services, _, err := consul.Catalog().Services(q)
+		if err != nil {
+			return nil, fmt.Errorf("consul %s: %s", a.consulAddr, oneLine(err.Error()))
+		}
+		if _, ok := services[name]; !ok {
+			return nil, fmt.Errorf("no service %q in Consul (meshctl describe service takes a Consul service name; the token needs service:read)", name)
+		}
+	}
 
 	// Intentions: the service's own entry, and the wildcard's.
 	d.IntentionEntries = map[string]json.RawMessage{}

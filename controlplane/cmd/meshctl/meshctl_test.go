@@ -141,6 +141,9 @@ func TestAgainstARunningSystem(t *testing.T) {
 		r = meshctl(env, "describe", "service", "notification")
 		mustCode(t, r, exitOK, "describe service notification")
 		golden(t, "describe_notification", r.stdout)
+		r = meshctl(env, "describe", "service", "ghost")
+		mustCode(t, r, exitFailed, "describe service ghost")
+		golden(t, "describe_ghost.stderr", r.stderr)
 	})
 
 	t.Run("policy set", func(t *testing.T) {
