@@ -35,7 +35,8 @@ A service with no passing instance is flagged loudly: its callers get no
 endpoint.`,
 		Example: `  meshctl describe service payment
   meshctl describe service order -o yaml`,
-		Args: usageArgs(cobra.ExactArgs(1)),
+		Args:              usageArgs(cobra.ExactArgs(1)),
+		ValidArgsFunction: a.completeServices,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := a.ctx(cmd)
 			defer cancel()
@@ -354,4 +355,27 @@ func (i *indenter) Write(p []byte) (int, error) {
 		i.bol = b == '\n'
 	}
 	return len(p), nil
+}
+
+// completeServices completes a service argument with Consul's services.
+func (a *app) completeServices(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	consul, err := a.Consul()
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	ctx, cancel := a.ctx(cmd)
+	defer cancel()
+	services, _, err := consul.Catalog().Services((&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	names := make([]string, 0, len(services))
+	for s := range services {
+		names = append(names, s)
+	}
+	slices.Sort(names)
+	return names, cobra.ShellCompDirectiveNoFileComp
 }

@@ -126,6 +126,17 @@ func TestAgainstARunningSystem(t *testing.T) {
 		mustCode(t, r, exitFailed, "proxy-config clusters ghost-1")
 	})
 
+	t.Run("completion", func(t *testing.T) {
+		r := meshctl(env, "__complete", "proxy-config", "clusters", "")
+		if r.code != 0 || !strings.Contains(r.stdout, "order-1\torder (envoy)") || !strings.Contains(r.stdout, "edge-1\tedge (edge)") {
+			t.Errorf("node completion: exit %d\n%s", r.code, r.stdout)
+		}
+		r = meshctl(env, "__complete", "describe", "service", "")
+		if r.code != 0 || !strings.Contains(r.stdout, "payment\n") {
+			t.Errorf("service completion: exit %d\n%s", r.code, r.stdout)
+		}
+	})
+
 	t.Run("describe", func(t *testing.T) {
 		s.agent.PutIntentions("payment",
 			&api.SourceIntention{Name: "order", Action: api.IntentionActionAllow},

@@ -64,6 +64,12 @@ never overwritten: set fails and says so. The token needs key:write on it.`,
   meshctl policy set payment payment.json --cas 1234   # the ModifyIndex you read
   CONSUL_HTTP_TOKEN_FILE=~/.consul-token meshctl policy set order order.json`,
 		Args: usageArgs(cobra.ExactArgs(2)),
+		ValidArgsFunction: func(cmd *cobra.Command, args []string, s string) ([]string, cobra.ShellCompDirective) {
+			if len(args) == 0 {
+				return a.completeServices(cmd, args, s)
+			}
+			return []string{"json"}, cobra.ShellCompDirectiveFilterFileExt
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			svc := args[0]
 			if !serviceName.MatchString(svc) {

@@ -50,7 +50,8 @@ Private keys are redacted by the control plane.`,
 			Short: "The node's " + k.short,
 			Example: fmt.Sprintf(`  meshctl proxy-config %[1]s order-1
   meshctl proxy-config %[1]s edge-1 -o json`, k.name),
-			Args: usageArgs(cobra.ExactArgs(1)),
+			Args:              usageArgs(cobra.ExactArgs(1)),
+			ValidArgsFunction: a.completeNodes,
 			RunE: func(cmd *cobra.Command, args []string) error {
 				ctx, cancel := a.ctx(cmd)
 				defer cancel()
@@ -431,4 +432,25 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
+}
+
+// completeNodes completes a node argument with the connected nodes'
+// IDs (shell completion asks the control plane).
+func (a *app) completeNodes(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	ctx, cancel := a.ctx(cmd)
+	defer cancel()
+	f, err := a.nodes(ctx)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var ids []string
+	for _, n := range f.nodes {
+		if n.Connected {
+			ids = append(ids, n.ID+"\t"+n.Cluster+" ("+n.flavour()+")")
+		}
+	}
+	return ids, cobra.ShellCompDirectiveNoFileComp
 }
