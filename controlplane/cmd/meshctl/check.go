@@ -143,10 +143,10 @@ func (a *app) runChecks(ctx context.Context) []checkResult {
 		add("sync", false, "%d of %d connected nodes not synced: %s", len(notSynced)+len(nacking), connected,
 			strings.Join(append(slices.Clone(notSynced), nodeIDs(nacking)...), ", "))
 	default:
-		add("sync", true, "%d connected nodes synced", connected)
+		add("sync", true, "%s synced", plural(connected, "connected node"))
 	}
 	if len(nacking) > 0 {
-		add("nacks", false, "%d nodes reject their configuration: %s", len(nacking), strings.Join(nacking, "; "))
+		add("nacks", false, "configuration rejected by %s: %s", plural(len(nacking), "node"), strings.Join(nacking, "; "))
 	} else {
 		add("nacks", true, "none")
 	}
@@ -195,4 +195,12 @@ func (a *app) checkInstances(ctx context.Context, consul *api.Client) checkResul
 		return res(false, "%d of %d not passing: %s", len(bad), total, strings.Join(bad, ", "))
 	}
 	return res(true, "%d of %d passing", total, total)
+}
+
+// plural is "1 node", "2 nodes".
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }

@@ -50,9 +50,11 @@ func TestAgainstARunningSystem(t *testing.T) {
 	// Then trouble: a NACKing node and a service with no passing instance.
 	s.envoy(t, envoysim.Options{ID: "payment-1", Cluster: "payment", Delta: true, Reject: rejectListeners})
 	s.envoy(t, envoysim.Options{ID: "edge-1", Cluster: "edge"})
+	s.envoy(t, envoysim.Options{ID: "user-1", Cluster: "user", Metadata: map[string]any{translate.MetaFlavor: translate.FlavorProxyless}})
 	s.agent.Fail("notification-1")
 	s.waitNode(t, "payment-1", nacked, 2)
 	s.waitNode(t, "edge-1", synced, 4)
+	s.waitNode(t, "user-1", synced, 2)
 	poll.Until(t, 20*time.Second, func() (bool, string) {
 		r := meshctl(env, "describe", "service", "notification", "-o", "json")
 		return strings.Contains(r.stdout, `"passing_instances": 0`) && strings.Contains(r.stdout, `"policy_source"`), r.stdout + r.stderr
@@ -81,7 +83,7 @@ func TestAgainstARunningSystem(t *testing.T) {
 		for _, n := range v.Nodes {
 			got[n.Name] = n.Sync
 		}
-		if got["order-1"] != synced || got["payment-1"] != nacked || got["edge-1"] != synced {
+		if got["order-1"] != synced || got["payment-1"] != nacked || got["edge-1"] != synced || got["user-1"] != synced {
 			t.Errorf("sync = %v", got)
 		}
 	})

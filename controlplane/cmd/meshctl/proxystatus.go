@@ -122,7 +122,7 @@ func printProxyStatus(cmd *cobra.Command, format string, f *fleet, all bool, now
 		if note == "" && len(n.Notes) > 0 {
 			note = "note: " + n.Notes[0]
 		}
-		cells = append(cells, age(n.seen(), now), truncate(note, 80))
+		cells = append(cells, age(n.seen(), now), truncate(note, 120))
 		t.row(cells...)
 	}
 	if err := t.flush(); err != nil {
