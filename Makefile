@@ -68,6 +68,7 @@ tools: ## build the pinned Consul and Jaeger into ./bin (skipped when already bu
 .PHONY: run
 run: tools ## run the local system (Consul, Jaeger, control plane, services: proxyless, or sidecar with envoy on PATH); Ctrl-C stops it
 	go build -o $(BIN)/meshop-local ./e2e/cmd/meshop-local
+	go build -o $(BIN)/meshctl ./controlplane/cmd/meshctl
 	$(BIN)/meshop-local
 
 .PHONY: grant-admin

@@ -73,5 +73,13 @@ func printPlan(sys *system.System) {
 	}
 	fmt.Fprintf(w, "logs and databases\t%s\n", sys.Dir)
 	w.Flush()
+	fmt.Printf(`
+Look at the mesh with meshctl (make run built it; it reads the control
+plane on :%d and Consul on %s by default):
+  export CONSUL_HTTP_TOKEN_FILE=%s
+  bin/meshctl proxy-status            every node: what it was sent, what it ACKed
+  bin/meshctl check                   preflight; exit status 1 when something is wrong
+  bin/meshctl describe service order  instances, upstreams, callers, policy, intentions
+`, sys.Plan.ControlPlaneDebug, sys.Consul.HTTPAddr(), filepath.Join(sys.Plan.Consul.Dir, "management-token"))
 	fmt.Println("\nCtrl-C stops everything.")
 }
