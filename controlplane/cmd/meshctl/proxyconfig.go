@@ -143,6 +143,14 @@ func printConfig(cmd *cobra.Command, format, kind string, d *dump, items []map[s
 		}
 		return printStructured(out, format, items)
 	}
+	if len(items) == 0 {
+		why := ""
+		if kind == "secrets" {
+			why = " (a proxyless gRPC node takes its certificates from its bootstrap's certificate provider, not SDS)"
+		}
+		fmt.Fprintf(out, "no %s for %s%s\n", kind, d.Node, why)
+		return nil
+	}
 	switch kind {
 	case "clusters":
 		eps := map[string]int{}
