@@ -28,7 +28,7 @@ help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## build every service and the control plane into ./bin
+build: ## build every service, the control plane and meshctl into ./bin
 	@mkdir -p $(BIN)
 	go build -o $(BIN)/ $(addprefix ./,$(addsuffix /cmd/...,$(filter-out services/kit localenv,$(MODULES))))
 
