@@ -380,3 +380,45 @@ func TestTranslate(t *testing.T) {
 	r = meshctl(nil, "x", "translate", "--catalog", "../../translate/testdata/in/mtls_sidecar.yaml", "--node", "ghost-1")
 	mustCode(t, r, exitFailed, "x translate --node ghost-1")
 }
+
+// TestSyncStateWithoutServerFields: from a control plane that does not
+// say sync, sync_by_type or last_seen, meshctl computes them from what
+// was sent, ACKed and NACKed.
+func TestSyncStateWithoutServerFields(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cds, lds := resource.ClusterType, resource.ListenerType
+	for _, tc := range []struct {
+		name      string
+		n         nodeStatus
+		want      string
+		wantTypes map[string]string
+		wantSeen  time.Time
+	}{
+		{"acked", nodeStatus{LastSent: map[string]sent{cds: {Version: "a", At: t0}}, LastAck: map[string]ack{cds: {Version: "a", At: t0.Add(time.Second)}}},
+			synced, map[string]string{cds: synced}, t0.Add(time.Second)},
+		{"sent, not acked yet", nodeStatus{LastSent: map[string]sent{cds: {Version: "b", At: t0.Add(2 * time.Second)}}, LastAck: map[string]ack{cds: {Version: "a", At: t0}}},
+			stale, map[string]string{cds: stale}, t0.Add(2 * time.Second)},
+		{"nacked", nodeStatus{LastSent: map[string]sent{cds: {Version: "a"}, lds: {Version: "x"}}, LastAck: map[string]ack{cds: {Version: "a"}},
+			LastNack: &nack{TypeURL: lds, Version: "x", Message: "bad", At: t0}},
+			nacked, map[string]string{cds: synced, lds: nacked}, t0},
+		{"nacked, then a newer version sent", nodeStatus{LastSent: map[string]sent{lds: {Version: "y"}}, LastNack: &nack{TypeURL: lds, Version: "x"}},
+			stale, map[string]string{lds: stale}, time.Time{}},
+		{"nothing sent", nodeStatus{}, stale, map[string]string{}, time.Time{}},
+		{"the server's word wins", nodeStatus{Sync: "nacked", SyncByType: map[string]string{cds: "NACKED"}, LastSent: map[string]sent{cds: {Version: "a"}},
+			LastAck: map[string]ack{cds: {Version: "a"}}, LastSeen: &t0}, nacked, map[string]string{cds: nacked}, t0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.n.state(); got != tc.want {
+				t.Errorf("state = %s, want %s", got, tc.want)
+			}
+			for url, want := range tc.wantTypes {
+				if got := tc.n.typeState(url); got != want {
+					t.Errorf("%s = %s, want %s", shortTypeURL(url), got, want)
+				}
+			}
+			if got := tc.n.seen(); !got.Equal(tc.wantSeen) {
+				t.Errorf("seen = %v, want %v", got, tc.wantSeen)
+			}
+		})
+	}
+}
