@@ -46,6 +46,15 @@ var (
 	buildErr  error
 )
 
+// TestMain removes the control plane binary the tests built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if cpBinary != "" {
+		_ = os.RemoveAll(filepath.Dir(cpBinary))
+	}
+	os.Exit(code)
+}
+
 // controlPlaneBinary builds cmd/controlplane once per test run.
 func controlPlaneBinary(t *testing.T) string {
 	t.Helper()
