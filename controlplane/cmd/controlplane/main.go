@@ -9,6 +9,7 @@
 //	  TLS with the control plane's Consul identity; every stream carries its
 //	  node's Consul ACL token (xdsauth)
 //	operator ◀──HTTP (DEBUG_ADDR, :18080)── debug.Handler (nodes, config_dump, model, metrics)
+//	operator ◀──CSDS gRPC (XDS_ADDR)──────── csds.Service (every client's status and config)
 //
 // Configuration: environment variables, overridden by flags; see README.md.
 package main
@@ -32,8 +33,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/meshop/meshop/controlplane/catalog"
+	"github.com/meshop/meshop/controlplane/csds"
 	"github.com/meshop/meshop/controlplane/debug"
 	"github.com/meshop/meshop/controlplane/model"
+	"github.com/meshop/meshop/controlplane/policystate"
 	"github.com/meshop/meshop/controlplane/serve"
 )
 
@@ -81,15 +84,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("consul client: %w", err)
 	}
 
+	// The last good policies, kept in Consul KV across restarts.
+	state, err := policystate.NewConsul(cfg.consul())
+	if err != nil {
+		return fmt.Errorf("consul client: %w", err)
+	}
+	persist := policystate.NewWriter(state, policystate.WriterOptions{Logger: log})
+
 	// Stages 2-4: model, translate, serve.
+	var builder *model.Builder
 	{
-		builder := model.NewBuilder(model.BuilderOptions{Logger: log, MaxPolicyBytes: cfg.PolicyMaxBytes, OnProblem: metrics.ProblemFound})
+		builder = model.NewBuilder(model.BuilderOptions{Logger: log, MaxPolicyBytes: cfg.PolicyMaxBytes, OnProblem: metrics.ProblemFound, OnLastGood: persist.Set})
 		xds = serve.New(serve.Options{
 			Logger: log, Metrics: metrics, Translate: cfg.Translate, Model: builder,
 			Quiet: cfg.Quiet, MaxDelay: cfg.MaxDelay, Keepalive: cfg.Keepalive, GRPCOptions: security.options, Identities: security.identities(cfg),
 			NodeForgetAfter: cfg.NodeForgetAfter,
 		})
 	}
+	// CSDS on the ADS port, for operators (Consul decides who is one).
+	xds.AddService(csds.New(xds, src, log).Register)
 
 	// Listeners first, so a port conflict fails the start, not a goroutine.
 	xdsLis, err := net.Listen("tcp", cfg.XDSAddr)
@@ -109,8 +122,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return ignoreCanceled(watcher.Run(pctx))
 		}, func(error) { cancel() })
 		g.Add(func() error {
+			if err := policystate.Restore(pctx, state, builder, log); err != nil { // before the first build
+				return ignoreCanceled(err)
+			}
 			return ignoreCanceled(xds.Run(pctx, watcher))
 		}, func(error) { cancel() })
+		g.Add(func() error { return persist.Run(pctx) }, func(error) { cancel() })
 	}
 	{ // the control plane's identity, then the xDS gRPC server
 		sctx, cancel := context.WithCancel(context.Background())

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/meshop/meshop/controlplane/csds"
 	"github.com/meshop/meshop/controlplane/identity"
 	"github.com/meshop/meshop/controlplane/serve"
 	"github.com/meshop/meshop/controlplane/xdsauth"
@@ -39,7 +40,8 @@ func newXDSSecurity(cfg config, log *slog.Logger, reg prometheus.Registerer, set
 		return nil, err
 	}
 	s := &xdsSecurity{
-		auth: xdsauth.New(xdsauth.Options{Directory: xdsauth.NewConsul(client), TTL: cfg.XDSTokenTTL, Logger: log, Metrics: reg}),
+		// CSDS checks an operator's token itself (csds.Service).
+		auth: xdsauth.New(xdsauth.Options{Directory: xdsauth.NewConsul(client), TTL: cfg.XDSTokenTTL, Logger: log, Metrics: reg, Exempt: []string{csds.ServiceName}}),
 		leaves: identity.New(identity.Options{Client: client, Logger: log, Metrics: reg, OnLeaf: func(l *identity.Leaf) {
 			setLeaf(serve.Leaf{Service: l.Service, CertPEM: l.CertPEM, KeyPEM: l.KeyPEM, Serial: l.SerialNumber})
 		}}),
