@@ -206,7 +206,7 @@ func printConfig(cmd *cobra.Command, format, kind string, d *dump, items []map[s
 			for _, vh := range list(rc, "virtual_hosts") {
 				domains := strings.Join(strs(vh, "domains"), ",")
 				for _, r := range list(vh, "routes") {
-					t.row(str(rc, "name"), str(vh, "name"), truncate(domains, 40), str(r, "name"), routeMatch(r), routeDest(r), str(r, "route", "timeout"))
+					t.row(str(rc, "name"), str(vh, "name"), truncate(domains, 40), str(r, "name"), routeMatch(r), routeDest(r), routeTimeout(r))
 				}
 			}
 		}
@@ -353,6 +353,15 @@ func certName(c *x509.Certificate) string {
 }
 
 // str follows keys through nested objects to a value, as text.
+// routeTimeout is a route's deadline: Envoy's route timeout, or for a
+// proxyless gRPC client the max_stream_duration it applies instead.
+func routeTimeout(r map[string]any) string {
+	if t := str(r, "route", "timeout"); t != "" {
+		return t
+	}
+	return str(r, "route", "max_stream_duration", "max_stream_duration")
+}
+
 func str(m map[string]any, keys ...string) string {
 	var v any = m
 	for _, k := range keys {
