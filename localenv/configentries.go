@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -50,7 +51,7 @@ func ApplyConfigEntries(ctx context.Context, consulAddr, token, dir string) erro
 		if err != nil {
 			return fmt.Errorf("localenv: consul config entry %s: %w", file, err)
 		}
-		written, _, err := client.ConfigEntries().Set(entry, (&api.WriteOptions{}).WithContext(ctx))
+		written, err := setConfigEntry(ctx, client, entry)
 		if err == nil && !written {
 			err = fmt.Errorf("consul did not write it")
 		}
@@ -59,6 +60,29 @@ func ApplyConfigEntries(ctx context.Context, consulAddr, token, dir string) erro
 		}
 	}
 	return nil
+}
+
+// intentionsUpgrading is how a fresh Consul agent (1.16) refuses
+// intention writes for a moment after it elects itself leader, while it
+// migrates legacy intentions to config entries (ErrIntentionsNotUpgradedYet
+// in Consul's source). Seen in tests as a 500 on the first write.
+const intentionsUpgrading = "Intentions are read only while being upgraded to config entries"
+
+// setConfigEntry writes entry, waiting out a fresh agent's intention
+// upgrade (up to 30 s); any other error returns at once.
+func setConfigEntry(ctx context.Context, client *api.Client, entry api.ConfigEntry) (bool, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		written, _, err := client.ConfigEntries().Set(entry, (&api.WriteOptions{}).WithContext(ctx))
+		if err == nil || !strings.Contains(err.Error(), intentionsUpgrading) || time.Now().After(deadline) {
+			return written, err
+		}
+		select {
+		case <-ctx.Done():
+			return false, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // readConfigEntry decodes one entry with Consul's own decoder, after
