@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -346,11 +347,17 @@ func TestHangingSMTPHoldsNoTransactionAndTimesOut(t *testing.T) {
 func TestRunSendsRightAfterCommit(t *testing.T) {
 	s := openStore(t, "sqlite:"+t.TempDir()+"/n.db")
 	sender := &flakySender{}
-	d := NewDispatcher(DispatcherConfig{Queue: s, Sender: sender, Logger: slog.New(slog.DiscardHandler), Interval: time.Hour})
+	queue := &passCounter{Queue: s}
+	d := NewDispatcher(DispatcherConfig{Queue: queue, Sender: sender, Logger: slog.New(slog.DiscardHandler), Interval: time.Hour})
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()
 	go d.Run(runCtx)
-	time.Sleep(50 * time.Millisecond) // its first pass finds nothing
+	// Its first pass finds nothing; the next comes in an hour, or on Notify.
+	for deadline := time.Now().Add(5 * time.Second); queue.passes.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the dispatcher made no first pass within 5s")
+		}
+	}
 
 	// As the consumer does: the handler's context ends once the event is
 	// settled, after the commit.
@@ -371,4 +378,15 @@ func TestRunSendsRightAfterCommit(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// passCounter counts the dispatcher's passes over its queue (calls of Due).
+type passCounter struct {
+	Queue
+	passes atomic.Int32
+}
+
+func (q *passCounter) Due(ctx context.Context, now time.Time, limit int) ([]Notification, error) {
+	defer q.passes.Add(1)
+	return q.Queue.Due(ctx, now, limit)
 }
