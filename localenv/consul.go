@@ -22,6 +22,9 @@ type ConsulOptions struct {
 	Dir      string // data dir and log live here; kept across Restart
 	HTTPPort int    // HTTP API and UI
 	GRPCPort int    // plain-text gRPC (Consul's own xDS); 0 disables it
+	// HTTPSPort is the HTTPS API (HTTP/2), with a certificate from
+	// LocalTLS(Dir/tls); 0 disables it.
+	HTTPSPort int
 	// ServerPort and SerfLANPort are Consul's internal RPC and gossip ports.
 	ServerPort  int
 	SerfLANPort int
@@ -43,6 +46,18 @@ type Consul struct {
 
 // HTTPAddr is the agent's HTTP address, host:port.
 func (c *Consul) HTTPAddr() string { return "127.0.0.1:" + strconv.Itoa(c.Opts.HTTPPort) }
+
+// HTTPSAddr is the agent's HTTPS address, https://host:port ("" when
+// Opts.HTTPSPort is 0). Clients trust CAFile.
+func (c *Consul) HTTPSAddr() string {
+	if c.Opts.HTTPSPort == 0 {
+		return ""
+	}
+	return "https://127.0.0.1:" + strconv.Itoa(c.Opts.HTTPSPort)
+}
+
+// CAFile is the CA of the agent's HTTPS certificate.
+func (c *Consul) CAFile() string { return filepath.Join(c.Opts.Dir, "tls", "ca.pem") }
 
 // StartConsul starts the agent, waits until it has elected itself leader,
 // and applies the repository's config entries (service-defaults and
@@ -70,23 +85,31 @@ func StartConsul(ctx context.Context, opts ConsulOptions) (*Consul, error) {
 
 func (c *Consul) start(ctx context.Context, bin string) error {
 	o := c.Opts
-	grpc := -1
+	grpc, https, tlsHCL := -1, -1, ""
 	if o.GRPCPort != 0 {
 		grpc = o.GRPCPort
+	}
+	if o.HTTPSPort != 0 {
+		f, err := LocalTLS(filepath.Join(o.Dir, "tls"))
+		if err != nil {
+			return fmt.Errorf("localenv: consul TLS files: %w", err)
+		}
+		https = o.HTTPSPort
+		tlsHCL = fmt.Sprintf("\ntls { https { ca_file = %q, cert_file = %q, key_file = %q, verify_incoming = false } }", f.CAFile, f.CertFile, f.KeyFile)
 	}
 	// Fast Raft timings (as -dev uses) so leader election takes well under
 	// a second; every port we do not need is switched off.
 	hcl := fmt.Sprintf(`performance { raft_multiplier = 1 }
-ports { http = %d, https = -1, dns = -1, grpc = %d, grpc_tls = -1, serf_lan = %d, serf_wan = -1, server = %d }
+ports { http = %d, https = %d, dns = -1, grpc = %d, grpc_tls = -1, serf_lan = %d, serf_wan = -1, server = %d }
 connect { enabled = true }
-ui_config { enabled = true }
+ui_config { enabled = true }%s
 acl {
   enabled = true
   default_policy = "deny"
   enable_token_persistence = true
   tokens { initial_management = %q, agent = %q }
 }
-log_level = "info"`, o.HTTPPort, grpc, o.SerfLANPort, o.ServerPort, o.ManagementToken, o.ManagementToken)
+log_level = "info"`, o.HTTPPort, https, grpc, o.SerfLANPort, o.ServerPort, tlsHCL, o.ManagementToken, o.ManagementToken)
 	args := []string{"agent", "-server", "-bootstrap-expect=1", "-node=meshop-local",
 		"-bind=127.0.0.1", "-client=127.0.0.1",
 		"-data-dir=" + filepath.Join(o.Dir, "data"), "-hcl=" + hcl}
@@ -240,14 +263,14 @@ func (c *Consul) Restart(ctx context.Context) error {
 
 // newConsulOptions picks free ports and a data directory under dir.
 func newConsulOptions(dir string, withGRPC bool) (ConsulOptions, error) {
-	ports, err := FreePorts(4)
+	ports, err := FreePorts(5)
 	if err != nil {
 		return ConsulOptions{}, err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return ConsulOptions{}, err
 	}
-	o := ConsulOptions{Dir: dir, HTTPPort: ports[0], ServerPort: ports[1], SerfLANPort: ports[2]}
+	o := ConsulOptions{Dir: dir, HTTPPort: ports[0], ServerPort: ports[1], SerfLANPort: ports[2], HTTPSPort: ports[4]}
 	if withGRPC {
 		o.GRPCPort = ports[3]
 	}

@@ -65,16 +65,13 @@ type ConsulSource struct {
 	// base is the agent's URL and operator the client of OperatorRead.
 	base     string
 	operator *http.Client
+	https    bool
 }
 
 // NewConsulSource returns a Source for the agent of c.
 func NewConsulSource(c Connection) (*ConsulSource, error) {
 	cfg := c.Config()
-	// One connection per blocking query, so one per service: small
-	// buffers (the requests are short GETs) keep that at a few KiB each
-	// instead of 8 KiB.
-	cfg.Transport.WriteBufferSize = 512
-	cfg.Transport.ReadBufferSize = 2048
+	boundConnections(cfg)
 	// No client timeout: blocking queries are bounded by their wait time
 	// and their context.
 	client, err := api.NewClient(cfg)
@@ -88,7 +85,49 @@ func NewConsulSource(c Connection) (*ConsulSource, error) {
 		return nil, err
 	}
 	operator.Timeout = 5 * time.Second
-	return &ConsulSource{client: client, base: cfg.Scheme + "://" + cfg.Address, operator: operator}, nil
+	return &ConsulSource{client: client, base: cfg.Scheme + "://" + cfg.Address, operator: operator, https: cfg.Scheme == "https"}, nil
+}
+
+// PlainHTTPMaxConns bounds the connections to a Consul agent's plain
+// HTTP listener, below Consul's default http_max_conns_per_client (200)
+// with room for the other clients on the control plane's address.
+const PlainHTTPMaxConns = 150
+
+// boundConnections sets up cfg's transport so that the watcher's blocking
+// queries, one per service, hold a bounded number of TCP connections.
+// Consul's limit (http_max_conns_per_client) counts connections, not
+// requests.
+//
+// Over HTTPS, Consul speaks HTTP/2 with up to 250 concurrent streams per
+// connection: the queries share connections, one per 250 of them (41 for
+// 10,000 services), and Go opens the next only when one is full.
+//
+// Over plain HTTP (HTTP/1.1 only) a connection carries one query at a
+// time: at most PlainHTTPMaxConns are open and further queries wait for
+// one to come free, so beyond that many services changes are seen late
+// (up to the blocking wait). The watcher logs this; Consul's HTTPS
+// listener is the way to follow a large catalog.
+func boundConnections(cfg *api.Config) {
+	t := cfg.Transport
+	t.ForceAttemptHTTP2 = true
+	if cfg.Scheme == "https" {
+		return
+	}
+	t.MaxConnsPerHost = PlainHTTPMaxConns
+	t.MaxIdleConnsPerHost = PlainHTTPMaxConns
+	// A connection per blocking query: small buffers (the requests are
+	// short GETs) keep each at a few KiB instead of 8 KiB.
+	t.WriteBufferSize = 512
+	t.ReadBufferSize = 2048
+}
+
+// QueryCapacity is how many blocking queries the source holds at once
+// without one waiting for a connection (0: no bound).
+func (s *ConsulSource) QueryCapacity() int {
+	if s.https {
+		return 0
+	}
+	return PlainHTTPMaxConns
 }
 
 // OperatorRead reports whether Consul grants token operator:read: what

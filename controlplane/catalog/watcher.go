@@ -71,6 +71,9 @@ type Watcher struct {
 	// while another fails (as happens while Consul shuts down) does not
 	// flap the state.
 	failing map[string]time.Time
+	// overCapacity is set while the services exceed a bounded source's
+	// queries (only Run touches it).
+	overCapacity bool
 }
 
 // NewWatcher returns a watcher reading from src. Call Run to start it.
@@ -219,6 +222,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 						st.changed = true
 					}
 				}
+				w.warnOverCapacity(len(st.known))
 				w.succeeded(u.query, u.index, u.asked)
 			case updInstances:
 				if _, ok := st.known[u.service]; !ok {
@@ -443,6 +447,26 @@ func syncRaw(cur pmap.Map[[]byte], next map[string][]byte) (pmap.Map[[]byte], bo
 		}
 	}
 	return out, out != cur
+}
+
+// boundedSource is a Source that holds at most QueryCapacity blocking
+// queries at once (ConsulSource over plain HTTP).
+type boundedSource interface{ QueryCapacity() int }
+
+// wholeQueries is the number of blocking queries besides the services'
+// instances: the service list, the policies, the intentions, the CA.
+const wholeQueries = 4
+
+// warnOverCapacity logs, when the number of services first exceeds what
+// the source can hold at once, that some changes will be seen late.
+func (w *Watcher) warnOverCapacity(services int) {
+	b, ok := w.src.(boundedSource)
+	over := ok && b.QueryCapacity() > 0 && services+wholeQueries > b.QueryCapacity()
+	if over && !w.overCapacity {
+		w.log.Warn("more services than blocking queries the plain HTTP connection to Consul can hold: changes to some are seen late (up to the blocking wait); use Consul's HTTPS listener (HTTP/2), which carries them all",
+			"services", services, "queries_at_once", b.QueryCapacity())
+	}
+	w.overCapacity = over
 }
 
 func (w *Watcher) peek() (*Snapshot, time.Time) {
