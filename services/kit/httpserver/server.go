@@ -6,7 +6,9 @@
 // Every server answers /health (liveness), /ready and /metrics (Prometheus)
 // next to the app's own routes. App routes are traced with otelhttp, the
 // span named after the matched ServeMux pattern ("GET /orders/{id}") and,
-// when it is recorded, carrying it as http.route ("/orders/{id}").
+// when it is recorded, carrying it as http.route ("/orders/{id}"). The
+// sampler decides before otelhttp runs: a request whose span is dropped
+// is served with the span's context alone, without otelhttp's work.
 package httpserver
 
 import (
@@ -23,7 +25,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
@@ -71,19 +72,7 @@ func New(cfg Config) *Server {
 		cfg.DrainTimeout = 10 * time.Second
 	}
 	s := &Server{cfg: cfg, logger: cfg.Logger.With("component", "httpserver")}
-	routes := cfg.Routes
-	traced := otelhttp.NewHandler(withRoute(routes), "http.server",
-		otelhttp.WithTracerProvider(cfg.Telemetry.TracerProvider),
-		otelhttp.WithPropagators(cfg.Telemetry.Propagator),
-		// Called before routing and, once the app's mux has set
-		// r.Pattern, again by otelhttp to rename the span.
-		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
-			if r.Pattern != "" {
-				return r.Pattern
-			}
-			return r.Method + " unmatched"
-		}),
-	)
+	traced := newTracedRoutes(cfg.Telemetry, withRoute(cfg.Routes))
 	metrics := promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{Registry: cfg.Metrics})
 	// GET (and HEAD) /health, /ready and /metrics are answered here,
 	// untraced; everything else goes to the traced app routes. A plain

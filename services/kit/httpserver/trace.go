@@ -1,0 +1,121 @@
+package httpserver
+
+import (
+	"context"
+	"net/http"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/embedded"
+
+	"github.com/meshop/meshop/services/kit/telemetry"
+)
+
+// tracedRoutes traces the app's routes, paying for otelhttp only on the
+// requests whose span is recorded.
+//
+// It starts each request's server span itself, with otelhttp's tracer
+// (same instrumentation scope, name and kind), so the sampler decides
+// first. A span the sampler drops is a span context and nothing more: the
+// request is served with it in its context (logs carry its trace_id, calls
+// downstream carry the "not sampled" decision), and otelhttp's work for it
+// (request and response attributes, wrapped body and writer, metric
+// attributes) would all be thrown away, so it is skipped. A recorded span
+// is handed to otelhttp, whose tracer adopts it (see adoptingTracer): it
+// gets otelhttp's name, attributes and status and is ended by otelhttp,
+// exactly as if otelhttp had started it.
+//
+// otelhttp's OpenTelemetry metrics are off (a no-op meter provider), as
+// they were before in effect (no meter provider is installed in a Meshop
+// process): the kit's request metrics are the instrument package's
+// Prometheus metrics, recorded on every call.
+type tracedRoutes struct {
+	tracer     trace.Tracer
+	propagator propagation.TextMapPropagator
+	spanName   func(operation string, r *http.Request) string
+	routes     http.Handler // the app's routes, unwrapped
+	otelhttp   http.Handler // otelhttp around routes
+}
+
+// operation is the operation name otelhttp is given; the span name comes
+// from spanName.
+const operation = "http.server"
+
+func newTracedRoutes(tel *telemetry.Telemetry, routes http.Handler) *tracedRoutes {
+	t := &tracedRoutes{
+		tracer:     tel.TracerProvider.Tracer(otelhttp.ScopeName, trace.WithInstrumentationVersion(otelhttp.Version)),
+		propagator: tel.Propagator,
+		spanName:   spanName,
+		routes:     routes,
+	}
+	t.otelhttp = otelhttp.NewHandler(routes, operation,
+		otelhttp.WithTracerProvider(adoptingProvider{tracer: adoptingTracer{fallback: t.tracer}}),
+		otelhttp.WithPropagators(tel.Propagator),
+		otelhttp.WithMeterProvider(noop.NewMeterProvider()),
+		otelhttp.WithSpanNameFormatter(spanName),
+	)
+	return t
+}
+
+// spanName names a server span after the ServeMux pattern the request
+// matched. It is called before routing and, once the app's mux has set
+// r.Pattern, again by otelhttp to rename the span.
+func spanName(_ string, r *http.Request) string {
+	if r.Pattern != "" {
+		return r.Pattern
+	}
+	return r.Method + " unmatched"
+}
+
+func (t *tracedRoutes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := t.propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx, span := t.tracer.Start(ctx, t.spanName(operation, r), trace.WithSpanKind(trace.SpanKindServer))
+	if !span.IsRecording() {
+		// Dropped: ending a span that is not recorded does nothing.
+		t.routes.ServeHTTP(w, r.WithContext(ctx))
+		return
+	}
+	t.otelhttp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, startedSpanKey{}, span)))
+}
+
+// startedSpanKey is the context key of the recorded span tracedRoutes
+// started for a request, for otelhttp's tracer to adopt.
+type startedSpanKey struct{}
+
+// adoptingProvider is the tracer provider otelhttp is given. otelhttp asks
+// it for one tracer, when the handler is built.
+type adoptingProvider struct {
+	embedded.TracerProvider
+	tracer adoptingTracer
+}
+
+func (p adoptingProvider) Tracer(string, ...trace.TracerOption) trace.Tracer { return p.tracer }
+
+// adoptingTracer is otelhttp's tracer. Its Start continues the span that
+// tracedRoutes started for the request, renamed and given the attributes
+// and links of the start options, instead of starting a second one; the
+// span already has the server kind. Without a started span in the context
+// it starts one with fallback.
+type adoptingTracer struct {
+	embedded.Tracer
+	fallback trace.Tracer
+}
+
+func (t adoptingTracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	span, ok := ctx.Value(startedSpanKey{}).(trace.Span)
+	if !ok {
+		return t.fallback.Start(ctx, name, opts...)
+	}
+	cfg := trace.NewSpanStartConfig(opts...)
+	span.SetName(name)
+	span.SetAttributes(cfg.Attributes()...)
+	for _, link := range cfg.Links() {
+		span.AddLink(link)
+	}
+	// Adopted once: a tracer started with this context later starts a
+	// span of its own.
+	ctx = context.WithValue(ctx, startedSpanKey{}, nil)
+	return trace.ContextWithSpan(ctx, span), span
+}
