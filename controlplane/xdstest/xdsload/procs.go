@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -111,43 +113,106 @@ func (p *proc) waitHTTP(ctx context.Context, url string, within time.Duration) e
 type Consul struct {
 	*proc
 	HTTPAddr, GRPCAddr string
+	// HTTPSAddr (https://host:port) is what Meshop's control plane reads
+	// the catalog from, over HTTP/2; CAFile is its certificate's CA.
+	HTTPSAddr, CAFile string
+	// xdsFile holds the xds stanza SetXDSRate rewrites.
+	xdsFile string
 }
 
 // StartConsul starts a single-node Consul server from ./bin/consul (built
-// by make tools) on free ports, with service mesh on and its plaintext
-// gRPC (xDS) port open. Departures from a default agent, both needed by
-// the measurement: enable_debug (pprof, to read its heap after a GC) and
-// http_max_conns_per_client raised from 200, since Meshop's control plane
-// holds one blocking query per service.
+// by make tools) on free ports, with service mesh on, its plaintext gRPC
+// (xDS) port open and an HTTPS listener (HTTP/2) with a local CA. Its
+// limits are Consul's defaults (http_max_conns_per_client = 200, xDS
+// updates at 250 per second until SetXDSRate); the one departure,
+// needed by the measurement, is enable_debug (pprof, to read its heap
+// after a GC).
 func StartConsul(ctx context.Context, dir string) (*Consul, error) {
 	bin, err := localenv.Binary("consul")
 	if err != nil {
 		return nil, err
 	}
-	ports, err := localenv.FreePorts(4)
+	ports, err := localenv.FreePorts(5)
 	if err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
 		return nil, err
 	}
-	hcl := fmt.Sprintf(`performance { raft_multiplier = 1 }
-ports { http = %d, https = -1, dns = -1, grpc = %d, grpc_tls = -1, serf_lan = %d, serf_wan = -1, server = %d }
-connect { enabled = true }
-limits { http_max_conns_per_client = 10000 }
-enable_debug = true
-log_level = "warn"`, ports[0], ports[1], ports[2], ports[3])
-	p, err := startProc("consul", filepath.Join(dir, "consul.log"), nil, bin, "agent", "-server", "-bootstrap-expect=1",
-		"-node=xdsload", "-bind=127.0.0.1", "-client=127.0.0.1", "-data-dir="+filepath.Join(dir, "data"), "-hcl="+hcl)
+	tlsFiles, err := localenv.LocalTLS(filepath.Join(dir, "tls"))
 	if err != nil {
 		return nil, err
 	}
-	c := &Consul{proc: p, HTTPAddr: "127.0.0.1:" + strconv.Itoa(ports[0]), GRPCAddr: "127.0.0.1:" + strconv.Itoa(ports[1])}
+	c := &Consul{HTTPAddr: "127.0.0.1:" + strconv.Itoa(ports[0]), GRPCAddr: "127.0.0.1:" + strconv.Itoa(ports[1]),
+		HTTPSAddr: "https://127.0.0.1:" + strconv.Itoa(ports[4]), CAFile: tlsFiles.CAFile, xdsFile: filepath.Join(dir, "xds.hcl")}
+	if err := c.writeXDSRate(ConsulDefaultXDSRate); err != nil {
+		return nil, err
+	}
+	hcl := fmt.Sprintf(`performance { raft_multiplier = 1 }
+ports { http = %d, https = %d, dns = -1, grpc = %d, grpc_tls = -1, serf_lan = %d, serf_wan = -1, server = %d }
+tls { https { ca_file = %q, cert_file = %q, key_file = %q, verify_incoming = false } }
+connect { enabled = true }
+enable_debug = true
+log_level = "warn"`, ports[0], ports[4], ports[1], ports[2], ports[3], tlsFiles.CAFile, tlsFiles.CertFile, tlsFiles.KeyFile)
+	p, err := startProc("consul", filepath.Join(dir, "consul.log"), nil, bin, "agent", "-server", "-bootstrap-expect=1",
+		"-node=xdsload", "-bind=127.0.0.1", "-client=127.0.0.1", "-data-dir="+filepath.Join(dir, "data"), "-hcl="+hcl,
+		"-config-file="+c.xdsFile)
+	if err != nil {
+		return nil, err
+	}
+	c.proc = p
 	if err := p.waitHTTP(ctx, "http://"+c.HTTPAddr+"/v1/status/leader", 2*time.Minute); err != nil {
 		p.stop()
 		return nil, err
 	}
 	return c, nil
+}
+
+// Consul's xDS update rates (xds.update_max_per_second): its default, and
+// the highest it accepts. Any negative value means no limit at all
+// (rate.Inf, agent/config/builder.go limitVal in v1.16.3).
+const (
+	ConsulDefaultXDSRate   = 250
+	ConsulUnlimitedXDSRate = -1
+)
+
+func (c *Consul) writeXDSRate(perSecond float64) error {
+	return os.WriteFile(c.xdsFile, []byte(fmt.Sprintf("xds { update_max_per_second = %g }\n", perSecond)), 0o644)
+}
+
+// SetXDSRate sets Consul's xds.update_max_per_second and reloads its
+// configuration (the agent applies the rate on reload).
+func (c *Consul) SetXDSRate(ctx context.Context, perSecond float64) error {
+	if err := c.writeXDSRate(perSecond); err != nil {
+		return err
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+c.HTTPAddr+"/v1/agent/reload", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("consul reload: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("consul reload: %s: %s", resp.Status, bytes.TrimSpace(b))
+	}
+	// Read it back: a reload that kept the old rate would measure the
+	// wrong setting.
+	req, _ = http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.HTTPAddr+"/v1/agent/self", nil)
+	resp2, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp2.Body.Close()
+	var self struct{ DebugConfig struct{ XDSUpdateRateLimit float64 } }
+	if err := json.NewDecoder(resp2.Body).Decode(&self); err != nil {
+		return fmt.Errorf("consul agent/self: %w", err)
+	}
+	got := self.DebugConfig.XDSUpdateRateLimit
+	if (perSecond < 0 && got < math.MaxFloat64) || (perSecond >= 0 && got != perSecond) {
+		return fmt.Errorf("consul reload: xds update rate is %g, want %g", got, perSecond)
+	}
+	return nil
 }
 
 // Version is what `consul version` prints first.
@@ -193,18 +258,18 @@ type ControlPlane struct {
 	XDSAddr, DebugURL string
 }
 
-// StartControlPlane runs the control plane binary bin against consul
-// with its default settings (debounce, keepalive, log level), except that
+// StartControlPlane runs the control plane binary bin against consul's
+// HTTPS listener with its default settings (debounce, keepalive, log level), except that
 // it serves ADS in plaintext, as Consul's xDS server is measured: the
 // simulated Envoys of the comparison speak plaintext to both. (Against
 // this Consul without ACLs, streams need no token.)
-func StartControlPlane(ctx context.Context, bin, consulAddr, dir string) (*ControlPlane, error) {
+func StartControlPlane(ctx context.Context, bin string, consul *Consul, dir string) (*ControlPlane, error) {
 	ports, err := localenv.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
 	cp := &ControlPlane{XDSAddr: "127.0.0.1:" + strconv.Itoa(ports[0]), DebugURL: "http://127.0.0.1:" + strconv.Itoa(ports[1])}
-	env := []string{"CONSUL_HTTP_ADDR=" + consulAddr, "XDS_ADDR=" + cp.XDSAddr, "DEBUG_ADDR=" + strings.TrimPrefix(cp.DebugURL, "http://"), "XDS_TLS=false"}
+	env := []string{"CONSUL_HTTP_ADDR=" + consul.HTTPSAddr, "CONSUL_CACERT=" + consul.CAFile, "XDS_ADDR=" + cp.XDSAddr, "DEBUG_ADDR=" + strings.TrimPrefix(cp.DebugURL, "http://"), "XDS_TLS=false"}
 	cp.proc, err = startProc("controlplane", filepath.Join(dir, fmt.Sprintf("controlplane-%d.log", time.Now().UnixNano())), env, bin)
 	if err != nil {
 		return nil, err
@@ -234,8 +299,9 @@ type inProcess struct {
 	done   chan struct{}
 }
 
-func startInProcess(consulAddr string) (*inProcess, error) {
-	src, err := catalog.NewConsulSource(catalog.Connection{Address: consulAddr}) // the load tool's Consul runs without ACLs
+func startInProcess(consul *Consul) (*inProcess, error) {
+	// The load tool's Consul runs without ACLs.
+	src, err := catalog.NewConsulSource(catalog.Connection{Address: consul.HTTPSAddr, CAFile: consul.CAFile})
 	if err != nil {
 		return nil, err
 	}

@@ -34,7 +34,10 @@ import (
 const (
 	MeshopDelta = "meshop-delta"
 	MeshopSotW  = "meshop-sotw"
-	ConsulDelta = "consul-delta"
+	// ConsulDelta is Consul's xDS server at its default update rate,
+	// ConsulDeltaMax with xds.update_max_per_second unlimited.
+	ConsulDelta    = "consul-delta"
+	ConsulDeltaMax = "consul-delta-max"
 )
 
 // Options configure a run.
@@ -52,8 +55,13 @@ type Options struct {
 	Settle time.Duration
 	// Timeout bounds every wait for a fleet to converge.
 	Timeout time.Duration
-	// Servers to measure (MeshopDelta, MeshopSotW, ConsulDelta).
+	// Servers to measure (MeshopDelta, MeshopSotW, ConsulDelta,
+	// ConsulDeltaMax).
 	Servers []string
+	// ConsulMaxNodes skips Consul's servers at fleets larger than this
+	// (0: no limit): at its default rate Consul needs N/250 seconds per
+	// change, too long for the suite's budget at the largest N.
+	ConsulMaxNodes int
 	// ControlPlaneBin is Meshop's control plane binary; empty runs its
 	// stages in this process (no memory figures then).
 	ControlPlaneBin string
@@ -98,16 +106,18 @@ type Machine struct {
 
 // Method records the parameters of the run.
 type Method struct {
-	Nodes        []int         `json:"nodes"`
-	Upstreams    int           `json:"upstreams"`
-	Instances    int           `json:"instances"`
-	Rounds       int           `json:"rounds"`
-	SettleMs     int64         `json:"settle_ms"`
-	Servers      []string      `json:"servers"`
-	ControlPlane string        `json:"control_plane"` // "binary" or "in-process"
-	Catalog      []CatalogSize `json:"catalog,omitempty"`
-	CatalogSims  int           `json:"catalog_sims,omitempty"`
-	CostFlips    int           `json:"cost_flips,omitempty"`
+	Nodes     []int    `json:"nodes"`
+	Upstreams int      `json:"upstreams"`
+	Instances int      `json:"instances"`
+	Rounds    int      `json:"rounds"`
+	SettleMs  int64    `json:"settle_ms"`
+	Servers   []string `json:"servers"`
+	// ConsulMaxNodes: Consul's servers were skipped at larger fleets.
+	ConsulMaxNodes int           `json:"consul_max_nodes,omitempty"`
+	ControlPlane   string        `json:"control_plane"` // "binary" or "in-process"
+	Catalog        []CatalogSize `json:"catalog,omitempty"`
+	CatalogSims    int           `json:"catalog_sims,omitempty"`
+	CostFlips      int           `json:"cost_flips,omitempty"`
 }
 
 // Fleet is one server measured with N simulated Envoys.
@@ -182,7 +192,7 @@ func (o *Options) defaults() {
 		o.Timeout = 5 * time.Minute
 	}
 	if len(o.Servers) == 0 {
-		o.Servers = []string{MeshopDelta, MeshopSotW, ConsulDelta}
+		o.Servers = []string{MeshopDelta, MeshopSotW, ConsulDelta, ConsulDeltaMax}
 	}
 	if o.CostFlips == 0 {
 		o.CostFlips = 10
@@ -213,7 +223,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	r := &runner{o: o, report: &Report{Started: time.Now(), Profiles: map[string]string{}}}
 	r.report.Machine = machine()
 	r.report.Method = Method{Nodes: o.Nodes, Upstreams: o.Upstreams, Instances: o.Instances, Rounds: o.Rounds,
-		SettleMs: o.Settle.Milliseconds(), Servers: o.Servers, ControlPlane: "binary", Catalog: o.Catalog,
+		SettleMs: o.Settle.Milliseconds(), Servers: o.Servers, ConsulMaxNodes: o.ConsulMaxNodes, ControlPlane: "binary", Catalog: o.Catalog,
 		CatalogSims: o.CatalogSims, CostFlips: o.CostFlips}
 	if o.ControlPlaneBin == "" {
 		r.report.Method.ControlPlane = "in-process"
@@ -247,13 +257,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 // meshop starts Meshop's control plane (binary or in-process).
 func (r *runner) meshop(ctx context.Context) (server, func(), error) {
 	if r.o.ControlPlaneBin == "" {
-		p, err := startInProcess(r.consul.HTTPAddr)
+		p, err := startInProcess(r.consul)
 		if err != nil {
 			return nil, nil, err
 		}
 		return p, p.stop, nil
 	}
-	cp, err := StartControlPlane(ctx, r.o.ControlPlaneBin, r.consul.HTTPAddr, r.o.Dir)
+	cp, err := StartControlPlane(ctx, r.o.ControlPlaneBin, r.consul, r.o.Dir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -278,12 +288,17 @@ func (r *runner) fleets(ctx context.Context, n int, profile bool) error {
 			stopCP()
 		}
 	}()
+	proxies := false // Consul's connect-proxies registered
 	for _, name := range r.o.Servers {
 		var (
 			s     server
 			fl    flavor
 			delta = true
 		)
+		if (name == ConsulDelta || name == ConsulDeltaMax) && r.o.ConsulMaxNodes > 0 && n > r.o.ConsulMaxNodes {
+			r.logf("N=%d: %s skipped (over -consul-max-nodes %d)", n, name, r.o.ConsulMaxNodes)
+			continue
+		}
 		switch name {
 		case MeshopDelta, MeshopSotW:
 			// A fresh process per mode, so each one's memory is its own
@@ -298,13 +313,23 @@ func (r *runner) fleets(ctx context.Context, n int, profile bool) error {
 				return err
 			}
 			s, fl, delta = cp, flavorMeshop, name == MeshopDelta
-		case ConsulDelta:
+		case ConsulDelta, ConsulDeltaMax:
 			if stopCP != nil { // measured alone
 				stopCP()
 				stopCP = nil
 			}
-			r.logf("N=%d: registering %d connect-proxies", n, topo.Endpoints())
-			if err := r.cc.RegisterProxies(ctx, topo); err != nil {
+			if !proxies {
+				r.logf("N=%d: registering %d connect-proxies", n, topo.Endpoints())
+				if err := r.cc.RegisterProxies(ctx, topo); err != nil {
+					return err
+				}
+				proxies = true
+			}
+			rate := float64(ConsulDefaultXDSRate)
+			if name == ConsulDeltaMax {
+				rate = ConsulUnlimitedXDSRate
+			}
+			if err := r.consul.SetXDSRate(ctx, rate); err != nil {
 				return err
 			}
 			s, fl = consulServer{r.consul}, flavorConsul
@@ -316,10 +341,10 @@ func (r *runner) fleets(ctx context.Context, n int, profile bool) error {
 		if err != nil {
 			return err
 		}
-		if name == ConsulDelta {
-			if err := r.cc.DeregisterProxies(ctx, topo); err != nil {
-				return err
-			}
+	}
+	if proxies {
+		if err := r.cc.DeregisterProxies(ctx, topo); err != nil {
+			return err
 		}
 	}
 	if stopCP != nil {

@@ -9,7 +9,8 @@ import (
 )
 
 // TestSmoke runs every convergence scenario at N=20 against Meshop's
-// control plane (in-process, delta and SotW) and Consul's xDS server, and
+// control plane (in-process, delta and SotW) and Consul's xDS server at
+// its default and at its unlimited update rate (a reload between them), and
 // the catalog scenario at two small sizes. It checks that the tool's own
 // measurements are sane, not how fast anything is.
 func TestSmoke(t *testing.T) {
@@ -24,7 +25,7 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := rep.Servers(); len(got) != 3 {
+	if got := rep.Servers(); len(got) != 4 {
 		t.Fatalf("servers measured: %v", got)
 	}
 	for _, f := range rep.Fleets {
@@ -52,7 +53,7 @@ func TestSmoke(t *testing.T) {
 					t.Errorf("fan-out round %+v", r)
 				}
 			}
-			if f.Server == ConsulDelta {
+			if f.Server == ConsulDelta || f.Server == ConsulDeltaMax {
 				// Consul is a process: its memory is read (in-process
 				// Meshop reports none).
 				if f.Idle.HeapBytes <= 0 || f.Connected.RSSBytes < f.Connected.HeapBytes/2 {
