@@ -34,7 +34,6 @@ import (
 type tracedRoutes struct {
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
-	spanName   func(operation string, r *http.Request) string
 	routes     http.Handler // the app's routes, unwrapped
 	otelhttp   http.Handler // otelhttp around routes
 }
@@ -47,7 +46,6 @@ func newTracedRoutes(tel *telemetry.Telemetry, routes http.Handler) *tracedRoute
 	t := &tracedRoutes{
 		tracer:     tel.TracerProvider.Tracer(otelhttp.ScopeName, trace.WithInstrumentationVersion(otelhttp.Version)),
 		propagator: tel.Propagator,
-		spanName:   spanName,
 		routes:     routes,
 	}
 	t.otelhttp = otelhttp.NewHandler(routes, operation,
@@ -66,12 +64,31 @@ func spanName(_ string, r *http.Request) string {
 	if r.Pattern != "" {
 		return r.Pattern
 	}
+	if name, ok := unmatchedNames[r.Method]; ok {
+		return name
+	}
 	return r.Method + " unmatched"
 }
 
+// unmatchedNames are the names of the spans of requests not yet routed,
+// made once for the standard methods: every request's span starts with
+// one.
+var unmatchedNames = func() map[string]string {
+	names := make(map[string]string)
+	for _, method := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+		http.MethodPatch, http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace} {
+		names[method] = method + " unmatched"
+	}
+	return names
+}()
+
+// serverKind is the start option of every server span, made once (making
+// it allocates).
+var serverKind = trace.WithSpanKind(trace.SpanKindServer)
+
 func (t *tracedRoutes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := t.propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-	ctx, span := t.tracer.Start(ctx, t.spanName(operation, r), trace.WithSpanKind(trace.SpanKindServer))
+	ctx, span := t.tracer.Start(ctx, spanName(operation, r), serverKind)
 	if !span.IsRecording() {
 		// Dropped: ending a span that is not recorded does nothing.
 		t.routes.ServeHTTP(w, r.WithContext(ctx))
