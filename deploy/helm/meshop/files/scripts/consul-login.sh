@@ -9,12 +9,15 @@
 #      identity (the control plane's: its policy). The token goes to
 #      CONSUL_HTTP_TOKEN_FILE, on an in-memory volume of this pod only,
 #      where compose's consul-init puts it in a volume;
-#   2. copies the Connect CA's roots to /consul/ca/connect-ca.pem (memory
-#      too), which Envoys check the control plane's certificate with;
+#   2. copies the Connect CA's roots to CONNECT_CA_ROOTS (default
+#      /consul/ca/connect-ca.pem, memory too), which Envoys check the
+#      control plane's certificate with;
 #   3. with GRPC_XDS_BOOTSTRAP set (proxyless mode), writes the app's gRPC
 #      xDS bootstrap there, its node id the pod's name (POD_NAME): the
 #      template grpc-xds-bootstrap.json with @INSTANCE_ID@ and @SERVICE@
 #      replaced.
+# SERVICEACCOUNT_TOKEN (default /var/run/secrets/meshop/serviceaccount/token)
+# is the projected ServiceAccount token it logs in with.
 # Until consul-init has run, the login fails and Kubernetes retries this
 # container with its backoff.
 set -eu
@@ -30,7 +33,7 @@ esac
 umask 022
 tmp=$CONSUL_HTTP_TOKEN_FILE.new
 consul login -method="$CONSUL_AUTH_METHOD" \
-  -bearer-token-file=/var/run/secrets/meshop/serviceaccount/token \
+  -bearer-token-file="${SERVICEACCOUNT_TOKEN:-/var/run/secrets/meshop/serviceaccount/token}" \
   -token-sink-file="$tmp" \
   -meta "pod=$POD_NAME"
 # Read by Envoy (uid 101) and the app (uid 65532); only this pod mounts it.
@@ -38,7 +41,7 @@ chmod 0444 "$tmp"
 mv "$tmp" "$CONSUL_HTTP_TOKEN_FILE"
 echo "consul-login.sh: $SERVICE logged in as pod $POD_NAME"
 
-roots=/consul/ca/connect-ca.pem
+roots=${CONNECT_CA_ROOTS:-/consul/ca/connect-ca.pem}
 curl -fsS --cacert "$CONSUL_CACERT" -H "X-Consul-Token: $(cat "$CONSUL_HTTP_TOKEN_FILE")" \
   "$CONSUL_HTTP_ADDR/v1/connect/ca/roots?pem=true" >"$roots.new"
 grep -q 'BEGIN CERTIFICATE' "$roots.new"
