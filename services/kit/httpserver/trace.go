@@ -131,8 +131,7 @@ func (t adoptingTracer) Start(ctx context.Context, name string, opts ...trace.Sp
 	for _, link := range cfg.Links() {
 		span.AddLink(link)
 	}
-	// Adopted once: a tracer started with this context later starts a
-	// span of its own.
-	ctx = context.WithValue(ctx, startedSpanKey{}, nil)
+	// The key stays in the context the app is served with: only this
+	// tracer reads it, and otelhttp starts one span a request with it.
 	return trace.ContextWithSpan(ctx, span), span
 }
