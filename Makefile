@@ -6,7 +6,7 @@ SHELL := /bin/bash
 BIN := $(CURDIR)/bin
 # Workspace modules; the tool modules under consul/tool and observability/jaeger
 # are deliberately outside go.work.
-MODULES := services/kit services/auth services/user services/product services/order services/payment services/notification controlplane localenv e2e deploy bench
+MODULES := services/kit services/auth services/user services/product services/order services/payment services/notification controlplane localenv e2e deploy deploy/k8s bench
 PKGS := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 GOTESTFLAGS ?= -count=1 -timeout 30m
 
@@ -135,6 +135,17 @@ logs: ## follow the Docker mesh's logs (one service: make logs S=order)
 .PHONY: e2e
 e2e: .env $(EDGE_CERT) ## the Docker system test: compose up, purchase via the edge, traces, order failover (skips without Docker)
 	go test -tags e2e -count=1 -v -timeout 30m ./e2e/compose/...
+
+# ---- Kubernetes: the Helm chart deploy/helm/meshop ---------------------------
+K8S_OUT := .k8s
+
+.PHONY: k8s-render
+k8s-render: ## render the Helm chart into .k8s/ with Helm's Go SDK (defaults and proxyless; VALUES=file.yaml: that instead); no helm or cluster needed
+	go run ./deploy/k8s/cmd/k8s-render -out $(K8S_OUT) $(addprefix -f ,$(VALUES))
+
+.PHONY: k8s-e2e
+k8s-e2e: ## the Kubernetes system test: install the dependencies and the chart, purchase through the edge (skips without kubectl, helm and a cluster)
+	@sh deploy/helm/e2e.sh
 
 # ---- Benchmarks: BENCHMARKS.md ----------------------------------------------
 # benchstat is pinned here (golang.org/x/perf has no tags).
