@@ -25,6 +25,8 @@ var palette = map[string]color.RGBA{
 	"meshop-delta": {0x1f, 0x77, 0xb4, 0xff},
 	"meshop-sotw":  {0x2c, 0xa0, 0x2c, 0xff},
 	"consul-delta": {0xd6, 0x27, 0x28, 0xff},
+	// Consul with its update rate unlimited: orange, beside its default's red.
+	"consul-delta-max": {0xff, 0x7f, 0x0e, 0xff},
 }
 
 // plotCDFs draws one panel per N: the cumulative distribution of EDS
@@ -77,7 +79,7 @@ func plotCDFs(path string, panels []int, data map[int][]series) error {
 		}
 	}
 	lx := margin + 10
-	for _, name := range []string{"meshop-delta", "meshop-sotw", "consul-delta"} {
+	for _, name := range servers {
 		c := palette[name]
 		for d := 0; d < 3; d++ {
 			hline(img, lx, lx+30, h-28+d, c)
