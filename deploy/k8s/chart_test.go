@@ -103,23 +103,18 @@ func render(t *testing.T, values map[string]any) *rendered {
 	return r
 }
 
-// repoRoot is the directory holding go.work.
+// repoRoot is the repository's root: go test runs in this package's
+// directory, deploy/k8s.
 func repoRoot(t *testing.T) string {
 	t.Helper()
-	dir, err := os.Getwd()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.work above the working directory")
-		}
-		dir = parent
+	if _, err := os.Stat(filepath.Join(root, "go.work")); err != nil {
+		t.Fatalf("%s is not the repository's root: %v", root, err)
 	}
+	return root
 }
 
 func chartDir(t *testing.T) string { return filepath.Join(repoRoot(t), ChartPath) }
