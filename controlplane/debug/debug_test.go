@@ -89,6 +89,11 @@ func TestHandler(t *testing.T) {
 		"payment": {instance("payment", "payment-1", "")},
 	}), Policies: pmap.FromMap(map[string][]byte{"user": []byte(`{"timeout":"soon"}`)})}
 	srv.Apply(snap, time.Now())
+	// Snapshots are built for nodes that ask: an operator's read of
+	// order-1 builds it as its Envoy's first request would.
+	if _, _, _, err := srv.Resources("order-1"); err != nil {
+		t.Fatal(err)
+	}
 	cat.st = catalog.Status{Synced: true, Reachable: true, Index: 7}
 
 	tests := []struct {

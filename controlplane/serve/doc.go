@@ -75,8 +75,13 @@
 // A pass visits only the keys that read what changed, so it costs the
 // same in a mesh of 100 services or of 1,000.
 //
-// A snapshot is kept for every instance in the catalog whether or not its
-// Envoy is connected, so an Envoy gets its config on its first request.
+// A snapshot is built for a node when it first asks (its first request,
+// before the cache answers it) or an operator reads it, and kept up to
+// date by every pass from then on, until the tracker forgets the node
+// (no stream for NodeForgetAfter). The edge's is always kept. An instance
+// whose Envoy never connected costs its part of the model and nothing
+// else, so a catalog of 10,000 services costs memory for the nodes that
+// are there, not for every instance.
 // A sidecar's node metadata (inbound_port, outbound_port) is applied on
 // its first request, before the cache answers it; an inbound_port other
 // than the one its instance registered is refused (translate's

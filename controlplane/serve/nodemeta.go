@@ -28,9 +28,10 @@ type nodeMeta struct {
 	problem string
 }
 
-// nodeSeen applies a sidecar's metadata on its first request, before the
-// cache answers it, so the Envoy never sees listeners on default ports it
-// did not ask for.
+// nodeSeen builds a node's snapshot on its first request (passes keep
+// only the snapshots of nodes that asked), applying a sidecar's metadata
+// before the cache answers it, so the Envoy never sees listeners on
+// default ports it did not ask for.
 func (s *Server) nodeSeen(n *corev3.Node) {
 	if translate.IsEdge(n.GetCluster()) {
 		return
@@ -50,13 +51,14 @@ func (s *Server) nodeSeen(n *corev3.Node) {
 		s.metaOrphans[n.GetId()] = true
 		return
 	}
-	if known && old.opts == meta.opts {
+	st := s.snaps.nodes[n.GetId()]
+	if st != nil && known && old.opts == meta.opts {
 		return
 	}
-	if st := s.snaps.nodes[n.GetId()]; st != nil && st.opts == meta.opts && st.lastErr == "" && st.group != nil {
+	if st != nil && st.opts == meta.opts && st.lastErr == "" && st.group != nil {
 		return
 	}
-	s.build(n.GetId(), time.Time{}, true)
+	s.build(n.GetId(), time.Time{}, true) // a node's first snapshot is built when it first asks
 }
 
 // parseNodeMeta reads the flavour of a node (mesh_flavor: proxyless for

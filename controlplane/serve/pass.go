@@ -47,6 +47,7 @@ func (s *Server) pass(m *model.Mesh, seen time.Time) []string {
 		prevRoots = s.mesh.RootPEMs
 	}
 	s.mesh = m
+	s.dropForgotten()
 	versions := s.shared.update(m, s.opts.Translate, &ch)
 
 	regather := keysOf(s.snaps.readers, ch.Reads)
@@ -73,6 +74,9 @@ func (s *Server) pass(m *model.Mesh, seen time.Time) []string {
 			s.forget(key)
 			continue
 		}
+		if !s.kept(key) {
+			continue // built when its node first asks
+		}
 		if key == edgeKey && m.Instance(key) != nil {
 			s.log.Error("instance ID collides with the edge snapshot key; its sidecar gets no configuration", "node", key)
 		}
@@ -86,6 +90,35 @@ func (s *Server) pass(m *model.Mesh, seen time.Time) []string {
 	s.ready = true
 	s.log.Debug("pass done", "index", m.Index, "visited", visited, "set", set, "failed", failed, "took", time.Since(start).String())
 	return ch.Instances
+}
+
+// kept reports whether a key's snapshot is kept up to date: the edge's,
+// and a node's once it has asked for its configuration (nodeSeen) or an
+// operator has read it (Resources), until the tracker forgets the node.
+// An instance whose Envoy never connected costs no snapshot.
+func (s *Server) kept(key string) bool {
+	if key == edgeKey || s.snaps.nodes[key] != nil {
+		return true
+	}
+	_, seen := s.meta[key]
+	return seen
+}
+
+// dropForgotten drops the snapshots of the nodes the tracker forgot (no
+// stream for NodeForgetAfter): a node that connects again gets a fresh
+// one on its first request.
+func (s *Server) dropForgotten() {
+	for _, id := range s.tracker.takeForgotten() {
+		if s.tracker.connected(id) {
+			continue // back since
+		}
+		if st := s.snaps.nodes[id]; st != nil && !st.edge {
+			s.snaps.drop(st)
+			s.cache.clear(id)
+			s.tracker.dropTargets(id)
+		}
+		delete(s.meta, id)
+	}
 }
 
 // forget drops the snapshot of an instance that left the catalog, once

@@ -345,10 +345,19 @@ func TestRebuildOnlyWhatChanged(t *testing.T) {
 		}
 		return out
 	}
+	// Only the edge is built until a node asks (here an operator's read).
+	if b0 := builds(); len(b0) != 1 || b0["edge"] != 1 {
+		t.Fatalf("builds after the first pass = %v, want the edge's alone", b0)
+	}
+	for _, id := range []string{"order-1", "user-1", "user-2", "payment-1", "payment-2", "product-1"} {
+		if _, _, _, err := h.srv.Resources(id); err != nil {
+			t.Fatalf("Resources(%s): %v", id, err)
+		}
+	}
 	b1 := builds()
 	for _, k := range []string{"order-1", "user-1", "payment-2", "edge"} {
 		if b1[k] != 1 {
-			t.Fatalf("builds after first pass = %v", b1)
+			t.Fatalf("builds after the nodes were read = %v", b1)
 		}
 	}
 	// A product endpoint change concerns order (calls product) and the
@@ -586,6 +595,11 @@ func TestDebounce(t *testing.T) {
 	}
 
 	sh := newShop()
+	src.publish(sh.snapshot())
+	poll.Until(t, 2*time.Second, func() (bool, string) { return srv.Mesh() != nil, "no mesh yet" })
+	if _, _, _, err := srv.Resources("order-1"); err != nil { // order-1's snapshot is kept from now on
+		t.Fatal(err)
+	}
 	// Burst: ten changes well inside the quiet time of each other.
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -594,7 +608,7 @@ func TestDebounce(t *testing.T) {
 		src.publish(sh.snapshot())
 		<-tick.C
 	}
-	poll.Until(t, 2*time.Second, func() (bool, string) { return builds() == 1, fmt.Sprintf("builds %d", builds()) })
+	poll.Until(t, 2*time.Second, func() (bool, string) { return builds() == 2, fmt.Sprintf("builds %d", builds()) })
 	if got := srv.Mesh().Instance("user-1").Port; got != 20009 {
 		t.Errorf("pushed port %d, want the last one 20009", got)
 	}
@@ -607,7 +621,7 @@ func TestDebounce(t *testing.T) {
 		<-tick.C
 		<-tick.C
 	}
-	got := builds() - 1
+	got := builds() - 2
 	if got < 2 || got > 6 {
 		t.Errorf("%d pushes during 1s of constant change with MaxDelay 250ms, want about 4", got)
 	}

@@ -255,6 +255,11 @@ func (s *Server) Resources(nodeID string) (key string, res map[string][]cachetyp
 		key = edgeKey
 	}
 	st := s.snaps.nodes[key]
+	if st == nil && key != edgeKey && s.mesh != nil && s.mesh.Instance(key) != nil {
+		// Never asked for: build it now (and keep it, like a node's).
+		s.build(key, time.Time{}, true)
+		st = s.snaps.nodes[key]
+	}
 	var flavor string
 	if st != nil && st.group != nil {
 		flavor = st.group.flavor

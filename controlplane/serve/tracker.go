@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -173,8 +174,11 @@ type tracker struct {
 	// in it at most once (queued), so it is bounded by the nodes.
 	departed    []departure
 	forgetAfter time.Duration
-	staleAfter  time.Duration
-	now         func() time.Time
+	// forgotten are the nodes forgotten since the server last took them
+	// (takeForgotten), so it drops their snapshots.
+	forgotten  map[string]bool
+	staleAfter time.Duration
+	now        func() time.Time
 	// onAck is told a node ACKed a version of a type it did not run
 	// before, outside mu: the convergence metric.
 	onAck func(key, typeURL, version string, connectedSince time.Time)
@@ -188,6 +192,7 @@ func newTracker(log *slog.Logger, m *Metrics) *tracker {
 		nodes:       map[string]*NodeStatus{},
 		counts:      map[string]int{},
 		targets:     map[string]map[string]target{},
+		forgotten:   map[string]bool{},
 		forgetAfter: DefaultNodeForgetAfter,
 		staleAfter:  DefaultStaleAfter,
 		now:         time.Now,
@@ -278,6 +283,7 @@ func (t *tracker) forgetLocked(now time.Time) {
 			// Back since: not forgotten.
 		case now.Sub(n.left) >= t.forgetAfter:
 			delete(t.nodes, d.id)
+			t.forgotten[d.id] = true
 		default: // left again later than this entry says
 			t.departLocked(n, n.left)
 		}
@@ -614,6 +620,20 @@ func (t *tracker) setTargets(key string, versions map[string]string, seen time.T
 			cur[typ] = target{version: v, at: now, seen: seen}
 		}
 	}
+}
+
+// takeForgotten returns the IDs of the nodes forgotten since its last
+// call.
+func (t *tracker) takeForgotten() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.forgetLocked(t.now())
+	if len(t.forgotten) == 0 {
+		return nil
+	}
+	out := slices.Collect(maps.Keys(t.forgotten))
+	t.forgotten = map[string]bool{}
+	return out
 }
 
 // dropTargets forgets a key whose snapshot was dropped.

@@ -19,6 +19,7 @@ package xdsload
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -172,6 +173,10 @@ type Catalog struct {
 	Connected Memory `json:"connected"`
 	// ChangeCPUMs is the server's CPU time per health flip of one
 	// instance (idle CPU subtracted), over Flips flips.
+	// Missing counts the services the control plane's mesh model does
+	// not hold with all their instances passing once Envoys connected
+	// (binary control plane only; -1 when not read).
+	Missing     int          `json:"missing"`
 	ChangeCPUMs float64      `json:"change_cpu_ms"`
 	Flips       int          `json:"flips"`
 	Change      Distribution `json:"change"`
@@ -539,6 +544,15 @@ func (r *runner) catalog(ctx context.Context, size CatalogSize) error {
 	if res.Connected, err = s.memory(ctx); err != nil {
 		return err
 	}
+	res.Missing = -1
+	if b, ok := s.(binaryServer); ok {
+		if res.Missing, err = missingServices(ctx, b.cp.DebugURL, topo); err != nil {
+			return err
+		}
+		if res.Missing > 0 {
+			res.Errors = append(res.Errors, fmt.Sprintf("%d of %d services missing from the control plane's model", res.Missing, size.Services))
+		}
+	}
 	if b, ok := s.(binaryServer); ok && r.o.Profile {
 		path := filepath.Join(r.o.Dir, fmt.Sprintf("catalog-%s.heap.pprof", size))
 		if err := fetch(ctx, b.cp.DebugURL+"/debug/pprof/heap?gc=1", path); err == nil {
@@ -565,7 +579,7 @@ func (r *runner) catalog(ctx context.Context, size CatalogSize) error {
 		var t0 time.Time
 		l, m, err := callers.waitGoal(ctx, r.o.Timeout, endpointsOf("svc-3", victim.IP, passing, map[bool]int{true: k, false: k - 1}[passing]), func() (time.Time, error) {
 			t0 = time.Now()
-			return t0, r.cc.SetHealthCatalog(victim.ID, passing)
+			return t0, r.cc.SetHealthCatalog(victim, passing)
 		})
 		if m > 0 {
 			res.Errors = append(res.Errors, fmt.Sprintf("change %d: %d callers missed (%v)", i, m, err))
@@ -583,7 +597,42 @@ func (r *runner) catalog(ctx context.Context, size CatalogSize) error {
 	stop()
 	stop = nil
 	r.logf("catalog %s: deregistering", size)
-	return r.cc.DeregisterCatalog(ctx)
+	return r.cc.DeregisterCatalog(ctx, topo)
+}
+
+// missingServices counts the services of topo that the control plane at
+// debugURL does not hold with every instance passing (GET /debug/model).
+func missingServices(ctx context.Context, debugURL string, topo Topology) (int, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, debugURL+"/debug/model", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("%s/debug/model: status %d", debugURL, resp.StatusCode)
+	}
+	var m struct {
+		Services map[string]struct {
+			Instances []struct{ Status string }
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		return 0, fmt.Errorf("%s/debug/model: %w", debugURL, err)
+	}
+	missing := 0
+	for _, svc := range topo.Services {
+		passing := 0
+		for _, in := range m.Services[svc.Name].Instances {
+			if in.Status == "passing" {
+				passing++
+			}
+		}
+		if passing != len(svc.Instances) {
+			missing++
+		}
+	}
+	return missing, nil
 }
 
 func machine() Machine {

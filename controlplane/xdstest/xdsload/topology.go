@@ -35,6 +35,8 @@ type Instance struct {
 	// recognised by its address in either server's load assignments.
 	IP  string
 	Sim bool
+	// Node is the Consul node of a catalog registration (RegisterAppsCatalog).
+	Node string
 }
 
 // Ports every instance registers (only the addresses differ).
@@ -90,7 +92,7 @@ func Ring(services, k, m, sims int) Topology {
 			s.Upstreams = append(s.Upstreams, "svc-"+strconv.Itoa((i+j)%services))
 		}
 		for j := range k {
-			s.Instances = append(s.Instances, Instance{ID: fmt.Sprintf("svc-%d-%d", i, j), IP: ip(10+at/65536, at%65536), Sim: at < sims})
+			s.Instances = append(s.Instances, Instance{ID: fmt.Sprintf("svc-%d-%d", i, j), IP: ip(10+at/65536, at%65536), Sim: at < sims, Node: hostNode(at)})
 			at++
 		}
 		t.Services = append(t.Services, s)
@@ -338,24 +340,29 @@ func (c *consulClient) HTTPProtocol() error {
 	return err
 }
 
-// externalNode is the Consul node the catalog scenario registers its
-// instances on through the catalog API (as an external health checker
-// such as consul-esm does): registering ten thousand services through one
-// agent makes its anti-entropy sync quadratic, which would measure
-// Consul's agent, not the xDS servers.
-const externalNode = "xdsload-external"
+// hostNode is the Consul node the catalog scenario registers an instance
+// on, through the catalog API (as an external health checker such as
+// consul-esm does), hostSize instances per node as on a busy host.
+// Registering ten thousand services through one agent makes its
+// anti-entropy sync quadratic, and so does registering them all on one
+// node (Consul reads every check of the node for each registration's
+// health event): either would measure Consul's registration, not the
+// xDS servers.
+func hostNode(instance int) string { return "xdsload-host-" + strconv.Itoa(instance/hostSize) }
 
-// RegisterAppsCatalog registers every instance as a Meshop app on
-// externalNode with a passing check, and waits for the catalog.
+const hostSize = 50
+
+// RegisterAppsCatalog registers every instance as a Meshop app on its
+// Node with a passing check, and waits for the catalog.
 func (c *consulClient) RegisterAppsCatalog(ctx context.Context, t Topology) error {
 	err := parallel(t.regs(), 16, func(r reg) error {
 		ups := strings.Join(r.svc.Upstreams, ",")
 		_, err := c.c.Catalog().Register(&api.CatalogRegistration{
-			Node: externalNode, Address: "127.0.0.1",
+			Node: r.in.Node, Address: "127.0.0.1",
 			Service: &api.AgentService{ID: r.in.ID, Service: r.svc.Name, Address: r.in.IP, Port: appPort, Tags: []string{"v1"},
 				Meta: map[string]string{"mesh_protocol": "http", "mesh_upstreams": ups,
 					"mesh_app_port": strconv.Itoa(appPort), "version": "v1"}},
-			Check: &api.AgentCheck{Node: externalNode, CheckID: CheckID(r.in.ID), Name: "xdsload", Status: api.HealthPassing, ServiceID: r.in.ID},
+			Check: &api.AgentCheck{Node: r.in.Node, CheckID: CheckID(r.in.ID), Name: "xdsload", Status: api.HealthPassing, ServiceID: r.in.ID},
 		}, nil)
 		return err
 	})
@@ -367,19 +374,32 @@ func (c *consulClient) RegisterAppsCatalog(ctx context.Context, t Topology) erro
 
 // SetHealthCatalog sets the status of an instance registered by
 // RegisterAppsCatalog.
-func (c *consulClient) SetHealthCatalog(id string, passing bool) error {
+func (c *consulClient) SetHealthCatalog(in Instance, passing bool) error {
 	status := api.HealthPassing
 	if !passing {
 		status = api.HealthCritical
 	}
-	_, err := c.c.Catalog().Register(&api.CatalogRegistration{Node: externalNode, Address: "127.0.0.1", SkipNodeUpdate: true,
-		Check: &api.AgentCheck{Node: externalNode, CheckID: CheckID(id), Name: "xdsload", Status: status, ServiceID: id}}, nil)
+	_, err := c.c.Catalog().Register(&api.CatalogRegistration{Node: in.Node, Address: "127.0.0.1", SkipNodeUpdate: true,
+		Check: &api.AgentCheck{Node: in.Node, CheckID: CheckID(in.ID), Name: "xdsload", Status: status, ServiceID: in.ID}}, nil)
 	return err
 }
 
-// DeregisterCatalog removes externalNode and everything on it.
-func (c *consulClient) DeregisterCatalog(ctx context.Context) error {
-	if _, err := c.c.Catalog().Deregister(&api.CatalogDeregistration{Node: externalNode}, nil); err != nil {
+// DeregisterCatalog removes the nodes of t's instances and everything on
+// them.
+func (c *consulClient) DeregisterCatalog(ctx context.Context, t Topology) error {
+	nodes := map[string]bool{}
+	for _, r := range t.regs() {
+		nodes[r.in.Node] = true
+	}
+	var list []string
+	for n := range nodes {
+		list = append(list, n)
+	}
+	err := parallel(list, 16, func(n string) error {
+		_, err := c.c.Catalog().Deregister(&api.CatalogDeregistration{Node: n}, nil)
+		return err
+	})
+	if err != nil {
 		return err
 	}
 	return c.waitPassing(ctx, 0, 0)

@@ -1,0 +1,71 @@
+package serve_test
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/meshop/meshop/controlplane/catalog"
+	"github.com/meshop/meshop/controlplane/internal/poll"
+	"github.com/meshop/meshop/controlplane/serve"
+	"github.com/meshop/meshop/controlplane/translate"
+	"github.com/meshop/meshop/controlplane/xdstest/envoysim"
+)
+
+// TestSnapshotsOnlyForNodesThatAsked: a pass keeps the edge's snapshot
+// and those of nodes that asked; an instance whose Envoy never connected
+// costs none. A node gets its configuration on its first request, keeps
+// it up to date while it may come back, and loses it once the tracker
+// forgets it (NodeForgetAfter); it gets a fresh one when it asks again.
+func TestSnapshotsOnlyForNodesThatAsked(t *testing.T) {
+	clock := newTestClock()
+	h := start(t, translate.DefaultConfig(), func(o *serve.Options) { o.NodeForgetAfter = time.Minute })
+	h.srv.SetClockForTest(clock.now)
+	sh := newShop()
+	h.srv.Apply(sh.snapshot(), clock.now())
+	built := func() []string {
+		var out []string
+		for _, n := range h.srv.Nodes() {
+			if n.Snapshot != nil {
+				out = append(out, n.Key)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	if got := built(); !slices.Equal(got, []string{"edge"}) {
+		t.Fatalf("snapshots after the first pass: %v, want the edge's alone", got)
+	}
+
+	order := envoysim.StartT(t, h.addr, envoysim.Options{ID: "order-1", Cluster: "order", Delta: true})
+	order.Must(t, wait, "order-1's configuration on its first request", func(s envoysim.State) bool { return len(s.Endpoints) == 3 })
+	if got := built(); !slices.Equal(got, []string{"edge", "order-1"}) {
+		t.Fatalf("snapshots with order-1 connected: %v", got)
+	}
+	// Kept up to date while connected, and after it left (it may come back).
+	sh.set("user-1", func(i *catalog.Instance) { i.Status = catalog.StatusCritical })
+	h.srv.Apply(sh.snapshot(), clock.now())
+	order.Must(t, wait, "user-1 removed", func(s envoysim.State) bool { return !slices.Contains(s.Hosts("svc_user"), "user-1") })
+	order.Close()
+	poll.Until(t, wait, func() (bool, string) { return !h.node("order-1").Connected, "order-1 still connected" })
+	sh.set("user-1", func(i *catalog.Instance) { i.Status = catalog.StatusPassing })
+	h.srv.Apply(sh.snapshot(), clock.now())
+	if got := built(); !slices.Equal(got, []string{"edge", "order-1"}) {
+		t.Fatalf("snapshots after order-1 left: %v, want order-1's kept", got)
+	}
+
+	// Forgotten: the next pass drops its snapshot.
+	clock.advance(time.Minute + time.Second)
+	sh.set("user-1", func(i *catalog.Instance) { i.Port++ })
+	h.srv.Apply(sh.snapshot(), clock.now())
+	if got := built(); !slices.Equal(got, []string{"edge"}) {
+		t.Fatalf("snapshots after order-1 was forgotten: %v, want the edge's alone", got)
+	}
+	again := envoysim.StartT(t, h.addr, envoysim.Options{ID: "order-1", Cluster: "order"})
+	again.Must(t, wait, "order-1's configuration when it asks again", func(s envoysim.State) bool {
+		return slices.Contains(s.Hosts("svc_user"), "user-1") && len(s.Endpoints) == 3
+	})
+	if got := built(); !slices.Equal(got, []string{"edge", "order-1"}) {
+		t.Fatalf("snapshots after order-1 came back: %v", got)
+	}
+}
