@@ -204,7 +204,9 @@ func (c *Consul) SetXDSRate(ctx context.Context, perSecond float64) error {
 		return err
 	}
 	defer resp2.Body.Close()
-	var self struct{ DebugConfig struct{ XDSUpdateRateLimit float64 } }
+	var self struct {
+		DebugConfig struct{ XDSUpdateRateLimit float64 }
+	}
 	if err := json.NewDecoder(resp2.Body).Decode(&self); err != nil {
 		return fmt.Errorf("consul agent/self: %w", err)
 	}
