@@ -7,8 +7,8 @@
 //	servicepath (whole local system, 1% and 100% sampling) ──▶ results/servicepath.json
 //	──▶ BENCHMARKS.md (the generated section) + results/convergence.png
 //
-// -quick runs a reduced suite (N=100, small catalog, short runs) in under
-// five minutes. Every number in the generated section comes from a file in
+// -quick runs a reduced suite (N=100, small catalog, short runs, no
+// profiles, two of the three service path runs) in under five minutes. Every number in the generated section comes from a file in
 // the results directory and the command that wrote it is listed there.
 //
 // A kit stack and its bare baseline are run in interleaved rounds: the
@@ -87,18 +87,37 @@ type suite struct {
 	// (xdsload -consul-max-nodes; 0: every fleet).
 	ConsulMaxNodes int
 	Rounds         int
-	Catalog        string
-	CatalogSims    int
-	CostFlips      int
-	BenchCount     int
-	BenchTime      string
-	Rate           float64
-	Duration       time.Duration
+	// Profile takes xdsload's CPU profiles (an extra round per server at
+	// the largest N) and the catalog's heap profiles.
+	Profile     bool
+	Catalog     string
+	CatalogSims int
+	CostFlips   int
+	BenchCount  int
+	BenchTime   string
+	Rate        float64
+	Duration    time.Duration
+	// ServiceRuns are the service path's runs (each starts the whole
+	// local system).
+	ServiceRuns []serviceRun
 }
 
+// serviceRun is one service path run: its tracing sampling, and whether
+// the apps talk in plaintext instead of mutual TLS with RBAC.
+type serviceRun struct {
+	sampling  float64
+	plaintext bool
+}
+
+// serviceRuns are the full suite's service path runs: 1% and 100%
+// sampling with mTLS, 1% in plaintext (what zero trust costs).
+var serviceRuns = []serviceRun{{0.01, false}, {1, false}, {0.01, true}}
+
 var (
-	full  = suite{Nodes: "1000,2000,5000", ConsulMaxNodes: 2000, Rounds: 3, Catalog: "100x10,100x100,1000x10,10000x10", CatalogSims: 1000, CostFlips: 10, BenchCount: 6, BenchTime: "2s", Rate: 40, Duration: 30 * time.Second}
-	quick = suite{Quick: true, Nodes: "100", Rounds: 2, Catalog: "20x10,100x10,20x50", CatalogSims: 100, CostFlips: 6, BenchCount: 3, BenchTime: "1s", Rate: 20, Duration: 10 * time.Second}
+	full = suite{Nodes: "1000,2000,5000", ConsulMaxNodes: 2000, Rounds: 3, Profile: true, Catalog: "100x10,100x100,1000x10,10000x10", CatalogSims: 1000, CostFlips: 10,
+		BenchCount: 6, BenchTime: "2s", Rate: 40, Duration: 30 * time.Second, ServiceRuns: serviceRuns}
+	quick = suite{Quick: true, Nodes: "100", Rounds: 2, Catalog: "20x10,100x10,20x50", CatalogSims: 100, CostFlips: 6,
+		BenchCount: 3, BenchTime: "1s", Rate: 20, Duration: 8 * time.Second, ServiceRuns: []serviceRun{serviceRuns[0], serviceRuns[2]}}
 )
 
 func run() error {
@@ -246,7 +265,7 @@ func (b *runner) xds(ctx context.Context) error {
 		"-controlplane", rel(b.root, filepath.Join(bin, "controlplane")),
 		"-nodes", b.s.Nodes, "-consul-max-nodes", fmt.Sprint(b.s.ConsulMaxNodes), "-rounds", fmt.Sprint(b.s.Rounds), "-settle", "1s",
 		"-catalog", b.s.Catalog, "-catalog-sims", fmt.Sprint(b.s.CatalogSims), "-cost-flips", fmt.Sprint(b.s.CostFlips),
-		"-profile", "-dir", dir, "-out", rel(b.root, filepath.Join(b.results, "xdsload.json"))); err != nil {
+		fmt.Sprintf("-profile=%t", b.s.Profile), "-dir", dir, "-out", rel(b.root, filepath.Join(b.results, "xdsload.json"))); err != nil {
 		return err
 	}
 	// Keep this run's profiles, only (Consul's data directory and logs
@@ -345,11 +364,11 @@ func (b *runner) stat(ctx context.Context) error {
 }
 
 func (b *runner) service(ctx context.Context) error {
-	var res []servicepath.Result
-	for _, run := range []struct {
-		sampling  float64
-		plaintext bool
-	}{{0.01, false}, {1, false}, {0.01, true}} {
+	var (
+		res  []servicepath.Result
+		runs []string
+	)
+	for _, run := range b.s.ServiceRuns {
 		dir := filepath.Join(b.work, fmt.Sprintf("system-%g-%t", run.sampling, run.plaintext))
 		b.logf("service path: starting the local system (sampling %g, plaintext %t), %g checkouts/s for %s", run.sampling, run.plaintext, b.s.Rate, b.s.Duration)
 		r, err := servicepath.Run(ctx, servicepath.Options{Dir: dir, Rate: b.s.Rate, Duration: b.s.Duration, Sampling: run.sampling, Plaintext: run.plaintext})
@@ -358,9 +377,14 @@ func (b *runner) service(ctx context.Context) error {
 		}
 		b.logf("service path: %d/%d ok, %.1f/s, p50 %.1fms p99 %.1fms", r.OK, r.Sent, r.Throughput, r.P50Ms, r.P99Ms)
 		res = append(res, r)
+		mesh := "mTLS"
+		if run.plaintext {
+			mesh = "plaintext"
+		}
+		runs = append(runs, fmt.Sprintf("sampling %g with %s", run.sampling, mesh))
 	}
-	b.commands = append(b.commands, fmt.Sprintf("servicepath.Run (from this command): rate %g/s, duration %s, sampling 0.01 and 1 with mTLS, 0.01 in plaintext > %s",
-		b.s.Rate, b.s.Duration, rel(b.root, filepath.Join(b.results, "servicepath.json"))))
+	b.commands = append(b.commands, fmt.Sprintf("servicepath.Run (from this command): rate %g/s, duration %s, %s > %s",
+		b.s.Rate, b.s.Duration, strings.Join(runs, ", "), rel(b.root, filepath.Join(b.results, "servicepath.json"))))
 	return writeJSON(filepath.Join(b.results, "servicepath.json"), res)
 }
 

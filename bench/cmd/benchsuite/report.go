@@ -137,7 +137,7 @@ func (r *report) render() error {
 	haveXDS := readJSON(filepath.Join(r.results, "xdsload.json"), &x) == nil
 	size := "full"
 	if r.s.Quick {
-		size = "QUICK (reduced: N=100 only, small catalog, short runs; not the published numbers)"
+		size = "QUICK (reduced: N=100 only, small catalog, short runs, no profiles, service path at 1% sampling only; not the published numbers)"
 	}
 	r.p("## Run\n")
 	r.p("- Suite: %s.", size)
@@ -246,11 +246,13 @@ func (g figure) better(a, b float64) bool {
 func (g figure) ahead(m, c float64) bool { return g.better(m, c) }
 
 // bestConsul is Consul at its best setting for the figure at N = n: the
-// better of its servers measured there (nil when none was).
+// better of its servers measured there with a reading (nil when none
+// was). Every figure is positive: a value ≤ 0 (a heap per node whose idle
+// reading was above the connected one) is no reading.
 func bestConsul(x *xdsReport, n int, g figure) *fleet {
 	var best *fleet
 	for _, s := range consuls {
-		if c := byServer(x.Fleets, s, n); c != nil && (best == nil || g.better(g.value(c), g.value(best))) {
+		if c := byServer(x.Fleets, s, n); c != nil && g.value(c) > 0 && (best == nil || g.better(g.value(c), g.value(best))) {
 			best = c
 		}
 	}
@@ -281,7 +283,7 @@ func yes(ok bool) string {
 func (r *report) xds(x *xdsReport) {
 	m := x.Method
 	r.p("## Method (xdsload)\n")
-	r.p("`controlplane/cmd/xdsload` registers the topology in one Consul server (`./bin/consul`, service mesh on, its default limits: `http_max_conns_per_client` 200) twice over: every instance as a Meshop app (our `mesh_*` meta, a TTL check) and as a Consul `connect-proxy` sidecar (upstreams, an alias check on the app's TTL check, `proxy-defaults` protocol `http`). Each of N simulated Envoys (go-control-plane's generated ADS client, one gRPC connection and stream each) is the sidecar of a client service (10 instances per service) calling M = %d upstream services of K = %d instances. Meshop's control plane runs as the built binary with its defaults (debounce 100 ms quiet / 1 s max), a fresh process for each mode (delta, SotW), reading Consul over its HTTPS listener (HTTP/2, every blocking query on one connection); memory is that process's. Consul's own xDS server is measured twice: `consul-delta` at its default `xds.update_max_per_second` (250 changes per second), `consul-delta-max` with the limit lifted (a negative value, which Consul reads as no limit: the highest setting it accepts; set by a configuration reload and read back). Each server is measured alone: Meshop's while no connect-proxy is registered, Consul's after Meshop's control plane stopped. The simulated Envoys decode only what the scenarios look at and ACK every response at once; a node counts when its ACK is sent. They run in the measuring process on the same 2 cores, so every figure includes client work, equally for every server. %d rounds per change scenario, %d ms pause between scenarios.", m.Upstreams, m.Instances, m.Rounds, m.SettleMs)
+	r.p("`controlplane/cmd/xdsload` registers the topology in one Consul server (`./bin/consul`, service mesh on, its default limits: `http_max_conns_per_client` 200) twice over: every instance as a Meshop app (our `mesh_*` meta, a TTL check) and as a Consul `connect-proxy` sidecar (upstreams, an alias check on the app's TTL check, `proxy-defaults` protocol `http`). Each of N simulated Envoys (go-control-plane's generated ADS client, one gRPC connection and stream each) is the sidecar of a client service (10 instances per service) calling M = %d upstream services of K = %d instances. Meshop's control plane runs as the built binary with its defaults (debounce 100 ms quiet / 1 s max), a fresh process for each mode (delta, SotW), reading Consul over its HTTPS listener (HTTP/2); memory is that process's. Consul's own xDS server is measured twice: `consul-delta` at its default `xds.update_max_per_second` (250 changes per second), `consul-delta-max` with the limit lifted (a negative value, which Consul reads as no limit: the highest setting it accepts; set by a configuration reload and read back). Each server is measured alone: Meshop's while no connect-proxy is registered, Consul's after Meshop's control plane stopped. The simulated Envoys decode only what the scenarios look at and ACK every response at once; a node counts when its ACK is sent. They run in the measuring process on the same 2 cores, so every figure includes client work, equally for every server. %d rounds per change scenario, %d ms pause between scenarios.", m.Upstreams, m.Instances, m.Rounds, m.SettleMs)
 	if m.ConsulMaxNodes > 0 {
 		r.p("Consul's servers are skipped at N above %d (`-consul-max-nodes`): at its default rate a change reaches N nodes in about N ÷ 250 s, too long for the suite's budget at the largest N.", m.ConsulMaxNodes)
 	}
@@ -305,6 +307,7 @@ func (r *report) xds(x *xdsReport) {
 			fanRate(f), ms(f.Storm.Max), ms(f.Connect.Max), mib(float64(f.Idle.Heap)), mib(float64(f.Connected.Heap)), mib(float64(f.Connected.RSS)), kib(hn), kib(rn))
 	})
 	r.p("")
+	r.p("A heap per connected node ≤ 0 is no reading (the idle heap, taken after the previous server's run in the same Consul process, was above the connected one); it never counts as Consul's best.\n")
 	r.ratios(x)
 	if err := r.plot(x); err == nil {
 		r.p("![EDS convergence time distributions](%s)\n", r.link("convergence.png"))
@@ -416,8 +419,10 @@ func (c catalogRun) missing() string {
 	return fmt.Sprint(*c.Missing)
 }
 
+// ratio is a ÷ b as the tables show it; both are positive figures, so a
+// value ≤ 0 is no reading and gives none.
 func ratio(a, b float64) string {
-	if b == 0 || math.IsNaN(a/b) {
+	if a <= 0 || b <= 0 || math.IsNaN(a/b) {
 		return "–"
 	}
 	return fmt.Sprintf("%.2f", a/b)
@@ -495,6 +500,10 @@ func (r *report) ahead(x *xdsReport) {
 		if slices.Contains(aheadFleets, n) {
 			target = "the target"
 		}
+		if !slices.ContainsFunc(consuls, func(s string) bool { return byServer(x.Fleets, s, n) != nil }) {
+			r.p("| ahead of Consul at its best at N = %d | not measured in this run (no Consul fleet at this N) | |", n)
+			continue
+		}
 		for _, s := range meshops {
 			f := byServer(x.Fleets, s, n)
 			for _, g := range figures {
@@ -502,7 +511,7 @@ func (r *report) ahead(x *xdsReport) {
 					continue
 				}
 				c := bestConsul(x, n, g)
-				if f == nil || c == nil {
+				if f == nil || c == nil || g.value(f) <= 0 {
 					r.p("| ahead of Consul at its best at N = %d (%s): %s | not measured in this run | |", n, s, g.name)
 					continue
 				}
