@@ -19,10 +19,12 @@ set -eu
 : "${CONSUL_HTTP_ADDR:?}" "${CONSUL_CACERT:?}" "${CONSUL_HTTP_TOKEN_FILE:?}" "${CONSUL_AUTH_METHOD:?}" "${NAMESPACE:?}" "${KUBERNETES_HOST:?}"
 CONSUL_HTTP_TOKEN=$(cat "$CONSUL_HTTP_TOKEN_FILE")
 export CONSUL_HTTP_TOKEN
-conf=/etc/meshop/consul
-reviewer=/var/run/secrets/meshop/reviewer
+# Where the Job mounts the ConfigMap meshop-consul and the reviewer's Secret.
+conf=${MESHOP_CONSUL_FILES:-/etc/meshop/consul}
+reviewer=${REVIEWER_DIR:-/var/run/secrets/meshop/reviewer}
 
-# api METHOD PATH [curl args...]: one call to Consul's HTTP API.
+# api METHOD PATH [curl args...]: one call to Consul's HTTP API (sh has
+# no locals: it sets method and path).
 api() {
   method=$1 path=$2
   shift 2
@@ -48,14 +50,14 @@ role() {
 policy meshop-controlplane "$conf/acl/controlplane.hcl"
 role meshop-controlplane
 
-method=$(jq -n --arg name "$CONSUL_AUTH_METHOD" --arg host "$KUBERNETES_HOST" \
+auth_method=$(jq -n --arg name "$CONSUL_AUTH_METHOD" --arg host "$KUBERNETES_HOST" \
   --rawfile ca "$reviewer/ca.crt" --rawfile jwt "$reviewer/token" \
   '{Name: $name, Type: "kubernetes", Description: "Meshop pods: a ServiceAccount named after its service",
     Config: {Host: $host, CACert: $ca, ServiceAccountJWT: $jwt}}')
 if api GET "/v1/acl/auth-method/$CONSUL_AUTH_METHOD" >/dev/null 2>&1; then
-  api PUT "/v1/acl/auth-method/$CONSUL_AUTH_METHOD" -d "$method" >/dev/null
+  api PUT "/v1/acl/auth-method/$CONSUL_AUTH_METHOD" -d "$auth_method" >/dev/null
 else
-  api PUT /v1/acl/auth-method -d "$method" >/dev/null
+  api PUT /v1/acl/auth-method -d "$auth_method" >/dev/null
 fi
 echo "consul-init.sh: auth method $CONSUL_AUTH_METHOD"
 
