@@ -9,6 +9,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -54,6 +55,7 @@ type rendered struct {
 	manifests       []Manifest
 	objects         []runtime.Object
 	deployments     map[string]*appsv1.Deployment
+	jobs            map[string]*batchv1.Job
 	services        map[string]*corev1.Service
 	serviceAccounts map[string]*corev1.ServiceAccount
 	configMaps      map[string]*corev1.ConfigMap
@@ -75,32 +77,23 @@ func render(t *testing.T, values map[string]any) *rendered {
 	if err != nil {
 		t.Fatalf("strict decode: %v", err)
 	}
-	r := &rendered{manifests: manifests, objects: objs,
-		deployments: map[string]*appsv1.Deployment{}, services: map[string]*corev1.Service{},
-		serviceAccounts: map[string]*corev1.ServiceAccount{}, configMaps: map[string]*corev1.ConfigMap{},
-		secrets: map[string]*corev1.Secret{}, pdbs: map[string]*policyv1.PodDisruptionBudget{},
-		hpas: map[string]*autoscalingv2.HorizontalPodAutoscaler{}, netpols: map[string]*networkingv1.NetworkPolicy{}}
+	return &rendered{manifests: manifests, objects: objs,
+		deployments: byName[*appsv1.Deployment](objs), jobs: byName[*batchv1.Job](objs),
+		services: byName[*corev1.Service](objs), serviceAccounts: byName[*corev1.ServiceAccount](objs),
+		configMaps: byName[*corev1.ConfigMap](objs), secrets: byName[*corev1.Secret](objs),
+		pdbs: byName[*policyv1.PodDisruptionBudget](objs), hpas: byName[*autoscalingv2.HorizontalPodAutoscaler](objs),
+		netpols: byName[*networkingv1.NetworkPolicy](objs)}
+}
+
+// byName picks the objects of type T, by name.
+func byName[T interface{ GetName() string }](objs []runtime.Object) map[string]T {
+	out := map[string]T{}
 	for _, o := range objs {
-		switch o := o.(type) {
-		case *appsv1.Deployment:
-			r.deployments[o.Name] = o
-		case *corev1.Service:
-			r.services[o.Name] = o
-		case *corev1.ServiceAccount:
-			r.serviceAccounts[o.Name] = o
-		case *corev1.ConfigMap:
-			r.configMaps[o.Name] = o
-		case *corev1.Secret:
-			r.secrets[o.Name] = o
-		case *policyv1.PodDisruptionBudget:
-			r.pdbs[o.Name] = o
-		case *autoscalingv2.HorizontalPodAutoscaler:
-			r.hpas[o.Name] = o
-		case *networkingv1.NetworkPolicy:
-			r.netpols[o.Name] = o
+		if t, ok := o.(T); ok {
+			out[t.GetName()] = t
 		}
 	}
-	return r
+	return out
 }
 
 // repoRoot is the repository's root: go test runs in this package's

@@ -57,14 +57,12 @@ func TestConsulInitPreparesConsul(t *testing.T) {
 	scripts := writeConfigMap(t, r.configMaps["meshop-scripts"].Data)
 
 	// The consul files as the Job's volume items lay them out.
-	var job *batchv1.Job
-	for _, o := range r.objects {
-		if j, ok := o.(*batchv1.Job); ok {
-			job = j
-		}
+	if len(r.jobs) != 1 {
+		t.Fatalf("%d Jobs, want consul-init", len(r.jobs))
 	}
-	if job == nil {
-		t.Fatal("no consul-init Job")
+	var job *batchv1.Job
+	for _, j := range r.jobs {
+		job = j
 	}
 	files := t.TempDir()
 	consulData := r.configMaps["meshop-consul"].Data

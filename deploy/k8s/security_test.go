@@ -7,8 +7,6 @@ import (
 	"slices"
 	"testing"
 
-	appsv1 "k8s.io/api/apps/v1"
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 )
@@ -16,13 +14,11 @@ import (
 // podTemplates are the pod specs of every workload, by workload name.
 func podTemplates(r *rendered) map[string]corev1.PodTemplateSpec {
 	pods := map[string]corev1.PodTemplateSpec{}
-	for _, o := range r.objects {
-		switch o := o.(type) {
-		case *appsv1.Deployment:
-			pods[o.Name] = o.Spec.Template
-		case *batchv1.Job:
-			pods[o.Name] = o.Spec.Template
-		}
+	for name, d := range r.deployments {
+		pods[name] = d.Spec.Template
+	}
+	for name, j := range r.jobs {
+		pods[name] = j.Spec.Template
 	}
 	return pods
 }
@@ -82,21 +78,11 @@ func checkPodSecurity(t *testing.T, r *rendered) {
 			}
 		}
 		for _, must := range []string{"consul-acl", "consul-ca"} {
-			if !slices.ContainsFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == must && v.EmptyDir != nil }) && name != jobName(r) {
+			if !slices.ContainsFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == must && v.EmptyDir != nil }) && r.jobs[name] == nil {
 				t.Errorf("%s: no in-memory volume %s", name, must)
 			}
 		}
 	}
-}
-
-// jobName is the consul-init Job's name.
-func jobName(r *rendered) string {
-	for _, o := range r.objects {
-		if j, ok := o.(*batchv1.Job); ok {
-			return j.Name
-		}
-	}
-	return ""
 }
 
 // checkServiceAccounts: one ServiceAccount per service, named after it
