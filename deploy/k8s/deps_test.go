@@ -94,8 +94,9 @@ func TestNATSValues(t *testing.T) {
 }
 
 // TestConsulValues: HashiCorp's chart as Meshop needs it: Consul 1.16.3
-// (the chart's images.consul too), client agents, ACLs and TLS on, its
-// injector off; and the Secrets the chart reads are the ones it makes.
+// (the chart's images.consul too), client agents, ACLs and TLS on (the
+// agents' certificates signed by the CA the pods trust), its injector
+// off; and the Secrets the chart reads are the ones it makes.
 func TestConsulValues(t *testing.T) {
 	var v struct {
 		Global struct {
@@ -119,8 +120,10 @@ func TestConsulValues(t *testing.T) {
 	if !v.Client.Enabled || v.ConnectInject.Enabled {
 		t.Errorf("client agents %v, connect injector %v: want agents on, injector off", v.Client.Enabled, v.ConnectInject.Enabled)
 	}
-	if !v.Global.TLS.Enabled || !v.Global.TLS.EnableAutoEncrypt || !v.Global.TLS.HTTPSOnly || !v.Global.ACLs.ManageSystemACLs {
-		t.Errorf("TLS %+v ACLs %+v: want TLS (auto-encrypt, HTTPS only) and managed ACLs", v.Global.TLS, v.Global.ACLs)
+	// The agents' certificates must come from the CA the pods trust
+	// (consul-ca-cert), not auto-encrypt's Connect CA.
+	if !v.Global.TLS.Enabled || v.Global.TLS.EnableAutoEncrypt || !v.Global.TLS.HTTPSOnly || !v.Global.ACLs.ManageSystemACLs {
+		t.Errorf("TLS %+v ACLs %+v: want TLS (HTTPS only, agents' certificates from the chart's CA) and managed ACLs", v.Global.TLS, v.Global.ACLs)
 	}
 	if !strings.Contains(v.Server.ExtraConfig, `"connect": {"enabled": true}`) {
 		t.Errorf("the servers' Connect CA is not on")
