@@ -88,33 +88,41 @@ func NewConsulSource(c Connection) (*ConsulSource, error) {
 	return &ConsulSource{client: client, base: cfg.Scheme + "://" + cfg.Address, operator: operator, https: cfg.Scheme == "https"}, nil
 }
 
-// PlainHTTPMaxConns bounds the connections to a Consul agent's plain
-// HTTP listener, below Consul's default http_max_conns_per_client (200)
-// with room for the other clients on the control plane's address.
-const PlainHTTPMaxConns = 150
+// MaxConns bounds the watcher's connections to a Consul agent, below
+// Consul's default http_max_conns_per_client (200) with room for the
+// other clients on the control plane's address. Consul refuses a
+// connection over its limit with an HTTP/1.1 429, which an HTTP/2 client
+// reads as a broken frame.
+const MaxConns = 128
+
+// consulMaxStreams is how many requests Consul's HTTPS listener carries
+// at once on one HTTP/2 connection (http2.ConfigureServer's default).
+const consulMaxStreams = 250
 
 // boundConnections sets up cfg's transport so that the watcher's blocking
-// queries, one per service, hold a bounded number of TCP connections.
+// queries, one per service, hold at most MaxConns TCP connections.
 // Consul's limit (http_max_conns_per_client) counts connections, not
 // requests.
 //
 // Over HTTPS, Consul speaks HTTP/2 with up to 250 concurrent streams per
 // connection: the queries share connections, one per 250 of them (41 for
-// 10,000 services), and Go opens the next only when one is full.
+// 10,000 services), and Go opens the next only when one is full. Without
+// the bound, the first burst of queries (one per service at start) would
+// dial a connection each before the first was up.
 //
 // Over plain HTTP (HTTP/1.1 only) a connection carries one query at a
-// time: at most PlainHTTPMaxConns are open and further queries wait for
-// one to come free, so beyond that many services changes are seen late
-// (up to the blocking wait). The watcher logs this; Consul's HTTPS
-// listener is the way to follow a large catalog.
+// time, so beyond MaxConns queries some wait for a connection to come
+// free and their changes are seen late (up to the blocking wait). The
+// watcher logs this; Consul's HTTPS listener is the way to follow a large
+// catalog.
 func boundConnections(cfg *api.Config) {
 	t := cfg.Transport
 	t.ForceAttemptHTTP2 = true
+	t.MaxConnsPerHost = MaxConns
 	if cfg.Scheme == "https" {
 		return
 	}
-	t.MaxConnsPerHost = PlainHTTPMaxConns
-	t.MaxIdleConnsPerHost = PlainHTTPMaxConns
+	t.MaxIdleConnsPerHost = MaxConns
 	// A connection per blocking query: small buffers (the requests are
 	// short GETs) keep each at a few KiB instead of 8 KiB.
 	t.WriteBufferSize = 512
@@ -122,12 +130,12 @@ func boundConnections(cfg *api.Config) {
 }
 
 // QueryCapacity is how many blocking queries the source holds at once
-// without one waiting for a connection (0: no bound).
+// without one waiting for a connection.
 func (s *ConsulSource) QueryCapacity() int {
 	if s.https {
-		return 0
+		return MaxConns * consulMaxStreams
 	}
-	return PlainHTTPMaxConns
+	return MaxConns
 }
 
 // OperatorRead reports whether Consul grants token operator:read: what

@@ -450,7 +450,7 @@ func syncRaw(cur pmap.Map[[]byte], next map[string][]byte) (pmap.Map[[]byte], bo
 }
 
 // boundedSource is a Source that holds at most QueryCapacity blocking
-// queries at once (ConsulSource over plain HTTP).
+// queries at once (ConsulSource: MaxConns connections).
 type boundedSource interface{ QueryCapacity() int }
 
 // wholeQueries is the number of blocking queries besides the services'
@@ -461,9 +461,9 @@ const wholeQueries = 4
 // the source can hold at once, that some changes will be seen late.
 func (w *Watcher) warnOverCapacity(services int) {
 	b, ok := w.src.(boundedSource)
-	over := ok && b.QueryCapacity() > 0 && services+wholeQueries > b.QueryCapacity()
+	over := ok && services+wholeQueries > b.QueryCapacity()
 	if over && !w.overCapacity {
-		w.log.Warn("more services than blocking queries the plain HTTP connection to Consul can hold: changes to some are seen late (up to the blocking wait); use Consul's HTTPS listener (HTTP/2), which carries them all",
+		w.log.Warn("more services than blocking queries the connections to Consul can hold at once: changes to some are seen late (up to the blocking wait); over plain HTTP, use Consul's HTTPS listener (HTTP/2, 250 queries per connection)",
 			"services", services, "queries_at_once", b.QueryCapacity())
 	}
 	w.overCapacity = over

@@ -238,3 +238,36 @@ func TestWatcherWaitsForCompleteFirstSnapshotAndLogsOnce(t *testing.T) {
 		t.Errorf("status = %+v", st)
 	}
 }
+
+// boundedSource is flakySource (one service, user) holding at most
+// capacity blocking queries at once.
+type boundedSource struct {
+	flakySource
+	capacity int
+}
+
+func (b *boundedSource) QueryCapacity() int { return b.capacity }
+
+// TestWatcherWarnsWhenServicesExceedTheQueriesItCanHold: a source that
+// holds fewer blocking queries than the watcher needs (one per service
+// and four more) gets one warning; one that holds them all gets none.
+func TestWatcherWarnsWhenServicesExceedTheQueriesItCanHold(t *testing.T) {
+	for _, tc := range []struct {
+		capacity int
+		warn     bool
+	}{{4, true}, {5, false}} {
+		t.Run(fmt.Sprint(tc.capacity), func(t *testing.T) {
+			logs := &localenv.LogBuffer{}
+			w := startWatcher(t, &boundedSource{capacity: tc.capacity}, logs)
+			select {
+			case <-w.Changed():
+			case <-time.After(5 * time.Second):
+				t.Fatal("no snapshot")
+			}
+			const warning = "more services than blocking queries"
+			if got := strings.Count(logs.String(), warning); got != map[bool]int{true: 1, false: 0}[tc.warn] {
+				t.Errorf("%q logged %d times with capacity %d for 5 queries:\n%s", warning, got, tc.capacity, logs.String())
+			}
+		})
+	}
+}
