@@ -393,6 +393,12 @@ func (r *runner) fleet(ctx context.Context, name string, s server, fl flavor, de
 	if res.Connected, err = s.memory(ctx); err != nil {
 		return res, fmt.Errorf("memory: %w", err)
 	}
+	if b, ok := s.(binaryServer); ok && profile {
+		path := filepath.Join(r.o.Dir, fmt.Sprintf("%s-%d.heap.pprof", name, res.Nodes))
+		if err := fetch(ctx, b.cp.DebugURL+"/debug/pprof/heap?gc=1", path); err == nil {
+			r.report.Profiles[fmt.Sprintf("%s-%d-heap", name, res.Nodes)] = path
+		}
+	}
 
 	r.logf("%s N=%d: reconnect storm", name, res.Nodes)
 	f.close()
