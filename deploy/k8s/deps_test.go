@@ -3,6 +3,7 @@ package k8s
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -137,7 +138,7 @@ func TestConsulValues(t *testing.T) {
 }
 
 // TestDependencyPinsAgree: README, the values files and e2e.sh install
-// the same chart versions, and Jaeger is compose's.
+// the same chart versions.
 func TestDependencyPinsAgree(t *testing.T) {
 	root := repoRoot(t)
 	e2e, err := os.ReadFile(filepath.Join(root, "deploy/helm/e2e.sh"))
@@ -163,13 +164,33 @@ func TestDependencyPinsAgree(t *testing.T) {
 			t.Errorf("%s: README and %s must install with %q (e2e.sh's pin)", name, file, install)
 		}
 	}
+}
+
+// TestJaegerValues: the Jaeger chart runs compose's image with compose's
+// configuration, and the Meshop chart sends OTLP to its Service (named
+// after the release, jaeger) on the configuration's OTLP gRPC port.
+func TestJaegerValues(t *testing.T) {
 	var jaeger struct {
-		AllInOne struct {
+		Jaeger struct {
 			Image struct{ Repository, Tag string }
-		} `json:"allInOne"`
+		}
+		Userconfig map[string]any
 	}
 	readYAML(t, "deploy/helm/deps/jaeger-values.yaml", &jaeger)
-	if got, want := jaeger.AllInOne.Image.Repository+":"+jaeger.AllInOne.Image.Tag, composeImage(t, "jaeger"); got != want {
+	if got, want := jaeger.Jaeger.Image.Repository+":"+jaeger.Jaeger.Image.Tag, composeImage(t, "jaeger"); got != want {
 		t.Errorf("Jaeger image %s, compose runs %s", got, want)
+	}
+	var compose map[string]any
+	readYAML(t, "observability/jaeger/config-compose.yaml", &compose)
+	if !reflect.DeepEqual(jaeger.Userconfig, compose) {
+		t.Errorf("jaeger-values.yaml's userconfig is not observability/jaeger/config-compose.yaml")
+	}
+	chart, err := ReadValues(filepath.Join(chartDir(t), "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tracing := chart["tracing"].(map[string]any)
+	if tracing["otlpEndpoint"] != "http://jaeger:4317" || tracing["collectorAddr"] != "jaeger:4317" {
+		t.Errorf("the chart sends OTLP to %v and %v, want the Jaeger release's Service jaeger:4317", tracing["otlpEndpoint"], tracing["collectorAddr"])
 	}
 }
