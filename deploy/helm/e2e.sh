@@ -38,7 +38,7 @@ done
 
 # Pinned dependency charts: README "Run it on Kubernetes" lists the same.
 CONSUL_CHART_VERSION=1.2.3
-NATS_CHART_VERSION=1.3.16
+NATS_CHART_VERSION=1.3.13
 JAEGER_CHART_VERSION=4.13.0
 ns=${MESHOP_K8S_NAMESPACE:-meshop-e2e}
 deps=deploy/helm/deps
