@@ -45,7 +45,8 @@ type Connection struct {
 	CAFile string
 }
 
-// Config is the Consul API client configuration of c.
+// Config is the Consul API client configuration of c, its connections
+// bounded (ClientMaxConns).
 func (c Connection) Config() *api.Config {
 	cfg := api.DefaultConfig()
 	cfg.Address, cfg.Scheme = c.Address, "http"
@@ -56,6 +57,11 @@ func (c Connection) Config() *api.Config {
 	}
 	cfg.Token = c.Token
 	cfg.TLSConfig = api.TLSConfig{CAFile: c.CAFile}
+	// HTTP/2 over HTTPS; at most ClientMaxConns connections, so a burst
+	// of requests (every Envoy reconnecting at once) shares them instead
+	// of dialling one each past Consul's limit.
+	cfg.Transport.ForceAttemptHTTP2 = true
+	cfg.Transport.MaxConnsPerHost = ClientMaxConns
 	return cfg
 }
 
@@ -71,7 +77,7 @@ type ConsulSource struct {
 // NewConsulSource returns a Source for the agent of c.
 func NewConsulSource(c Connection) (*ConsulSource, error) {
 	cfg := c.Config()
-	boundConnections(cfg)
+	watchConnections(cfg)
 	// No client timeout: blocking queries are bounded by their wait time
 	// and their context.
 	client, err := api.NewClient(cfg)
@@ -80,7 +86,9 @@ func NewConsulSource(c Connection) (*ConsulSource, error) {
 	}
 	// Not the api client for OperatorRead: its Raw().Write sends PUT, and
 	// the authorize endpoint takes POST. Short requests: a timeout.
-	operator, err := api.NewHttpClient(cleanhttp.DefaultPooledTransport(), cfg.TLSConfig)
+	transport := cleanhttp.DefaultPooledTransport()
+	transport.MaxConnsPerHost = ClientMaxConns
+	operator, err := api.NewHttpClient(transport, cfg.TLSConfig)
 	if err != nil {
 		return nil, err
 	}
@@ -88,41 +96,47 @@ func NewConsulSource(c Connection) (*ConsulSource, error) {
 	return &ConsulSource{client: client, base: cfg.Scheme + "://" + cfg.Address, operator: operator, https: cfg.Scheme == "https"}, nil
 }
 
-// MaxConns bounds the watcher's connections to a Consul agent, below
-// Consul's default http_max_conns_per_client (200) with room for the
-// other clients on the control plane's address. Consul refuses a
-// connection over its limit with an HTTP/1.1 429, which an HTTP/2 client
-// reads as a broken frame.
-const MaxConns = 128
+// Consul's limit, http_max_conns_per_client (200 by default), counts TCP
+// connections from one address, not requests; over it, Consul answers a
+// new connection with an HTTP/1.1 429, which an HTTP/2 client reads as a
+// broken frame. The control plane's clients stay well under it together:
+// the watcher's (WatchMaxConns) and each other client's (ClientMaxConns,
+// short requests: leaf certificates, token checks, the last good
+// policies).
+const (
+	// ClientMaxConns bounds a client made from Connection.Config.
+	ClientMaxConns = 16
+	// WatchMaxConnsHTTPS and WatchMaxConnsHTTP bound the watcher's.
+	WatchMaxConnsHTTPS = 64
+	WatchMaxConnsHTTP  = 128
+)
 
 // consulMaxStreams is how many requests Consul's HTTPS listener carries
 // at once on one HTTP/2 connection (http2.ConfigureServer's default).
 const consulMaxStreams = 250
 
-// boundConnections sets up cfg's transport so that the watcher's blocking
-// queries, one per service, hold at most MaxConns TCP connections.
-// Consul's limit (http_max_conns_per_client) counts connections, not
-// requests.
+// watchConnections sets up cfg's transport for the watcher's blocking
+// queries, one per service.
 //
 // Over HTTPS, Consul speaks HTTP/2 with up to 250 concurrent streams per
 // connection: the queries share connections, one per 250 of them (41 for
-// 10,000 services), and Go opens the next only when one is full. Without
-// the bound, the first burst of queries (one per service at start) would
-// dial a connection each before the first was up.
+// 10,000 services), and Go opens the next only when one is full. The
+// bound matters at start, when a query per service is sent at once: Go
+// dials for each request that finds no connection ready.
 //
 // Over plain HTTP (HTTP/1.1 only) a connection carries one query at a
-// time, so beyond MaxConns queries some wait for a connection to come
-// free and their changes are seen late (up to the blocking wait). The
-// watcher logs this; Consul's HTTPS listener is the way to follow a large
-// catalog.
-func boundConnections(cfg *api.Config) {
+// time, so beyond WatchMaxConnsHTTP queries some wait for a connection to
+// come free and their changes are seen late (up to the blocking wait).
+// The watcher logs this; Consul's HTTPS listener is the way to follow a
+// large catalog.
+func watchConnections(cfg *api.Config) {
 	t := cfg.Transport
-	t.ForceAttemptHTTP2 = true
-	t.MaxConnsPerHost = MaxConns
 	if cfg.Scheme == "https" {
+		t.MaxConnsPerHost = WatchMaxConnsHTTPS
 		return
 	}
-	t.MaxIdleConnsPerHost = MaxConns
+	t.MaxConnsPerHost = WatchMaxConnsHTTP
+	t.MaxIdleConnsPerHost = WatchMaxConnsHTTP
 	// A connection per blocking query: small buffers (the requests are
 	// short GETs) keep each at a few KiB instead of 8 KiB.
 	t.WriteBufferSize = 512
@@ -133,9 +147,9 @@ func boundConnections(cfg *api.Config) {
 // without one waiting for a connection.
 func (s *ConsulSource) QueryCapacity() int {
 	if s.https {
-		return MaxConns * consulMaxStreams
+		return WatchMaxConnsHTTPS * consulMaxStreams
 	}
-	return MaxConns
+	return WatchMaxConnsHTTP
 }
 
 // OperatorRead reports whether Consul grants token operator:read: what

@@ -183,17 +183,19 @@ func (a *Authenticator) serve(srv any, ss grpc.ServerStream, handler grpc.Stream
 		token = md.Get(TokenHeader)[0]
 	}
 	// Asked even without a token: only Consul says whether it has ACLs.
+	// When Consul cannot be asked, the stream ends Unavailable (Envoy
+	// retries), whatever its token: it is not refused for a reason
+	// nobody could check.
 	_, err := a.services(ctx, token)
-	if token == "" && !errors.Is(err, ErrACLsDisabled) {
-		return a.refuse(ctx, &refusal{reason: "no_token", detail: "no Consul ACL token (gRPC metadata " + TokenHeader + ")"})
-	}
 	switch {
 	case errors.Is(err, ErrACLsDisabled):
 		return handler(srv, &contextStream{ServerStream: ss, ctx: context.WithValue(ctx, tokenKey{}, token)})
-	case errors.Is(err, ErrUnknownToken):
-		return a.refuse(ctx, &refusal{reason: "unknown_token", detail: "Consul knows no such ACL token"})
-	case err != nil:
+	case err != nil && !errors.Is(err, ErrUnknownToken):
 		return status.Errorf(codes.Unavailable, "cannot check the token with Consul: %v", err)
+	case token == "":
+		return a.refuse(ctx, &refusal{reason: "no_token", detail: "no Consul ACL token (gRPC metadata " + TokenHeader + ")"})
+	case err != nil:
+		return a.refuse(ctx, &refusal{reason: "unknown_token", detail: "Consul knows no such ACL token"})
 	}
 
 	sctx, cancel := context.WithCancelCause(context.WithValue(ctx, tokenKey{}, token))

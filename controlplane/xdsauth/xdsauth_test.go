@@ -2,6 +2,7 @@ package xdsauth
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -31,6 +32,7 @@ type directory struct {
 	tokens    map[string][]string // token → service identities
 	instances map[string]string   // instance id → service
 	disabled  bool
+	down      bool // Consul cannot be asked
 	lookups   int
 }
 
@@ -38,6 +40,9 @@ func (d *directory) TokenServices(_ context.Context, token string) ([]string, er
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.lookups++
+	if d.down {
+		return nil, errors.New("consul: 429 Too Many Requests")
+	}
 	if d.disabled {
 		return nil, ErrACLsDisabled
 	}
@@ -291,5 +296,21 @@ func TestExemptServicesSkipTheNodeCheck(t *testing.T) {
 		if served != tc.served || (!tc.served && status.Code(err) != codes.PermissionDenied) {
 			t.Errorf("%s: served %v, err %v; want served %v", tc.method, served, err, tc.served)
 		}
+	}
+}
+
+// TestStreamsEndUnavailableWhileConsulCannotBeAsked: a token nobody could
+// check is not refused (Envoy would log a refusal that never happened);
+// the stream ends Unavailable and Envoy retries.
+func TestStreamsEndUnavailableWhileConsulCannotBeAsked(t *testing.T) {
+	a, reg := newAuthenticator(&directory{down: true}, time.Minute)
+	cc := serveADS(t, a)
+	for _, token := range []string{"", "a-token"} {
+		if _, err := open(t, cc, token, "payment-1", "payment"); status.Code(err) != codes.Unavailable {
+			t.Errorf("token %q while Consul is down: %v, want Unavailable", token, err)
+		}
+	}
+	if n := testutil.CollectAndCount(reg, "meshop_xds_streams_refused_total"); n != 0 {
+		t.Errorf("%d refusal series counted while Consul was down, want none", n)
 	}
 }
