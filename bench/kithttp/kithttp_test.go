@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -113,7 +114,10 @@ func serve(tb testing.TB, h http.Handler) string {
 
 // BenchmarkHTTP is one POST /echo round trip over loopback with keep-alive
 // connections, from parallel clients (GOMAXPROCS goroutines); ns/op is the
-// inverse of throughput. stack=bare is the baseline.
+// inverse of throughput. stack=bare is the baseline. cpu-ns/op is the
+// process's CPU time (user and system, clients' and server's) per round
+// trip: what a stack costs, which other processes on the machine change
+// far less than they change throughput.
 func BenchmarkHTTP(b *testing.B) {
 	stacks := []struct {
 		name string
@@ -128,6 +132,8 @@ func BenchmarkHTTP(b *testing.B) {
 			url := serve(b, s.h(b))
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 10 * time.Second}
 			b.ReportAllocs()
+			cpu := processCPU(b)
+			defer func() { b.ReportMetric(float64(processCPU(b)-cpu)/float64(b.N), "cpu-ns/op") }()
 			b.RunParallel(func(pb *testing.PB) {
 				i := 0
 				for pb.Next() {
@@ -148,6 +154,15 @@ func BenchmarkHTTP(b *testing.B) {
 			})
 		})
 	}
+}
+
+// processCPU is the CPU time the process has used, in nanoseconds.
+func processCPU(tb testing.TB) int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // TestStacksAnswerAlike checks that both stacks answer the benchmark's
