@@ -42,6 +42,7 @@ type tracedRoutes struct {
 // from spanName.
 const operation = "http.server"
 
+// newTracedRoutes traces routes with tel's tracer provider and propagator.
 func newTracedRoutes(tel *telemetry.Telemetry, routes http.Handler) *tracedRoutes {
 	t := &tracedRoutes{
 		tracer:     tel.TracerProvider.Tracer(otelhttp.ScopeName, trace.WithInstrumentationVersion(otelhttp.Version)),
@@ -86,6 +87,9 @@ var unmatchedNames = func() map[string]string {
 // it allocates).
 var serverKind = trace.WithSpanKind(trace.SpanKindServer)
 
+// ServeHTTP starts r's server span, joined to the caller's trace if r
+// carries one, and serves r with it: directly when the span is dropped,
+// through otelhttp when it is recorded.
 func (t *tracedRoutes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := t.propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 	ctx, span := t.tracer.Start(ctx, spanName(operation, r), serverKind)
@@ -108,6 +112,8 @@ type adoptingProvider struct {
 	tracer adoptingTracer
 }
 
+// Tracer returns the adopting tracer, whatever the name and options
+// (otelhttp's own).
 func (p adoptingProvider) Tracer(string, ...trace.TracerOption) trace.Tracer { return p.tracer }
 
 // adoptingTracer is otelhttp's tracer. Its Start continues the span that
@@ -120,6 +126,7 @@ type adoptingTracer struct {
 	fallback trace.Tracer
 }
 
+// Start adopts the span tracedRoutes started for the request in ctx.
 func (t adoptingTracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
 	span, ok := ctx.Value(startedSpanKey{}).(trace.Span)
 	if !ok {
