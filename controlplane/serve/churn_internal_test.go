@@ -141,17 +141,17 @@ func TestTypeSync(t *testing.T) {
 		connected, now time.Time
 		state          string
 	}{
-		{"acked the snapshot's version", Sent{Version: "v2", At: at(1)}, "v2", "", target{version: "v2", at: at(1)}, t0, at(100), SyncSynced},
-		{"push in flight, previous version acked", Sent{Version: "v2", At: at(1)}, "v1", "", target{version: "v2", at: at(1)}, t0, at(3), SyncSynced},
-		{"push unacked for longer than StaleAfter", Sent{Version: "v2", At: at(1)}, "v1", "", target{version: "v2", at: at(1)}, t0, at(7), SyncStale},
-		{"snapshot version not sent for longer than StaleAfter", Sent{Version: "v1", At: at(0)}, "v1", "", target{version: "v2", at: at(1)}, t0, at(7), SyncStale},
-		{"nothing acked yet", Sent{Version: "v1", At: at(1)}, "", "", target{version: "v1", at: at(0)}, at(1), at(2), SyncStale},
-		{"rejected the snapshot's version", Sent{Version: "v2", At: at(1)}, "v1", "v2", target{version: "v2", at: at(1)}, t0, at(2), SyncNacked},
-		{"rejected it long ago: still NACKED", Sent{Version: "v2", At: at(1)}, "v1", "v2", target{version: "v2", at: at(1)}, t0, at(100), SyncNacked},
-		{"new version in flight after a NACK", Sent{Version: "v2", At: at(1)}, "v1", "v2", target{version: "v3", at: at(10)}, t0, at(11), SyncNacked},
-		{"new version not sent long after a NACK", Sent{Version: "v2", At: at(1)}, "v1", "v2", target{version: "v3", at: at(10)}, t0, at(20), SyncStale},
-		{"runs the snapshot's version after rejecting another", Sent{Version: "v2", At: at(1)}, "v1", "v2", target{version: "v1", at: at(10)}, t0, at(20), SyncSynced},
-		{"connected after the version was set", Sent{Version: "v2", At: at(50)}, "", "", target{version: "v2", at: at(1)}, at(50), at(52), SyncStale},
+		{"acked the snapshot's version", Sent{Version: "v2", At: at(1)}, "v2", "", newTarget("v2", at(1), time.Time{}), t0, at(100), SyncSynced},
+		{"push in flight, previous version acked", Sent{Version: "v2", At: at(1)}, "v1", "", newTarget("v2", at(1), time.Time{}), t0, at(3), SyncSynced},
+		{"push unacked for longer than StaleAfter", Sent{Version: "v2", At: at(1)}, "v1", "", newTarget("v2", at(1), time.Time{}), t0, at(7), SyncStale},
+		{"snapshot version not sent for longer than StaleAfter", Sent{Version: "v1", At: at(0)}, "v1", "", newTarget("v2", at(1), time.Time{}), t0, at(7), SyncStale},
+		{"nothing acked yet", Sent{Version: "v1", At: at(1)}, "", "", newTarget("v1", at(0), time.Time{}), at(1), at(2), SyncStale},
+		{"rejected the snapshot's version", Sent{Version: "v2", At: at(1)}, "v1", "v2", newTarget("v2", at(1), time.Time{}), t0, at(2), SyncNacked},
+		{"rejected it long ago: still NACKED", Sent{Version: "v2", At: at(1)}, "v1", "v2", newTarget("v2", at(1), time.Time{}), t0, at(100), SyncNacked},
+		{"new version in flight after a NACK", Sent{Version: "v2", At: at(1)}, "v1", "v2", newTarget("v3", at(10), time.Time{}), t0, at(11), SyncNacked},
+		{"new version not sent long after a NACK", Sent{Version: "v2", At: at(1)}, "v1", "v2", newTarget("v3", at(10), time.Time{}), t0, at(20), SyncStale},
+		{"runs the snapshot's version after rejecting another", Sent{Version: "v2", At: at(1)}, "v1", "v2", newTarget("v1", at(10), time.Time{}), t0, at(20), SyncSynced},
+		{"connected after the version was set", Sent{Version: "v2", At: at(50)}, "", "", newTarget("v2", at(1), time.Time{}), at(50), at(52), SyncStale},
 		{"no snapshot known: judged by what was sent", Sent{Version: "v2", At: at(1)}, "v2", "", target{}, t0, at(100), SyncSynced},
 	}
 	for _, tt := range tests {

@@ -130,10 +130,10 @@ func New(o Options) *Server {
 // the time since its Consul change was seen is a convergence.
 func (s *Server) acked(key, typeURL, version string, connectedSince time.Time) {
 	want := s.tracker.targetOf(key, typeURL)
-	if want.version != version || want.seen.IsZero() || !connectedSince.Before(want.at) {
+	if want.version != version || want.seen().IsZero() || !connectedSince.Before(want.at()) {
 		return
 	}
-	s.metrics.Convergence.Observe(s.tracker.now().Sub(want.seen).Seconds())
+	s.metrics.Convergence.Observe(s.tracker.now().Sub(want.seen()).Seconds())
 }
 
 // nodeHash keys the cache: all edges share one snapshot, every sidecar

@@ -102,8 +102,31 @@ type NodeStatus struct {
 // target is the version of one type a snapshot key holds, since when,
 // and when the Consul change it carries was seen (zero: unknown).
 type target struct {
-	version  string
-	at, seen time.Time
+	version string
+	// at and seen as Unix nanoseconds (0: unknown): a target per type
+	// per node, half the size of two time.Time.
+	atNs, seenNs int64
+}
+
+func newTarget(version string, at, seen time.Time) target {
+	return target{version: version, atNs: unixNanos(at), seenNs: unixNanos(seen)}
+}
+
+func (t target) at() time.Time   { return fromUnixNanos(t.atNs) }
+func (t target) seen() time.Time { return fromUnixNanos(t.seenNs) }
+
+func unixNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNanos(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }
 
 // departure is a node that had no open stream at a time.
@@ -137,6 +160,24 @@ type Nack struct {
 	At      time.Time `json:"at"`
 }
 
+// sentNonce is a response not answered yet: its nonce and version.
+type sentNonce struct{ nonce, version string }
+
+// maxUnanswered bounds a stream's unanswered responses.
+const maxUnanswered = 64
+
+// answered removes the response of nonce from the unanswered ones and
+// returns it (zero if unknown).
+func (s *stream) answered(nonce string) Sent {
+	for i, sn := range s.sent {
+		if sn.nonce == nonce {
+			s.sent = slices.Delete(s.sent, i, i+1)
+			return Sent{Version: sn.version, Nonce: nonce}
+		}
+	}
+	return Sent{}
+}
+
 type streamKey struct {
 	delta bool
 	id    int64
@@ -145,9 +186,11 @@ type streamKey struct {
 type stream struct {
 	node  string // node ID, "" until the first request
 	delta bool
-	// sent maps a nonce to the version sent with it, per type URL, to
-	// name the version a NACK rejects.
-	sent map[string]Sent
+	// sent are the responses the node has not answered yet, oldest
+	// first: the version a nonce carried names what a NACK rejects (and
+	// what a delta ACK accepts). Envoy answers every response, so it
+	// holds about one per type: a short slice costs less than a map.
+	sent []sentNonce
 }
 
 // tracker follows every stream (through go-control-plane's callbacks)
@@ -203,7 +246,7 @@ func newTracker(log *slog.Logger, m *Metrics) *tracker {
 func (t *tracker) OnStreamOpen(_ context.Context, id int64, _ string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.streams[streamKey{false, id}] = &stream{sent: map[string]Sent{}}
+	t.streams[streamKey{false, id}] = &stream{}
 	return nil
 }
 
@@ -211,7 +254,7 @@ func (t *tracker) OnStreamOpen(_ context.Context, id int64, _ string) error {
 func (t *tracker) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.streams[streamKey{true, id}] = &stream{delta: true, sent: map[string]Sent{}}
+	t.streams[streamKey{true, id}] = &stream{delta: true}
 	return nil
 }
 
@@ -307,7 +350,7 @@ func (t *tracker) request(id streamKey, node *corev3.Node) (first bool, err erro
 	defer t.mu.Unlock()
 	s := t.streams[id]
 	if s == nil { // open callback not seen (cannot happen, but be total)
-		s = &stream{delta: delta, sent: map[string]Sent{}}
+		s = &stream{delta: delta}
 		t.streams[id] = s
 	}
 	now := t.now()
@@ -439,8 +482,7 @@ func (t *tracker) ackOrNack(id streamKey, typeURL, nonce, version, msg string, n
 		return ""
 	}
 	now := t.now()
-	sent := s.sent[nonce]
-	delete(s.sent, nonce)
+	sent := s.answered(nonce)
 	if !nack {
 		if version == "" { // delta requests carry no version: use what was sent
 			version = sent.Version
@@ -496,13 +538,10 @@ func (t *tracker) sent(id streamKey, typeURL, version, nonce string, n int) {
 		return
 	}
 	st := Sent{Version: version, Nonce: nonce, Resources: n, At: t.now()}
-	s.sent[nonce] = st
-	if len(s.sent) > 64 { // Envoy answers every nonce; bound it anyway
-		for k := range s.sent {
-			delete(s.sent, k)
-			break
-		}
+	if len(s.sent) == maxUnanswered { // Envoy answers every nonce; bound it anyway
+		s.sent = slices.Delete(s.sent, 0, 1)
 	}
+	s.sent = append(s.sent, sentNonce{nonce: nonce, version: version})
 	if node := t.nodes[s.node]; node != nil {
 		node.LastSent[typeURL] = st
 	}
@@ -617,7 +656,7 @@ func (t *tracker) setTargets(key string, versions map[string]string, seen time.T
 	now := t.now()
 	for typ, v := range versions {
 		if cur[typ].version != v {
-			cur[typ] = target{version: v, at: now, seen: seen}
+			cur[typ] = newTarget(v, now, seen)
 		}
 	}
 }
@@ -679,7 +718,7 @@ func (t *tracker) syncLocked(n *NodeStatus, now time.Time) (string, map[string]s
 // when the node connected.
 func typeSync(sent Sent, acked, nacked string, want target, connected, now time.Time, staleAfter time.Duration) string {
 	if want.version == "" {
-		want = target{version: sent.Version, at: sent.At}
+		want = newTarget(sent.Version, sent.At, time.Time{})
 	}
 	if acked == want.version {
 		return SyncSynced
@@ -689,7 +728,7 @@ func typeSync(sent Sent, acked, nacked string, want target, connected, now time.
 		return SyncNacked // it rejects the version it should run
 	}
 	// Behind since the version was set, or since the node connected.
-	since := want.at
+	since := want.at()
 	if since.IsZero() {
 		since = sent.At
 	}
