@@ -81,7 +81,9 @@
 // (no stream for NodeForgetAfter). The edge's is always kept. An instance
 // whose Envoy never connected costs its part of the model and nothing
 // else, so a catalog of 10,000 services costs memory for the nodes that
-// are there, not for every instance.
+// are there, not for every instance. Likewise the services' proxyless
+// resources are kept only once a gRPC client has asked (one pass over
+// the mesh adds them); until then each service keeps its Envoy ones.
 // A sidecar's node metadata (inbound_port, outbound_port) is applied on
 // its first request, before the cache answers it; an inbound_port other
 // than the one its instance registered is refused (translate's

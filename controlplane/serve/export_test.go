@@ -23,3 +23,11 @@ func (s *Server) ServedForTest(key, flavor string) (map[string]map[string]cachet
 	}
 	return out, nil
 }
+
+// KeepsProxylessForTest reports whether the services' proxyless
+// resources are kept (a gRPC client has asked).
+func (s *Server) KeepsProxylessForTest() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shared.proxyless
+}

@@ -1,6 +1,7 @@
 package serve_test
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -67,5 +68,34 @@ func TestSnapshotsOnlyForNodesThatAsked(t *testing.T) {
 	})
 	if got := built(); !slices.Equal(got, []string{"edge", "order-1"}) {
 		t.Fatalf("snapshots after order-1 came back: %v", got)
+	}
+}
+
+// TestProxylessResourcesOnlyOnceAGRPCClientAsks: until a gRPC client
+// asks, no service keeps its proxyless resources; the first one gets
+// them (real RPCs through the control plane's configuration), and an
+// Envoy connected before is not pushed anything for it.
+func TestProxylessResourcesOnlyOnceAGRPCClientAsks(t *testing.T) {
+	h := start(t, translate.DefaultConfig())
+	backends := []backend{startBackend(t, "user-1"), startBackend(t, "user-2")}
+	sh := proxylessShop(backends, []string{"v1", "v1"})
+	h.srv.Apply(sh.snapshot(), time.Now())
+	envoy := envoysim.StartT(t, h.addr, envoysim.Options{ID: "user-1", Cluster: "user", Delta: true})
+	envoy.Must(t, wait, "user-1's Envoy configured", func(s envoysim.State) bool { return len(s.Routes) > 0 })
+	if h.srv.KeepsProxylessForTest() {
+		t.Fatal("proxyless resources kept before any gRPC client asked")
+	}
+	sent := len(envoy.History())
+
+	c := dialUser(t, h.addr)
+	poll.Until(t, wait, func() (bool, string) {
+		got := spread(t, c, backends, 20)
+		return got["user-1"] > 0 && got["user-2"] > 0, fmt.Sprintf("RPCs by instance: %v", got)
+	})
+	if !h.srv.KeepsProxylessForTest() {
+		t.Error("a gRPC client is served, yet proxyless resources are not kept")
+	}
+	if got := len(envoy.History()); got != sent {
+		t.Errorf("the Envoy got %d responses when the first gRPC client came, want none: %+v", got-sent, envoy.History()[sent:])
 	}
 }

@@ -51,6 +51,12 @@ func (s *Server) nodeSeen(n *corev3.Node) {
 		s.metaOrphans[n.GetId()] = true
 		return
 	}
+	if meta.opts.Flavor == translate.FlavorProxyless && !s.shared.proxyless {
+		// The first gRPC client: every service gets its proxyless
+		// resources from now on (a pass over the current mesh).
+		s.shared.enableProxyless()
+		s.passLocked(s.mesh, time.Time{})
+	}
 	st := s.snaps.nodes[n.GetId()]
 	if st != nil && known && old.opts == meta.opts {
 		return

@@ -39,6 +39,11 @@ func (s *Server) Apply(snap *catalog.Snapshot, seen time.Time) {
 func (s *Server) pass(m *model.Mesh, seen time.Time) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.passLocked(m, seen)
+}
+
+// passLocked is pass with s.mu held.
+func (s *Server) passLocked(m *model.Mesh, seen time.Time) []string {
 	start := time.Now()
 	first := s.mesh == nil
 	ch := translate.Changed(s.mesh, m)

@@ -1,6 +1,8 @@
 package serve
 
 import (
+	"slices"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -20,6 +22,23 @@ type sharedSet struct {
 	// shared is the Shared of every service, by name, for translate's
 	// gatherings.
 	shared map[string]*translate.Shared
+	// proxyless is set once a gRPC client has asked for its
+	// configuration: until then no service keeps proxyless resources,
+	// which are about as large as the Envoy ones. refreshAll makes the
+	// next update rebuild every service (to add them).
+	proxyless, refreshAll bool
+}
+
+// enableProxyless makes every service keep its proxyless resources from
+// the next update on.
+func (s *sharedSet) enableProxyless() { s.proxyless, s.refreshAll = true, true }
+
+// flavors are the flavours the services' resources are kept in.
+func (s *sharedSet) flavors() []string {
+	if s.proxyless {
+		return translate.Flavors
+	}
+	return []string{""}
 }
 
 // sharedEntries is one service's Shared and the entries of its parts,
@@ -41,11 +60,22 @@ func newSharedSet() *sharedSet {
 // configuration changed. It returns the services whose version changed:
 // the nodes that reference them need a new snapshot.
 func (s *sharedSet) update(m *model.Mesh, cfg translate.Config, ch *translate.Changes) (changed []string) {
-	for _, name := range ch.Services {
+	names := ch.Services
+	if s.refreshAll {
+		s.refreshAll = false
+		names = slices.Concat(names, slices.Collect(m.Services.Keys()))
+		slices.Sort(names)
+		names = slices.Compact(names)
+	}
+	for _, name := range names {
 		prev := s.byName[name]
 		var prevShared *translate.Shared
 		if prev != nil {
 			prevShared = prev.shared
+		}
+		reuse := prevShared
+		if s.proxyless && prev != nil && prevShared.GRPC == nil {
+			reuse = nil // built without its proxyless resources: build them
 		}
 		svc := m.Service(name)
 		if svc == nil {
@@ -55,7 +85,7 @@ func (s *sharedSet) update(m *model.Mesh, cfg translate.Config, ch *translate.Ch
 			changed = append(changed, name)
 			continue
 		}
-		sh := translate.Upstream(svc, cfg.TrustDomain(m), prevShared)
+		sh := translate.Upstream(svc, cfg.TrustDomain(m), reuse)
 		ch.SharedChanged(prevShared, sh)
 		sameConfig := prev != nil && prevShared.Config == sh.Config
 		if !sameConfig {
@@ -67,7 +97,7 @@ func (s *sharedSet) update(m *model.Mesh, cfg translate.Config, ch *translate.Ch
 		}
 		se := &sharedEntries{shared: sh, parts: map[string]map[resource.Type][]*entry{}}
 		fp := newFP()
-		for _, flavor := range translate.Flavors {
+		for _, flavor := range s.flavors() {
 			p := sh.Parts(flavor).ByType()
 			es := map[resource.Type][]*entry{}
 			for _, typ := range snapshotTypes {
@@ -104,13 +134,20 @@ func (s *sharedSet) update(m *model.Mesh, cfg translate.Config, ch *translate.Ch
 func (se *sharedEntries) keepCompact(sameConfig bool) {
 	sh, sidecar, grpc := se.shared, se.parts[""], se.parts[translate.FlavorProxyless]
 	sh.Endpoints = compactForms[*endpointv3.ClusterLoadAssignment](sidecar[resource.EndpointType])
-	sh.GRPCEndpoints = compactForms[*endpointv3.ClusterLoadAssignment](grpc[resource.EndpointType])
+	sh.GRPCEndpoints = nil
+	if grpc != nil {
+		sh.GRPCEndpoints = compactForms[*endpointv3.ClusterLoadAssignment](grpc[resource.EndpointType])
+	}
 	if sameConfig {
 		return
 	}
 	cfg := *sh.Config
 	cfg.Clusters = compactForms[*clusterv3.Cluster](sidecar[resource.ClusterType])
 	sh.Config = &cfg
+	sh.GRPC = nil // not kept (no gRPC client yet)
+	if grpc == nil {
+		return
+	}
 	sh.GRPC = &translate.GRPCConfig{
 		Listener: compactForms[*listenerv3.Listener](grpc[resource.ListenerType])[0],
 		Route:    compactForms[*routev3.RouteConfiguration](grpc[resource.RouteType])[0],
