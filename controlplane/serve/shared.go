@@ -46,8 +46,24 @@ func (s *sharedSet) flavors() []string {
 // part of the snapshot key of every node that references the service.
 type sharedEntries struct {
 	shared  *translate.Shared
-	parts   map[string]map[resource.Type][]*entry
+	parts   [2]typedEntries // by flavour (flavorIndex)
 	version string
+}
+
+// typedEntries are entries by type, in snapshotTypes' order: arrays, not
+// maps, because every service keeps them (a map of four costs more than
+// the entries' pointers).
+type typedEntries [4][]*entry
+
+// of returns the entries of a flavour (nil when it is not kept).
+func (se *sharedEntries) of(flavor string) *typedEntries { return &se.parts[flavorIndex(flavor)] }
+
+// flavorIndex is the index of a flavour in sharedEntries.parts.
+func flavorIndex(flavor string) int {
+	if flavor == translate.FlavorProxyless {
+		return 1
+	}
+	return 0
 }
 
 func newSharedSet() *sharedSet {
@@ -95,24 +111,23 @@ func (s *sharedSet) update(m *model.Mesh, cfg translate.Config, ch *translate.Ch
 			cfg.VirtualHost = compactVirtualHost(cfg.VirtualHost)
 			sh.Config = &cfg
 		}
-		se := &sharedEntries{shared: sh, parts: map[string]map[resource.Type][]*entry{}}
+		se := &sharedEntries{shared: sh}
 		fp := newFP()
 		for _, flavor := range s.flavors() {
 			p := sh.Parts(flavor).ByType()
-			es := map[resource.Type][]*entry{}
-			for _, typ := range snapshotTypes {
+			es := se.of(flavor)
+			for i, typ := range snapshotTypes {
 				// Only load assignments change when the configuration
 				// did not.
 				if sameConfig && typ != resource.EndpointType {
-					es[typ] = prev.parts[flavor][typ]
+					es[i] = prev.of(flavor)[i]
 				} else {
-					es[typ] = newEntries(p[typ])
+					es[i] = newEntries(p[typ])
 				}
-				for _, e := range es[typ] {
+				for _, e := range es[i] {
 					fp.add(e.name, e.hash)
 				}
 			}
-			se.parts[flavor] = es
 		}
 		se.version = fp.sum()
 		se.keepCompact(sameConfig)
@@ -132,26 +147,27 @@ func (s *sharedSet) update(m *model.Mesh, cfg translate.Config, ch *translate.Ch
 // as long as the service does. When the configuration was reused
 // (sameConfig), its resources are already the previous, compact ones.
 func (se *sharedEntries) keepCompact(sameConfig bool) {
-	sh, sidecar, grpc := se.shared, se.parts[""], se.parts[translate.FlavorProxyless]
-	sh.Endpoints = compactForms[*endpointv3.ClusterLoadAssignment](sidecar[resource.EndpointType])
+	sh, sidecar, grpc := se.shared, se.of(""), se.of(translate.FlavorProxyless)
+	sh.Endpoints = compactForms[*endpointv3.ClusterLoadAssignment](sidecar.ofType(resource.EndpointType))
 	sh.GRPCEndpoints = nil
-	if grpc != nil {
-		sh.GRPCEndpoints = compactForms[*endpointv3.ClusterLoadAssignment](grpc[resource.EndpointType])
+	kept := grpc.ofType(resource.ListenerType) != nil // every service has its API listener
+	if kept {
+		sh.GRPCEndpoints = compactForms[*endpointv3.ClusterLoadAssignment](grpc.ofType(resource.EndpointType))
 	}
 	if sameConfig {
 		return
 	}
 	cfg := *sh.Config
-	cfg.Clusters = compactForms[*clusterv3.Cluster](sidecar[resource.ClusterType])
+	cfg.Clusters = compactForms[*clusterv3.Cluster](sidecar.ofType(resource.ClusterType))
 	sh.Config = &cfg
 	sh.GRPC = nil // not kept (no gRPC client yet)
-	if grpc == nil {
+	if !kept {
 		return
 	}
 	sh.GRPC = &translate.GRPCConfig{
-		Listener: compactForms[*listenerv3.Listener](grpc[resource.ListenerType])[0],
-		Route:    compactForms[*routev3.RouteConfiguration](grpc[resource.RouteType])[0],
-		Clusters: compactForms[*clusterv3.Cluster](grpc[resource.ClusterType]),
+		Listener: compactForms[*listenerv3.Listener](grpc.ofType(resource.ListenerType))[0],
+		Route:    compactForms[*routev3.RouteConfiguration](grpc.ofType(resource.RouteType))[0],
+		Clusters: compactForms[*clusterv3.Cluster](grpc.ofType(resource.ClusterType)),
 	}
 }
 
@@ -162,4 +178,9 @@ func compactForms[T cachetypes.Resource](es []*entry) []T {
 		out[i] = e.res.(T)
 	}
 	return out
+}
+
+// ofType returns the entries of a type.
+func (t *typedEntries) ofType(typ resource.Type) []*entry {
+	return t[slices.Index(snapshotTypes, typ)]
 }

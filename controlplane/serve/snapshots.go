@@ -183,7 +183,7 @@ func groupBytes(own map[resource.Type][]*entry, shared []*sharedEntries, flavor 
 		add(es)
 	}
 	for _, sh := range shared {
-		for _, es := range sh.parts[flavor] {
+		for _, es := range sh.of(flavor) {
 			add(es)
 		}
 	}
@@ -230,8 +230,8 @@ func assemble(own map[resource.Type][]*entry, shared []*sharedEntries, flavor st
 		byType[typ] = slices.Clone(own[typ])
 	}
 	for _, s := range shared {
-		for typ, es := range s.parts[flavor] {
-			byType[typ] = append(byType[typ], es...)
+		for i, es := range s.of(flavor) {
+			byType[snapshotTypes[i]] = append(byType[snapshotTypes[i]], es...)
 		}
 	}
 	for _, typ := range types {
