@@ -243,9 +243,13 @@ func (s *ConsulSource) Instances(ctx context.Context, service string, index uint
 				addr = e.Node.Address
 			}
 		}
+		name := e.Service.Service
+		if name == service {
+			name = service // one copy of the name for all its instances
+		}
 		out = append(out, Instance{
 			ID:          e.Service.ID,
-			Service:     e.Service.Service,
+			Service:     name,
 			Node:        node,
 			Address:     addr,
 			Port:        e.Service.Port,
