@@ -68,17 +68,27 @@ func ringCatalog(services, k int) *catalog.Snapshot {
 }
 
 // BenchmarkSingleChange is the cost of one change (an instance of svc-3
-// flips health; its 30 callers get new endpoints) in a catalog of 100 and
-// of 1,000 services with 10 instances each. Like the catalog watcher, each
-// new snapshot is the previous one with the changed service set, sharing
+// flips health; its 30 callers, whose nodes have asked for their
+// configuration, get new endpoints) in a catalog of 1,000 and of 10,000
+// services with 10 instances each. Like the catalog watcher, each new
+// snapshot is the previous one with the changed service set, sharing
 // every other service (and its instance slice). What a change costs should
 // not grow with the mesh.
 func BenchmarkSingleChange(b *testing.B) {
-	for _, services := range []int{100, 1000} {
+	for _, services := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("services=%d", services), func(b *testing.B) {
 			base := ringCatalog(services, 10)
 			srv := serve.New(serve.Options{Translate: translate.DefaultConfig()})
 			srv.Apply(base, time.Now())
+			// svc-3's callers (svc-0..2) have asked: their snapshots are
+			// kept, as a connected Envoy's would be.
+			for i := range 3 {
+				for j := range 10 {
+					if _, _, _, err := srv.Resources(fmt.Sprintf("svc-%d-%d", i, j)); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
 			runtime.GC() // the first Apply's garbage is not the change's
 			b.ReportAllocs()
 			b.ResetTimer()

@@ -65,7 +65,7 @@ var micros = []microBench{
 	{name: "translate", pkg: "./controlplane/translate", bench: "Endpoints10k", benchtime: "20x",
 		title: "Translating 10,000 endpoints (`BenchmarkEndpoints10k`, controlplane/translate): per endpoint, the load assignment alone and with what serve adds once per change (validation, the marshal that hashes it)"},
 	{name: "serve", pkg: "./controlplane/serve", bench: "SingleChange", benchtime: "200x", col: "/services",
-		title: "Cost of one change (`BenchmarkSingleChange`, controlplane/serve): one instance flips health in a catalog of 100 or 1,000 services × 10 instances (30 callers rebuilt)"},
+		title: "Cost of one change (`BenchmarkSingleChange`, controlplane/serve): one instance flips health in a catalog of 1,000 or 10,000 services × 10 instances (its 30 callers, whose nodes asked, rebuilt)"},
 	{name: "rotation", pkg: "./controlplane/serve", bench: "RotationStorm", benchtime: "3x",
 		title: "Rotation storm (`BenchmarkRotationStorm`, controlplane/serve, issue 11): every one of 100 services gets a new leaf at once; time until each of 1,000 simulated Envoys (state of the world, real ADS server on loopback, no TLS on the ADS connection) ACKs its new `mesh_identity` secret; target p99 ≤ 1 s"},
 	{name: "churn", pkg: "./controlplane/serve", bench: "NodeChurn", benchtime: "1x",
