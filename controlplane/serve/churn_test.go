@@ -129,6 +129,11 @@ func TestChurnForgetsDepartedNodes(t *testing.T) {
 	if got := h.srv.TrackedForTest(); got != 2 {
 		t.Errorf("after the grace period: tracker holds %d nodes, want the 2 connected", got)
 	}
+	// Forgotten edges leave nothing for the server to drop (they share
+	// the edge's snapshot): churn between passes piles nothing up.
+	if got := h.srv.ForgottenForTest(); got != 0 {
+		t.Errorf("%d forgotten edges wait for the server to drop their snapshots, want none", got)
+	}
 	for _, n := range h.srv.Nodes() {
 		if !n.Connected && n.Snapshot == nil {
 			t.Errorf("/debug/nodes lists a departed node without a snapshot: %s", n.ID)

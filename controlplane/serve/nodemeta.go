@@ -39,6 +39,7 @@ func (s *Server) nodeSeen(n *corev3.Node) {
 	meta := parseNodeMeta(n)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.dropForgotten() // also between passes, so that churn cannot pile them up
 	old, known := s.meta[n.GetId()]
 	if meta.problem != "" && meta.problem != old.problem {
 		s.log.Warn("envoy node metadata rejected; default listener ports are used", "node", n.GetId(),

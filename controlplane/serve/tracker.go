@@ -326,7 +326,9 @@ func (t *tracker) forgetLocked(now time.Time) {
 			// Back since: not forgotten.
 		case now.Sub(n.left) >= t.forgetAfter:
 			delete(t.nodes, d.id)
-			t.forgotten[d.id] = true
+			if n.Key != edgeKey { // edges share one snapshot, kept
+				t.forgotten[d.id] = true
+			}
 		default: // left again later than this entry says
 			t.departLocked(n, n.left)
 		}
