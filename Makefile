@@ -152,6 +152,6 @@ k8s-e2e: ## the Kubernetes system test: install the dependencies and the chart, 
 BENCHSTAT_VERSION := v0.0.0-20260908200009-22c9c6c9d4da
 
 .PHONY: bench
-bench: tools ## run the benchmark suite and write BENCHMARKS.md (about 25 min; QUICK=1: under 5 min, writes .bench/BENCHMARKS.md)
+bench: tools ## run the benchmark suite and write BENCHMARKS.md (about 20 min; QUICK=1: under 5 min, writes .bench/BENCHMARKS.md)
 	@test -x $(BIN)/benchstat || GOBIN=$(BIN) go install golang.org/x/perf/cmd/benchstat@$(BENCHSTAT_VERSION)
 	go run ./bench/cmd/benchsuite $(if $(QUICK),-quick)
