@@ -2,6 +2,7 @@ package serve_test
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -98,4 +99,29 @@ func TestProxylessResourcesOnlyOnceAGRPCClientAsks(t *testing.T) {
 	if got := len(envoy.History()); got != sent {
 		t.Errorf("the Envoy got %d responses when the first gRPC client came, want none: %+v", got-sent, envoy.History()[sent:])
 	}
+}
+
+// TestAGRPCClientThatAsksBeforeItsInstanceRegisters: the first gRPC
+// client may connect before its own instance is in the catalog; once the
+// instance registers, the client is configured (its services' proxyless
+// resources were added when it first asked).
+func TestAGRPCClientThatAsksBeforeItsInstanceRegisters(t *testing.T) {
+	h := start(t, translate.DefaultConfig())
+	backends := []backend{startBackend(t, "user-1")}
+	sh := proxylessShop(backends, []string{"v1"})
+	withoutOrder := *sh
+	withoutOrder.insts = maps.Clone(sh.insts)
+	delete(withoutOrder.insts, "order-1")
+	h.srv.Apply(withoutOrder.snapshot(), time.Now())
+	c := dialUser(t, h.addr) // order-1, not registered yet
+	poll.Until(t, wait, func() (bool, string) {
+		spread(t, c, backends, 1) // an RPC makes the client ask (and fail: no configuration yet)
+		return h.node("order-1").Connected, "order-1 not connected yet"
+	})
+
+	h.srv.Apply(sh.snapshot(), time.Now())
+	poll.Until(t, wait, func() (bool, string) {
+		got := spread(t, c, backends, 10)
+		return got["user-1"] == 10, fmt.Sprintf("RPCs by instance: %v", got)
+	})
 }

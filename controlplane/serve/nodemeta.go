@@ -46,17 +46,20 @@ func (s *Server) nodeSeen(n *corev3.Node) {
 			"metadata", metadataJSON(n), "err", meta.problem)
 	}
 	s.meta[n.GetId()] = meta
+	if meta.opts.Flavor == translate.FlavorProxyless && !s.shared.proxyless {
+		// The first gRPC client, even one whose instance is not
+		// registered yet: every service gets its proxyless resources
+		// from now on (a pass over the current mesh adds them).
+		s.shared.enableProxyless()
+		if s.mesh != nil { // otherwise the first pass does
+			s.passLocked(s.mesh, time.Time{})
+		}
+	}
 	if s.mesh == nil || s.mesh.Instance(n.GetId()) == nil {
 		// No instance (yet): keep the metadata for when one registers,
 		// but only while the Envoy is connected (see sweepMeta).
 		s.metaOrphans[n.GetId()] = true
 		return
-	}
-	if meta.opts.Flavor == translate.FlavorProxyless && !s.shared.proxyless {
-		// The first gRPC client: every service gets its proxyless
-		// resources from now on (a pass over the current mesh).
-		s.shared.enableProxyless()
-		s.passLocked(s.mesh, time.Time{})
 	}
 	st := s.snaps.nodes[n.GetId()]
 	if st != nil && known && old.opts == meta.opts {
