@@ -2,7 +2,6 @@ package serve_test
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -109,8 +108,7 @@ func TestAGRPCClientThatAsksBeforeItsInstanceRegisters(t *testing.T) {
 	h := start(t, translate.DefaultConfig())
 	backends := []backend{startBackend(t, "user-1")}
 	sh := proxylessShop(backends, []string{"v1"})
-	withoutOrder := *sh
-	withoutOrder.insts = maps.Clone(sh.insts)
+	withoutOrder := proxylessShop(backends, []string{"v1"})
 	delete(withoutOrder.insts, "order-1")
 	h.srv.Apply(withoutOrder.snapshot(), time.Now())
 	c := dialUser(t, h.addr) // order-1, not registered yet
@@ -120,6 +118,25 @@ func TestAGRPCClientThatAsksBeforeItsInstanceRegisters(t *testing.T) {
 	})
 
 	h.srv.Apply(sh.snapshot(), time.Now())
+	poll.Until(t, wait, func() (bool, string) {
+		got := spread(t, c, backends, 10)
+		return got["user-1"] == 10, fmt.Sprintf("RPCs by instance: %v", got)
+	})
+}
+
+// TestTheFirstGRPCClientAfterAnOperatorReadItsNode: an operator's read
+// builds a node's snapshot in the default (Envoy) flavour; when that node
+// then connects as the first gRPC client, it is translated again in its
+// own flavour and configured.
+func TestTheFirstGRPCClientAfterAnOperatorReadItsNode(t *testing.T) {
+	h := start(t, translate.DefaultConfig())
+	backends := []backend{startBackend(t, "user-1")}
+	sh := proxylessShop(backends, []string{"v1"})
+	h.srv.Apply(sh.snapshot(), time.Now())
+	if _, _, _, err := h.srv.Resources("order-1"); err != nil {
+		t.Fatal(err)
+	}
+	c := dialUser(t, h.addr)
 	poll.Until(t, wait, func() (bool, string) {
 		got := spread(t, c, backends, 10)
 		return got["user-1"] == 10, fmt.Sprintf("RPCs by instance: %v", got)

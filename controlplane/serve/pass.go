@@ -168,7 +168,7 @@ func (s *Server) build(key string, seen time.Time, regather bool) (set bool, err
 	}()
 
 	var in *gathered
-	if regather || st.group == nil || st.lastErr != "" {
+	if regather || st.group == nil || st.lastErr != "" || st.opts != opts { // new options (flavour, ports): translate again
 		if in, err = s.gather(st, opts); err != nil {
 			s.fail(st, "translate", err)
 			return false, err

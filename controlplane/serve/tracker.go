@@ -285,8 +285,13 @@ func (t *tracker) closed(id streamKey) {
 		t.log.Info("envoy disconnected", "node", n.ID, "cluster", n.Cluster)
 		if n.Type == nodeUnknown {
 			// Forget nodes that were never in the catalog, so random
-			// IDs cannot grow the table without bound.
+			// IDs cannot grow the table without bound (and let the
+			// server drop what it keeps for them: metadata, and a
+			// snapshot if their instance has come since).
 			delete(t.nodes, s.node)
+			if n.Key != edgeKey {
+				t.forgotten[s.node] = true
+			}
 		} else {
 			t.departLocked(n, now)
 		}
