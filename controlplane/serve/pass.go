@@ -114,15 +114,9 @@ func (s *Server) kept(key string) bool {
 // one on its first request.
 func (s *Server) dropForgotten() {
 	for _, id := range s.tracker.takeForgotten() {
-		if s.tracker.connected(id) {
-			continue // back since
+		if !s.tracker.connected(id) { // not back since
+			s.dropNode(id)
 		}
-		if st := s.snaps.nodes[id]; st != nil && !st.edge {
-			s.snaps.drop(st)
-			s.cache.clear(id)
-			s.tracker.dropTargets(id)
-		}
-		delete(s.meta, id)
 	}
 }
 
@@ -134,7 +128,13 @@ func (s *Server) forget(key string) {
 		s.snaps.pending[key] = true
 		return
 	}
-	if st := s.snaps.nodes[key]; st != nil {
+	s.dropNode(key)
+}
+
+// dropNode drops everything kept for a node's key: its snapshot, the
+// cache's copy, the tracker's targets, its metadata.
+func (s *Server) dropNode(key string) {
+	if st := s.snaps.nodes[key]; st != nil && !st.edge {
 		s.snaps.drop(st)
 		s.cache.clear(key)
 		s.tracker.dropTargets(key)
