@@ -14,6 +14,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-cleanhttp"
+
+	"github.com/meshop/meshop/controlplane/internal/intern"
 )
 
 // Source is the part of Consul the watcher needs: five blocking queries.
@@ -229,8 +231,8 @@ func (s *ConsulSource) Instances(ctx context.Context, service string, index uint
 	out := make([]Instance, 0, len(entries))
 	// The instances of a service usually carry the same tags and meta:
 	// they share one copy (nothing modifies a snapshot's instances).
-	var tags [][]string
-	var metas []map[string]string
+	tags := intern.NewSet(slices.Equal[[]string])
+	metas := intern.NewSet(maps.Equal[map[string]string])
 	for _, e := range entries {
 		if e.Service == nil {
 			continue
@@ -253,8 +255,8 @@ func (s *ConsulSource) Instances(ctx context.Context, service string, index uint
 			Node:        node,
 			Address:     addr,
 			Port:        e.Service.Port,
-			Tags:        shared(&tags, e.Service.Tags, slices.Equal),
-			Meta:        shared(&metas, e.Service.Meta, maps.Equal),
+			Tags:        tags.Get(e.Service.Tags),
+			Meta:        metas.Get(e.Service.Meta),
 			Status:      e.Checks.AggregatedStatus(),
 			CreateIndex: e.Service.CreateIndex,
 		})
@@ -350,22 +352,3 @@ func (s *ConsulSource) CA(ctx context.Context, index uint64, wait time.Duration)
 // connectDisabled is how Consul answers Connect's endpoints when Connect
 // is off (HTTP 500 with this message).
 const connectDisabled = "Connect must be enabled"
-
-// maxShared bounds the distinct values shared compares with, so that an
-// answer whose instances all differ costs linear time.
-const maxShared = 4
-
-// shared returns the element of *seen equal to v, or v (remembered in
-// *seen while it holds fewer than maxShared values). The decoded answer
-// is not kept, so v is then the only reference to its value.
-func shared[T any](seen *[]T, v T, equal func(a, b T) bool) T {
-	for _, x := range *seen {
-		if equal(x, v) {
-			return x
-		}
-	}
-	if len(*seen) < maxShared {
-		*seen = append(*seen, v)
-	}
-	return v
-}

@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/meshop/meshop/controlplane/catalog"
+	"github.com/meshop/meshop/controlplane/internal/intern"
 	"github.com/meshop/meshop/controlplane/internal/pmap"
 )
 
@@ -261,6 +262,9 @@ type pass struct {
 	touched map[string]bool
 	// routesChanged: a public prefix appeared, went, or changed owner.
 	routesChanged bool
+	// notHonoured shares the services' GRPCNotHonoured lists: most
+	// services have the same policy.
+	notHonoured *intern.Set[[]string]
 }
 
 func newPass(b *Builder, last state, snap *catalog.Snapshot) *pass {
@@ -273,7 +277,7 @@ func newPass(b *Builder, last state, snap *catalog.Snapshot) *pass {
 	st := last
 	st.mesh, st.services, st.policies, st.intentions, st.ca = m, snap.Services, snap.Policies, snap.Intentions, snap.CA
 	return &pass{b: b, snap: snap, prev: last.mesh, last: last, st: st,
-		parsed: map[string]*parsed{}, touched: map[string]bool{}}
+		parsed: map[string]*parsed{}, touched: map[string]bool{}, notHonoured: intern.NewSet(slices.Equal[[]string])}
 }
 
 // prevService is the previous mesh's service of that name, or nil.
@@ -380,14 +384,20 @@ func (p *pass) replaceInstances(old *Service, r *parsed) {
 func (p *pass) upstreams() {
 	for name, r := range p.parsed {
 		if r.class == classMeshed {
+			// Instances usually declare the same upstreams: they share
+			// one slice, and so does the service when they all agree.
+			lists := intern.NewSet(slices.Equal[[]string])
 			up := map[string]bool{}
 			for _, in := range r.svc.Instances {
-				in.Upstreams = r.upstreams(in, r.raw[in.ID], p.isMeshed)
+				in.Upstreams = lists.Get(r.upstreams(in, r.raw[in.ID], p.isMeshed))
 				for _, u := range in.Upstreams {
 					up[u] = true
 				}
 			}
-			r.svc.Upstreams = slices.Sorted(maps.Keys(up))
+			r.svc.Upstreams = r.svc.Instances[0].Upstreams
+			if lists.Len() > 1 {
+				r.svc.Upstreams = slices.Sorted(maps.Keys(up))
+			}
 			var old []string
 			if s := p.prevService(name); s != nil {
 				old = s.Upstreams
@@ -668,7 +678,7 @@ func (p *pass) finish() {
 		svc := *base // the previous mesh's Service is never modified
 		svc.PublicPrefixes = p.owned(&svc)
 		svc.Policy = p.policyFor(name)
-		svc.GRPCNotHonoured = svc.Policy.NotHonouredByGRPC()
+		svc.GRPCNotHonoured = p.notHonoured.Get(svc.Policy.NotHonouredByGRPC())
 		p.setProblems(owner(ownerSplit, name), splitProblems(&svc))
 		m.Services = m.Services.Set(name, &svc)
 	}

@@ -4,14 +4,14 @@ import (
 	"fmt"
 	"slices"
 
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
 // A compact resource is what the cache holds instead of the proto tree
-// translate built: a message of the same type whose few fields the cache
-// and the translator read (the name; a virtual host's domains) are set,
+// translate built: a message of the same type whose name (field 1 of
+// every resource type the control plane serves: a load assignment's
+// cluster name too), which the cache and the translator read, is set,
 // and whose every other field is kept as its encoded bytes, in the
 // message's unknown fields. Marshalling it writes those bytes back
 // verbatim, so Envoy receives the same fields (in another order, which
@@ -24,32 +24,12 @@ import (
 // control plane's memory per endpoint low, and it makes the cache's
 // per-response marshal a copy.
 
-// keptFields are the fields a compact message keeps as Go fields: the
-// name (field 1 of every resource type the control plane serves), and a
-// virtual host's domains, which the validation rules of a route
-// configuration that embeds it require.
-var keptFields = map[string][]protowire.Number{
-	string((&routev3.VirtualHost{}).ProtoReflect().Descriptor().FullName()): {1, 2},
-}
-
 // compact returns the compact form of m, whose deterministic encoding is
-// wire. The compact message shares no memory with wire, but its kept
-// fields are m's (a list of domains is the same list): m must not be
-// modified afterwards, as no built resource is. Only kept numbers that
-// are fields of m's type are kept; anything else stays in the bytes.
+// wire. The compact message shares no memory with wire.
 func compact(m proto.Message, wire []byte) (proto.Message, error) {
 	src := m.ProtoReflect()
 	desc := src.Descriptor()
-	wanted := keptFields[string(desc.FullName())]
-	if wanted == nil {
-		wanted = []protowire.Number{1}
-	}
-	var keep []protowire.Number
-	for _, num := range wanted {
-		if desc.Fields().ByNumber(num) != nil {
-			keep = append(keep, num)
-		}
-	}
+	name := desc.Fields().ByNumber(1)
 	rest := make([]byte, 0, len(wire)) // scratch: what is kept is a clone of the right size
 	for b := wire; len(b) > 0; {
 		num, typ, n := protowire.ConsumeTag(b)
@@ -60,16 +40,14 @@ func compact(m proto.Message, wire []byte) (proto.Message, error) {
 		if m < 0 {
 			return nil, fmt.Errorf("compact %s: %w", desc.FullName(), protowire.ParseError(m))
 		}
-		if !slices.Contains(keep, num) {
+		if name == nil || num != name.Number() {
 			rest = append(rest, b[:n+m]...)
 		}
 		b = b[n+m:]
 	}
 	dst := src.New()
-	for _, num := range keep {
-		if fd := desc.Fields().ByNumber(num); src.Has(fd) {
-			dst.Set(fd, src.Get(fd))
-		}
+	if name != nil && src.Has(name) {
+		dst.Set(name, src.Get(name))
 	}
 	if len(rest) > 0 {
 		dst.SetUnknown(slices.Clone(rest))

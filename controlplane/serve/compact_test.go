@@ -108,32 +108,6 @@ func TestCompactKeepsTheWireContent(t *testing.T) {
 	}
 }
 
-func TestCompactVirtualHostInsideARouteConfiguration(t *testing.T) {
-	m := testMesh(t)
-	full := translate.Upstream(m.Service("user"), "", nil).Config.VirtualHost
-	vh := compactVirtualHost(full)
-	if vh == full || len(vh.Routes) != 0 {
-		t.Fatalf("virtual host was not compacted: %v", vh)
-	}
-	withFull := &routev3.RouteConfiguration{Name: "outbound", VirtualHosts: []*routev3.VirtualHost{full}}
-	withCompact := &routev3.RouteConfiguration{Name: "outbound", VirtualHosts: []*routev3.VirtualHost{vh}}
-	if err := translate.Validate(withCompact); err != nil {
-		t.Errorf("route configuration with a compact virtual host does not validate: %v", err)
-	}
-	got, err := expand(withCompact)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !proto.Equal(got, withFull) {
-		t.Errorf("route configuration with a compact virtual host encodes differently:\n got %v\nwant %v", got, withFull)
-	}
-
-	bad := &routev3.VirtualHost{Name: "bad"} // no domains: invalid
-	if compactVirtualHost(bad) != bad {
-		t.Error("an invalid virtual host was compacted; route configurations embedding it would no longer fail validation")
-	}
-}
-
 func TestConsistentUsesRecordedReferences(t *testing.T) {
 	m := testMesh(t)
 	side, err := translate.FromScratch(m, translate.Node{ID: "order-1"}, translate.DefaultConfig())

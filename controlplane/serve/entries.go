@@ -8,7 +8,6 @@ import (
 	"hash"
 	"weak"
 
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 
@@ -105,25 +104,6 @@ func entries[T cachetypes.Resource](p *entryPool, rs []T) []*entry {
 		out[i] = p.entry(r)
 	}
 	return out
-}
-
-// compactVirtualHost returns the compact form of a valid virtual host
-// (callers' route configurations embed it and are validated without
-// seeing inside it), or vh itself when it is invalid, so that every
-// route configuration embedding it fails validation as it should.
-func compactVirtualHost(vh *routev3.VirtualHost) *routev3.VirtualHost {
-	if translate.Validate(vh) != nil {
-		return vh
-	}
-	b, err := cachev3.MarshalResource(vh)
-	if err != nil {
-		return vh
-	}
-	c, err := compact(vh, b)
-	if err != nil {
-		return vh
-	}
-	return c.(*routev3.VirtualHost)
 }
 
 // fingerprint hashes strings into a short hex key.

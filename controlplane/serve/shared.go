@@ -104,13 +104,6 @@ func (s *sharedSet) update(m *model.Mesh, cfg translate.Config, ch *translate.Ch
 		sh := translate.Upstream(svc, cfg.TrustDomain(m), reuse)
 		ch.SharedChanged(prevShared, sh)
 		sameConfig := prev != nil && prevShared.Config == sh.Config
-		if !sameConfig {
-			// Callers embed the virtual host in their route
-			// configurations: keep it compact there too.
-			cfg := *sh.Config
-			cfg.VirtualHost = compactVirtualHost(cfg.VirtualHost)
-			sh.Config = &cfg
-		}
 		se := &sharedEntries{shared: sh}
 		fp := newFP()
 		for _, flavor := range s.flavors() {

@@ -67,14 +67,16 @@ func inboundRoute(policy model.Policy, grpc bool) *routev3.RouteConfiguration {
 	}
 }
 
-// upstreamVirtualHost is the outbound virtual host of a service: it
-// routes Host <name> or <name>:<port> to the service with its policy.
-// Every caller of the service shares it.
-func upstreamVirtualHost(in *upstreamConfigInputs) *routev3.VirtualHost {
+// upstreamVirtualHost is the outbound virtual host of a service in its
+// callers' route configurations: it routes Host <name> or <name>:<port>
+// to the service with its policy. It is built with each caller's
+// configuration, not kept with the service: most services have no
+// connected caller.
+func upstreamVirtualHost(service string, policy model.Policy) *routev3.VirtualHost {
 	return &routev3.VirtualHost{
-		Name:    in.Service,
-		Domains: []string{in.Service, in.Service + ":*"},
-		Routes:  routesTo(in.Service, in.policy(), "", func() *routev3.RouteMatch { return prefixMatch("/") }, false),
+		Name:    service,
+		Domains: []string{service, service + ":*"},
+		Routes:  routesTo(service, policy, "", func() *routev3.RouteMatch { return prefixMatch("/") }, false),
 	}
 }
 

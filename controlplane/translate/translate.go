@@ -231,9 +231,6 @@ type UpstreamConfig struct {
 	Protocol model.Protocol
 	Policy   model.Policy
 	Clusters []*clusterv3.Cluster
-	// VirtualHost is embedded in every caller's outbound route
-	// configuration.
-	VirtualHost *routev3.VirtualHost
 }
 
 // Upstream translates svc into what its callers share; its clusters
@@ -248,7 +245,7 @@ func Upstream(svc *model.Service, trustDomain string, prev *Shared) *Shared {
 	if prev != nil && prev.ConfigKey == s.ConfigKey {
 		s.Config, s.GRPC = prev.Config, prev.GRPC
 	} else {
-		s.Config = &UpstreamConfig{Protocol: in.Protocol, Policy: in.policy(), Clusters: upstreamClusters(in), VirtualHost: upstreamVirtualHost(in)}
+		s.Config = &UpstreamConfig{Protocol: in.Protocol, Policy: in.policy(), Clusters: upstreamClusters(in)}
 		s.GRPC = grpcConfig(in)
 	}
 	return s
@@ -298,7 +295,7 @@ func sidecar(in *SidecarInputs) *NodeConfig {
 	)
 	vhosts := make([]*routev3.VirtualHost, 0, len(in.Upstreams)+1)
 	for _, u := range in.Upstreams {
-		vhosts = append(vhosts, u.config.VirtualHost)
+		vhosts = append(vhosts, upstreamVirtualHost(u.Name, u.config.Policy))
 		c.Upstreams = append(c.Upstreams, u.Name)
 	}
 	vhosts = append(vhosts, undeclaredVirtualHost(in.Own.Name))

@@ -150,7 +150,12 @@ func set[V any](n *node[V], shift uint, e *entry[V]) (*node[V], bool) {
 	b := bit(e.hash, shift)
 	i := n.index(b)
 	if n.bitmap&b == 0 {
-		return &node[V]{bitmap: n.bitmap | b, slots: slices.Insert(slices.Clip(n.slots), i, slot[V]{entry: e})}, true
+		// Exactly sized: every node of a large map stays in memory.
+		slots := make([]slot[V], len(n.slots)+1)
+		copy(slots, n.slots[:i])
+		slots[i] = slot[V]{entry: e}
+		copy(slots[i+1:], n.slots[i:])
+		return &node[V]{bitmap: n.bitmap | b, slots: slots}, true
 	}
 	switch s := n.slots[i]; {
 	case s.sub != nil:

@@ -406,11 +406,8 @@ func (r *runner) fleet(ctx context.Context, name string, s server, fl flavor, de
 	if res.Connected, err = s.memory(ctx); err != nil {
 		return res, fmt.Errorf("memory: %w", err)
 	}
-	if b, ok := s.(binaryServer); ok && profile {
-		path := filepath.Join(r.o.Dir, fmt.Sprintf("%s-%d.heap.pprof", name, res.Nodes))
-		if err := fetch(ctx, b.cp.DebugURL+"/debug/pprof/heap?gc=1", path); err == nil {
-			r.report.Profiles[fmt.Sprintf("%s-%d-heap", name, res.Nodes)] = path
-		}
+	if profile {
+		r.heapProfile(ctx, s, fmt.Sprintf("%s-%d", name, res.Nodes))
 	}
 
 	r.logf("%s N=%d: reconnect storm", name, res.Nodes)
@@ -552,6 +549,9 @@ func (r *runner) catalog(ctx context.Context, size CatalogSize) error {
 	if res.Idle, err = s.memory(ctx); err != nil {
 		return err
 	}
+	if r.o.Profile {
+		r.heapProfile(ctx, s, "catalog-"+size.String()+"-idle")
+	}
 	f := newFleet(topo, s.xdsAddr(), flavorMeshop, true)
 	defer f.close()
 	r.logf("catalog %s: connecting %d envoys", size, len(f.nodes))
@@ -572,11 +572,8 @@ func (r *runner) catalog(ctx context.Context, size CatalogSize) error {
 			res.Errors = append(res.Errors, fmt.Sprintf("%d of %d services missing from the control plane's model", res.Missing, size.Services))
 		}
 	}
-	if b, ok := s.(binaryServer); ok && r.o.Profile {
-		path := filepath.Join(r.o.Dir, fmt.Sprintf("catalog-%s.heap.pprof", size))
-		if err := fetch(ctx, b.cp.DebugURL+"/debug/pprof/heap?gc=1", path); err == nil {
-			r.report.Profiles["catalog-"+size.String()+"-heap"] = path
-		}
+	if r.o.Profile {
+		r.heapProfile(ctx, s, "catalog-"+size.String())
 	}
 
 	// One change: svc-3's first instance flips; its callers (svc-0..2,
@@ -617,6 +614,21 @@ func (r *runner) catalog(ctx context.Context, size CatalogSize) error {
 	stop = nil
 	r.logf("catalog %s: deregistering", size)
 	return r.cc.DeregisterCatalog(ctx, topo)
+}
+
+// heapProfile writes the heap profile of a Meshop binary server (after a
+// forced GC) as <name>.heap.pprof.
+func (r *runner) heapProfile(ctx context.Context, s server, name string) {
+	b, ok := s.(binaryServer)
+	if !ok {
+		return
+	}
+	path := filepath.Join(r.o.Dir, name+".heap.pprof")
+	if err := fetch(ctx, b.cp.DebugURL+"/debug/pprof/heap?gc=1", path); err != nil {
+		r.logf("%s: heap profile: %v", name, err)
+		return
+	}
+	r.report.Profiles[name+"-heap"] = path
 }
 
 // missingServices counts the services of topo that the control plane at
