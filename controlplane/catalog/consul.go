@@ -8,7 +8,9 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -70,6 +72,10 @@ func (c Connection) Config() *api.Config {
 // ConsulSource reads from a Consul agent's HTTP API.
 type ConsulSource struct {
 	client *api.Client
+	// watch and token make the per-service blocking queries (Instances)
+	// with the client's HTTP client.
+	watch *http.Client
+	token string
 	// base is the agent's URL and operator the client of OperatorRead.
 	base     string
 	operator *http.Client
@@ -95,7 +101,10 @@ func NewConsulSource(c Connection) (*ConsulSource, error) {
 		return nil, err
 	}
 	operator.Timeout = 5 * time.Second
-	return &ConsulSource{client: client, base: cfg.Scheme + "://" + cfg.Address, operator: operator, https: cfg.Scheme == "https"}, nil
+	// NewClient completed cfg: its HTTP client, and the token from the
+	// environment when c has none.
+	return &ConsulSource{client: client, watch: cfg.HttpClient, token: cfg.Token,
+		base: cfg.Scheme + "://" + cfg.Address, operator: operator, https: cfg.Scheme == "https"}, nil
 }
 
 // Consul's limit, http_max_conns_per_client (200 by default), counts TCP
@@ -219,15 +228,61 @@ func (s *ConsulSource) Services(ctx context.Context, index uint64, wait time.Dur
 // Instances implements Source. It asks the health endpoint for all
 // instances, not only passing ones: a sidecar whose own app is failing
 // still needs its configuration. Only passing instances become endpoints.
+//
+// It sends its own GET rather than the API client's: one such query per
+// service is in flight at all times, and what the API client keeps with
+// each (a second request bound to the context, a parsed URL, cloned
+// headers) is memory per service.
 func (s *ConsulSource) Instances(ctx context.Context, service string, index uint64, wait time.Duration) ([]Instance, uint64, error) {
-	entries, meta, err := s.client.Health().Service(service, "", false, query(ctx, index, wait))
+	u := s.base + "/v1/health/service/" + url.PathEscape(service) +
+		"?index=" + strconv.FormatUint(index, 10) + "&wait=" + strconv.FormatInt(max(wait.Milliseconds(), 1), 10) + "ms"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, 0, err
 	}
-	idx, err := checkMeta(meta)
+	if s.token != "" {
+		req.Header.Set("X-Consul-Token", s.token)
+	}
+	resp, err := s.watch.Do(req)
 	if err != nil {
 		return nil, 0, err
 	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+		return nil, 0, fmt.Errorf("consul: health of service %q: %s: %s", service, resp.Status, strings.TrimSpace(string(body)))
+	}
+	idx, err := strconv.ParseUint(resp.Header.Get("X-Consul-Index"), 10, 64)
+	if err != nil {
+		return nil, 0, fmt.Errorf("consul: health of service %q: X-Consul-Index %q: %w", service, resp.Header.Get("X-Consul-Index"), err)
+	}
+	var entries []healthEntry
+	if err := json.NewDecoder(resp.Body).Decode(&entries); err != nil {
+		return nil, 0, fmt.Errorf("consul: health of service %q: %w", service, err)
+	}
+	return instancesOf(service, entries), idx, nil
+}
+
+// healthEntry is the part of an answer of /v1/health/service the
+// catalog reads.
+type healthEntry struct {
+	Node *struct {
+		Node    string
+		Address string
+	}
+	Service *struct {
+		ID, Service, Address string
+		Port                 int
+		Tags                 []string
+		Meta                 map[string]string
+		CreateIndex          uint64
+	}
+	Checks api.HealthChecks
+}
+
+// instancesOf makes a service's instances of the entries of its health
+// answer, sorted by ID.
+func instancesOf(service string, entries []healthEntry) []Instance {
 	out := make([]Instance, 0, len(entries))
 	// The instances of a service usually carry the same tags and meta:
 	// they share one copy (nothing modifies a snapshot's instances).
@@ -267,7 +322,7 @@ func (s *ConsulSource) Instances(ctx context.Context, service string, index uint
 		}
 		return strings.Compare(a.Node, b.Node)
 	})
-	return out, idx, nil
+	return out
 }
 
 // Policies implements Source.

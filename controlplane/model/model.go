@@ -1,11 +1,13 @@
 package model
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/meshop/meshop/controlplane/catalog"
 	"github.com/meshop/meshop/controlplane/internal/pmap"
 )
 
@@ -145,32 +147,52 @@ func (s *Service) Versions() []string {
 	return vs
 }
 
-// Instance is one registered instance of a meshed service.
+// Instance is one registered instance of a meshed service: its catalog
+// registration, which gives its ID, Service, Status, CreateIndex and the
+// Address and Port where its sidecar inbound listener accepts (in direct
+// mode: the app itself), and what the model read from its meta. The
+// registration is the catalog snapshot's own (one copy of every instance
+// in memory, not two); like the mesh, nobody modifies it.
 type Instance struct {
-	ID      string `json:"id"`
-	Service string `json:"service"`
-	// Address and Port are where its sidecar inbound listener accepts (in
-	// direct mode: the app itself).
-	Address string `json:"address"`
-	Port    int    `json:"port"`
+	*catalog.Instance
 	// AppPort is where the sidecar forwards inbound traffic on 127.0.0.1;
 	// 0 when mesh_app_port is missing or invalid (no sidecar config then).
-	AppPort int `json:"app_port"`
+	AppPort int
 	// GRPCPort is the app's gRPC port (mesh_grpc_port), where proxyless
 	// gRPC clients reach the instance; 0 when it has none.
-	GRPCPort int      `json:"grpc_port,omitempty"`
-	Version  string   `json:"version,omitempty"`
-	Protocol Protocol `json:"protocol"`
-	// Status is Consul's aggregated check status.
-	Status string `json:"status"`
+	GRPCPort int
+	Version  string
+	Protocol Protocol
 	// Upstreams are the declared upstreams that name meshed services,
 	// sorted; invalid and unknown names are problems, not upstreams.
-	Upstreams []string `json:"upstreams,omitempty"`
+	Upstreams []string
 	// PublicPrefixes are the valid prefixes this instance declared.
-	PublicPrefixes []string `json:"public_prefixes,omitempty"`
+	PublicPrefixes []string
 	// AddressOK is false when Address or Port cannot be an endpoint.
-	AddressOK   bool   `json:"-"`
-	CreateIndex uint64 `json:"-"`
+	AddressOK bool
+}
+
+// instanceJSON is how /debug/model shows an instance.
+type instanceJSON struct {
+	ID             string   `json:"id"`
+	Service        string   `json:"service"`
+	Address        string   `json:"address"`
+	Port           int      `json:"port"`
+	AppPort        int      `json:"app_port"`
+	GRPCPort       int      `json:"grpc_port,omitempty"`
+	Version        string   `json:"version,omitempty"`
+	Protocol       Protocol `json:"protocol"`
+	Status         string   `json:"status"`
+	Upstreams      []string `json:"upstreams,omitempty"`
+	PublicPrefixes []string `json:"public_prefixes,omitempty"`
+}
+
+// MarshalJSON writes the instance as /debug/model shows it.
+func (i *Instance) MarshalJSON() ([]byte, error) {
+	return json.Marshal(instanceJSON{
+		ID: i.ID, Service: i.Service, Address: i.Address, Port: i.Port, AppPort: i.AppPort, GRPCPort: i.GRPCPort,
+		Version: i.Version, Protocol: i.Protocol, Status: i.Status, Upstreams: i.Upstreams, PublicPrefixes: i.PublicPrefixes,
+	})
 }
 
 // Healthy reports whether every check passes.

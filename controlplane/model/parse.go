@@ -84,7 +84,8 @@ func parseService(name string, insts []catalog.Instance, taken func(id string) b
 		return p
 	}
 	svc := &Service{Name: name}
-	for _, ci := range insts {
+	for i := range insts {
+		ci := &insts[i]
 		if !hasMeshMeta(ci.Meta) {
 			p.problem(SeverityWarning, KindMeta, name, ci.ID, "Meta",
 				"instance has no mesh_* meta while other instances of %s do; it is left out of the mesh", name)
@@ -138,12 +139,11 @@ func (c *checker) metaPort(ci catalog.Instance, key, consequence string) int {
 }
 
 // instance checks one registration; it returns the meta it accepted
-// (oversized values removed).
-func (c *checker) instance(ci catalog.Instance) (*Instance, map[string]string) {
-	in := &Instance{
-		ID: ci.ID, Service: ci.Service, Address: ci.Address, Port: ci.Port,
-		Status: ci.Status, CreateIndex: ci.CreateIndex, AddressOK: true,
-	}
+// (oversized values removed). The instance refers to reg, which must
+// never be modified (nothing modifies a catalog snapshot).
+func (c *checker) instance(reg *catalog.Instance) (*Instance, map[string]string) {
+	in := &Instance{Instance: reg, AddressOK: true}
+	ci := *reg // its Meta may lose oversized values
 	for k, v := range ci.Meta {
 		if strings.HasPrefix(k, "mesh_") && len(v) > maxMetaValueBytes {
 			c.problem(SeverityError, KindMeta, ci.Service, ci.ID, k, "value is %d bytes, the limit is %d; ignored", len(v), maxMetaValueBytes)

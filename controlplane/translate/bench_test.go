@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshop/meshop/controlplane/catalog"
 	"github.com/meshop/meshop/controlplane/model"
 	"github.com/meshop/meshop/controlplane/translate"
 )
@@ -15,10 +16,9 @@ import (
 func bigService(n int) *model.Service {
 	svc := &model.Service{Name: "product", Protocol: model.HTTP1, Policy: model.DefaultPolicy()}
 	for i := range n {
-		svc.Instances = append(svc.Instances, &model.Instance{
-			ID: fmt.Sprintf("product-%d", i), Service: "product", Address: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255),
-			Port: 15006, AppPort: 8080, Version: "v1", Protocol: model.HTTP1, Status: "passing", AddressOK: true,
-		})
+		reg := &catalog.Instance{ID: fmt.Sprintf("product-%d", i), Service: "product",
+			Address: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), Port: 15006, Status: catalog.StatusPassing}
+		svc.Instances = append(svc.Instances, &model.Instance{Instance: reg, AppPort: 8080, Version: "v1", Protocol: model.HTTP1, AddressOK: true})
 	}
 	return svc
 }
