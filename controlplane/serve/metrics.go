@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshop/meshop/controlplane/internal/pmap"
 	"github.com/meshop/meshop/controlplane/model"
 )
 
@@ -33,7 +34,7 @@ type Metrics struct {
 	// passing instance (no endpoint); ServicePassing the passing
 	// instances (endpoints) of each service.
 	ServicesWithoutPassing prometheus.Gauge
-	ServicePassing         *prometheus.GaugeVec
+	ServicePassing         *servicePassingCollector
 	// Connected is the number of connected Envoy nodes, by node type
 	// (sidecar, edge, unknown).
 	Connected *prometheus.GaugeVec
@@ -79,8 +80,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			[]string{"sync", "flavour"}, nil)),
 		ServicesWithoutPassing: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "services_without_passing_instances",
 			Help: "Meshed services with no passing instance: no endpoint to send their callers."}),
-		ServicePassing: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "service_passing_instances",
-			Help: "Passing instances (endpoints) of each meshed service."}, []string{"service"}),
+		ServicePassing: &servicePassingCollector{desc: prometheus.NewDesc(ns+"_service_passing_instances",
+			"Passing instances (endpoints) of each meshed service.", []string{"service"}, nil)},
 		ConsulIndex: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "consul_last_index",
 			Help: "Highest Consul raft index seen by the catalog watcher."}),
 		ValidationFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "validation_failures_total",
@@ -146,6 +147,45 @@ func (c *nodesCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(counts[[2]string{fl, st}]), st, fl)
 		}
 	}
+}
+
+// servicePassingCollector is the gauge of each service's passing
+// instances: counted when scraped, from the services of the mesh last
+// applied, so that no series is kept in memory per service.
+type servicePassingCollector struct {
+	desc     *prometheus.Desc
+	mu       sync.Mutex
+	services pmap.Map[*model.Service]
+}
+
+// Describe implements prometheus.Collector.
+func (c *servicePassingCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector.
+func (c *servicePassingCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	services := c.services
+	c.mu.Unlock()
+	for name, svc := range services.All() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(passingInstances(svc)), name)
+	}
+}
+
+func (c *servicePassingCollector) set(services pmap.Map[*model.Service]) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.services = services
+}
+
+// passingInstances counts a service's endpoints.
+func passingInstances(svc *model.Service) int {
+	n := 0
+	for _, in := range svc.Instances {
+		if in.Endpoint() {
+			n++
+		}
+	}
+	return n
 }
 
 // setSource makes src the count the gauge reports (the last server

@@ -300,42 +300,32 @@ func isEdgeID(id string) bool {
 	return err == nil
 }
 
-// health counts each meshed service's passing instances (endpoints:
-// passing checks and a usable address, what its callers are sent). Apply
-// updates it with the services the new mesh rebuilt, so a pass costs the
-// services that changed, not the mesh.
+// health keeps the meshed services with no passing instance (no
+// endpoint: what their callers are sent is empty). Apply updates it with
+// the services the new mesh rebuilt, so a pass costs the services that
+// changed, not the mesh.
 type health struct {
 	mu       sync.Mutex
 	services pmap.Map[*model.Service] // of the mesh last counted
-	passing  map[string]int
-	none     map[string]bool // services with no passing instance
+	none     map[string]bool          // services with no passing instance
 }
 
 func (h *health) update(m *model.Mesh, metrics *Metrics) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.passing == nil {
-		h.passing, h.none = map[string]int{}, map[string]bool{}
+	if h.none == nil {
+		h.none = map[string]bool{}
 	}
 	for name := range pmap.Diff(h.services, m.Services, func(a, b *model.Service) bool { return a == b }) {
-		svc := m.Service(name)
-		if svc == nil {
-			delete(h.passing, name)
-			delete(h.none, name)
-			metrics.ServicePassing.DeleteLabelValues(name)
-			continue
-		}
-		n := len(svc.Endpoints())
-		h.passing[name] = n
-		if n == 0 {
+		if svc := m.Service(name); svc != nil && passingInstances(svc) == 0 {
 			h.none[name] = true
 		} else {
 			delete(h.none, name)
 		}
-		metrics.ServicePassing.WithLabelValues(name).Set(float64(n))
 	}
 	h.services = m.Services
 	metrics.ServicesWithoutPassing.Set(float64(len(h.none)))
+	metrics.ServicePassing.set(m.Services)
 }
 
 // ServicesWithoutPassing returns the meshed services that have no passing
