@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-cleanhttp"
 
+	"github.com/meshop/meshop/controlplane/internal/h2get"
 	"github.com/meshop/meshop/controlplane/internal/intern"
 )
 
@@ -72,8 +73,10 @@ func (c Connection) Config() *api.Config {
 // ConsulSource reads from a Consul agent's HTTP API.
 type ConsulSource struct {
 	client *api.Client
-	// watch and token make the per-service blocking queries (Instances)
-	// with the client's HTTP client.
+	// Instances' blocking queries, one per service, go over HTTP/2
+	// (h2: Consul's HTTPS listener) or, over plain HTTP, through the
+	// client's HTTP client (watch); token is the client's.
+	h2    *h2get.Client
 	watch *http.Client
 	token string
 	// base is the agent's URL and operator the client of OperatorRead.
@@ -103,8 +106,16 @@ func NewConsulSource(c Connection) (*ConsulSource, error) {
 	operator.Timeout = 5 * time.Second
 	// NewClient completed cfg: its HTTP client, and the token from the
 	// environment when c has none.
-	return &ConsulSource{client: client, watch: cfg.HttpClient, token: cfg.Token,
-		base: cfg.Scheme + "://" + cfg.Address, operator: operator, https: cfg.Scheme == "https"}, nil
+	s := &ConsulSource{client: client, watch: cfg.HttpClient, token: cfg.Token,
+		base: cfg.Scheme + "://" + cfg.Address, operator: operator, https: cfg.Scheme == "https"}
+	if s.https {
+		tlsConf, err := api.SetupTLSConfig(&cfg.TLSConfig)
+		if err != nil {
+			return nil, err
+		}
+		s.h2 = h2get.New(cfg.Address, tlsConf, WatchMaxConnsHTTPS)
+	}
+	return s, nil
 }
 
 // Consul's limit, http_max_conns_per_client (200 by default), counts TCP
@@ -229,38 +240,60 @@ func (s *ConsulSource) Services(ctx context.Context, index uint64, wait time.Dur
 // instances, not only passing ones: a sidecar whose own app is failing
 // still needs its configuration. Only passing instances become endpoints.
 //
-// It sends its own GET rather than the API client's: one such query per
-// service is in flight at all times, and what the API client keeps with
-// each (a second request bound to the context, a parsed URL, cloned
-// headers) is memory per service.
+// One such query per service is in flight at all times, so what each
+// keeps in flight is memory per service: over HTTPS it goes through
+// h2get (a stream ID and a buffer per query, where net/http keeps about
+// 2.5 KiB and a goroutine), over plain HTTP (HTTP/1.1, a connection per
+// query) through a plain GET rather than the API client's request.
 func (s *ConsulSource) Instances(ctx context.Context, service string, index uint64, wait time.Duration) ([]Instance, uint64, error) {
-	u := s.base + "/v1/health/service/" + url.PathEscape(service) +
+	path := "/v1/health/service/" + url.PathEscape(service) +
 		"?index=" + strconv.FormatUint(index, 10) + "&wait=" + strconv.FormatInt(max(wait.Milliseconds(), 1), 10) + "ms"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	status, header, body, err := s.get(ctx, path)
 	if err != nil {
 		return nil, 0, err
+	}
+	if status != http.StatusOK {
+		return nil, 0, fmt.Errorf("consul: health of service %q: %d %s: %.1024s", service, status, http.StatusText(status), strings.TrimSpace(string(body)))
+	}
+	idx, err := strconv.ParseUint(header.Get("X-Consul-Index"), 10, 64)
+	if err != nil {
+		return nil, 0, fmt.Errorf("consul: health of service %q: X-Consul-Index %q: %w", service, header.Get("X-Consul-Index"), err)
+	}
+	var entries []healthEntry
+	if err := json.Unmarshal(body, &entries); err != nil {
+		return nil, 0, fmt.Errorf("consul: health of service %q: %w", service, err)
+	}
+	return instancesOf(service, entries), idx, nil
+}
+
+// get sends a GET of path with the client's token and returns the whole
+// answer.
+func (s *ConsulSource) get(ctx context.Context, path string) (int, http.Header, []byte, error) {
+	var token []string
+	if s.token != "" {
+		token = []string{"X-Consul-Token", s.token}
+	}
+	if s.h2 != nil {
+		resp, err := s.h2.Get(ctx, path, token...)
+		if err != nil {
+			return 0, nil, nil, err
+		}
+		return resp.Status, resp.Header, resp.Body, nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.base+path, nil)
+	if err != nil {
+		return 0, nil, nil, err
 	}
 	if s.token != "" {
 		req.Header.Set("X-Consul-Token", s.token)
 	}
 	resp, err := s.watch.Do(req)
 	if err != nil {
-		return nil, 0, err
+		return 0, nil, nil, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
-		return nil, 0, fmt.Errorf("consul: health of service %q: %s: %s", service, resp.Status, strings.TrimSpace(string(body)))
-	}
-	idx, err := strconv.ParseUint(resp.Header.Get("X-Consul-Index"), 10, 64)
-	if err != nil {
-		return nil, 0, fmt.Errorf("consul: health of service %q: X-Consul-Index %q: %w", service, resp.Header.Get("X-Consul-Index"), err)
-	}
-	var entries []healthEntry
-	if err := json.NewDecoder(resp.Body).Decode(&entries); err != nil {
-		return nil, 0, fmt.Errorf("consul: health of service %q: %w", service, err)
-	}
-	return instancesOf(service, entries), idx, nil
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, body, err
 }
 
 // healthEntry is the part of an answer of /v1/health/service the
