@@ -47,10 +47,11 @@ type Client struct {
 	tls      *tls.Config
 	maxConns int
 
-	mu    sync.Mutex
-	conns []*conn
-	// freed is closed (and replaced) when a stream ends or a connection
-	// goes: a request waiting for room looks again.
+	mu      sync.Mutex
+	conns   []*conn
+	dialing bool
+	// freed is closed (and replaced) when a stream ends, a connection
+	// comes or goes: a request waiting for room looks again.
 	freed chan struct{}
 }
 
@@ -101,32 +102,37 @@ func (c *Client) Close() {
 }
 
 // open starts a stream on a connection with room for one, dialling one
-// when all are full and fewer than maxConns are open, or waiting.
+// when all are full and fewer than maxConns are open, or waiting. One
+// connection is dialled at a time, so that a burst of requests opens
+// only the connections it fills.
 func (c *Client) open(ctx context.Context, path string, header []string) (*conn, *stream, error) {
 	for {
 		c.mu.Lock()
-		var cn *conn
-		for _, x := range c.conns {
-			if x.hasRoom() {
-				cn = x
-				break
-			}
-		}
-		if cn == nil && len(c.conns) < c.maxConns {
-			var err error
-			if cn, err = c.dial(ctx); err != nil {
+		for _, cn := range c.conns {
+			if cn.hasRoom() {
+				s := cn.reserve()
 				c.mu.Unlock()
-				return nil, nil, err
+				if err := cn.send(s, path, header); err != nil {
+					return nil, nil, err
+				}
+				return cn, s, nil
 			}
-			c.conns = append(c.conns, cn)
 		}
-		if cn != nil {
-			s := cn.reserve()
+		if !c.dialing && len(c.conns) < c.maxConns {
+			c.dialing = true
 			c.mu.Unlock()
-			if err := cn.send(s, path, header); err != nil {
+			cn, err := c.dial(ctx)
+			c.mu.Lock()
+			c.dialing = false
+			if err == nil {
+				c.conns = append(c.conns, cn)
+			}
+			c.notifyLocked()
+			c.mu.Unlock()
+			if err != nil {
 				return nil, nil, err
 			}
-			return cn, s, nil
+			continue
 		}
 		freed := c.freed
 		c.mu.Unlock()
@@ -145,7 +151,7 @@ func (c *Client) notifyLocked() {
 }
 
 // dial opens a connection and reads the server's first SETTINGS (its
-// stream limit) before any request is sent on it. Called with c.mu held.
+// stream limit) before any request is sent on it.
 func (c *Client) dial(ctx context.Context) (*conn, error) {
 	d := tls.Dialer{Config: c.tls, NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}}
 	nc, err := d.DialContext(ctx, "tcp", c.addr)
