@@ -468,4 +468,3 @@ func deleteConn(conns []*conn, cn *conn) []*conn {
 	}
 	return conns
 }
-
