@@ -248,7 +248,10 @@ func (s *ConsulSource) Services(ctx context.Context, index uint64, wait time.Dur
 func (s *ConsulSource) Instances(ctx context.Context, service string, index uint64, wait time.Duration) ([]Instance, uint64, error) {
 	path := "/v1/health/service/" + url.PathEscape(service) +
 		"?index=" + strconv.FormatUint(index, 10) + "&wait=" + strconv.FormatInt(max(wait.Milliseconds(), 1), 10) + "ms"
-	status, header, body, err := s.get(ctx, path)
+	// Consul answers within wait plus up to wait/16 of jitter: a query
+	// unanswered well past that is failed and sent again, never left
+	// waiting for ever.
+	status, header, body, err := s.get(ctx, path, wait+wait/16+30*time.Second)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -267,19 +270,21 @@ func (s *ConsulSource) Instances(ctx context.Context, service string, index uint
 }
 
 // get sends a GET of path with the client's token and returns the whole
-// answer.
-func (s *ConsulSource) get(ctx context.Context, path string) (int, http.Header, []byte, error) {
+// answer, or an error when it took longer than timeout.
+func (s *ConsulSource) get(ctx context.Context, path string, timeout time.Duration) (int, http.Header, []byte, error) {
 	var token []string
 	if s.token != "" {
 		token = []string{"X-Consul-Token", s.token}
 	}
 	if s.h2 != nil {
-		resp, err := s.h2.Get(ctx, path, token...)
+		resp, err := s.h2.Get(ctx, path, timeout, token...)
 		if err != nil {
 			return 0, nil, nil, err
 		}
 		return resp.Status, resp.Header, resp.Body, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.base+path, nil)
 	if err != nil {
 		return 0, nil, nil, err
