@@ -18,6 +18,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/meshop/meshop/controlplane/internal/poll"
 )
 
 // server starts an HTTP/2 TLS test server that lets a client hold at
@@ -45,7 +47,11 @@ func TestLongPollsShareFewConnections(t *testing.T) {
 	var waiting atomic.Int32
 	_, conns, c := server(t, 10, func(w http.ResponseWriter, r *http.Request) {
 		waiting.Add(1)
-		<-release
+		select {
+		case <-release:
+		case <-r.Context().Done(): // the test failed before releasing it
+			return
+		}
 		w.Header().Set("X-Consul-Index", r.URL.Query().Get("i"))
 		fmt.Fprintf(w, "answer %s for %s", r.URL.Query().Get("i"), r.Header.Get("X-Consul-Token"))
 	})
@@ -63,13 +69,10 @@ func TestLongPollsShareFewConnections(t *testing.T) {
 			}
 		})
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for waiting.Load() < requests && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond) // poll: every request held by the server
-	}
-	if n := waiting.Load(); n != requests {
-		t.Fatalf("%d of %d requests reached the server", n, requests)
-	}
+	poll.Until(t, 10*time.Second, func() (bool, string) {
+		n := waiting.Load()
+		return n == requests, fmt.Sprintf("%d of %d requests reached the server", n, requests)
+	})
 	close(release)
 	wg.Wait()
 	close(errs)
