@@ -82,7 +82,6 @@ type ConsulSource struct {
 	// base is the agent's URL and operator the client of OperatorRead.
 	base     string
 	operator *http.Client
-	https    bool
 }
 
 // NewConsulSource returns a Source for the agent of c.
@@ -107,8 +106,8 @@ func NewConsulSource(c Connection) (*ConsulSource, error) {
 	// NewClient completed cfg: its HTTP client, and the token from the
 	// environment when c has none.
 	s := &ConsulSource{client: client, watch: cfg.HttpClient, token: cfg.Token,
-		base: cfg.Scheme + "://" + cfg.Address, operator: operator, https: cfg.Scheme == "https"}
-	if s.https {
+		base: cfg.Scheme + "://" + cfg.Address, operator: operator}
+	if cfg.Scheme == "https" {
 		tlsConf, err := api.SetupTLSConfig(&cfg.TLSConfig)
 		if err != nil {
 			return nil, err
@@ -168,7 +167,7 @@ func watchConnections(cfg *api.Config) {
 // QueryCapacity is how many blocking queries the source holds at once
 // without one waiting for a connection.
 func (s *ConsulSource) QueryCapacity() int {
-	if s.https {
+	if s.h2 != nil {
 		return WatchMaxConnsHTTPS * consulMaxStreams
 	}
 	return WatchMaxConnsHTTP
@@ -272,11 +271,11 @@ func (s *ConsulSource) Instances(ctx context.Context, service string, index uint
 // get sends a GET of path with the client's token and returns the whole
 // answer, or an error when it took longer than timeout.
 func (s *ConsulSource) get(ctx context.Context, path string, timeout time.Duration) (int, http.Header, []byte, error) {
-	var token []string
-	if s.token != "" {
-		token = []string{"X-Consul-Token", s.token}
-	}
 	if s.h2 != nil {
+		var token []string
+		if s.token != "" {
+			token = []string{"X-Consul-Token", s.token}
+		}
 		resp, err := s.h2.Get(ctx, path, timeout, token...)
 		if err != nil {
 			return 0, nil, nil, err

@@ -134,6 +134,17 @@ func (s *Service) Endpoints() []*Instance {
 	return out
 }
 
+// EndpointCount is len(s.Endpoints()), without making the list.
+func (s *Service) EndpointCount() int {
+	n := 0
+	for _, in := range s.Instances {
+		if in.Endpoint() {
+			n++
+		}
+	}
+	return n
+}
+
 // Versions returns the distinct versions among the service's instances,
 // sorted ("" for unversioned instances is left out).
 func (s *Service) Versions() []string {

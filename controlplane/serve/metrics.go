@@ -167,7 +167,7 @@ func (c *servicePassingCollector) Collect(ch chan<- prometheus.Metric) {
 	services := c.services
 	c.mu.Unlock()
 	for name, svc := range services.All() {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(passingInstances(svc)), name)
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(svc.EndpointCount()), name)
 	}
 }
 
@@ -175,17 +175,6 @@ func (c *servicePassingCollector) set(services pmap.Map[*model.Service]) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.services = services
-}
-
-// passingInstances counts a service's endpoints.
-func passingInstances(svc *model.Service) int {
-	n := 0
-	for _, in := range svc.Instances {
-		if in.Endpoint() {
-			n++
-		}
-	}
-	return n
 }
 
 // setSource makes src the count the gauge reports (the last server

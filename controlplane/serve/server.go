@@ -317,7 +317,7 @@ func (h *health) update(m *model.Mesh, metrics *Metrics) {
 		h.none = map[string]bool{}
 	}
 	for name := range pmap.Diff(h.services, m.Services, func(a, b *model.Service) bool { return a == b }) {
-		if svc := m.Service(name); svc != nil && passingInstances(svc) == 0 {
+		if svc := m.Service(name); svc != nil && svc.EndpointCount() == 0 {
 			h.none[name] = true
 		} else {
 			delete(h.none, name)
